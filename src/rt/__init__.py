@@ -1,0 +1,7 @@
+"""rt: an ahead-of-time compiler and runtime that runs PyTorch models fast on the CPU."""
+from .api import CompiledModel, compile
+from .errors import (ExportError, InputError, IRParseError, LoweringError, ModelFileError, RtError,
+                     UnsupportedOpError, VerificationError)
+
+__all__ = ["compile", "CompiledModel", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
+           "ModelFileError", "UnsupportedOpError", "VerificationError"]

@@ -1,0 +1,124 @@
+"""Public API: compile a module, call the result like the module, inspect each stage."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from .dialects.ir import Module
+from .dialects.text import print_module
+from .errors import InputError
+
+STAGES = ("torch", "fused", "planned")
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+class CompiledModel:
+    """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
+    same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan."""
+
+    def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None):
+        from .kernels.executor import CompiledProgram
+        self.stages = stages
+        self.planned = stages["planned"]
+        self.compile_times = timings or {}
+        self._program = CompiledProgram(self.planned)
+
+    # ---- calling ------------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [v.name for v in self.planned.inputs]
+
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[list[np.ndarray], bool]:
+        names = self.input_names
+        if len(args) > len(names):
+            raise InputError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(args)} "
+                             "positional arguments")
+        given = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise InputError(f"unknown input {k!r}; the model's inputs are: {', '.join(names)}")
+            if k in given:
+                raise InputError(f"input {k!r} given twice")
+            given[k] = v
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}")
+        torch_in = any(_is_torch_tensor(x) for x in given.values())
+        arrays = []
+        for v in self.planned.inputs:
+            x = given[v.name]
+            arr = x.detach().cpu().numpy() if _is_torch_tensor(x) else np.asarray(x)
+            if arr.dtype != v.type.np_dtype:
+                raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
+                                 f"(shape {list(v.type.shape)})")
+            if arr.shape != v.type.shape:
+                raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
+                                 f"{list(v.type.shape)} ({v.type.np_dtype})")
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays, torch_in
+
+    def __call__(self, *args, **kwargs):
+        arrays, torch_in = self._bind(args, kwargs)
+        outs = self._program.run(arrays)
+        if torch_in:
+            import torch
+            outs = [torch.from_numpy(o) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run_op_by_op(self, *args, kernels: str = "c", timings: list | None = None, **kwargs):
+        """The debugging executor: the planned program op by op, through the C kernels (`kernels="c"`)
+        or the numpy reference (`kernels="numpy"`). Returns numpy outputs."""
+        arrays, _ = self._bind(args, kwargs)
+        if kernels == "numpy":
+            from .interpreter import run_reference
+            outs = run_reference(self.planned, arrays)
+        elif kernels == "c":
+            from .kernels.executor import OpByOpProgram
+            if not hasattr(self, "_op_by_op"):
+                self._op_by_op = OpByOpProgram(self.planned)
+            outs = self._op_by_op.run(arrays, timings)
+        else:
+            raise ValueError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    # ---- inspecting ---------------------------------------------------------------------------
+    def ir(self, stage: str = "planned") -> str:
+        if stage not in self.stages:
+            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
+        return print_module(self.stages[stage])
+
+    def plan_report(self) -> dict:
+        plan = dict(self.planned.meta["plan"])
+        lb = plan["lower_bound_bytes"]
+        plan["ratio"] = plan["arena_bytes"] / lb if lb else 1.0
+        return plan
+
+
+def compile(model, args: tuple, kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
+            print_ir_after_all: bool = False) -> CompiledModel:
+    """Compile `model` (an nn.Module) for example inputs `args`/`kwargs` (torch tensors)."""
+    from .dialects.verifier import verify_module
+    from .frontend import import_module
+    from .lowering import to_fused
+    from .lowering.plan import to_planned
+
+    times = {}
+    t0 = time.perf_counter()
+    torch_ir = import_module(model, tuple(args), kwargs, strict=strict)
+    times["import"] = time.perf_counter() - t0
+    if verify:
+        verify_module(torch_ir, "torch")
+    t0 = time.perf_counter()
+    fused = to_fused(torch_ir, verify=verify, print_ir_after_all=print_ir_after_all)
+    times["to_fused"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    planned = to_planned(fused)
+    times["to_planned"] = time.perf_counter() - t0
+    if verify:
+        verify_module(planned, "planned")
+    return CompiledModel({"torch": torch_ir, "fused": fused, "planned": planned}, times)

@@ -1,0 +1,146 @@
+/* Unary ops (one X-macro family) and broadcasting binary ops. */
+#include "rt_kernel.h"
+
+/* Chunk size for parallel elementwise loops: big enough to amortise the call. */
+#define RT_CHUNK 16384
+
+/* ---- unary: x may equal y (in place), so no restrict here ---- */
+
+#define RT_UNARY_DEF(name, expr)                                                  \
+    RT_SIMD void rt_row_##name(const float *x_, float *y, int64_t n)              \
+    {                                                                             \
+        for (int64_t i = 0; i < n; i++) {                                         \
+            float x = x_[i];                                                      \
+            y[i] = (expr);                                                        \
+        }                                                                         \
+    }                                                                             \
+    int rt_k_##name(const rt_op *op, char *const *arg)                            \
+    {                                                                             \
+        unary_run(rt_row_##name, (const float *)arg[0], (float *)arg[1], op->ip[0]); \
+        return RT_OK;                                                             \
+    }
+
+typedef void (*row_fn)(const float *x, float *y, int64_t n);
+
+static void unary_run(row_fn f, const float *x, float *y, int64_t n)
+{
+    int64_t nchunks = (n + RT_CHUNK - 1) / RT_CHUNK;
+#pragma omp parallel for num_threads(rt_nthreads) if (n >= RT_PAR_MIN_ELEMS) schedule(static)
+    for (int64_t c = 0; c < nchunks; c++) {
+        int64_t lo = c * RT_CHUNK, len = n - lo < RT_CHUNK ? n - lo : RT_CHUNK;
+        f(x + lo, y + lo, len);
+    }
+}
+
+RT_UNARY_LIST(RT_UNARY_DEF)
+
+int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    if (rt_check_nargs(op, 2, msg, msglen) || rt_check_dims(op, 0, 1, msg, msglen)) return 1;
+    return rt_need(op, avail, 0, op->ip[0], 4, "x", msg, msglen) ||
+           rt_need(op, avail, 1, op->ip[0], 4, "out", msg, msglen);
+}
+
+/* ---- binary ---- */
+
+/* Collapsed iteration space: dims merged where both inputs allow, size-1 dims dropped. */
+typedef struct {
+    int ndim;
+    int64_t shape[RT_MAX_NDIM], as[RT_MAX_NDIM], bs[RT_MAX_NDIM];
+} bin_space;
+
+static void bin_collapse(const rt_op *op, bin_space *s)
+{
+    const int64_t *shape = op->ip + 1, *as = op->ip + 7, *bs = op->ip + 13;
+    s->ndim = 0;
+    for (int d = 0; d < (int)op->ip[0]; d++) {
+        if (shape[d] == 1) continue;
+        int k = s->ndim - 1;
+        if (k >= 0 && s->as[k] == as[d] * shape[d] && s->bs[k] == bs[d] * shape[d]) {
+            s->shape[k] *= shape[d]; /* dim d continues dim k for both inputs */
+            s->as[k] = as[d];
+            s->bs[k] = bs[d];
+            continue;
+        }
+        s->shape[s->ndim] = shape[d];
+        s->as[s->ndim] = as[d];
+        s->bs[s->ndim] = bs[d];
+        s->ndim++;
+    }
+    if (s->ndim == 0) { /* a scalar */
+        s->ndim = 1;
+        s->shape[0] = 1;
+        s->as[0] = s->bs[0] = 0;
+    }
+}
+
+/* One inner row per (op, stride case): unit/unit, unit/broadcast, broadcast/unit,
+ * and any strides. out may alias a unit-stride input, so no restrict. */
+#define RT_BIN_ROWS(name, OP)                                                            \
+    RT_SIMD static void name##_row(const float *a, int64_t as, const float *b, int64_t bs, \
+                                   float *y, int64_t n)                                 \
+    {                                                                                   \
+        if (as == 1 && bs == 1)                                                         \
+            for (int64_t i = 0; i < n; i++) y[i] = a[i] OP b[i];                        \
+        else if (as == 1 && bs == 0) {                                                  \
+            float bv = b[0];                                                            \
+            for (int64_t i = 0; i < n; i++) y[i] = a[i] OP bv;                          \
+        } else if (as == 0 && bs == 1) {                                                \
+            float av = a[0];                                                            \
+            for (int64_t i = 0; i < n; i++) y[i] = av OP b[i];                          \
+        } else                                                                          \
+            for (int64_t i = 0; i < n; i++) y[i] = a[i * as] OP b[i * bs];              \
+    }                                                                                   \
+    int rt_k_##name(const rt_op *op, char *const *arg)                                  \
+    {                                                                                   \
+        bin_run(name##_row, op, (const float *)arg[0], (const float *)arg[1], (float *)arg[2]); \
+        return RT_OK;                                                                   \
+    }
+
+typedef void (*bin_row_fn)(const float *a, int64_t as, const float *b, int64_t bs, float *y,
+                           int64_t n);
+
+static void bin_run(bin_row_fn f, const rt_op *op, const float *a, const float *b, float *y)
+{
+    bin_space s;
+    bin_collapse(op, &s);
+    int last = s.ndim - 1;
+    int64_t cols = s.shape[last], rows = 1;
+    for (int d = 0; d < last; d++) rows *= s.shape[d];
+    if (rows == 0 || cols == 0) return;
+    /* Long single rows are split into chunks so they parallelise too. */
+    int64_t chunk = cols > RT_CHUNK ? RT_CHUNK : cols, per_row = (cols + chunk - 1) / chunk;
+    int64_t ntasks = rows * per_row;
+#pragma omp parallel for num_threads(rt_nthreads) if (rows * cols >= RT_PAR_MIN_ELEMS) schedule(static)
+    for (int64_t t = 0; t < ntasks; t++) {
+        int64_t r = t / per_row, c0 = (t % per_row) * chunk;
+        int64_t ao = c0 * s.as[last], bo = c0 * s.bs[last], rem = r;
+        for (int d = last - 1; d >= 0; d--) { /* row index -> input offsets */
+            int64_t i = rem % s.shape[d];
+            rem /= s.shape[d];
+            ao += i * s.as[d];
+            bo += i * s.bs[d];
+        }
+        int64_t len = cols - c0 < chunk ? cols - c0 : chunk;
+        f(a + ao, s.as[last], b + bo, s.bs[last], y + r * cols + c0, len);
+    }
+}
+
+RT_BIN_ROWS(add, +)
+RT_BIN_ROWS(sub, -)
+RT_BIN_ROWS(mul, *)
+RT_BIN_ROWS(div, /)
+
+int rt_c_binary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    if (rt_check_nargs(op, 3, msg, msglen)) return 1;
+    int64_t nd = op->ip[0];
+    RT_CHECK(nd >= 0 && nd <= RT_MAX_NDIM, "ndim %lld not in [0, %d]", (long long)nd, RT_MAX_NDIM);
+    if (rt_check_dims(op, 1, 18, msg, msglen)) return 1;
+    const int64_t *shape = op->ip + 1;
+    int64_t n = 1;
+    for (int d = 0; d < nd; d++) n = rt_mul(n, shape[d]);
+    return rt_need(op, avail, 0, rt_reach(nd, shape, op->ip + 7), 4, "a", msg, msglen) ||
+           rt_need(op, avail, 1, rt_reach(nd, shape, op->ip + 13), 4, "b", msg, msglen) ||
+           rt_need(op, avail, 2, n, 4, "out", msg, msglen);
+}

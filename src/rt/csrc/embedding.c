@@ -1,0 +1,28 @@
+/* Embedding lookup: out[i] = table[idx[i]], every index checked before any read. */
+#include "rt_kernel.h"
+
+int rt_k_embedding(const rt_op *op, char *const *arg)
+{
+    const float *table = (const float *)arg[0];
+    const int64_t *idx = (const int64_t *)arg[1];
+    float *out = (float *)arg[2];
+    int64_t n = op->ip[0], vocab = op->ip[1], dim = op->ip[2];
+    for (int64_t i = 0; i < n; i++)
+        if (idx[i] < 0 || idx[i] >= vocab) {
+            rt_set_error_detail(idx[i]);
+            return RT_ERR_INDEX;
+        }
+#pragma omp parallel for num_threads(rt_nthreads) if (n * dim >= RT_PAR_MIN_ELEMS)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * dim, table + idx[i] * dim, (size_t)dim * sizeof(float));
+    return RT_OK;
+}
+
+int rt_c_embedding(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    if (rt_check_nargs(op, 3, msg, msglen) || rt_check_dims(op, 0, 3, msg, msglen)) return 1;
+    int64_t n = op->ip[0], vocab = op->ip[1], dim = op->ip[2];
+    return rt_need(op, avail, 0, rt_mul(vocab, dim), 4, "table", msg, msglen) ||
+           rt_need(op, avail, 1, n, 8, "idx", msg, msglen) ||
+           rt_need(op, avail, 2, rt_mul(n, dim), 4, "out", msg, msglen);
+}

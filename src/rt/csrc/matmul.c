@@ -1,0 +1,137 @@
+/* Batched matmul on BLAS with a fused epilogue (bias, residual, activation).
+ * BLAS takes no epilogue, so a large M is cut into row panels and each panel's
+ * epilogue runs right after its product, while the panel is still in cache. */
+#include <cblas.h>
+
+#include "rt_kernel.h"
+
+/* Rows per panel: the panel of C (x N floats) should stay in L2 for the epilogue. */
+#define RT_PANEL_ROWS 64
+/* Below this M*N*K OpenBLAS runs single-threaded, so batches go to OpenMP instead. */
+#define RT_SMALL_GEMM (64 * 64 * 64)
+
+typedef void (*row_fn)(const float *x, float *y, int64_t n);
+static const row_fn acts[] = {NULL, rt_row_relu, rt_row_gelu_tanh, rt_row_gelu_erf};
+
+typedef struct {
+    int64_t M, N, K, lda, ldb, ldc;
+    int ta, tb;
+    float alpha, beta; /* beta = 1 when the residual is the output itself */
+    const float *bias;
+    row_fn act;
+    int res_in_c; /* residual already accumulated through beta */
+} mm_params;
+
+/* out rows += bias + residual, then activation, in one pass per row. */
+RT_SIMD static void epilogue(const mm_params *p, float *c, const float *res, int64_t rows)
+{
+    int64_t n = p->N;
+    const float *bias = p->bias;
+    for (int64_t r = 0; r < rows; r++) {
+        float *cr = c + r * p->ldc;
+        const float *rr = res ? res + r * p->ldc : NULL;
+        if (bias && rr)
+            for (int64_t j = 0; j < n; j++) cr[j] += bias[j] + rr[j];
+        else if (bias)
+            for (int64_t j = 0; j < n; j++) cr[j] += bias[j];
+        else if (rr)
+            for (int64_t j = 0; j < n; j++) cr[j] += rr[j];
+        if (p->act) p->act(cr, cr, n);
+    }
+}
+
+static void gemm(const mm_params *p, const float *a, const float *b, float *c, int64_t m)
+{
+    if (m == 1 && p->K > 0) { /* a vector times a matrix: gemv avoids gemm's packing */
+        int64_t incx = p->ta ? p->lda : 1;
+        if (p->tb)
+            scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, p->N, p->K, p->alpha, b, p->ldb, a, incx,
+                              p->beta, c, 1);
+        else
+            scipy_cblas_sgemv(CblasRowMajor, CblasTrans, p->K, p->N, p->alpha, b, p->ldb, a, incx,
+                              p->beta, c, 1);
+        return;
+    }
+    scipy_cblas_sgemm(CblasRowMajor, p->ta ? CblasTrans : CblasNoTrans,
+                      p->tb ? CblasTrans : CblasNoTrans, m, p->N, p->K, p->alpha, a, p->lda, b,
+                      p->ldb, p->beta, c, p->ldc);
+}
+
+/* One output matrix; res is NULL when absent or already folded into beta. */
+static void one_matmul(const mm_params *p, const float *a, const float *b, const float *res,
+                       float *c)
+{
+    int need_epilogue = p->bias || res || p->act;
+    int64_t panel = need_epilogue && p->M >= 2 * RT_PANEL_ROWS ? RT_PANEL_ROWS : p->M;
+    for (int64_t r0 = 0; r0 < p->M; r0 += panel) {
+        int64_t m = p->M - r0 < panel ? p->M - r0 : panel;
+        const float *ar = a + (p->ta ? r0 : r0 * p->lda);
+        float *cr = c + r0 * p->ldc;
+        gemm(p, ar, b, cr, m);
+        if (need_epilogue) epilogue(p, cr, res ? res + r0 * p->ldc : NULL, m);
+    }
+}
+
+int rt_k_matmul(const rt_op *op, char *const *arg)
+{
+    const int64_t *ip = op->ip;
+    int64_t b1 = ip[0], b2 = ip[1], nb = b1 * b2;
+    const float *a = (const float *)arg[0], *b = (const float *)arg[1], *res = (const float *)arg[3];
+    float *c = (float *)arg[4];
+    mm_params p = {.M = ip[2], .N = ip[3], .K = ip[4], .ta = (int)ip[5], .tb = (int)ip[6],
+                   .lda = ip[7], .ldb = ip[8], .ldc = ip[9], .alpha = (float)op->fp[0],
+                   .bias = (const float *)arg[2], .act = acts[ip[16]]};
+    if (p.M == 0 || p.N == 0 || nb == 0) return RT_OK;
+    /* A residual that is the output itself (same layout by the ABI) goes through beta. */
+    p.beta = res == c ? 1.f : 0.f;
+    if (res == c) res = NULL;
+    int small = (double)p.M * (double)p.N * (double)p.K <= RT_SMALL_GEMM;
+#pragma omp parallel for num_threads(rt_nthreads) if (small && nb > 1) collapse(2) schedule(static)
+    for (int64_t i1 = 0; i1 < b1; i1++)
+        for (int64_t i2 = 0; i2 < b2; i2++) {
+            int64_t co = i1 * ip[14] + i2 * ip[15];
+            one_matmul(&p, a + i1 * ip[10] + i2 * ip[11], b + i1 * ip[12] + i2 * ip[13],
+                       res ? res + co : NULL, c + co);
+        }
+    return RT_OK;
+}
+
+/* Elements one operand spans: batch dims plus a rows x cols matrix with leading dim ld. */
+static int64_t mat_reach(int64_t b1, int64_t b2, int64_t s1, int64_t s2, int64_t rows,
+                         int64_t cols, int64_t ld)
+{
+    int64_t shape[4] = {b1, b2, rows, cols}, stride[4] = {s1, s2, ld, 1};
+    return rt_reach(4, shape, stride);
+}
+
+int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    const int64_t *ip = op->ip;
+    if (rt_check_nargs(op, 5, msg, msglen) || rt_check_dims(op, 0, 19, msg, msglen)) return 1;
+    int64_t b1 = ip[0], b2 = ip[1], M = ip[2], N = ip[3], K = ip[4], lda = ip[7], ldb = ip[8],
+            ldc = ip[9];
+    int ta = (int)ip[5], tb = (int)ip[6];
+    RT_CHECK(ip[5] <= 1 && ip[6] <= 1, "trans_a/trans_b must be 0 or 1");
+    RT_CHECK(ip[16] <= 3, "unknown activation %lld", (long long)ip[16]);
+    RT_CHECK(ip[17] == (avail[2] >= 0), "has_bias=%lld but bias operand is %s", (long long)ip[17],
+             avail[2] >= 0 ? "present" : "absent");
+    RT_CHECK(ip[18] == (avail[3] >= 0), "has_res=%lld but residual operand is %s",
+             (long long)ip[18], avail[3] >= 0 ? "present" : "absent");
+    for (int i = 2; i <= 9; i++)
+        RT_CHECK(ip[i] <= INT32_MAX, "ip[%d] = %lld exceeds the BLAS int range", i, (long long)ip[i]);
+    int64_t arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
+    RT_CHECK(lda >= (acols > 1 ? acols : 1), "lda %lld < %lld", (long long)lda, (long long)acols);
+    RT_CHECK(ldb >= (bcols > 1 ? bcols : 1), "ldb %lld < %lld", (long long)ldb, (long long)bcols);
+    RT_CHECK(ldc >= (N > 1 ? N : 1), "ldc %lld < N = %lld", (long long)ldc, (long long)N);
+    /* Output batches written in parallel must not coincide. */
+    RT_CHECK((b1 <= 1 || ip[14] > 0) && (b2 <= 1 || ip[15] > 0),
+             "output batch strides must be nonzero");
+    int64_t creach = mat_reach(b1, b2, ip[14], ip[15], M, N, ldc);
+    return rt_need(op, avail, 0, mat_reach(b1, b2, ip[10], ip[11], arows, acols, lda), 4, "a",
+                   msg, msglen) ||
+           rt_need(op, avail, 1, mat_reach(b1, b2, ip[12], ip[13], brows, bcols, ldb), 4, "b",
+                   msg, msglen) ||
+           rt_need_opt(op, avail, 2, N, 4, "bias", msg, msglen) ||
+           rt_need_opt(op, avail, 3, creach, 4, "residual", msg, msglen) ||
+           rt_need(op, avail, 4, creach, 4, "out", msg, msglen);
+}

@@ -1,0 +1,126 @@
+/* Shared by the kernel files: vectorisation targets, threading, checker helpers. */
+#ifndef RT_KERNEL_H
+#define RT_KERNEL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rt_program.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int rt_thread_id(void) { return omp_get_thread_num(); }
+#else
+static inline int rt_thread_id(void) { return 0; }
+#endif
+
+/* Hot row loops are compiled for several ISAs and picked at load time (ifunc), so a
+ * portable build still runs AVX2/AVX-512 code. The `native` build option already
+ * targets the build machine and needs no clones. OpenMP outlines parallel bodies
+ * before cloning, so parallel loops call RT_SIMD functions rather than being them. */
+#if defined(RT_NATIVE) || !defined(__x86_64__) || !defined(__GNUC__)
+#define RT_SIMD
+#else
+#define RT_SIMD __attribute__((target_clones("default", "arch=haswell", "arch=skylake-avx512")))
+#endif
+
+/* Threads for rt's own OpenMP loops (OpenBLAS keeps its own count, set alongside). */
+extern int rt_nthreads;
+/* Below this many elements a parallel region costs more than it saves. */
+#define RT_PAR_MIN_ELEMS 32768
+
+/* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
+void rt_set_error_detail(int64_t detail);
+
+/* Row kernels shared across files (elementwise.c); y may equal x. */
+#define RT_UNARY_DECL(name, expr) void rt_row_##name(const float *x, float *y, int64_t n);
+#include "rt_unary.h"
+RT_UNARY_LIST(RT_UNARY_DECL)
+#undef RT_UNARY_DECL
+
+/* ---- checker helpers: they write msg and return nonzero on failure ---- */
+
+static inline int rt_fail(char *msg, size_t msglen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msglen, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* Inside a checker (which has `msg` and `msglen`): fail with a message unless cond. */
+#define RT_CHECK(cond, ...)                                   \
+    do {                                                      \
+        if (!(cond)) return rt_fail(msg, msglen, __VA_ARGS__); \
+    } while (0)
+
+/* Dims and strides above this are rejected, so extent arithmetic cannot overflow. */
+#define RT_MAX_EXTENT (INT64_C(1) << 40)
+
+static inline int rt_in_range(int64_t v) { return v >= 0 && v <= RT_MAX_EXTENT; }
+
+/* Products and sums of checked extents saturate at RT_HUGE (fails any size check
+ * without overflowing when later multiplied by an item size). */
+#define RT_HUGE (INT64_MAX / 16)
+
+static inline int64_t rt_mul(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) || r > RT_HUGE ? RT_HUGE : r;
+}
+
+static inline int64_t rt_add(int64_t a, int64_t b)
+{
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) || r > RT_HUGE ? RT_HUGE : r;
+}
+
+/* Elements spanned by a strided view: 1 + sum (shape-1)*stride, or 0 when empty. */
+static inline int64_t rt_reach(int ndim, const int64_t *shape, const int64_t *stride)
+{
+    int64_t r = 1;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 0) return 0;
+        r = rt_add(r, rt_mul(shape[d] - 1, stride[d]));
+    }
+    return r;
+}
+
+/* Required operand i must be present, aligned for its item size, and hold `nelem` items. */
+static inline int rt_need(const rt_op *op, const int64_t *avail, int i, int64_t nelem,
+                          int64_t itemsize, const char *what, char *msg, size_t msglen)
+{
+    RT_CHECK(avail[i] >= 0, "operand %d (%s) is required but absent", i, what);
+    RT_CHECK(op->offset[i] % itemsize == 0, "operand %d (%s) offset %lld is not %lld-byte aligned",
+             i, what, (long long)op->offset[i], (long long)itemsize);
+    RT_CHECK(nelem >= 0 && nelem <= avail[i] / itemsize,
+             "operand %d (%s) needs %lld bytes but its buffer has %lld from offset %lld", i, what,
+             (long long)(nelem * itemsize), (long long)avail[i], (long long)op->offset[i]);
+    return 0;
+}
+
+/* Optional operand: absent is fine, present is checked like a required one. */
+static inline int rt_need_opt(const rt_op *op, const int64_t *avail, int i, int64_t nelem,
+                              int64_t itemsize, const char *what, char *msg, size_t msglen)
+{
+    return avail[i] < 0 ? 0 : rt_need(op, avail, i, nelem, itemsize, what, msg, msglen);
+}
+
+static inline int rt_check_nargs(const rt_op *op, int n, char *msg, size_t msglen)
+{
+    RT_CHECK(op->nargs == n, "expects %d operands, got %d", n, (int)op->nargs);
+    return 0;
+}
+
+/* ip[first .. first+n) must all be in [0, RT_MAX_EXTENT]. */
+static inline int rt_check_dims(const rt_op *op, int first, int n, char *msg, size_t msglen)
+{
+    for (int i = first; i < first + n; i++)
+        RT_CHECK(rt_in_range(op->ip[i]), "ip[%d] = %lld is negative or too large", i,
+                 (long long)op->ip[i]);
+    return 0;
+}
+
+#endif

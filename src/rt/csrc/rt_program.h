@@ -1,0 +1,75 @@
+/* rt runtime ABI: the op record, kernel/checker signatures, program entry points. */
+#ifndef RT_PROGRAM_H
+#define RT_PROGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RT_MAX_ARGS 8
+#define RT_MAX_IP 40
+#define RT_MAX_FP 4
+#define RT_MAX_NDIM 6
+
+/* One op of a program. Mirrored by rt.kernels._runtime.RECORD_DTYPE. */
+typedef struct rt_op {
+    int32_t code;
+    int32_t nargs;
+    int32_t slot[RT_MAX_ARGS];   /* buffer slot of each operand; -1 = absent optional operand */
+    int64_t offset[RT_MAX_ARGS]; /* byte offset inside the slot */
+    int64_t ip[RT_MAX_IP];       /* integer params, layout per op in rt_ops.def */
+    double fp[RT_MAX_FP];        /* float params */
+} rt_op;
+
+/* Changing the record is an ABI break for saved programs: these pin it. */
+_Static_assert(sizeof(rt_op) == 456, "rt_op size");
+_Static_assert(offsetof(rt_op, slot) == 8, "rt_op.slot");
+_Static_assert(offsetof(rt_op, offset) == 40, "rt_op.offset");
+_Static_assert(offsetof(rt_op, ip) == 104, "rt_op.ip");
+_Static_assert(offsetof(rt_op, fp) == 424, "rt_op.fp");
+
+enum rt_op_code {
+#define RT_OP(name, kernel, checker) RT_OP_##name,
+#include "rt_ops.def"
+#undef RT_OP
+    RT_OP_COUNT
+};
+
+enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I64 = 1, RT_DTYPE_BOOL = 2, RT_DTYPE_I32 = 3, RT_DTYPE_COUNT };
+
+/* Kernel return codes. */
+enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2 };
+
+/* arg[i] = slot base + offset, or NULL when absent. Returns RT_OK or an rt_error. */
+typedef int (*rt_kernel_fn)(const rt_op *op, char *const *arg);
+/* avail[i] = bytes from operand i's offset to the end of its slot (-1 absent).
+ * Returns 0, or nonzero with a message in msg. */
+typedef int (*rt_checker_fn)(const rt_op *op, const int64_t *avail, char *msg, size_t msglen);
+
+#define RT_OP(name, kernel, checker)                           \
+    int kernel(const rt_op *op, char *const *arg);             \
+    int checker(const rt_op *op, const int64_t *avail, char *msg, size_t msglen);
+#include "rt_ops.def"
+#undef RT_OP
+
+/* Why a run stopped: kernel error code, failing op, and a detail (e.g. the bad index). */
+typedef struct rt_status {
+    int32_t code;
+    int32_t op_index;
+    int64_t detail;
+} rt_status;
+
+const char *rt_op_name(int32_t code); /* NULL when out of range */
+
+/* Validate a whole program once. Returns the index of the first bad op (message in
+ * msg), or -1 when all ops are valid. */
+int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
+                         int64_t nslots, char *msg, size_t msglen);
+
+/* Run a validated program; slots[i] is the base address of slot i. Returns status.code. */
+int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st);
+
+/* Threads used by rt's OpenMP loops and by OpenBLAS, kept in step. */
+void rt_set_num_threads(int n);
+int rt_get_num_threads(void);
+
+#endif

@@ -1,0 +1,405 @@
+"""The fused dialect: fewer, bigger ops; no fold-only op may appear here.
+
+Every op here maps onto one C kernel (rt_ops.def), is a view (trait VIEW, no kernel: the planner
+turns it into strided storage), or is a *composite* (`extra["composite"] = True`): an op the lowering
+needs as an intermediate step (pow, mean, sum, amax, ...) that has no kernel and is expected to be
+fused away (decomposed layer norm / softmax). A composite that survives lowering means the model uses
+a form rt does not fuse yet; the planner / encoder reports it.
+
+Compute ops
+  fused.matmul a, b, bias?, residual? {transpose_a, transpose_b, alpha, act}
+      act(alpha * op(a) @ op(b) + bias + residual); op() swaps the last two dims when its transpose
+      flag is set; batch dims broadcast (numpy matmul). bias has shape [N]; residual has the result's
+      shape. act in {none, relu, gelu_tanh, gelu_erf}.
+  fused.{relu, gelu_tanh, gelu_erf, tanh, sigmoid, neg, exp, sqrt, rsqrt} x         elementwise
+  fused.{add, sub, mul, div} a, b                                    elementwise, numpy broadcasting
+  fused.softmax x                                                    over the last dim
+  fused.layer_norm x, gamma?, beta? {eps}                            over the last dim, biased var
+  fused.attention q, k, v, mask? {scale, causal, merge_heads}
+      q [B,H,Sq,D] (or [B,Sq,D]), k [..,Sk,D], v [..,Sk,Dv]; mask additive float, broadcastable to
+      [B,H,Sq,Sk]; causal: query i sees keys j <= i. Result [B,H,Sq,Dv]; with merge_heads (rank 4
+      only) the result is [B,Sq,H*Dv] (= out.transpose(1,2).reshape(B,Sq,H*Dv)), i.e. the kernel
+      writes out[b, s, h*Dv + d] (strides o_sb = Sq*H*Dv, o_sh = Dv, o_ss = H*Dv).
+  fused.embedding table, idx                                         table[idx], idx int64 any shape
+  fused.cast x {dtype}                                               f32/i64/i32/bool
+View ops (trait VIEW; extra["view"](attrs, in_type, in_strides, out_type) -> (elem_offset, strides) | None)
+  fused.reshape x {shape}             numpy reshape; a strided view when torch's view rules allow
+  fused.permute x {perm}              result dim i = operand dim perm[i]
+  fused.slice x {dim, start, end, step}   start/end normalised: 0 <= start <= end <= size, step >= 1
+  fused.expand x {shape}              numpy broadcast_to (new dims on the left, size-1 dims stride 0)
+Composites (no kernel; fused away): fused.pow x {exponent}, fused.mean / fused.sum / fused.amax x {dims, keepdim}
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import numerics
+from .ir import DTYPES, TensorType
+from .registry import COMMUTATIVE, ELEMENTWISE, INPLACE, VIEW, Attr, broadcast_infer, op, same_as_first
+
+ACTIVATIONS = tuple(numerics.ACTIVATIONS)
+
+
+# ---- matmul ---------------------------------------------------------------------------------
+def _mat(t, transpose):
+    return (t.shape[-1], t.shape[-2]) if transpose else (t.shape[-2], t.shape[-1])
+
+
+def _matmul_infer(types, attrs):
+    a, b = types[0], types[1]
+    m, k = _mat(a, attrs["transpose_a"])
+    k2, n = _mat(b, attrs["transpose_b"])
+    if k != k2:
+        raise ValueError(f"contraction sizes differ: {a} x {b}")
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return a.with_shape(tuple(batch) + (m, n))
+
+
+def _matmul_verify(op, types):
+    a, b, bias, res = (types + [None] * 4)[:4]
+    if a.rank < 2 or b.rank < 2:
+        return "operands a and b need rank >= 2"
+    if op.attrs.get("act", "none") not in ACTIVATIONS:
+        return f"unknown act {op.attrs['act']!r} (known: {', '.join(ACTIVATIONS)})"
+    n = _mat(b, op.attrs.get("transpose_b", False))[1]
+    if bias is not None and bias.shape != (n,):
+        return f"bias must have shape ({n},), got {bias}"
+    if res is not None and res.shape != op.result.type.shape:
+        return f"residual must have the result's shape {op.result.type.shape}, got {res}"
+    return None
+
+
+def _matmul_ref(args, attrs):
+    a, b, bias, res = (list(args) + [None] * 4)[:4]
+    if attrs["transpose_a"]:
+        a = np.swapaxes(a, -1, -2)
+    if attrs["transpose_b"]:
+        b = np.swapaxes(b, -1, -2)
+    y = np.matmul(a, b)
+    if attrs["alpha"] != 1:
+        y = y * np.float32(attrs["alpha"])
+    if bias is not None:
+        y = y + bias
+    if res is not None:
+        y = y + res
+    return numerics.ACTIVATIONS[attrs["act"]](y.astype(np.float32))
+
+
+op("fused.matmul", ("a", "b", "bias?", "residual?"), _matmul_infer, _matmul_ref,
+   attrs={"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False),
+          "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
+   verify=_matmul_verify)
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+def _f32_unary(fn):
+    def ref(a, at):
+        x = a[0]
+        return np.asarray(fn(x.astype(np.float64))).astype(x.dtype)
+    return ref
+
+
+def _unary(name, fn):
+    op(f"fused.{name}", ("x",), same_as_first, _f32_unary(fn), traits=(ELEMENTWISE, INPLACE))
+
+
+_unary("relu", numerics.relu)
+_unary("gelu_tanh", numerics.gelu_tanh)
+_unary("gelu_erf", numerics.gelu_erf)
+_unary("tanh", np.tanh)
+_unary("sigmoid", numerics.sigmoid)
+_unary("neg", np.negative)
+_unary("exp", np.exp)
+_unary("sqrt", np.sqrt)
+_unary("rsqrt", lambda x: 1.0 / np.sqrt(x))
+
+
+def _binary(name, fn, commutative):
+    traits = (ELEMENTWISE, INPLACE) + ((COMMUTATIVE,) if commutative else ())
+    op(f"fused.{name}", ("a", "b"), broadcast_infer,
+       lambda args, at: np.asarray(fn(args[0], args[1])).astype(np.result_type(args[0], args[1])),
+       traits=traits)
+
+
+_binary("add", np.add, True)
+_binary("sub", np.subtract, False)
+_binary("mul", np.multiply, True)
+_binary("div", np.divide, False)
+
+
+# ---- normalisations -------------------------------------------------------------------------
+def _softmax_ref(args, attrs):
+    x = args[0].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        m = np.max(x, axis=-1, keepdims=True)
+        e = np.exp(x - m)
+        return (e / np.sum(e, axis=-1, keepdims=True)).astype(args[0].dtype)
+
+
+op("fused.softmax", ("x",), same_as_first, _softmax_ref, traits=(INPLACE,))
+
+
+def _layer_norm_ref(args, attrs):
+    x, g, b = (list(args) + [None] * 3)[:3]
+    x64 = x.astype(np.float64)
+    mu = x64.mean(-1, keepdims=True)
+    var = ((x64 - mu) ** 2).mean(-1, keepdims=True)
+    y = (x64 - mu) / np.sqrt(var + attrs["eps"])
+    if g is not None:
+        y = y * g
+    if b is not None:
+        y = y + b
+    return y.astype(x.dtype)
+
+
+def _layer_norm_verify(op, types):
+    x, g, b = (types + [None] * 3)[:3]
+    for name, t in (("gamma", g), ("beta", b)):
+        if t is not None and t.shape != (x.shape[-1],):
+            return f"{name} must have shape ({x.shape[-1]},), got {t}"
+    return None
+
+
+op("fused.layer_norm", ("x", "gamma?", "beta?"), same_as_first, _layer_norm_ref,
+   attrs={"eps": Attr("float", 1e-5)}, traits=(INPLACE,), verify=_layer_norm_verify)
+
+
+# ---- attention ------------------------------------------------------------------------------
+def _attention_infer(types, attrs):
+    q, k, v = types[0], types[1], types[2]
+    if q.rank not in (3, 4) or k.rank != q.rank or v.rank != q.rank:
+        raise ValueError("q, k, v need the same rank, 3 or 4")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(f"q {q}, k {k}, v {v} do not fit together")
+    if attrs["merge_heads"]:
+        if q.rank != 4:
+            raise ValueError("merge_heads needs rank-4 q, k, v")
+        b, h, s = q.shape[0], q.shape[1], q.shape[2]
+        return q.with_shape((b, s, h * v.shape[-1]))
+    return q.with_shape(q.shape[:-1] + (v.shape[-1],))
+
+
+def _attention_verify(op, types):
+    q, k, v, mask = (types + [None] * 4)[:4]
+    if mask is not None:
+        want = q.shape[:-2] + (q.shape[-2], k.shape[-2])
+        try:
+            if np.broadcast_shapes(mask.shape, want) != tuple(want):
+                raise ValueError
+        except ValueError:
+            return f"mask {mask} does not broadcast to {want}"
+        if mask.dtype != "f32":
+            return "mask must be an additive f32 mask"
+    return None
+
+
+def attention_reference(q, k, v, mask, scale, causal):
+    s = np.matmul(q.astype(np.float64), np.swapaxes(k, -1, -2).astype(np.float64)) * scale
+    if mask is not None:
+        s = s + mask
+    sq, sk = s.shape[-2], s.shape[-1]
+    if causal:
+        s = np.where(np.tril(np.ones((sq, sk), dtype=bool)), s, -np.inf)
+    m = np.max(s, axis=-1, keepdims=True)
+    dead = ~np.isfinite(m)                # a row that sees no key gives zeros (as the kernel, torch SDPA)
+    e = np.exp(s - np.where(dead, 0.0, m))
+    den = np.sum(e, axis=-1, keepdims=True)
+    p = np.where(dead | (den == 0), 0.0, e / np.where(den == 0, 1.0, den))
+    return np.matmul(p, v.astype(np.float64)).astype(np.float32)
+
+
+def _attention_ref(args, attrs):
+    q, k, v, mask = (list(args) + [None] * 4)[:4]
+    out = attention_reference(q, k, v, mask, attrs["scale"], attrs["causal"])
+    if attrs["merge_heads"]:
+        b, h, s, d = out.shape
+        out = np.ascontiguousarray(out.transpose(0, 2, 1, 3)).reshape(b, s, h * d)
+    return out
+
+
+op("fused.attention", ("q", "k", "v", "mask?"), _attention_infer, _attention_ref,
+   attrs={"scale": Attr("float", 1.0), "causal": Attr("bool", False), "merge_heads": Attr("bool", False)},
+   verify=_attention_verify)
+
+
+# ---- gathers and casts ----------------------------------------------------------------------
+def _embedding_verify(op, types):
+    if types[0].rank != 2:
+        return "table must be [vocab, dim]"
+    if types[1].dtype not in ("i64", "i32"):
+        return "indices must be i64 (or i32)"
+    return None
+
+
+op("fused.embedding", ("table", "idx"),
+   lambda t, a: t[0].with_shape(t[1].shape + (t[0].shape[1],)),
+   lambda args, at: args[0][args[1]], verify=_embedding_verify)
+
+
+def _cast_ref(args, attrs):
+    x, dt = args[0], DTYPES[attrs["dtype"]]
+    if dt == np.bool_:
+        return x != 0
+    return x.astype(dt)
+
+
+op("fused.cast", ("x",), lambda t, a: t[0].with_dtype(a["dtype"]), _cast_ref,
+   attrs={"dtype": Attr("str")}, traits=(ELEMENTWISE,),
+   verify=lambda o, t: None if o.attrs["dtype"] in DTYPES else f"unknown dtype {o.attrs['dtype']!r}")
+
+
+# ---- views ----------------------------------------------------------------------------------
+def contiguous_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= max(d, 1)
+    return tuple(reversed(strides))
+
+
+def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None:
+    """Strides that let `new_shape` read the storage of (old_shape, old_strides), or None (torch's
+    computeStride rule: only dims that are contiguous with each other may be merged)."""
+    old_shape, new_shape = tuple(old_shape), tuple(new_shape)
+    if old_strides is None:
+        return contiguous_strides(new_shape)
+    if int(np.prod(old_shape, dtype=np.int64)) == 0 or len(old_shape) == 0:
+        return contiguous_strides(new_shape)
+    new_strides = [0] * len(new_shape)
+    view_d = len(new_shape) - 1
+    chunk = old_strides[-1]
+    tensor_numel, view_numel = 1, 1
+    for tensor_d in range(len(old_shape) - 1, -1, -1):
+        tensor_numel *= old_shape[tensor_d]
+        if tensor_d == 0 or (old_shape[tensor_d - 1] != 1
+                             and old_strides[tensor_d - 1] != tensor_numel * chunk):
+            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new_strides[view_d] = view_numel * chunk
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if tensor_d > 0:
+                chunk = old_strides[tensor_d - 1]
+                tensor_numel, view_numel = 1, 1
+    if view_d != -1:
+        return None
+    return tuple(new_strides)
+
+
+def _strides(in_type, in_strides):
+    return contiguous_strides(in_type.shape) if in_strides is None else tuple(in_strides)
+
+
+def _reshape_infer(types, attrs):
+    shape = tuple(attrs["shape"])
+    if int(np.prod(shape, dtype=np.int64)) != types[0].numel:
+        raise ValueError(f"cannot reshape {types[0]} to {list(shape)}")
+    return types[0].with_shape(shape)
+
+
+def _reshape_view(attrs, in_type, in_strides, out_type):
+    s = reshape_strides(in_type.shape, in_strides, out_type.shape)
+    return None if s is None else (0, s)
+
+
+op("fused.reshape", ("x",), _reshape_infer, lambda a, at: np.reshape(a[0], tuple(at["shape"])),
+   attrs={"shape": Attr("ints")}, traits=(VIEW,), view=_reshape_view)
+
+
+def _permute_infer(types, attrs):
+    perm = list(attrs["perm"])
+    if sorted(perm) != list(range(types[0].rank)):
+        raise ValueError(f"perm {perm} is not a permutation of {types[0].rank} dims")
+    return types[0].with_shape(tuple(types[0].shape[p] for p in perm))
+
+
+def _permute_view(attrs, in_type, in_strides, out_type):
+    s = _strides(in_type, in_strides)
+    return 0, tuple(s[p] for p in attrs["perm"])
+
+
+op("fused.permute", ("x",), _permute_infer, lambda a, at: np.transpose(a[0], tuple(at["perm"])),
+   attrs={"perm": Attr("ints")}, traits=(VIEW,), view=_permute_view)
+
+
+def _slice_infer(types, attrs):
+    t = types[0]
+    d, start, end, step = attrs["dim"], attrs["start"], attrs["end"], attrs["step"]
+    if not (0 <= d < t.rank and 0 <= start <= end <= t.shape[d] and step >= 1):
+        raise ValueError(f"bad slice dim={d} [{start}:{end}:{step}] of {t}")
+    shape = list(t.shape)
+    shape[d] = (end - start + step - 1) // step
+    return t.with_shape(shape)
+
+
+def _slice_ref(args, attrs):
+    idx = [slice(None)] * args[0].ndim
+    idx[attrs["dim"]] = slice(attrs["start"], attrs["end"], attrs["step"])
+    return args[0][tuple(idx)]
+
+
+def _slice_view(attrs, in_type, in_strides, out_type):
+    s = list(_strides(in_type, in_strides))
+    d = attrs["dim"]
+    offset = attrs["start"] * s[d]
+    s[d] *= attrs["step"]
+    return offset, tuple(s)
+
+
+op("fused.slice", ("x",), _slice_infer, _slice_ref,
+   attrs={"dim": Attr("int"), "start": Attr("int"), "end": Attr("int"), "step": Attr("int", 1)},
+   traits=(VIEW,), view=_slice_view)
+
+
+def _expand_infer(types, attrs):
+    shape = tuple(attrs["shape"])
+    if np.broadcast_shapes(types[0].shape, shape) != shape:
+        raise ValueError(f"cannot expand {types[0]} to {list(shape)}")
+    return types[0].with_shape(shape)
+
+
+def _expand_view(attrs, in_type, in_strides, out_type):
+    s = _strides(in_type, in_strides)
+    out = []
+    lead = out_type.rank - in_type.rank
+    for i, d in enumerate(out_type.shape):
+        j = i - lead
+        out.append(0 if j < 0 or (in_type.shape[j] == 1 and d != 1) else s[j])
+    return 0, tuple(out)
+
+
+op("fused.expand", ("x",), _expand_infer, lambda a, at: np.broadcast_to(a[0], tuple(at["shape"])),
+   attrs={"shape": Attr("ints")}, traits=(VIEW,), view=_expand_view)
+
+
+# ---- composites (no kernel: intermediate forms the lowering fuses away) ---------------------
+def _pow_ref(args, attrs):
+    x = args[0]
+    return np.power(x.astype(np.float64), attrs["exponent"]).astype(x.dtype)
+
+
+op("fused.pow", ("x",), same_as_first, _pow_ref, attrs={"exponent": Attr("float")},
+   traits=(ELEMENTWISE,), composite=True)
+
+
+def _reduce_infer(types, attrs):
+    t = types[0]
+    dims = {d % t.rank for d in attrs["dims"]} if t.rank else set()
+    if attrs["keepdim"]:
+        return t.with_shape(tuple(1 if i in dims else s for i, s in enumerate(t.shape)))
+    return t.with_shape(tuple(s for i, s in enumerate(t.shape) if i not in dims))
+
+
+def _reduce(name, fn):
+    def ref(args, attrs):
+        x = args[0]
+        axes = tuple(d % x.ndim for d in attrs["dims"]) if x.ndim else None
+        return np.asarray(fn(x.astype(np.float64), axis=axes, keepdims=attrs["keepdim"])).astype(x.dtype)
+    op(f"fused.{name}", ("x",), _reduce_infer, ref,
+       attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False)}, composite=True)
+
+
+_reduce("mean", np.mean)
+_reduce("sum", np.sum)
+_reduce("amax", np.max)

@@ -1,0 +1,184 @@
+"""The IR core shared by every dialect: tensor types, values, operations, modules.
+
+A module is one graph in SSA form: an ordered list of operations, its inputs, its outputs and its
+constants (numpy arrays kept by reference; the text form names them, never embeds them).
+Each operation has exactly one result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+# dtype spelling in the text form -> numpy dtype
+DTYPES: dict[str, np.dtype] = {
+    "f32": np.dtype(np.float32),
+    "f64": np.dtype(np.float64),
+    "i64": np.dtype(np.int64),
+    "i32": np.dtype(np.int32),
+    "bool": np.dtype(np.bool_),
+}
+_DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def dtype_name(dtype: Any) -> str:
+    """The IR spelling of a numpy dtype ('f32', 'i64', ...)."""
+    dt = np.dtype(dtype)
+    if dt not in _DTYPE_NAMES:
+        raise TypeError(f"dtype {dt} has no IR spelling (supported: {', '.join(DTYPES)})")
+    return _DTYPE_NAMES[dt]
+
+
+@dataclass(frozen=True)
+class TensorType:
+    shape: tuple[int, ...]
+    dtype: str = "f32"
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if self.dtype not in DTYPES:
+            raise TypeError(f"unknown dtype {self.dtype!r}")
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.np_dtype.itemsize
+
+    def with_shape(self, shape) -> "TensorType":
+        return TensorType(tuple(shape), self.dtype)
+
+    def with_dtype(self, dtype: str) -> "TensorType":
+        return TensorType(self.shape, dtype)
+
+    @staticmethod
+    def of(array: np.ndarray) -> "TensorType":
+        return TensorType(tuple(array.shape), dtype_name(array.dtype))
+
+    def __str__(self) -> str:
+        dims = "".join(f"{d}x" for d in self.shape)
+        return f"tensor<{dims}{self.dtype}>"
+
+
+@dataclass(eq=False)
+class Storage:
+    """Where a planned value lives. kind: 'arena' | 'input' | 'output' | 'const' | 'view'.
+
+    arena: offset/size in bytes. input/output: index. view: base value, byte offset from the base's
+    start and element strides (None = contiguous)."""
+    kind: str
+    offset: int = 0
+    size: int = 0
+    index: int = 0
+    base: "Value | None" = None
+    strides: tuple[int, ...] | None = None
+
+
+@dataclass(eq=False)
+class Value:
+    name: str
+    type: TensorType
+    producer: "Operation | None" = None
+    storage: Storage | None = None
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+@dataclass(eq=False)
+class Operation:
+    name: str                       # dialect-qualified: 'torch.addmm', 'fused.matmul', 'const'
+    operands: list[Value | None]    # None = an absent optional operand
+    attrs: dict[str, Any]
+    result: Value
+
+    @property
+    def dialect(self) -> str:
+        return self.name.split(".", 1)[0] if "." in self.name else ""
+
+    @property
+    def opname(self) -> str:
+        return self.name.split(".", 1)[1] if "." in self.name else self.name
+
+    def present_operands(self) -> list[Value]:
+        return [v for v in self.operands if v is not None]
+
+    def __repr__(self) -> str:
+        return f"<{self.name} -> %{self.result.name}>"
+
+
+@dataclass(eq=False)
+class Module:
+    name: str
+    inputs: list[Value] = field(default_factory=list)
+    outputs: list[Value] = field(default_factory=list)
+    ops: list[Operation] = field(default_factory=list)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)      # e.g. plan facts, source locations
+
+    # ---- queries -------------------------------------------------------------------------
+    def users(self) -> dict[Value, list[Operation]]:
+        uses: dict[Value, list[Operation]] = {}
+        for op in self.ops:
+            for v in op.present_operands():
+                uses.setdefault(v, []).append(op)
+        return uses
+
+    def values(self) -> Iterator[Value]:
+        yield from self.inputs
+        for op in self.ops:
+            yield op.result
+
+    def const_value(self, v: Value | None) -> np.ndarray | None:
+        """The array behind a value produced by a `const` op, else None."""
+        if v is None or v.producer is None or v.producer.name != "const":
+            return None
+        return self.constants.get(v.producer.attrs["name"])
+
+    def op_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for op in self.ops:
+            counts[op.name] = counts.get(op.name, 0) + 1
+        return counts
+
+    # ---- building ------------------------------------------------------------------------
+    def fresh_name(self, hint: str = "v") -> str:
+        used = self.meta.setdefault("_names", None)
+        if used is None:
+            used = {v.name for v in self.values()}
+            self.meta["_names"] = used
+        i = len(used)
+        while f"{hint}{i}" in used:
+            i += 1
+        name = f"{hint}{i}"
+        used.add(name)
+        return name
+
+    def add_constant(self, array: np.ndarray, hint: str = "c") -> str:
+        name = hint
+        i = 0
+        while name in self.constants:
+            i += 1
+            name = f"{hint}.{i}"
+        self.constants[name] = array
+        return name
+
+    def invalidate_names(self) -> None:
+        self.meta.pop("_names", None)
+
+
+def replace_all_uses(module: Module, old: Value, new: Value) -> None:
+    for op in module.ops:
+        op.operands = [new if v is old else v for v in op.operands]
+    module.outputs = [new if v is old else v for v in module.outputs]

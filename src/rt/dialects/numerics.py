@@ -1,0 +1,45 @@
+"""Numpy reference numerics shared by the dialects' reference implementations (float32 in, float32 out)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf without scipy: Abramowitz & Stegun 7.1.26 evaluated in float64 (|error| < 1.5e-7)."""
+    x64 = np.asarray(x, dtype=np.float64)
+    s = np.sign(x64)
+    a = np.abs(x64)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return (s * (1.0 - poly * np.exp(-a * a))).astype(np.asarray(x).dtype)
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + erf(x64 / math.sqrt(2.0)))).astype(x.dtype)
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3)))).astype(x.dtype)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return (1.0 / (1.0 + np.exp(-x64))).astype(x.dtype)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+ACTIVATIONS = {
+    "none": lambda x: x,
+    "relu": relu,
+    "gelu_tanh": gelu_tanh,
+    "gelu_erf": gelu_erf,
+}

@@ -1,0 +1,60 @@
+"""Planned-dialect verification: every value has a storage, arena slices are aligned and inside the
+arena, and two buffers live at the same step never overlap (except an in-place op's result over the
+operand that dies at that op)."""
+from __future__ import annotations
+
+from ..errors import VerificationError
+from .ir import Module, Value
+from .registry import INPLACE, REGISTRY
+
+ALIGN = 64
+
+
+def _root(v: Value) -> Value:
+    while v.storage is not None and v.storage.kind == "view":
+        v = v.storage.base
+    return v
+
+
+def verify_plan(m: Module) -> None:
+    plan = m.meta.get("plan")
+    arena = plan["arena_bytes"] if plan else None
+    step = {}
+    for s, op in enumerate(m.ops):
+        st = op.result.storage
+        if st is None:
+            raise VerificationError(f"op {op.name} (%{op.result.name}): value has no storage")
+        step[op.result] = s
+        if st.kind == "arena":
+            if st.offset % ALIGN:
+                raise VerificationError(f"op {op.name} (%{op.result.name}): arena offset {st.offset} "
+                                        f"is not {ALIGN}-byte aligned")
+            if st.size < op.result.type.nbytes:
+                raise VerificationError(f"op {op.name} (%{op.result.name}): slice of {st.size} bytes "
+                                        f"holds no {op.result.type}")
+            if arena is not None and st.offset + st.size > arena:
+                raise VerificationError(f"op {op.name} (%{op.result.name}): slice "
+                                        f"[{st.offset}, {st.offset + st.size}) leaves the arena of {arena} bytes")
+    for v in m.inputs:
+        if v.storage is None or v.storage.kind != "input":
+            raise VerificationError(f"input %{v.name} must have input storage")
+    last: dict[Value, int] = {}
+    for s, op in enumerate(m.ops):
+        for v in op.present_operands():
+            last[_root(v)] = s
+    bufs = [(op.result, step[op.result], max(last.get(op.result, step[op.result]), step[op.result]))
+            for op in m.ops if op.result.storage.kind == "arena"]
+    for i, (a, sa, ea) in enumerate(bufs):
+        for b, sb, eb in bufs[i + 1:]:
+            if sa > eb or sb > ea:
+                continue
+            lo = max(a.storage.offset, b.storage.offset)
+            hi = min(a.storage.offset + a.storage.size, b.storage.offset + b.storage.size)
+            if lo >= hi:
+                continue
+            op = b.producer
+            in_place = (ea == sb and REGISTRY[op.name].has(INPLACE) and a in op.operands
+                        and a.storage.offset == b.storage.offset)
+            if not in_place:
+                raise VerificationError(f"op {op.name} (%{b.name}): its buffer overlaps %{a.name}'s "
+                                        f"while both are live (steps {sa}-{ea} and {sb}-{eb})")

@@ -1,0 +1,159 @@
+"""How each planned op runs in the compiled loop: the C op it becomes and its parameter encoding.
+
+An encoder turns a planned op plus the resolved layout of its operands (slot, byte offset, element
+strides) into one op record: (C op name, args, ip, fp), following the layouts documented in
+csrc/rt_ops.def. `kernel(...)` attaches the encoder to the op's registry entry (extra["encode"]) along
+with which operands the C kernel reads by strides (extra["strided_operands"]); the planner copies any
+other non-contiguous operand first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import LoweringError
+from .ir import Operation, TensorType
+from .registry import REGISTRY
+
+MAX_NDIM = 6
+ACT_CODES = {"none": 0, "relu": 1, "gelu_tanh": 2, "gelu_erf": 3}
+DTYPE_CODES = {"f32": 0, "i64": 1, "bool": 2, "i32": 3}
+
+
+@dataclass(frozen=True)
+class Operand:
+    slot: int
+    offset: int                     # bytes from the slot's base
+    strides: tuple[int, ...]        # elements
+    type: TensorType
+
+
+Encoded = tuple[list["Operand | None"], list[int], list[float]]     # (args incl. out, ip, fp)
+Encoder = Callable[[Operation, list["Operand | None"], Operand], Encoded]
+
+
+def kernel(name: str, c_op: str, strided: tuple[int, ...] = ()):
+    """Declare that planned op `name` runs as C op `c_op`, encoded by the decorated function."""
+    def deco(fn: Encoder) -> Encoder:
+        extra = REGISTRY[name].extra
+        extra["c_op"] = c_op
+        extra["encode"] = fn
+        extra["strided_operands"] = strided
+        return fn
+    return deco
+
+
+def _need_f32(op: Operation, *vals: Operand | None) -> None:
+    for v in vals:
+        if v is not None and v.type.dtype != "f32":
+            raise LoweringError(f"{op.name} (%{op.result.name}): the C kernel takes float32, got {v.type}")
+
+
+# ---- matmul ---------------------------------------------------------------------------------
+def _blas_matrix(rows: int, cols: int, s_r: int, s_c: int, trans: bool):
+    """Row-major BLAS view of a stored (rows x cols) matrix: (trans, ld), or None if not expressible."""
+    if s_c == 1 or cols == 1:
+        return trans, max(s_r if rows > 1 else cols, cols, 1)
+    if s_r == 1 or rows == 1:          # stored transposed: read it as its transpose
+        return (not trans), max(s_c if cols > 1 else rows, rows, 1)
+    return None
+
+
+def _batch_strides(v: Operand, out_batch: tuple[int, ...]) -> list[int]:
+    shape, strides = v.type.shape[:-2], v.strides[:-2]
+    pad = len(out_batch) - len(shape)
+    res = [0] * pad
+    for d, s in zip(shape, strides):
+        res.append(0 if d == 1 else s)
+    return res
+
+
+@kernel("planned.matmul", "MATMUL", strided=(0, 1))
+def _matmul(op, args, out):
+    a, b, bias, res = (list(args) + [None] * 4)[:4]
+    _need_f32(op, a, b, bias, res)
+    at = op.attrs
+    ta, tb = at.get("transpose_a", False), at.get("transpose_b", False)
+    ma = _blas_matrix(*a.type.shape[-2:], *a.strides[-2:], ta)
+    mb = _blas_matrix(*b.type.shape[-2:], *b.strides[-2:], tb)
+    if ma is None or mb is None:
+        raise LoweringError(f"{op.name} (%{op.result.name}): an operand has no unit stride in its matrix dims")
+    (ta, lda), (tb, ldb) = ma, mb
+    m, n = out.type.shape[-2:]
+    k = a.type.shape[-1] if not at.get("transpose_a", False) else a.type.shape[-2]
+    out_batch = out.type.shape[:-2]
+    sa, sb = _batch_strides(a, out_batch), _batch_strides(b, out_batch)
+    sc = list(out.strides[:-2])
+    ldc = n
+    batch = list(out_batch)
+    # fold a's batch into M when b is shared and a's rows run on contiguously: one big GEMM
+    if batch and all(s == 0 for s in sb) and not ta and all(
+            sa[i] == m * lda * int(np.prod(batch[i + 1:], dtype=np.int64)) for i in range(len(batch))):
+        m, batch, sa, sb, sc = m * int(np.prod(batch, dtype=np.int64)), [], [], [], []
+    if len(batch) > 2:   # merge leading batch dims that are contiguous in every operand
+        while len(batch) > 2:
+            d0, d1 = batch[0], batch[1]
+            for s in (sa, sb, sc):
+                if s[0] != s[1] * d1 and not (s[0] == 0 and s[1] == 0):
+                    raise LoweringError(f"{op.name} (%{op.result.name}): batch dims {out_batch} cannot be "
+                                        "flattened to two")
+            batch = [d0 * d1] + batch[2:]
+            for s in (sa, sb, sc):
+                s[:] = [s[1]] + s[2:]
+    while len(batch) < 2:
+        batch.insert(0, 1)
+        for s in (sa, sb, sc):
+            s.insert(0, 0)
+    ip = [batch[0], batch[1], m, n, k, int(ta), int(tb), lda, ldb, ldc, sa[0], sa[1], sb[0], sb[1],
+          sc[0], sc[1], ACT_CODES[at.get("act", "none")], int(bias is not None), int(res is not None)]
+    return [a, b, bias, res, out], ip, [float(at.get("alpha", 1.0))]
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+_UNARY = {"relu": "RELU", "gelu_tanh": "GELU_TANH", "gelu_erf": "GELU_ERF", "tanh": "TANH",
+          "sigmoid": "SIGMOID", "neg": "NEG", "exp": "EXP", "sqrt": "SQRT", "rsqrt": "RSQRT"}
+
+
+def _unary(op, args, out):
+    _need_f32(op, args[0], out)
+    return [args[0], out], [out.type.numel], []
+
+
+for _name, _c_op in _UNARY.items():
+    if f"planned.{_name}" in REGISTRY:
+        kernel(f"planned.{_name}", _c_op)(_unary)
+
+
+def _broadcast_strides(v: Operand, shape: tuple[int, ...]) -> list[int]:
+    pad = len(shape) - v.type.rank
+    return [0] * pad + [0 if d == 1 else s for d, s in zip(v.type.shape, v.strides)]
+
+
+def _pad6(xs: list[int], fill: int = 0) -> list[int]:
+    return list(xs) + [fill] * (MAX_NDIM - len(xs))
+
+
+def _binary(op, args, out):
+    a, b = args
+    _need_f32(op, a, b, out)
+    shape = out.type.shape
+    if len(shape) > MAX_NDIM:
+        raise LoweringError(f"{op.name} (%{op.result.name}): rank {len(shape)} > {MAX_NDIM}")
+    ip = [len(shape)] + _pad6(list(shape), 1) + _pad6(_broadcast_strides(a, shape)) + \
+        _pad6(_broadcast_strides(b, shape))
+    return [a, b, out], ip, []
+
+
+for _name in ("add", "sub", "mul", "div"):
+    kernel(f"planned.{_name}", _name.upper(), strided=(0, 1))(_binary)
+
+
+@kernel("planned.copy", "COPY", strided=(0,))
+def _copy(op, args, out):
+    x = args[0]
+    if x.type.rank > MAX_NDIM:
+        raise LoweringError(f"{op.name} (%{op.result.name}): rank {x.type.rank} > {MAX_NDIM}")
+    ip = [x.type.rank] + _pad6(list(x.type.shape), 1) + _pad6(list(x.strides)) + [x.type.np_dtype.itemsize]
+    return [x, out], ip, []

@@ -1,0 +1,27 @@
+"""The planned dialect: the fused ops with every value given a storage, plus copies.
+
+Each fused op `fused.X` has a planned twin `planned.X` with the same facts (derived here, so nothing is
+declared twice). A planned op may also declare how the compiled loop runs it: `extra["kernel"]`, an
+encoder registered in rt.kernels.encode. `planned.copy` materialises a value (e.g. a strided view or
+an output that is also an input) into a fresh contiguous buffer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import REGISTRY, OpDef, op, same_as_first
+
+
+def _derive_planned_twins() -> None:
+    for fused in REGISTRY.dialect_ops("fused"):
+        twin = "planned." + fused.name.split(".", 1)[1]
+        if twin not in REGISTRY:
+            REGISTRY.register(OpDef(twin, fused.operands, fused.infer, fused.reference, dict(fused.attrs),
+                                    fused.traits, fused.verify, dict(fused.extra)))
+
+
+_derive_planned_twins()
+
+op("planned.copy", ("x",), same_as_first, lambda a, at: np.ascontiguousarray(a[0]).copy())
+
+from . import planned_kernels  # noqa: E402,F401  (attaches each planned op's C encoding)

@@ -1,0 +1,29 @@
+"""Compiled runtime: op codes, the op-record dtype, and Program (see docs/dev.md)."""
+
+from rt.kernels._runtime import (
+    DTYPE_CODES,
+    MAX_ARGS,
+    MAX_FP,
+    MAX_IP,
+    RECORD_DTYPE,
+    Program,
+    get_num_threads,
+    op_codes,
+    record_layout,
+    run_single,
+    set_num_threads,
+)
+
+__all__ = [
+    "DTYPE_CODES",
+    "MAX_ARGS",
+    "MAX_FP",
+    "MAX_IP",
+    "RECORD_DTYPE",
+    "Program",
+    "get_num_threads",
+    "op_codes",
+    "record_layout",
+    "run_single",
+    "set_num_threads",
+]

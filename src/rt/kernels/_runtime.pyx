@@ -1,0 +1,367 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Python face of the C runtime: op codes, the record dtype, and Program.
+
+Everything about ops (codes, names, parameter layouts, checks) lives in C
+(csrc/rt_ops.def); this module only asks C and binds buffers.
+"""
+import os
+
+import numpy as np
+
+cimport numpy as cnp
+from cpython.pythread cimport (
+    WAIT_LOCK,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+cnp.import_array()
+
+cdef extern from "rt_program.h" nogil:
+    enum:
+        RT_MAX_ARGS
+        RT_MAX_IP
+        RT_MAX_FP
+        RT_OP_COUNT
+        RT_OK
+        RT_ERR_INDEX
+        RT_ERR_NOMEM
+        RT_OP_EMBEDDING
+
+    ctypedef struct rt_op:
+        int32_t code
+        int32_t nargs
+        int32_t slot[8]
+        int64_t offset[8]
+        int64_t ip[40]
+        double fp[4]
+
+    ctypedef struct rt_status:
+        int32_t code
+        int32_t op_index
+        int64_t detail
+
+    const char *rt_op_name(int32_t code)
+    int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
+                             int64_t nslots, char *msg, size_t msglen)
+    int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
+    void rt_set_num_threads(int n)
+    int rt_get_num_threads()
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include "rt_program.h"
+    static const size_t rt_record_layout_[7] = {
+        sizeof(rt_op), offsetof(rt_op, code), offsetof(rt_op, nargs), offsetof(rt_op, slot),
+        offsetof(rt_op, offset), offsetof(rt_op, ip), offsetof(rt_op, fp)};
+    static void *rt_arena_alloc(size_t n) {
+        /* 64-byte aligned; touched once here so runs never page-fault on it. */
+        size_t size = (n + 63) & ~(size_t)63;
+        void *p = aligned_alloc(64, size ? size : 64);
+        if (p) memset(p, 0, size);
+        return p;
+    }
+    """
+    const size_t rt_record_layout_[7]
+    void *rt_arena_alloc(size_t n) nogil
+
+MAX_ARGS = RT_MAX_ARGS
+MAX_IP = RT_MAX_IP
+MAX_FP = RT_MAX_FP
+DTYPE_CODES = {"f32": 0, "i64": 1, "bool": 2, "i32": 3}
+
+RECORD_DTYPE = np.dtype(
+    [
+        ("code", "<i4"),
+        ("nargs", "<i4"),
+        ("slot", "<i4", (RT_MAX_ARGS,)),
+        ("offset", "<i8", (RT_MAX_ARGS,)),
+        ("ip", "<i8", (RT_MAX_IP,)),
+        ("fp", "<f8", (RT_MAX_FP,)),
+    ],
+    align=True,
+)
+
+
+def record_layout():
+    """C's sizeof(rt_op) and field offsets, to check RECORD_DTYPE against."""
+    names = ("itemsize", "code", "nargs", "slot", "offset", "ip", "fp")
+    return {n: int(rt_record_layout_[i]) for i, n in enumerate(names)}
+
+
+def _check_record_dtype():
+    layout = record_layout()
+    mine = {"itemsize": RECORD_DTYPE.itemsize}
+    mine.update({n: RECORD_DTYPE.fields[n][1] for n in RECORD_DTYPE.names})
+    if mine != layout:
+        raise ImportError(f"RECORD_DTYPE {mine} does not match the C rt_op layout {layout}")
+
+
+_check_record_dtype()
+
+_OP_NAMES = tuple(rt_op_name(i).decode() for i in range(RT_OP_COUNT))
+
+
+def op_codes():
+    """Op name -> code, as C numbers them (csrc/rt_ops.def)."""
+    return {name: code for code, name in enumerate(_OP_NAMES)}
+
+
+def set_num_threads(int n):
+    """Threads for rt's OpenMP loops and for OpenBLAS, set together."""
+    if n < 1:
+        raise ValueError(f"need at least one thread, got {n}")
+    rt_set_num_threads(n)
+
+
+def get_num_threads():
+    return rt_get_num_threads()
+
+
+def _default_threads():
+    env = os.environ.get("RT_NUM_THREADS")
+    if env:
+        return int(env)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+set_num_threads(_default_threads())
+
+cdef enum:
+    # Slots bound per call up to this count live on the stack.
+    STACK_SLOTS = 32
+    # Arenas kept for reuse; more concurrent calls than this allocate and free their own.
+    POOL_CAP = 8
+
+cdef enum SlotKind:
+    UNBOUND, ARENA, CONSTANT, INPUT, OUTPUT
+
+
+cdef class Program:
+    """A validated op array plus its buffer slots; run() executes it in one C call.
+
+    Slot 0 is the arena (per-call scratch, pooled); constants are bound once and held
+    by reference; input and output slots are bound at each run().
+    """
+    cdef readonly object records
+    cdef object _constants
+    cdef const rt_op *ops
+    cdef readonly int64_t nops
+    cdef int64_t nslots
+    cdef readonly int64_t arena_nbytes
+    cdef int64_t *slot_nbytes
+    cdef char **template
+    cdef int32_t *in_slots
+    cdef int32_t *out_slots
+    cdef Py_ssize_t nin, nout
+    cdef PyThread_type_lock lock
+    cdef void *pool[POOL_CAP]
+    cdef int npool
+
+    def __cinit__(self):
+        self.lock = PyThread_allocate_lock()
+        if self.lock == NULL:
+            raise MemoryError()
+
+    def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots):
+        # Private copies: the caller cannot change what was validated.
+        recs = np.array(records, dtype=RECORD_DTYPE, copy=True, order="C").reshape(-1)
+        sizes = np.array(slot_nbytes, dtype=np.int64, copy=True).reshape(-1)
+        cdef int64_t i, nslots = sizes.shape[0]
+        if nslots < 1:
+            raise ValueError("need at least slot 0 (the arena)")
+        if (sizes < 0).any():
+            raise ValueError(f"negative slot size in {sizes.tolist()}")
+        self.records = recs
+        self.records.flags.writeable = False
+        self.nops = recs.shape[0]
+        self.nslots = nslots
+        self.arena_nbytes = sizes[0]
+        self.ops = <const rt_op *>cnp.PyArray_DATA(recs)
+        self.slot_nbytes = <int64_t *>malloc(nslots * sizeof(int64_t))
+        self.template = <char **>malloc(nslots * sizeof(char *))
+        self.in_slots = <int32_t *>malloc((len(input_slots) + 1) * sizeof(int32_t))
+        self.out_slots = <int32_t *>malloc((len(output_slots) + 1) * sizeof(int32_t))
+        if not (self.slot_nbytes and self.template and self.in_slots and self.out_slots):
+            raise MemoryError()
+        memcpy(self.slot_nbytes, cnp.PyArray_DATA(sizes), nslots * sizeof(int64_t))
+        memset(self.template, 0, nslots * sizeof(char *))
+
+        kind = [UNBOUND] * nslots
+        kind[0] = ARENA
+        bindings = [(s, CONSTANT, "constant") for s in constants]
+        bindings += [(s, INPUT, "input") for s in input_slots]
+        bindings += [(s, OUTPUT, "output") for s in output_slots]
+        for slot, k, what in bindings:
+            if not 0 < slot < nslots:
+                raise ValueError(f"{what} slot {slot} out of range [1, {nslots})")
+            if kind[slot] != UNBOUND:
+                raise ValueError(f"{what} slot {slot} is bound twice")
+            kind[slot] = k
+
+        for slot, arr in constants.items():
+            self._check_array(arr, slot, f"constant for slot {slot}", False)
+            self.template[slot] = <char *>cnp.PyArray_DATA(arr)
+        self._constants = list(constants.values())
+        self.nin, self.nout = len(input_slots), len(output_slots)
+        for i, slot in enumerate(input_slots):
+            self.in_slots[i] = slot
+        for i, slot in enumerate(output_slots):
+            self.out_slots[i] = slot
+
+        cdef char msg[512]
+        cdef int64_t bad = rt_program_check(self.ops, self.nops, self.slot_nbytes, nslots,
+                                            msg, sizeof(msg))
+        if bad >= 0:
+            raise ValueError(f"op #{bad} ({self._name(bad)}): {msg.decode()}")
+        cdef int a
+        for i in range(self.nops):
+            for a in range(self.ops[i].nargs):
+                s = self.ops[i].slot[a]
+                if s < 0:
+                    continue
+                if kind[s] == UNBOUND:
+                    raise ValueError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
+                # out is the last operand; kernels never write anything else.
+                if a == self.ops[i].nargs - 1 and kind[s] in (CONSTANT, INPUT):
+                    raise ValueError(f"op #{i} ({self._name(i)}): writes into "
+                                     f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
+
+    def __dealloc__(self):
+        cdef int i
+        for i in range(self.npool):
+            free(self.pool[i])
+        if self.lock != NULL:
+            PyThread_free_lock(self.lock)
+        free(self.slot_nbytes)
+        free(self.template)
+        free(self.in_slots)
+        free(self.out_slots)
+
+    cdef str _name(self, int64_t i):
+        cdef const char *n = rt_op_name(self.ops[i].code)
+        return n.decode() if n != NULL else "?"
+
+    cdef int _check_array(self, object obj, int64_t slot, str what, bint writable) except -1:
+        if not isinstance(obj, cnp.ndarray):
+            raise TypeError(f"{what}: expected a numpy array, got {type(obj).__name__}")
+        cdef cnp.ndarray arr = <cnp.ndarray>obj
+        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        if writable:
+            need |= cnp.NPY_ARRAY_WRITEABLE
+        if (cnp.PyArray_FLAGS(arr) & need) != need:
+            raise ValueError(f"{what}: array must be C-contiguous, aligned"
+                             f"{' and writeable' if writable else ''}")
+        if cnp.PyArray_NBYTES(arr) != self.slot_nbytes[slot]:
+            raise ValueError(f"{what}: has {cnp.PyArray_NBYTES(arr)} bytes, "
+                             f"slot {slot} holds {self.slot_nbytes[slot]}")
+        return 0
+
+    cdef void *_take_arena(self) except NULL:
+        cdef void *p = NULL
+        PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        if self.npool > 0:
+            self.npool -= 1
+            p = self.pool[self.npool]
+        PyThread_release_lock(self.lock)
+        if p == NULL:
+            p = rt_arena_alloc(self.arena_nbytes)
+            if p == NULL:
+                raise MemoryError(f"cannot allocate an arena of {self.arena_nbytes} bytes")
+        return p
+
+    cdef void _give_arena(self, void *p):
+        PyThread_acquire_lock(self.lock, WAIT_LOCK)
+        if self.npool < POOL_CAP:
+            self.pool[self.npool] = p
+            self.npool += 1
+            p = NULL
+        PyThread_release_lock(self.lock)
+        free(p)
+
+    def run(self, list inputs, list outputs):
+        """Run the program on input arrays, writing into output arrays (exact sizes)."""
+        if len(inputs) != self.nin or len(outputs) != self.nout:
+            raise ValueError(f"expected {self.nin} inputs and {self.nout} outputs, "
+                             f"got {len(inputs)} and {len(outputs)}")
+        cdef char *stack_slots[STACK_SLOTS]
+        cdef char **slots = stack_slots
+        if self.nslots > STACK_SLOTS:
+            slots = <char **>malloc(self.nslots * sizeof(char *))
+            if slots == NULL:
+                raise MemoryError()
+        cdef Py_ssize_t i
+        cdef int32_t s
+        cdef rt_status st
+        cdef int rc
+        cdef void *arena = NULL
+        try:
+            memcpy(slots, self.template, self.nslots * sizeof(char *))
+            for i in range(self.nin):
+                s = self.in_slots[i]
+                self._check_array(inputs[i], s, f"input {i}", False)
+                slots[s] = <char *>cnp.PyArray_DATA(<cnp.ndarray>inputs[i])
+            for i in range(self.nout):
+                s = self.out_slots[i]
+                self._check_array(outputs[i], s, f"output {i}", True)
+                slots[s] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outputs[i])
+            arena = self._take_arena()
+            slots[0] = <char *>arena
+            with nogil:
+                rc = rt_program_run(self.ops, self.nops, slots, &st)
+        finally:
+            if arena != NULL:
+                self._give_arena(arena)
+            if slots != stack_slots:
+                free(slots)
+        if rc != RT_OK:
+            self._raise(st)
+
+    cdef _raise(self, rt_status st):
+        cdef str where = f"op #{st.op_index} ({self._name(st.op_index)})"
+        cdef const rt_op *op = &self.ops[st.op_index]
+        if st.code == RT_ERR_INDEX:
+            if op.code == RT_OP_EMBEDDING:
+                raise IndexError(f"{where}: index {st.detail} is out of range for an "
+                                 f"embedding table of {op.ip[1]} rows")
+            raise IndexError(f"{where}: index {st.detail} out of range")
+        if st.code == RT_ERR_NOMEM:
+            raise MemoryError(f"{where}: out of memory")
+        raise RuntimeError(f"{where}: kernel failed with code {st.code}")
+
+
+def run_single(int code, record, list arrays):
+    """Run one op where operand i is arrays[i] (None = absent), each its own slot.
+
+    record supplies ip/fp (a RECORD_DTYPE scalar or 1-element array); code, nargs,
+    slots and offsets are filled in here. The last array is the output.
+    """
+    rec = np.zeros(1, RECORD_DTYPE)
+    rec[0] = record
+    n = len(arrays)
+    if not 0 < n <= RT_MAX_ARGS:
+        raise ValueError(f"need 1..{RT_MAX_ARGS} operands, got {n}")
+    rec["code"] = code
+    rec["nargs"] = n
+    rec["slot"] = -1
+    rec["offset"] = 0
+    sizes = [0]  # slot 0: an empty arena
+    inputs, in_slots = [], []
+    for i, arr in enumerate(arrays):
+        if arr is None:
+            continue
+        rec["slot"][0, i] = len(sizes)
+        if i < n - 1:
+            in_slots.append(len(sizes))
+            inputs.append(arr)
+        sizes.append(arr.nbytes)
+    if arrays[n - 1] is None:
+        raise ValueError("the output operand cannot be absent")
+    Program(rec, np.array(sizes, np.int64), {}, in_slots, [len(sizes) - 1]).run(inputs, [arrays[n - 1]])

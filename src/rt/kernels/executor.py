@@ -1,0 +1,142 @@
+"""Both executors over one planned program.
+
+`CompiledProgram` builds the flat op-record array once and runs the whole program in one C call.
+`OpByOpProgram` runs the very same records one at a time (the arena is then an ordinary buffer
+bound like an input), timing each op: the debugging and profiling executor. The numpy-reference
+executor is rt.interpreter.run_reference.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..dialects.ir import Module, Value
+from ..dialects.planned_kernels import Operand
+from ..dialects.registry import REGISTRY, VIEW
+from ..errors import LoweringError
+from ..lowering.plan_layout import contiguous_strides
+from . import _runtime
+
+
+class ProgramLayout:
+    """Slot table of a planned module: 0 = arena, then inputs, outputs, constants."""
+
+    def __init__(self, planned: Module):
+        self.module = planned
+        self.arena_bytes = planned.meta["plan"]["arena_bytes"]
+        self.input_slots = [1 + i for i in range(len(planned.inputs))]
+        self.output_slots = [1 + len(planned.inputs) + i for i in range(len(planned.outputs))]
+        self.const_slot: dict[str, int] = {}
+        self.constants: dict[int, np.ndarray] = {}
+        nbytes = [self.arena_bytes] + [v.type.nbytes for v in planned.inputs] + \
+                 [v.type.nbytes for v in planned.outputs]
+        for op in planned.ops:
+            if op.name == "const" and op.attrs["name"] not in self.const_slot:
+                arr = np.ascontiguousarray(planned.constants[op.attrs["name"]])
+                self.const_slot[op.attrs["name"]] = len(nbytes)
+                self.constants[len(nbytes)] = arr
+                nbytes.append(arr.nbytes)
+        self.slot_nbytes = np.array(nbytes, dtype=np.int64)
+
+    def operand(self, v: Value) -> tuple[int, int, tuple[int, ...] | None]:
+        """(slot, byte offset, element strides or None when contiguous). A view's storage is relative
+        to its root (the planner resolves view chains)."""
+        offset, strides = 0, None
+        if v.storage.kind == "view":
+            offset, strides = v.storage.offset, v.storage.strides
+            v = v.storage.base
+        st = v.storage
+        if st.kind == "arena":
+            slot, offset = 0, offset + st.offset
+        elif st.kind == "input":
+            slot = self.input_slots[st.index]
+        elif st.kind == "output":
+            slot = self.output_slots[st.index]
+        elif st.kind == "const":
+            slot = self.const_slot[v.producer.attrs["name"]]
+        else:
+            raise LoweringError(f"%{v.name}: unknown storage {st.kind}")
+        return slot, offset, strides
+
+    def encode(self) -> np.ndarray:
+        rows = []
+        for op in self.module.ops:
+            if op.name == "const" or REGISTRY[op.name].has(VIEW):
+                continue
+            facts = REGISTRY[op.name].extra
+            if "encode" not in facts:
+                raise LoweringError(f"{op.name} (%{op.result.name}) has no C kernel yet")
+            args = [None if v is None else self._operand(v) for v in op.operands]
+            kargs, ip, fp = facts["encode"](op, args, self._operand(op.result))
+            rows.append((facts["c_op"], kargs, ip, fp))
+        codes = _runtime.op_codes()
+        records = np.zeros(len(rows), dtype=_runtime.RECORD_DTYPE)
+        for i, (kname, kargs, ip, fp) in enumerate(rows):
+            r = records[i]
+            r["code"] = codes[kname]
+            r["nargs"] = len(kargs)
+            r["slot"][:] = -1
+            for j, a in enumerate(kargs):
+                if a is not None:
+                    r["slot"][j] = a.slot
+                    r["offset"][j] = a.offset
+            r["ip"][:len(ip)] = ip
+            r["fp"][:len(fp)] = fp
+        return records
+
+    def _operand(self, v: Value) -> Operand:
+        slot, offset, strides = self.operand(v)
+        return Operand(slot, offset, strides if strides is not None else contiguous_strides(v.type.shape), v.type)
+
+
+def _outputs_for(module: Module) -> list[np.ndarray]:
+    return [np.empty(v.type.shape, dtype=v.type.np_dtype) for v in module.outputs]
+
+
+class CompiledProgram:
+    """The production executor: one C call per run, GIL released inside."""
+
+    def __init__(self, planned: Module):
+        self.layout = ProgramLayout(planned)
+        self.records = self.layout.encode()
+        lay = self.layout
+        self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
+                                        lay.input_slots, lay.output_slots)
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        outs = _outputs_for(self.layout.module)
+        self.program.run(inputs, outs)
+        return outs
+
+
+class OpByOpProgram:
+    """The same records run one per C call, with a persistent arena, timing each op."""
+
+    def __init__(self, planned: Module):
+        lay = ProgramLayout(planned)
+        self.layout = lay
+        records = lay.encode()
+        n = len(lay.slot_nbytes)
+        arena_slot = n               # the arena becomes an ordinary caller-bound (writable) buffer
+        slot_nbytes = np.append(lay.slot_nbytes, lay.arena_bytes).astype(np.int64)
+        slot_nbytes[0] = 0
+        names = {c: n for n, c in _runtime.op_codes().items()}
+        self.names = [names[int(r["code"])] for r in records]
+        self.programs = []
+        for i in range(len(records)):
+            rec = records[i:i + 1].copy()
+            rec["slot"][rec["slot"] == 0] = arena_slot
+            self.programs.append(_runtime.Program(rec, slot_nbytes, lay.constants,
+                                                  lay.input_slots, [arena_slot] + lay.output_slots))
+
+    def run(self, inputs: list[np.ndarray], timings: list | None = None) -> list[np.ndarray]:
+        outs = _outputs_for(self.layout.module)
+        arena = np.empty(self.layout.arena_bytes, dtype=np.uint8)
+        bound = [arena] + outs
+        for name, prog in zip(self.names, self.programs):
+            t0 = time.perf_counter()
+            prog.run(inputs, bound)
+            if timings is not None:
+                timings.append((name, time.perf_counter() - t0))
+        return outs

@@ -1,0 +1,191 @@
+"""Lowering fused -> planned: execution order, lifetimes, views, in-place reuse, arena offsets.
+
+Nothing is left to decide at run time: every value of the result has a storage (arena slice, input,
+output, constant or a strided view of another value), and `module.meta["plan"]` reports the arena
+size, the lower bound (the largest total of bytes live at one step in the chosen order) and the
+no-reuse total.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..dialects.ir import Module, Operation, Storage, Value
+from ..dialects.registry import COMMUTATIVE, INPLACE, REGISTRY, VIEW
+from ..errors import LoweringError
+from .plan_layout import contiguous_strides, is_contiguous
+from .plan_offsets import assign_offsets, lower_bound
+from .plan_order import choose_order
+
+ALIGN = 64
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# ---- 1. clone the fused module into planned ops -----------------------------------------------
+def _clone_planned(fused: Module) -> Module:
+    m = Module(fused.name, constants=dict(fused.constants), meta={k: v for k, v in fused.meta.items()
+                                                                   if not k.startswith("_")})
+    env: dict[Value, Value] = {}
+    for v in fused.inputs:
+        env[v] = Value(v.name, v.type)
+        m.inputs.append(env[v])
+    for op in fused.ops:
+        name = op.name if op.name == "const" else "planned." + op.opname
+        if name not in REGISTRY and name != "const":
+            raise LoweringError(f"{op.name} (%{op.result.name}) has no planned form")
+        res = Value(op.result.name, op.result.type)
+        new = Operation(name, [None if v is None else env[v] for v in op.operands], dict(op.attrs), res)
+        res.producer = new
+        env[op.result] = res
+        m.ops.append(new)
+    m.outputs = [env[v] for v in fused.outputs]
+    return m
+
+
+def _insert_copy(m: Module, value: Value, before: int) -> Value:
+    res = Value(m.fresh_name(value.name + "_copy"), value.type)
+    op = Operation("planned.copy", [value], {}, res)
+    res.producer = op
+    m.ops.insert(before, op)
+    return res
+
+
+# ---- 2. outputs get buffers of their own -------------------------------------------------------
+def _own_outputs(m: Module) -> None:
+    """An output must be written by an op of its own into the caller's buffer: copy outputs that are
+    inputs, constants, views, or listed twice."""
+    seen = set()
+    for i, v in enumerate(m.outputs):
+        prod = v.producer
+        borrowed = prod is None or prod.name == "const" or REGISTRY[prod.name].has(VIEW)
+        if borrowed or v in seen:
+            m.outputs[i] = _insert_copy(m, v, len(m.ops))
+        seen.add(m.outputs[i])
+
+
+# ---- 3. views: resolve strided reads, copy where a consumer cannot read by strides --------------
+@dataclass
+class Layout:
+    root: Value                    # the value that owns the storage
+    elem_offset: int               # from the root's first element
+    strides: tuple[int, ...]
+
+
+def _resolve_views(m: Module) -> dict[Value, Layout]:
+    layout: dict[Value, Layout] = {}
+
+    def of(v: Value) -> Layout:
+        if v not in layout:
+            layout[v] = Layout(v, 0, contiguous_strides(v.type.shape))
+        return layout[v]
+
+    i = 0
+    while i < len(m.ops):
+        op = m.ops[i]
+        if op.name == "const":
+            of(op.result)
+            i += 1
+            continue
+        opdef = REGISTRY[op.name]
+        strided_ok = set(opdef.extra.get("strided_operands", ()))
+        for j, v in enumerate(op.operands):
+            if v is None:
+                continue
+            lv = of(v)
+            if opdef.has(VIEW) or j in strided_ok:
+                continue
+            if not is_contiguous(v.type.shape, lv.strides):
+                op.operands[j] = _insert_copy(m, v, i)   # materialise, then revisit this op
+                i += 1
+                of(op.operands[j])
+        if opdef.has(VIEW):
+            src = op.operands[0]
+            ls = of(src)
+            fact = opdef.extra["view"](opdef.with_defaults(op.attrs), src.type, ls.strides, op.result.type)
+            if fact is None:
+                copy = _insert_copy(m, src, i)
+                op.operands[0] = copy
+                i += 1
+                ls = of(copy)
+                fact = opdef.extra["view"](opdef.with_defaults(op.attrs), src.type, ls.strides, op.result.type)
+                if fact is None:
+                    raise LoweringError(f"{op.name} (%{op.result.name}) is not a view of a contiguous buffer")
+            off, strides = fact
+            layout[op.result] = Layout(ls.root, ls.elem_offset + off, tuple(strides))
+        else:
+            of(op.result)
+        i += 1
+    return layout
+
+
+# ---- 4.-6. lifetimes, in-place, offsets ---------------------------------------------------------
+def _buffers(m: Module, layout: dict[Value, Layout]):
+    """Arena buffers as groups of root values (in-place chains share one), with [start, end] steps."""
+    step = {op.result: s for s, op in enumerate(m.ops)}
+    outputs = set(m.outputs)
+    in_arena = {op.result for op in m.ops
+                if op.name != "const" and layout[op.result].root is op.result and op.result not in outputs}
+    last_use: dict[Value, int] = {}
+    for s, op in enumerate(m.ops):
+        for v in op.present_operands():
+            root = layout[v].root
+            last_use[root] = max(last_use.get(root, -1), s)
+    group: dict[Value, Value] = {}        # root -> representative of its in-place group
+    for s, op in enumerate(m.ops):
+        r = op.result
+        if r not in in_arena:
+            continue
+        group[r] = r
+        opdef = REGISTRY[op.name]
+        if not opdef.has(INPLACE):
+            continue
+        candidates = op.operands[:2] if opdef.has(COMMUTATIVE) or len(op.operands) == 2 else op.operands[:1]
+        for v in candidates:
+            if (v is not None and v in in_arena and layout[v].root is v and last_use.get(v) == s
+                    and v.type.nbytes == r.type.nbytes and v.type.dtype == r.type.dtype
+                    and v.type.shape == r.type.shape):
+                group[r] = group[v]
+                break
+    spans: dict[Value, list[int]] = {}
+    for r, rep in group.items():
+        start = step[r]
+        end = max(last_use.get(r, start), start)
+        lo_hi = spans.setdefault(rep, [start, end])
+        lo_hi[0], lo_hi[1] = min(lo_hi[0], start), max(lo_hi[1], end)
+    sizes = {rep: _align(rep.type.nbytes) for rep in spans}
+    return group, spans, sizes
+
+
+def to_planned(fused: Module) -> Module:
+    m = _clone_planned(fused)
+    _own_outputs(m)
+    layout = _resolve_views(m)
+    m.ops = choose_order(m, layout_root=lambda v: layout[v].root)
+    group, spans, sizes = _buffers(m, layout)
+    offsets, arena = assign_offsets(spans, sizes, ALIGN)
+    out_index = {v: i for i, v in enumerate(m.outputs)}
+    for i, v in enumerate(m.inputs):
+        v.storage = Storage("input", index=i)
+    for op in m.ops:
+        r = op.result
+        lr = layout[r]
+        if op.name == "const":
+            r.storage = Storage("const")
+        elif lr.root is not r:
+            r.storage = Storage("view", offset=lr.elem_offset * r.type.np_dtype.itemsize, base=lr.root,
+                                strides=None if is_contiguous(r.type.shape, lr.strides) else lr.strides)
+        elif r in out_index:
+            r.storage = Storage("output", index=out_index[r])
+        else:
+            rep = group[r]
+            r.storage = Storage("arena", offset=offsets[rep], size=r.type.nbytes)
+    m.meta["plan"] = {
+        "arena_bytes": arena,
+        "lower_bound_bytes": lower_bound(spans, sizes),
+        "no_reuse_bytes": sum(_align(op.result.type.nbytes) for op in m.ops
+                              if op.result.storage.kind == "arena"),
+    }
+    m.invalidate_names()
+    return m

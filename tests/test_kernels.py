@@ -1,0 +1,431 @@
+"""Each C kernel against a float64 numpy reference written here."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rt.kernels import DTYPE_CODES, RECORD_DTYPE, Program, op_codes, run_single
+
+OPS = op_codes()
+# Sizes that hit edge cases: 1, odd, around SIMD widths and panel sizes.
+SIZES = st.sampled_from([1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 64, 65, 100, 129])
+SMALL = st.integers(1, 5)
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+def record(ip=(), fp=()):
+    rec = np.zeros((), RECORD_DTYPE)
+    rec["ip"][: len(ip)] = ip
+    rec["fp"][: len(fp)] = fp
+    return rec
+
+
+def run(name, ip, arrays, fp=()):
+    run_single(OPS[name], record(ip, fp), arrays)
+
+
+def run_program(name, ip, operands, fp=()):
+    """One-op Program where operands are (array, byte offset) pairs sharing slots by identity."""
+    arrays, slots = [], []
+    for arr, _ in operands:
+        if arr is not None and not any(arr is a for a in arrays):
+            arrays.append(arr)
+    rec = np.zeros(1, RECORD_DTYPE)
+    rec["code"], rec["nargs"] = OPS[name], len(operands)
+    rec["ip"][0, : len(ip)] = ip
+    rec["fp"][0, : len(fp)] = fp
+    for i, (arr, off) in enumerate(operands):
+        slot = -1 if arr is None else 1 + next(j for j, a in enumerate(arrays) if a is arr)
+        rec["slot"][0, i], rec["offset"][0, i] = slot, off
+    out = operands[-1][0]
+    inputs = [a for a in arrays if a is not out]
+    prog = Program(rec, [0] + [a.nbytes for a in arrays], {},
+                   [1 + arrays.index(a) for a in inputs], [1 + arrays.index(out)])
+    prog.run(inputs, [out])
+
+
+def empty(shape):
+    """Outputs start as NaN so an element the kernel forgets to write fails the test."""
+    return np.full(shape, np.nan, np.float32)
+
+
+def assert_close(out, ref):
+    ref = np.asarray(ref, np.float64)
+    assert out.shape == ref.shape
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    err = float(np.max(np.abs(out.astype(np.float64) - ref))) if ref.size else 0.0
+    assert err <= 1e-5 * scale, f"max abs err {err:.3g} (scale {scale:.3g})"
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+REF_UNARY = {
+    "RELU": lambda x: np.maximum(x, 0),
+    "GELU_TANH": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    "GELU_ERF": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2)).astype(np.float64)),
+    "TANH": np.tanh,
+    "SIGMOID": lambda x: 1 / (1 + np.exp(-x)),
+    "NEG": np.negative,
+    "EXP": np.exp,
+    "SQRT": np.sqrt,
+    "RSQRT": lambda x: 1 / np.sqrt(x),
+}
+ACTS = {0: lambda x: x, 1: REF_UNARY["RELU"], 2: REF_UNARY["GELU_TANH"], 3: REF_UNARY["GELU_ERF"]}
+
+
+# ---------------------------------------------------------------- unary
+
+@pytest.mark.parametrize("name", list(REF_UNARY))
+@SETTINGS
+@given(n=st.one_of(SIZES, st.integers(0, 70000)), inplace=st.booleans(), seed=st.integers(0, 2**16))
+def test_unary(name, n, inplace, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, n, scale=3.0)
+    if name in ("SQRT", "RSQRT"):
+        x = np.abs(x) + 0.1
+    if name == "EXP":
+        x = np.clip(x, -80, 80)
+    ref = REF_UNARY[name](x.astype(np.float64))
+    out = x if inplace else empty(n)
+    run(name, [n], [x, out])
+    assert_close(out, ref)
+
+
+def test_unary_special_values():
+    x = np.array([-np.inf, np.inf, 0.0, -0.0, 100.0, -100.0, 1e-30, -200.0], np.float32)
+    for name in ("EXP", "TANH", "SIGMOID", "GELU_TANH", "GELU_ERF", "RELU"):
+        out = empty(x.size)
+        with np.errstate(all="ignore"):
+            ref = REF_UNARY[name](x.astype(np.float64))
+        run(name, [x.size], [x, out])
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-7, err_msg=name)
+    out = empty(1)
+    run("EXP", [1], [np.array([np.nan], np.float32), out])
+    assert np.isnan(out[0])
+
+
+# ---------------------------------------------------------------- binary
+
+REF_BINARY = {"ADD": np.add, "SUB": np.subtract, "MUL": np.multiply, "DIV": np.divide}
+
+
+def strides_of(arr, shape):
+    """Element strides of arr broadcast to shape (0 where broadcast)."""
+    full = np.broadcast_to(arr, shape)
+    return [s // arr.itemsize for s in full.strides]
+
+
+@pytest.mark.parametrize("name", list(REF_BINARY))
+@SETTINGS
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_binary_broadcast(name, data, seed):
+    rng = np.random.default_rng(seed)
+    ndim = data.draw(st.integers(0, 4))
+    shape = tuple(data.draw(st.lists(SIZES, min_size=ndim, max_size=ndim)))
+    if np.prod(shape) > 200000:
+        shape = shape[:-1]
+        ndim -= 1
+    amask = data.draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim))
+    bmask = data.draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim))
+    a = rand(rng, *[1 if m else s for s, m in zip(shape, amask)])
+    b = rand(rng, *[1 if m else s for s, m in zip(shape, bmask)])
+    if name == "DIV":
+        b = np.where(np.abs(b) < 0.1, 1.0, b).astype(np.float32)
+    transposed = ndim >= 2 and data.draw(st.booleans())
+    if transposed:  # a read through non-contiguous strides
+        a = np.ascontiguousarray(np.swapaxes(a, 0, 1))
+        a_view = np.swapaxes(a, 0, 1)
+    else:
+        a_view = a
+    ref = REF_BINARY[name](a_view.astype(np.float64), b.astype(np.float64))
+    ip = [ndim] + list(shape) + [0] * (6 - ndim)
+    ip += strides_of(a_view, shape) + [0] * (6 - ndim) + strides_of(b, shape) + [0] * (6 - ndim)
+    inplace = data.draw(st.sampled_from(["no", "a", "b"]))
+    if inplace == "a" and a_view.shape == shape and not transposed:
+        out = a
+    elif inplace == "b" and b.shape == shape:
+        out = b
+    else:
+        out = empty(shape)
+    run(name, ip, [a, b, out])
+    assert_close(out, ref)
+
+
+@pytest.mark.parametrize("shape", [(300, 257), (70000,), (3, 40000)])
+def test_binary_row_broadcast_large(shape):
+    rng = np.random.default_rng(0)
+    a, b = rand(rng, *shape), rand(rng, shape[-1])
+    ndim = len(shape)
+    ip = [ndim] + list(shape) + [0] * (6 - ndim)
+    ip += strides_of(a, shape) + [0] * (6 - ndim) + strides_of(b, shape) + [0] * (6 - ndim)
+    out = empty(shape)
+    run("ADD", ip, [a, b, out])
+    assert_close(out, a.astype(np.float64) + b)
+
+
+# ---------------------------------------------------------------- softmax, layer norm
+
+@SETTINGS
+@given(rows=SIZES, cols=SIZES, inplace=st.booleans(), seed=st.integers(0, 2**16))
+def test_softmax(rows, cols, inplace, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, rows, cols, scale=10.0)
+    x64 = x.astype(np.float64)
+    e = np.exp(x64 - x64.max(-1, keepdims=True))
+    ref = e / e.sum(-1, keepdims=True)
+    out = x if inplace else empty((rows, cols))
+    run("SOFTMAX", [rows, cols], [x, out])
+    assert_close(out, ref)
+
+
+def test_softmax_masked_entries_and_all_masked_row():
+    x = np.array([[0.0, -np.inf, 1.0], [-np.inf] * 3], np.float32)
+    out = empty(x.shape)
+    run("SOFTMAX", [2, 3], [x, out])
+    e = np.exp([0.0, 1.0])
+    assert_close(out[0], [e[0] / e.sum(), 0.0, e[1] / e.sum()])
+    assert np.isnan(out[1]).all()  # as torch.softmax
+
+
+@SETTINGS
+@given(rows=SIZES, cols=SIZES, affine=st.sampled_from(["none", "gamma", "both"]),
+       inplace=st.booleans(), seed=st.integers(0, 2**16))
+def test_layer_norm(rows, cols, affine, inplace, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, rows, cols, scale=3.0) + 5.0  # offset mean tests the centred variance
+    gamma = rand(rng, cols) if affine != "none" else None
+    beta = rand(rng, cols) if affine == "both" else None
+    x64 = x.astype(np.float64)
+    mean = x64.mean(-1, keepdims=True)
+    ref = (x64 - mean) / np.sqrt(((x64 - mean) ** 2).mean(-1, keepdims=True) + 1e-5)
+    if gamma is not None:
+        ref = ref * gamma
+    if beta is not None:
+        ref = ref + beta
+    out = x if inplace else empty((rows, cols))
+    run("LAYER_NORM", [rows, cols], [x, gamma, beta, out], fp=[1e-5])
+    assert_close(out, ref)
+
+
+# ---------------------------------------------------------------- matmul
+
+def matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bcast_b, pad,
+                res_inplace=False):
+    arows, acols = (K, M) if ta else (M, K)
+    brows, bcols = (N, K) if tb else (K, N)
+    lda, ldb, ldc = acols + pad, bcols + pad, N + pad
+    a = rand(rng, b1, b2, arows, lda)
+    b = rand(rng, brows, ldb) if bcast_b else rand(rng, b1, b2, brows, ldb)
+    bias = rand(rng, N) if has_bias else None
+    res = rand(rng, b1, b2, M, ldc) if has_res else None
+    opa = a[..., :acols].astype(np.float64)
+    opb = b[..., :bcols].astype(np.float64)
+    opa = np.swapaxes(opa, -1, -2) if ta else opa
+    opb = np.swapaxes(opb, -1, -2) if tb else opb
+    ref = alpha * (opa @ opb)
+    if has_bias:
+        ref = ref + bias
+    if has_res:
+        ref = ref + res[..., :N]
+    ref = ACTS[act](ref)
+    if res_inplace:
+        out = res
+    else:
+        out = empty((b1, b2, M, ldc))
+    sb = (0, 0) if bcast_b else (b2 * brows * ldb, brows * ldb)
+    ip = [b1, b2, M, N, K, ta, tb, lda, ldb, ldc,
+          b2 * arows * lda, arows * lda, *sb, b2 * M * ldc, M * ldc,
+          act, int(has_bias), int(has_res)]
+    run("MATMUL", ip, [a, b, bias, res, out], fp=[alpha])
+    assert_close(out[..., :N], ref)
+    if pad and not res_inplace:  # padding columns of C are never written
+        assert np.isnan(out[..., N:]).all()
+
+
+@SETTINGS
+@given(M=SIZES, N=SIZES, K=SIZES, ta=st.booleans(), tb=st.booleans(), act=st.integers(0, 3),
+       has_bias=st.booleans(), has_res=st.booleans(), alpha=st.sampled_from([1.0, 0.125, -2.0]),
+       pad=st.sampled_from([0, 3]), seed=st.integers(0, 2**16))
+def test_matmul_2d(M, N, K, ta, tb, act, has_bias, has_res, alpha, pad, seed):
+    matmul_case(np.random.default_rng(seed), 1, 1, M, N, K, int(ta), int(tb), act, has_bias,
+                has_res, alpha, False, pad)
+
+
+@SETTINGS
+@given(b1=SMALL, b2=SMALL, M=SIZES, N=SIZES, K=SIZES, ta=st.booleans(), tb=st.booleans(),
+       act=st.integers(0, 3), has_bias=st.booleans(), has_res=st.booleans(),
+       bcast_b=st.booleans(), seed=st.integers(0, 2**16))
+def test_matmul_batched(b1, b2, M, N, K, ta, tb, act, has_bias, has_res, bcast_b, seed):
+    matmul_case(np.random.default_rng(seed), b1, b2, M, N, K, int(ta), int(tb), act, has_bias,
+                has_res, 1.0, bcast_b, 0)
+
+
+@pytest.mark.parametrize("M", [1, 64, 127, 128, 200, 513])
+@pytest.mark.parametrize("act", [0, 1, 3])
+def test_matmul_row_panels(M, act):
+    """M past the panel size: every panel gets its epilogue; M == 1 takes the gemv path."""
+    rng = np.random.default_rng(M)
+    for tb in (0, 1):
+        matmul_case(rng, 1, 1, M, 96, 80, 0, tb, act, True, True, 1.0, False, 0)
+        matmul_case(rng, 1, 1, M, 96, 80, 1, tb, act, True, False, 0.5, False, 2)
+
+
+@pytest.mark.parametrize("M", [1, 7, 300])
+def test_matmul_residual_is_output(M):
+    matmul_case(np.random.default_rng(1), 1, 1, M, 33, 17, 0, 1, 2, True, True, 1.0, False, 0,
+                res_inplace=True)
+    matmul_case(np.random.default_rng(2), 2, 3, M, 33, 17, 0, 0, 0, False, True, 1.0, True, 0,
+                res_inplace=True)
+
+
+def test_matmul_k_zero():
+    matmul_case(np.random.default_rng(0), 1, 2, 3, 4, 0, 0, 0, 1, True, False, 1.0, False, 0)
+    matmul_case(np.random.default_rng(0), 1, 1, 1, 4, 0, 0, 0, 0, True, True, 1.0, False, 0)
+
+
+# ---------------------------------------------------------------- attention
+
+def attention_ref(q, k, v, mask, causal, scale):
+    q, k, v = (t.astype(np.float64) for t in (q, k, v))
+    s = q @ np.swapaxes(k, -1, -2) * scale
+    if mask is not None:
+        s = s + mask
+    if causal:
+        Sq, Sk = s.shape[-2:]
+        s = np.where(np.tril(np.ones((Sq, Sk), bool)), s, -np.inf)
+    m = s.max(-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        p = np.exp(s - np.where(np.isfinite(m), m, 0))
+        p = p / p.sum(-1, keepdims=True)
+    return np.nan_to_num(p) @ v  # a row with no visible key gives zeros, like torch
+
+
+def attn_ip(B, H, Sq, Sk, D, Dv, qs, ks, vs, os_, causal, ms):
+    return [B, H, Sq, Sk, D, Dv, *qs, *ks, *vs, *os_, int(causal), *ms]
+
+
+@SETTINGS
+@given(B=st.integers(1, 3), H=st.integers(1, 4), S=st.sampled_from([1, 5, 31, 32, 33, 64, 65, 130]),
+       D=st.sampled_from([1, 8, 16, 24, 64, 65]), causal=st.booleans(),
+       mask_kind=st.sampled_from(["none", "full", "keys", "keys_per_batch"]), seed=st.integers(0, 2**16))
+def test_attention_packed_qkv(B, H, S, D, causal, mask_kind, seed):
+    """q/k/v read straight out of a packed [B, S, 3, H, D] projection; out is [B, S, H, D]."""
+    rng = np.random.default_rng(seed)
+    qkv = rand(rng, B, S, 3, H, D)
+    q, k, v = (np.transpose(qkv[:, :, i], (0, 2, 1, 3)) for i in range(3))
+    scale = 1 / math.sqrt(D)
+    mask, ms = None, [0, 0, 0, 0]
+    if mask_kind == "full":
+        mask = rand(rng, B, H, S, S)
+        ms = [H * S * S, S * S, S, 1]
+    elif mask_kind == "keys":  # [1, 1, 1, S] padding mask broadcast over batch, heads, queries
+        mask = np.where(rng.random(S) < 0.3, -np.inf, 0.0).astype(np.float32)
+        mask[0] = 0.0
+        ms = [0, 0, 0, 1]
+    elif mask_kind == "keys_per_batch":  # [B, 1, 1, S]
+        mask = np.where(rng.random((B, 1, 1, S)) < 0.3, -np.inf, 0.0).astype(np.float32)
+        ms = [S, 0, 0, 1]
+    ref = attention_ref(q, k, v, mask, causal, scale)
+    out = empty((B, S, H, D))
+    row = 3 * H * D
+    qs = [S * row, D, row]
+    ip = attn_ip(B, H, S, S, D, D, qs, qs, qs, [S * H * D, D, H * D], causal, ms)
+    operands = [(qkv, 0), (qkv, 4 * H * D), (qkv, 8 * H * D), (mask, 0), (out, 0)]
+    run_program("ATTENTION", ip, operands, fp=[scale])
+    assert_close(np.transpose(out, (0, 2, 1, 3)), ref)
+
+
+@SETTINGS
+@given(Sq=SIZES, Sk=SIZES, D=st.sampled_from([4, 16, 33]), Dv=st.sampled_from([1, 16, 40]),
+       causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_attention_cross(Sq, Sk, D, Dv, causal, seed):
+    """Sq != Sk, Dv != D, contiguous [B, H, S, D] operands, causal is top-left aligned."""
+    rng = np.random.default_rng(seed)
+    B, H = 2, 3
+    q, k, v = rand(rng, B, H, Sq, D), rand(rng, B, H, Sk, D), rand(rng, B, H, Sk, Dv)
+    out = empty((B, H, Sq, Dv))
+    c = lambda S, E: [H * S * E, S * E, E]  # noqa: E731
+    ip = attn_ip(B, H, Sq, Sk, D, Dv, c(Sq, D), c(Sk, D), c(Sk, Dv), c(Sq, Dv), causal, [0] * 4)
+    run("ATTENTION", ip, [q, k, v, None, out], fp=[0.3])
+    assert_close(out, attention_ref(q, k, v, None, causal, 0.3))
+
+
+def test_attention_fully_masked_row_gives_zeros():
+    rng = np.random.default_rng(0)
+    q, k, v = rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8)
+    mask = np.zeros((1, 1, 3, 3), np.float32)
+    mask[0, 0, 1] = -np.inf
+    out = empty((1, 1, 3, 8))
+    c = [24, 24, 8]
+    run("ATTENTION", attn_ip(1, 1, 3, 3, 8, 8, c, c, c, c, 0, [9, 9, 3, 1]), [q, k, v, mask, out],
+        fp=[1.0])
+    assert (out[0, 0, 1] == 0).all()
+    assert_close(out, attention_ref(q, k, v, mask, False, 1.0))
+
+
+# ---------------------------------------------------------------- embedding, copy, cast
+
+@SETTINGS
+@given(n=SIZES, vocab=SIZES, dim=SIZES, seed=st.integers(0, 2**16))
+def test_embedding(n, vocab, dim, seed):
+    rng = np.random.default_rng(seed)
+    table = rand(rng, vocab, dim)
+    idx = rng.integers(0, vocab, n).astype(np.int64)
+    out = empty((n, dim))
+    run("EMBEDDING", [n, vocab, dim], [table, idx, out])
+    assert_close(out, table[idx])
+
+
+@pytest.mark.parametrize("bad", [10, 11, -1, 2**40])
+def test_embedding_out_of_range_raises(bad):
+    table = np.ones((10, 4), np.float32)
+    idx = np.array([0, 3, bad, 1], np.int64)
+    with pytest.raises(IndexError, match=rf"op #0 \(EMBEDDING\).*{bad}"):
+        run("EMBEDDING", [4, 10, 4], [table, idx, empty((4, 4))])
+
+
+@SETTINGS
+@given(data=st.data(), dtype=st.sampled_from([np.float32, np.int64, np.uint8, np.float16]),
+       seed=st.integers(0, 2**16))
+def test_copy_permute(data, dtype, seed):
+    rng = np.random.default_rng(seed)
+    ndim = data.draw(st.integers(1, 4))
+    shape = data.draw(st.lists(st.sampled_from([1, 2, 3, 5, 8, 17]), min_size=ndim, max_size=ndim))
+    perm = data.draw(st.permutations(range(ndim)))
+    x = (rng.standard_normal(shape) * 100).astype(dtype)
+    view = np.transpose(x, perm)
+    out = np.zeros(view.shape, dtype)
+    ip = [ndim] + list(view.shape) + [0] * (6 - ndim)
+    ip += [s // x.itemsize for s in view.strides] + [0] * (6 - ndim) + [x.itemsize]
+    run("COPY", ip, [x, out])
+    np.testing.assert_array_equal(out, view)
+
+
+def test_copy_slice_with_offset():
+    """A strided window (every other column of rows 1..3) via a byte offset."""
+    x = np.arange(40, dtype=np.float32).reshape(5, 8)
+    out = empty((3, 4))
+    ip = [2, 3, 4, 0, 0, 0, 0, 8, 2, 0, 0, 0, 0, 4]
+    run_program("COPY", ip, [(x, 4 * 9), (out, 0)])
+    np.testing.assert_array_equal(out, x[1:4, 1::2])
+
+
+NP_DTYPES = {"f32": np.float32, "i64": np.int64, "bool": np.bool_, "i32": np.int32}
+
+
+@pytest.mark.parametrize("src", list(DTYPE_CODES))
+@pytest.mark.parametrize("dst", list(DTYPE_CODES))
+def test_cast(src, dst):
+    rng = np.random.default_rng(0)
+    vals = rng.standard_normal(37) * 50
+    vals[:4] = [0.0, -0.0, 0.7, -0.7]
+    x = vals.astype(NP_DTYPES[src])
+    out = np.zeros(37, NP_DTYPES[dst])
+    run("CAST", [37, DTYPE_CODES[src], DTYPE_CODES[dst]], [x, out])
+    np.testing.assert_array_equal(out, x.astype(NP_DTYPES[dst]))
