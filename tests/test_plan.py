@@ -24,7 +24,7 @@ def test_elementwise_writes_into_its_dying_operand():
   return %3
 }
 """)
-    assert print_module(p) == """module @m(%x: tensor<16x16xf32>) -> (tensor<16x16xf32>) {
+    assert print_module(p) == """module @m(%x: tensor<16x16xf32> @ input[0]) -> (tensor<16x16xf32>) {
   %0 = planned.tanh %x : tensor<16x16xf32> @ arena[0, 1024]
   %1 = planned.relu %0 : tensor<16x16xf32> @ arena[0, 1024]
   %2 = planned.sigmoid %1 : tensor<16x16xf32> @ arena[0, 1024]

@@ -1,7 +1,7 @@
 """rt: an ahead-of-time compiler and runtime that runs PyTorch models fast on the CPU."""
-from .api import CompiledModel, compile
+from .api import CompiledModel, compile, load
 from .errors import (ExportError, InputError, IRParseError, LoweringError, ModelFileError, RtError,
                      UnsupportedOpError, VerificationError)
 
-__all__ = ["compile", "CompiledModel", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
+__all__ = ["compile", "load", "CompiledModel", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
            "ModelFileError", "UnsupportedOpError", "VerificationError"]

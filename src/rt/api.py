@@ -92,6 +92,11 @@ class CompiledModel:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
         return print_module(self.stages[stage])
 
+    def save(self, path: str) -> None:
+        """Write the compiled model to `path`; `rt.load(path)` runs it without torch."""
+        from .serialize import save_model
+        save_model(path, self.stages)
+
     def plan_report(self) -> dict:
         plan = dict(self.planned.meta["plan"])
         lb = plan["lower_bound_bytes"]
@@ -114,7 +119,7 @@ def compile(model, args: tuple, kwargs: dict | None = None, *, strict: bool = Fa
     if verify:
         verify_module(torch_ir, "torch")
     t0 = time.perf_counter()
-    fused = to_fused(torch_ir, verify=verify, print_ir_after_all=print_ir_after_all)
+    fused = to_fused(torch_ir.clone(), verify=verify, print_ir_after_all=print_ir_after_all)
     times["to_fused"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     planned = to_planned(fused)
@@ -122,3 +127,17 @@ def compile(model, args: tuple, kwargs: dict | None = None, *, strict: bool = Fa
     if verify:
         verify_module(planned, "planned")
     return CompiledModel({"torch": torch_ir, "fused": fused, "planned": planned}, times)
+
+
+def load(path: str) -> CompiledModel:
+    """Load a model saved by `CompiledModel.save`. Needs neither torch nor the original model."""
+    from .dialects.verifier import verify_module
+    from .errors import ModelFileError, VerificationError
+    from .serialize import load_model
+
+    stages, _ = load_model(path)
+    try:
+        verify_module(stages["planned"], "planned")
+    except VerificationError as e:
+        raise ModelFileError(f"{path}: the saved program does not verify: {e}") from None
+    return CompiledModel(stages)

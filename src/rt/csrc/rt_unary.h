@@ -7,10 +7,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Forced inline: a plain inline function is not inlined into the per-ISA clones
+ * (target mismatch), and a call inside a loop stops vectorisation. */
+#define RT_INLINE static inline __attribute__((always_inline))
+
 /* exp(x) = 2^n * e^r, |r| <= ln2/2 (Cephes polynomial, ~1 ulp). 2^n is applied as two
  * factors so the whole range down to denormals is exact; the clamp sends -inf to 0 and
  * +inf to inf, NaN propagates through the polynomial. */
-static inline float rt_expf(float x)
+RT_INLINE float rt_expf(float x)
 {
     float xc = x > 89.f ? 89.f : (x < -104.f ? -104.f : x);
     float n = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f; /* round to nearest */
@@ -32,7 +36,7 @@ static inline float rt_expf(float x)
 }
 
 /* tanh via exp; an odd Taylor polynomial near 0 where 1 - 2/(e+1) cancels. */
-static inline float rt_tanhf(float x)
+RT_INLINE float rt_tanhf(float x)
 {
     float x2 = x * x;
     float small = x * (1.f + x2 * (-1.f / 3.f + x2 * (2.f / 15.f + x2 * (-17.f / 315.f))));
@@ -41,7 +45,7 @@ static inline float rt_tanhf(float x)
 }
 
 /* erf from the Numerical Recipes erfc fit (relative error < 1.2e-7). */
-static inline float rt_erff(float x)
+RT_INLINE float rt_erff(float x)
 {
     float z = fabsf(x);
     float t = 1.f / (1.f + 0.5f * z);
@@ -60,12 +64,12 @@ static inline float rt_erff(float x)
     return x < 0.f ? -r : r;
 }
 
-static inline float rt_gelu_tanhf(float x)
+RT_INLINE float rt_gelu_tanhf(float x)
 {
     return 0.5f * x * (1.f + rt_tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
 }
 
-static inline float rt_gelu_erff(float x) { return 0.5f * x * (1.f + rt_erff(x * 0.7071067811865476f)); }
+RT_INLINE float rt_gelu_erff(float x) { return 0.5f * x * (1.f + rt_erff(x * 0.7071067811865476f)); }
 
 /* relu keeps NaN (x < 0 is false for NaN), as torch does. */
 #define RT_UNARY_LIST(X)                      \

@@ -27,7 +27,7 @@ View ops (trait VIEW; extra["view"](attrs, in_type, in_strides, out_type) -> (el
   fused.permute x {perm}              result dim i = operand dim perm[i]
   fused.slice x {dim, start, end, step}   start/end normalised: 0 <= start <= end <= size, step >= 1
   fused.expand x {shape}              numpy broadcast_to (new dims on the left, size-1 dims stride 0)
-Composites (no kernel; fused away): fused.pow x {exponent}, fused.mean / fused.sum / fused.amax x {dims, keepdim}
+Composites (no kernel; fused away): fused.pow x {exponent}, fused.erf x, fused.mean / fused.sum / fused.amax x {dims, keepdim}
 """
 from __future__ import annotations
 
@@ -381,6 +381,7 @@ def _pow_ref(args, attrs):
 
 op("fused.pow", ("x",), same_as_first, _pow_ref, attrs={"exponent": Attr("float")},
    traits=(ELEMENTWISE,), composite=True)
+op("fused.erf", ("x",), same_as_first, _f32_unary(numerics.erf), traits=(ELEMENTWISE,), composite=True)
 
 
 def _reduce_infer(types, attrs):

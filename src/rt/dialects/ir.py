@@ -152,6 +152,24 @@ class Module:
             counts[op.name] = counts.get(op.name, 0) + 1
         return counts
 
+    def clone(self, rename=lambda name: name) -> "Module":
+        """A copy with fresh values and ops (constants shared by reference); `rename` maps op names."""
+        m = Module(self.name, constants=dict(self.constants),
+                   meta={k: v for k, v in self.meta.items() if not k.startswith("_")})
+        env: dict[Value, Value] = {}
+        for v in self.inputs:
+            env[v] = Value(v.name, v.type)
+            m.inputs.append(env[v])
+        for op in self.ops:
+            res = Value(op.result.name, op.result.type)
+            new = Operation(rename(op.name), [None if v is None else env[v] for v in op.operands],
+                            dict(op.attrs), res)
+            res.producer = new
+            env[op.result] = res
+            m.ops.append(new)
+        m.outputs = [env[v] for v in self.outputs]
+        return m
+
     # ---- building ------------------------------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
         used = self.meta.setdefault("_names", None)

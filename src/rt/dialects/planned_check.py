@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import VerificationError
 from .ir import Module, Value
-from .registry import INPLACE, REGISTRY
+from .registry import REGISTRY
 
 ALIGN = 64
 
@@ -53,8 +53,9 @@ def verify_plan(m: Module) -> None:
             if lo >= hi:
                 continue
             op = b.producer
-            in_place = (ea == sb and REGISTRY[op.name].has(INPLACE) and a in op.operands
-                        and a.storage.offset == b.storage.offset)
+            inplace = REGISTRY[op.name].extra.get("inplace_operands", ())
+            in_place = (ea == sb and a.storage.offset == b.storage.offset
+                        and any(i < len(op.operands) and op.operands[i] is a for i in inplace))
             if not in_place:
                 raise VerificationError(f"op {op.name} (%{b.name}): its buffer overlaps %{a.name}'s "
                                         f"while both are live (steps {sa}-{ea} and {sb}-{eb})")

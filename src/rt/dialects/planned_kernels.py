@@ -3,8 +3,9 @@
 An encoder turns a planned op plus the resolved layout of its operands (slot, byte offset, element
 strides) into one op record: (C op name, args, ip, fp), following the layouts documented in
 csrc/rt_ops.def. `kernel(...)` attaches the encoder to the op's registry entry (extra["encode"]) along
-with which operands the C kernel reads by strides (extra["strided_operands"]); the planner copies any
-other non-contiguous operand first.
+with which operands the C kernel reads by strides (extra["strided_operands"]; the planner copies any
+other non-contiguous operand first) and which operands the kernel may overwrite with its result
+(extra["inplace_operands"]; the planner reuses such an operand's buffer when it dies at the op).
 """
 from __future__ import annotations
 
@@ -34,13 +35,14 @@ Encoded = tuple[list["Operand | None"], list[int], list[float]]     # (args incl
 Encoder = Callable[[Operation, list["Operand | None"], Operand], Encoded]
 
 
-def kernel(name: str, c_op: str, strided: tuple[int, ...] = ()):
+def kernel(name: str, c_op: str, strided: tuple[int, ...] = (), inplace: tuple[int, ...] = ()):
     """Declare that planned op `name` runs as C op `c_op`, encoded by the decorated function."""
     def deco(fn: Encoder) -> Encoder:
         extra = REGISTRY[name].extra
         extra["c_op"] = c_op
         extra["encode"] = fn
         extra["strided_operands"] = strided
+        extra["inplace_operands"] = inplace
         return fn
     return deco
 
@@ -70,7 +72,7 @@ def _batch_strides(v: Operand, out_batch: tuple[int, ...]) -> list[int]:
     return res
 
 
-@kernel("planned.matmul", "MATMUL", strided=(0, 1))
+@kernel("planned.matmul", "MATMUL", strided=(0, 1), inplace=(3,))
 def _matmul(op, args, out):
     a, b, bias, res = (list(args) + [None] * 4)[:4]
     _need_f32(op, a, b, bias, res)
@@ -123,7 +125,7 @@ def _unary(op, args, out):
 
 for _name, _c_op in _UNARY.items():
     if f"planned.{_name}" in REGISTRY:
-        kernel(f"planned.{_name}", _c_op)(_unary)
+        kernel(f"planned.{_name}", _c_op, inplace=(0,))(_unary)
 
 
 def _broadcast_strides(v: Operand, shape: tuple[int, ...]) -> list[int]:
@@ -147,7 +149,7 @@ def _binary(op, args, out):
 
 
 for _name in ("add", "sub", "mul", "div"):
-    kernel(f"planned.{_name}", _name.upper(), strided=(0, 1))(_binary)
+    kernel(f"planned.{_name}", _name.upper(), strided=(0, 1), inplace=(0, 1))(_binary)
 
 
 @kernel("planned.copy", "COPY", strided=(0,))
@@ -157,3 +159,75 @@ def _copy(op, args, out):
         raise LoweringError(f"{op.name} (%{op.result.name}): rank {x.type.rank} > {MAX_NDIM}")
     ip = [x.type.rank] + _pad6(list(x.type.shape), 1) + _pad6(list(x.strides)) + [x.type.np_dtype.itemsize]
     return [x, out], ip, []
+
+
+# ---- normalisations -------------------------------------------------------------------------
+def _rows_cols(t: TensorType) -> tuple[int, int]:
+    cols = t.shape[-1] if t.rank else 1
+    return (t.numel // cols if cols else 0), cols
+
+
+@kernel("planned.softmax", "SOFTMAX", inplace=(0,))
+def _softmax(op, args, out):
+    _need_f32(op, args[0], out)
+    return [args[0], out], list(_rows_cols(out.type)), []
+
+
+@kernel("planned.layer_norm", "LAYER_NORM", inplace=(0,))
+def _layer_norm(op, args, out):
+    x, g, b = (list(args) + [None] * 3)[:3]
+    _need_f32(op, x, g, b, out)
+    return [x, g, b, out], list(_rows_cols(out.type)), [float(op.attrs.get("eps", 1e-5))]
+
+
+# ---- attention ------------------------------------------------------------------------------
+def _bhs(v: Operand) -> list[int]:
+    """(batch, head, seq) strides of a rank-3 [B,S,D] or rank-4 [B,H,S,D] operand."""
+    if v.type.rank == 3:
+        return [v.strides[0], 0, v.strides[1]]
+    return list(v.strides[:3])
+
+
+@kernel("planned.attention", "ATTENTION", strided=(0, 1, 2, 3))
+def _attention(op, args, out):
+    q, k, v, mask = (list(args) + [None] * 4)[:4]
+    _need_f32(op, q, k, v, mask, out)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.strides[-1] != 1 and t.type.shape[-1] > 1:
+            raise LoweringError(f"{op.name} (%{op.result.name}): {name} must have unit stride in its last dim")
+    four = q.type.rank == 4
+    b, h = (q.type.shape[0], q.type.shape[1]) if four else (q.type.shape[0], 1)
+    sq, d = q.type.shape[-2:]
+    sk, dv = k.type.shape[-2], v.type.shape[-1]
+    if op.attrs.get("merge_heads", False):      # out is [B, S, H*Dv]: head h writes columns h*Dv..
+        o = [sq * h * dv, dv, h * dv]
+    else:
+        o = _bhs(out)
+    m = [0, 0, 0, 0]
+    if mask is not None:
+        shape4 = (1,) * (4 - mask.type.rank) + mask.type.shape
+        strides4 = (0,) * (4 - mask.type.rank) + mask.strides
+        m = [0 if dim == 1 else s for dim, s in zip(shape4, strides4)]
+        if not four:    # a rank-3 problem has no head dim: [B, Sq, Sk] masks map to (b, -, q, k)
+            m = [m[1], 0, m[2], m[3]]
+    ip = [b, h, sq, sk, d, dv] + _bhs(q) + _bhs(k) + _bhs(v) + o + [int(op.attrs.get("causal", False))] + m
+    return [q, k, v, mask, out], ip, [float(op.attrs.get("scale", 1.0))]
+
+
+# ---- gathers and casts ----------------------------------------------------------------------
+@kernel("planned.embedding", "EMBEDDING")
+def _embedding(op, args, out):
+    table, idx = args
+    _need_f32(op, table, out)
+    if idx.type.dtype != "i64":
+        raise LoweringError(f"{op.name} (%{op.result.name}): indices must be int64, got {idx.type}")
+    return [table, idx, out], [idx.type.numel, table.type.shape[0], table.type.shape[1]], []
+
+
+@kernel("planned.cast", "CAST")
+def _cast(op, args, out):
+    x = args[0]
+    for t in (x.type, out.type):
+        if t.dtype not in DTYPE_CODES:
+            raise LoweringError(f"{op.name} (%{op.result.name}): no kernel casts {t.dtype}")
+    return [x, out], [out.type.numel, DTYPE_CODES[x.type.dtype], DTYPE_CODES[out.type.dtype]], []

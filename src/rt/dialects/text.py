@@ -77,7 +77,8 @@ def format_op(op: Operation) -> str:
 
 
 def print_module(module: Module) -> str:
-    args = ", ".join(f"%{v.name}: {v.type}" for v in module.inputs)
+    args = ", ".join(f"%{v.name}: {v.type}" + (f" @ {_format_storage(v.storage)}" if v.storage else "")
+                     for v in module.inputs)
     outs = ", ".join(str(v.type) for v in module.outputs)
     lines = [f"module @{module.name}({args}) -> ({outs}) {{"]
     lines += ["  " + format_op(op) for op in module.ops]
@@ -257,6 +258,8 @@ class _Parser:
                 _, vt, line = self.next()
                 self.expect("punct", ":")
                 v = Value(vt[1:], parse_type(self.expect("type")))
+                if self.accept("punct", "@"):
+                    v.storage = self.storage()
                 self.define(v, line)
                 module.inputs.append(v)
                 if not self.accept("punct", ","):

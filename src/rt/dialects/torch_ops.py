@@ -31,8 +31,8 @@ _CATEGORY = {"bool": 0, "i32": 1, "i64": 1, "f32": 2, "f64": 2}
 _DTYPE_ATTR = Attr("str", None, optional=True)
 
 
-def _np(dtype: str) -> np.dtype:
-    return DTYPES[dtype]
+def _np(dtype) -> np.dtype:
+    return DTYPES[dtype] if isinstance(dtype, str) else np.dtype(dtype)
 
 
 def promote_dtypes(types) -> str:

@@ -146,7 +146,7 @@ def hint_for(target) -> str:
 # ---- ops that vanish -----------------------------------------------------------------------
 @converter(aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default,
            aten.alias.default, aten.clone.default, aten.contiguous.default, aten.detach.default,
-           aten.lift_fresh_copy.default, aten.lift_fresh.default)
+           aten.lift_fresh_copy.default, aten.lift_fresh.default, aten.detach_.default)
 def _identity(builder, node, args, kwargs):
     if node.target in (aten.dropout.default, aten.feature_dropout.default, aten.alpha_dropout.default):
         train = bind(node, args, kwargs).get("train")
@@ -183,6 +183,21 @@ def _arith_scalar(builder, node, args, kwargs):
     return builder.emit(name, [builder.as_value(b["self"]), builder.as_value(b["other"])], attrs, node)
 
 
+@converter(aten.where.Scalar, aten.where.ScalarSelf, aten.where.ScalarOther)
+def _where_scalar(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    return builder.emit("torch.where.self", [builder.as_value(b[k]) for k in ("condition", "self", "other")], {},
+                        node)
+
+
+@converter(aten.mean.default, aten.sum.default)
+def _full_reduce(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    name = "torch.mean.dim" if node.target is aten.mean.default else "torch.sum.dim_IntList"
+    attrs = {"dtype": builder.attr(b["dtype"])} if b.get("dtype") is not None else {}
+    return builder.emit(name, [builder.as_value(b["self"])], attrs, node)
+
+
 # ---- slicing: clamp bounds so the attributes are plain in-range ints -------------------------
 def _norm(d, rank):
     return d % max(rank, 1)
@@ -199,6 +214,17 @@ def _slice(builder, node, args, kwargs):
         return x                                    # full slice: the tensor itself
     return builder.emit("torch.slice.Tensor", [x], {"dim": dim, "start": start, "end": start + n * step,
                                                      "step": step}, node)
+
+
+# ---- reshapes and expands that keep the shape are the identity -------------------------------
+@converter(aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default)
+def _same_shape(builder, node, args, kwargs):
+    v = schema_converter(builder, node, args, kwargs)
+    x = builder.as_value(args[0])
+    if v.type == x.type:
+        builder.drop_last()
+        return x
+    return v
 
 
 # ---- split-like ops: one slice per use -----------------------------------------------------

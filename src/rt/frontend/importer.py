@@ -1,4 +1,14 @@
-"""Capture an nn.Module with torch.export and build its torch dialect module."""
+"""Capture an nn.Module with torch.export and build its torch dialect module.
+
+- Capture is non-strict by default; the module is put in eval mode and exported under no_grad.
+- Parameters, buffers and lifted constants become named constants (numpy arrays sharing the tensors'
+  memory where the tensor is a contiguous CPU tensor of a supported dtype).
+- Only nodes that reach the output are imported (dead code such as an unused pooler vanishes).
+- Every live call is checked against the converter table first; all unsupported overloads are reported
+  together in one UnsupportedOpError, each with the module path and source line it came from.
+- Module inputs: the user's tensor inputs in export order (positional args, then kwargs), named as the
+  forward() arguments.
+"""
 from __future__ import annotations
 
 import operator
@@ -10,37 +20,55 @@ import torch
 
 from ..dialects.ir import Module, Operation, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
+from ..dialects.verifier import verify_module
 from ..errors import ExportError, UnsupportedOpError
-from .converters import lookup
+from .converters import MultiResult, hint_for, lookup
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
-_METADATA_ONLY = {torch.ops.aten._assert_tensor_metadata.default, torch.ops.aten._assert_scalar.default}
+_METADATA_ONLY = {torch.ops.aten._assert_tensor_metadata.default, torch.ops.aten._assert_scalar.default,
+                  torch.ops.aten.sym_constrain_range_for_size.default,
+                  torch.ops.aten._assert_async.msg, torch.ops.aten._assert_async.default}
+
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+_RT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in ([^\n]+)\n\s*([^\n]*)')
 
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
-
-
-def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
-    """Share memory with the tensor where possible (contiguous CPU tensors)."""
+def tensor_to_numpy(t: torch.Tensor, what: str = "tensor") -> np.ndarray:
+    """A numpy array sharing the tensor's memory where possible (contiguous CPU tensors)."""
     t = t.detach()
     if t.dtype not in _TORCH_TO_NP:
-        raise ExportError(f"tensor dtype {t.dtype} is not supported (use float32)")
+        raise ExportError(f"{what} has dtype {t.dtype}, which rt does not support; "
+                          f"convert the model with model.float() (supported: float32, float64, int64, int32, bool)")
+    if t.device.type != "cpu":
+        t = t.cpu()
     return t.contiguous().numpy()
 
 
+def _frames(node) -> list[tuple[str, str, str, str]]:
+    return _FRAME.findall(node.meta.get("stack_trace") or "")
+
+
 def where(node) -> str:
-    """'module.path (file:line)' of an FX node, from the export's metadata."""
+    """'module.path (Class) at file:line in fn: `code`' of an FX node, from the export's metadata.
+    The source line is the innermost frame outside torch and rt: the user's (or the model library's)
+    line that called the op."""
     stack = node.meta.get("nn_module_stack") or {}
-    path = list(stack.values())[-1][0] if stack else ""
-    trace = node.meta.get("stack_trace") or ""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)\n\s*(.*)', trace)
-    loc = ""
-    user_frames = [f for f in frames if _TORCH_DIR not in f[0]] or frames
-    if user_frames:
-        f, line, fn, code = user_frames[-1]
-        loc = f"{f}:{line} `{code.strip()}`"
-    return " ".join(p for p in (path or "<top>", f"({loc})" if loc else "") if p)
+    path, cls = "", ""
+    if stack:
+        path, cls = list(stack.values())[-1][:2]
+        cls = cls.rsplit(".", 1)[-1] if isinstance(cls, str) else getattr(cls, "__name__", str(cls))
+    frames = _frames(node)
+    user = [f for f in frames if not f[0].startswith(_TORCH_DIR) and not f[0].startswith(_RT_DIR)]
+    frame = user[-1] if user else (frames[-1] if frames else None)
+    text = path or "<top>"
+    if cls:
+        text += f" ({cls})"
+    if frame:
+        f, line, fn, code = frame
+        text += f" at {f}:{line} in {fn.strip()}: `{code.strip()}`"
+    return text
 
 
 class Builder:
@@ -49,9 +77,10 @@ class Builder:
     def __init__(self, module: Module):
         self.module = module
         self.names: set[str] = set()
+        self._scalars: dict[tuple, Value] = {}
 
     def _name(self, hint: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
+        base = re.sub(r"[^A-Za-z0-9_]", "_", str(hint)) or "v"
         name, i = base, 0
         while name in self.names:
             i += 1
@@ -64,24 +93,52 @@ class Builder:
 
     def attr(self, v):
         if isinstance(v, torch.dtype):
+            if v not in _TORCH_TO_NP:
+                raise ExportError(f"dtype {v} is not supported by rt")
             return dtype_name(_TORCH_TO_NP[v])
         if isinstance(v, (torch.device, torch.layout, torch.memory_format)):
             return str(v)
         if isinstance(v, (list, tuple)):
             return [self.attr(x) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
         return v
 
-    def constant(self, name: str, array: np.ndarray) -> Value:
+    def constant(self, name: str, array: np.ndarray, hint: str | None = None) -> Value:
         self.module.constants[name] = array
-        v = self.new_value(name, TensorType.of(array))
+        v = self.new_value(hint or name, TensorType.of(array))
         op = Operation("const", [], {"name": name}, v)
         v.producer = op
         self.module.ops.append(op)
         return v
 
+    def scalar(self, value) -> Value:
+        """A 0-d constant for a Python scalar in a Tensor slot (float -> f32, int -> i64, bool -> bool)."""
+        dt = np.bool_ if isinstance(value, bool) else np.int64 if isinstance(value, int) else np.float32
+        key = (np.dtype(dt).str, repr(value))
+        v = self._scalars.get(key)
+        if v is None:
+            name = f"scalar.{len(self._scalars)}"
+            v = self.constant(name, np.array(value, dtype=dt), hint="scalar")
+            self._scalars[key] = v
+        return v
+
+    def as_value(self, x) -> Value:
+        if isinstance(x, Value):
+            return x
+        if isinstance(x, (bool, int, float, np.generic)):
+            return self.scalar(x.item() if isinstance(x, np.generic) else x)
+        if isinstance(x, torch.Tensor):
+            arr = tensor_to_numpy(x)
+            return self.constant(self.module.add_constant(arr, "tensor"), arr)
+        raise TypeError(f"expected a tensor, got {type(x).__name__}: {x!r}")
+
     def emit(self, opname: str, operands: list, attrs: dict, node=None) -> Value:
         opdef = REGISTRY[opname]
         attrs = {k: v for k, v in attrs.items() if k in opdef.attrs}
+        # attributes equal to their declared default are left out (short, canonical text)
+        attrs = {k: v for k, v in attrs.items()
+                 if opdef.attrs[k].required or not _same(v, opdef.attrs[k].default)}
         types = [None if o is None else o.type for o in operands]
         rtype = opdef.infer(types, opdef.with_defaults(attrs))
         v = self.new_value(node.name if node is not None else opname.split(".")[1], rtype)
@@ -93,16 +150,90 @@ class Builder:
         return v
 
 
+    def drop_last(self) -> None:
+        """Undo the last emit (a converter found the op to be the identity)."""
+        op = self.module.ops.pop()
+        self.names.discard(op.result.name)
+        self.module.meta.get("source", {}).pop(op.result.name, None)
+
+
+def _same(a, b) -> bool:
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+# ---- capture ------------------------------------------------------------------------------
+def _export_hint(e: Exception, text: str) -> str:
+    low = text.lower()
+    if "data-dependent" in low or "data dependent" in low or "guardondatadependent" in type(e).__name__.lower():
+        return ("the forward pass branches or sizes on tensor values; replace Python `if`/loops over tensor "
+                "values with torch.where or masks, or compute those values outside the model")
+    if "unsupported" in low and "strict" not in low:
+        return "rewrite that construct (see torch.export's docs on supported Python features), or try strict=True"
+    return ("make the forward pass a pure function of its tensor inputs (no data-dependent Python control "
+            "flow, no side effects); if capture keeps failing, try import_module(..., strict=True)")
+
+
+def shorten(text: str, limit: int = 600) -> str:
+    """The first meaningful lines of torch's message (no blank lines, no long tracebacks)."""
+    lines = [ln.rstrip() for ln in text.strip().splitlines() if ln.strip()]
+    out = []
+    for ln in lines:
+        if ln.lstrip().startswith(("For more information", "from user code", "File \"", "The following call")):
+            break
+        out.append(ln)
+        if sum(len(x) for x in out) > limit or len(out) >= 4:
+            break
+    short = "\n".join(out)[:limit]
+    return short
+
+
 def export_program(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
                    strict: bool = False) -> torch.export.ExportedProgram:
     try:
         with torch.no_grad():
             return torch.export.export(model, tuple(args), kwargs=kwargs or {}, strict=strict)
     except Exception as e:  # torch's own reason, shortened, plus a hint
-        reason = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
-        raise ExportError(f"torch.export could not capture the model: {type(e).__name__}: {reason}\n"
-                          "Hint: make the forward pass free of data-dependent Python control flow, "
-                          "or try strict=False/True.") from e
+        text = str(e) or type(e).__name__
+        raise ExportError(f"torch.export could not capture the model ({type(e).__name__}): {shorten(text)}\n"
+                          f"Hint: {_export_hint(e, text)}.") from e
+
+
+# ---- import -------------------------------------------------------------------------------
+def _live_nodes(graph) -> set:
+    out = [n for n in graph.nodes if n.op == "output"]
+    live, stack = set(out), list(out)
+    while stack:
+        n = stack.pop()
+        for a in n.all_input_nodes:
+            if a not in live:
+                live.add(a)
+                stack.append(a)
+    return live
+
+
+def _check_supported(nodes) -> None:
+    found: dict[str, list[str]] = {}
+    hints: dict[str, str] = {}
+    for n in nodes:
+        if n.op != "call_function" or n.target is operator.getitem or n.target in _METADATA_ONLY:
+            continue
+        if lookup(n.target) is None:
+            key = str(n.target)
+            locs = found.setdefault(key, [])
+            loc = where(n)
+            if loc not in locs:
+                locs.append(loc)
+            hints.setdefault(key, hint_for(n.target))
+    if found:
+        items = []
+        for key, locs in found.items():
+            shown = "; ".join(locs[:3]) + (f"; and {len(locs) - 3} more place(s)" if len(locs) > 3 else "")
+            items.append((key, shown, hints[key]))
+        raise UnsupportedOpError(items)
 
 
 def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Module:
@@ -111,33 +242,36 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
     sig = ep.graph_signature
     module = Module(name)
     b = Builder(module)
-
-    unsupported = [(str(n.target), where(n), "") for n in gm.graph.nodes
-                   if n.op == "call_function" and n.target is not operator.getitem
-                   and n.target not in _METADATA_ONLY and lookup(n.target) is None]
-    if unsupported:
-        seen, unique = set(), []
-        for u in unsupported:
-            if u not in seen:
-                seen.add(u)
-                unique.append(u)
-        raise UnsupportedOpError(unique)
+    live = _live_nodes(gm.graph)
+    nodes = [n for n in gm.graph.nodes if n in live]
+    _check_supported(nodes)
 
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
     param_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
                 **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
-    user_inputs = set(sig.user_inputs)
+    user_inputs = list(sig.user_inputs)
+    for u in user_inputs:                  # input names are the forward() argument names
+        b.names.add(u)
     env: dict = {}
-    for n in gm.graph.nodes:
+    placeholders = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
+    for u in user_inputs:
+        n = placeholders[u]
+        val = n.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            continue                       # a non-tensor input export specialised into the graph
+        if val.dtype not in _TORCH_TO_NP:
+            raise ExportError(f"input {u} has dtype {val.dtype}, which rt does not support")
+        v = Value(u, TensorType(tuple(int(s) for s in val.shape), dtype_name(_TORCH_TO_NP[val.dtype])))
+        module.inputs.append(v)
+        env[n] = v
+    for n in nodes:
         if n.op == "placeholder":
+            if n in env:
+                continue
             if n.name in param_of:
-                env[n] = b.constant(param_of[n.name], tensor_to_numpy(state[param_of[n.name]]))
-            elif n.name in user_inputs:
-                val = n.meta["val"]
-                v = b.new_value(n.name, TensorType(tuple(val.shape), dtype_name(_TORCH_TO_NP[val.dtype])))
-                module.inputs.append(v)
-                env[n] = v
+                target = param_of[n.name]
+                env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"), hint=target)
             else:
                 raise ExportError(f"unexpected graph input {n.name}")
         elif n.op == "call_function":
@@ -146,12 +280,21 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
             args = _map(n.args, env)
             kwargs = _map(dict(n.kwargs), env)
             if n.target is operator.getitem:
-                env[n] = args[0][args[1]]
+                base, idx = args
+                env[n] = base.get(idx, n) if isinstance(base, MultiResult) else base[idx]
                 continue
-            env[n] = lookup(n.target)(b, n, args, kwargs)
+            try:
+                env[n] = lookup(n.target)(b, n, args, kwargs)
+            except (ExportError, UnsupportedOpError):
+                raise
+            except Exception as e:
+                raise UnsupportedOpError([(str(n.target), where(n), f"this use cannot be converted: {e}")]) from e
+        elif n.op == "get_attr":
+            env[n] = b.constant(n.target, tensor_to_numpy(getattr(gm, n.target), n.target))
         elif n.op == "output":
             outs = n.args[0]
-            module.outputs = [env[o] for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
+            outs = outs if isinstance(outs, (list, tuple)) else [outs]
+            module.outputs = [b.as_value(env[o]) for o in outs if o is not None]
     return module
 
 
@@ -168,6 +311,11 @@ def _map(x, env):
 
 def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
                   strict: bool = False) -> Module:
+    """nn.Module + example inputs -> verified torch dialect module."""
+    if not isinstance(args, tuple):
+        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     model = model.eval()
     ep = export_program(model, args, kwargs, strict)
-    return import_program(ep, type(model).__name__.lower())
+    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()))
+    verify_module(module, "torch")
+    return module

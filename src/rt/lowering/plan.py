@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..dialects.ir import Module, Operation, Storage, Value
-from ..dialects.registry import COMMUTATIVE, INPLACE, REGISTRY, VIEW
+from ..dialects.registry import REGISTRY, VIEW
 from ..errors import LoweringError
 from .plan_layout import contiguous_strides, is_contiguous
 from .plan_offsets import assign_offsets, lower_bound
@@ -24,24 +24,13 @@ def _align(n: int) -> int:
 
 
 # ---- 1. clone the fused module into planned ops -----------------------------------------------
-def _clone_planned(fused: Module) -> Module:
-    m = Module(fused.name, constants=dict(fused.constants), meta={k: v for k, v in fused.meta.items()
-                                                                   if not k.startswith("_")})
-    env: dict[Value, Value] = {}
-    for v in fused.inputs:
-        env[v] = Value(v.name, v.type)
-        m.inputs.append(env[v])
-    for op in fused.ops:
-        name = op.name if op.name == "const" else "planned." + op.opname
-        if name not in REGISTRY and name != "const":
-            raise LoweringError(f"{op.name} (%{op.result.name}) has no planned form")
-        res = Value(op.result.name, op.result.type)
-        new = Operation(name, [None if v is None else env[v] for v in op.operands], dict(op.attrs), res)
-        res.producer = new
-        env[op.result] = res
-        m.ops.append(new)
-    m.outputs = [env[v] for v in fused.outputs]
-    return m
+def _planned_name(name: str) -> str:
+    if name == "const":
+        return name
+    twin = "planned." + name.split(".", 1)[1]
+    if twin not in REGISTRY:
+        raise LoweringError(f"{name} has no planned form")
+    return twin
 
 
 def _insert_copy(m: Module, value: Value, before: int) -> Value:
@@ -138,11 +127,8 @@ def _buffers(m: Module, layout: dict[Value, Layout]):
         if r not in in_arena:
             continue
         group[r] = r
-        opdef = REGISTRY[op.name]
-        if not opdef.has(INPLACE):
-            continue
-        candidates = op.operands[:2] if opdef.has(COMMUTATIVE) or len(op.operands) == 2 else op.operands[:1]
-        for v in candidates:
+        inplace = REGISTRY[op.name].extra.get("inplace_operands", ())
+        for v in (op.operands[i] for i in inplace if i < len(op.operands)):
             if (v is not None and v in in_arena and layout[v].root is v and last_use.get(v) == s
                     and v.type.nbytes == r.type.nbytes and v.type.dtype == r.type.dtype
                     and v.type.shape == r.type.shape):
@@ -159,7 +145,7 @@ def _buffers(m: Module, layout: dict[Value, Layout]):
 
 
 def to_planned(fused: Module) -> Module:
-    m = _clone_planned(fused)
+    m = fused.clone(_planned_name)
     _own_outputs(m)
     layout = _resolve_views(m)
     m.ops = choose_order(m, layout_root=lambda v: layout[v].root)

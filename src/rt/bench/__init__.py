@@ -1,0 +1,16 @@
+"""`rt bench`: rt against torch eager, torch.compile and ONNX Runtime, each engine in its own process.
+
+Entry points: `python benchmarks/run.py ...` and `rt bench ...` (same argv), both calling `main`.
+Layout: cases.py (what is measured), worker.py + engines.py + measure.py (run inside each engine's own
+process), runner.py (the parent: spawns workers, alternates rounds, enforces timeouts), report.py
+(terminal table + JSON), cli.py (arguments).
+"""
+from __future__ import annotations
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import main as _main
+    return _main(argv)
+
+
+__all__ = ["main"]

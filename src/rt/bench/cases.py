@@ -1,0 +1,64 @@
+"""The benchmark cases: a name, how to build (model, example_args) inside a worker, and whether --quick runs it.
+
+Models come from `rt.testing.models` (random weights from configs; nothing is downloaded). The builder is
+a (factory name, kwargs) pair so the parent never imports torch; the worker calls it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SGEMM_N = 2048
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    factory: str                      # function name in rt.testing.models, or "sgemm"
+    kwargs: dict = field(default_factory=dict)
+    quick: bool = False
+    note: str = ""
+
+    @property
+    def is_sgemm(self) -> bool:
+        return self.factory == "sgemm"
+
+
+# BERT at BERT-base widths (the factory's default config is a tiny one).
+_BERT_BASE = dict(hidden=768, n_heads=12, intermediate=3072, vocab_size=30522)
+
+CASES: list[Case] = [
+    Case("sgemm_2048", "sgemm", {"n": SGEMM_N}, quick=True,
+         note="numpy float32 matmul 2048^3 (numpy's own OpenBLAS): the machine's BLAS GFLOP/s"),
+    Case("mlp_tiny_64_b1", "mlp", dict(d_in=64, d_hidden=64, d_out=64, n_layers=2, batch=1), quick=True),
+    Case("mlp_512_b32", "mlp", dict(d_in=512, d_hidden=512, d_out=512, n_layers=2, batch=32), quick=True),
+    Case("block_d256_s128", "transformer_block", dict(d_model=256, n_heads=4, seq=128), quick=True),
+    Case("block_d512_s256", "transformer_block", dict(d_model=512, n_heads=8, seq=256)),
+    Case("block_d768_s512", "transformer_block", dict(d_model=768, n_heads=12, seq=512)),
+    Case("gpt2_body_2l_s16", "gpt2_body", dict(n_layer=2, seq=16)),
+    Case("gpt2_body_2l_s64", "gpt2_body", dict(n_layer=2, seq=64), quick=True),
+    Case("gpt2_body_2l_s256", "gpt2_body", dict(n_layer=2, seq=256)),
+    Case("gpt2_lm_12l_s1", "gpt2_lm", dict(n_layer=12, seq=1)),
+    Case("gpt2_lm_12l_s128", "gpt2_lm", dict(n_layer=12, seq=128)),
+    Case("gpt2_lm_12l_s512", "gpt2_lm", dict(n_layer=12, seq=512)),
+    Case("bert_2l_b2_s128_pad", "bert", dict(n_layer=2, seq=128, batch=2, **_BERT_BASE),
+         note="BERT-base widths, 2 layers; batch element 1 has its last 32 tokens padded"),
+]
+
+BY_NAME = {c.name: c for c in CASES}
+
+
+def select(filters: list[str] | None, quick: bool) -> list[Case]:
+    """Cases whose name contains any of `filters` (all when none); --quick keeps the quick ones only
+    unless a filter names cases explicitly."""
+    if filters:
+        return [c for c in CASES if any(f in c.name for f in filters)]
+    return [c for c in CASES if c.quick or not quick]
+
+
+def build(case: Case):
+    """(model, args) for a model case; called inside a worker."""
+    from rt.testing import models
+    factory = getattr(models, case.factory, None)
+    if factory is None:
+        raise RuntimeError(f"rt.testing.models has no factory {case.factory!r}")
+    return factory(**case.kwargs)

@@ -1,0 +1,75 @@
+"""Arguments of `rt bench` / `python benchmarks/run.py`."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+
+from .cases import CASES, select
+from .engines import MODEL_ENGINES
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rt bench", description=(
+        "Benchmark rt against torch eager, torch.compile and ONNX Runtime; each engine in its own process, "
+        "timed in alternating rounds."))
+    p.add_argument("--quick", action="store_true", help="fewer cases, rounds and calls (under 5 minutes)")
+    p.add_argument("--cases", nargs="+", metavar="SUBSTR", help="only cases whose name contains one of these")
+    p.add_argument("--engines", nargs="+", metavar="NAME", default=list(MODEL_ENGINES),
+                   help=f"engines to run, from {', '.join(MODEL_ENGINES)} (the sgemm case always uses numpy)")
+    p.add_argument("--threads", type=int, default=cores(), help="threads for every engine (default: cores)")
+    p.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 3)")
+    p.add_argument("--round-seconds", type=float, help="target timed seconds per engine per round "
+                   "(default 1.0, quick 0.25)")
+    p.add_argument("--timeout", type=float, help="seconds allowed for one worker step: setup (build, compile, "
+                   "warm-up), one round, or finish (default 900, quick 240)")
+    p.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write results")
+    p.add_argument("--list", action="store_true", help="list the cases and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        for c in CASES:
+            print(f"{c.name:<24} {'quick' if c.quick else '':<6} {c.factory}({c.kwargs})")
+        return 0
+    bad = [e for e in args.engines if e not in MODEL_ENGINES]
+    if bad:
+        print(f"unknown engine(s) {bad}; choose from {list(MODEL_ENGINES)}", file=sys.stderr)
+        return 2
+    engines = [e for e in MODEL_ENGINES if e in args.engines]     # fixed round order
+    cases = select(args.cases, args.quick)
+    if not cases:
+        print(f"no case matches {args.cases}; see --list", file=sys.stderr)
+        return 2
+    from .report import LEGEND, case_block, table, write_json
+    from .runner import Options, run_case
+    q = args.quick
+    opts = Options(threads=args.threads, rounds=args.rounds or (3 if q else 5),
+                   round_s=args.round_seconds or (0.25 if q else 1.0), min_reps=2 if q else 3,
+                   max_reps=50 if q else 300, warmup_s=0.3 if q else 1.0, warmup_min=2 if q else 3,
+                   timeout_s=args.timeout or (240 if q else 900), settle_s=0.2 if q else 0.5,
+                   log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"))
+    settings = {**vars(opts), "engines": engines, "cases": [c.name for c in cases], "quick": q}
+    started = datetime.datetime.now().astimezone()
+    print(f"rt bench: {len(cases)} case(s), engines {', '.join(engines)}, {opts.threads} thread(s), "
+          f"{opts.rounds} rounds; worker logs in {opts.log_dir}", file=sys.stderr, flush=True)
+    results = []
+    for case in cases:
+        res = run_case(case, engines, opts)
+        results.append(res)
+        write_json(args.json, results, settings, started)      # partial results survive an interrupt
+        print("\n".join(case_block(res)), file=sys.stderr, flush=True)
+    print(table(results))
+    print("\n" + LEGEND)
+    print(f"\nJSON: {args.json}")
+    failed = [f"{r['case']}/{e}" for r in results for e, er in r["engines"].items() if er["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} engine run(s) did not succeed: {', '.join(failed)}")
+    return 0

@@ -1,0 +1,106 @@
+"""The engines, each prepared inside its own worker process: `prepare(name, model, args, threads, workdir)`
+returns (call, info). `call()` runs one inference on the fixed example inputs and returns its outputs.
+
+  rt       rt.compile(model, args); call = compiled(*args) (torch in, torch out). RT_NUM_THREADS is set in
+           the worker's environment before rt is imported.
+  eager    the torch module itself (the worker runs every engine under torch.inference_mode()).
+  compile  torch.compile(model) (inductor, default mode); the first call compiles.
+  ort      ONNX Runtime on the model exported by torch.onnx.export(dynamo=True), falling back to the legacy
+           TorchScript exporter when that fails; all graph optimisations, intra-op threads = --threads.
+  numpy    (sgemm case only) numpy.matmul of two float32 n x n matrices.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+MODEL_ENGINES = ("rt", "eager", "compile", "ort")
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg[:limit]}"
+
+
+def prepare_rt(model, args, threads, workdir, rt_import_error=None):
+    if rt_import_error:
+        raise RuntimeError(f"import rt failed: {rt_import_error}")
+    import rt
+    from rt import kernels
+    t0 = time.perf_counter()
+    compiled = rt.compile(model, args)
+    info = {"compile_s": time.perf_counter() - t0, "stage_s": dict(compiled.compile_times),
+            "threads": kernels.get_num_threads()}
+    try:
+        info["plan"] = {k: v for k, v in compiled.plan_report().items() if isinstance(v, (int, float, str))}
+    except Exception as e:  # noqa: BLE001 - report, do not fail the timing
+        info["plan_error"] = _short(e)
+    return (lambda: compiled(*args)), info
+
+
+def prepare_eager(model, args, threads, workdir, **_):
+    return (lambda: model(*args)), {}
+
+
+def prepare_compile(model, args, threads, workdir, **_):
+    import torch
+    compiled = torch.compile(model)
+    return (lambda: compiled(*args)), {"backend": "inductor"}
+
+
+def _export_onnx(model, args, path):
+    import torch
+    errors = []
+    for dynamo in (True, False):
+        try:
+            torch.onnx.export(model, tuple(args), path, dynamo=dynamo)
+            return ("dynamo" if dynamo else "legacy"), errors
+        except Exception as e:  # noqa: BLE001 - try the other exporter
+            errors.append(f"{'dynamo' if dynamo else 'legacy'} export: {_short(e)}")
+    raise RuntimeError("; ".join(errors))
+
+
+def prepare_ort(model, args, threads, workdir, **_):
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ModuleNotFoundError(f"n/a: onnxruntime not installed ({e})") from e
+    path = os.path.join(workdir, "model.onnx")
+    t0 = time.perf_counter()
+    exporter, export_errors = _export_onnx(model, args, path)
+    export_s = time.perf_counter() - t0
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    inputs = sess.get_inputs()
+    if len(inputs) != len(args):
+        raise RuntimeError(f"the exported graph takes {len(inputs)} inputs ({[i.name for i in inputs]}), "
+                           f"the model {len(args)}")
+    feed = {i.name: a.detach().numpy() for i, a in zip(inputs, args)}
+    info = {"exporter": exporter, "export_s": export_s, "session_s": time.perf_counter() - t0,
+            "ort_version": ort.__version__}
+    if export_errors:
+        info["export_fallback_reason"] = export_errors
+    return (lambda: sess.run(None, feed)), info
+
+
+def prepare_numpy(n, threads):
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), dtype=np.float32)
+    info = {"numpy_version": np.__version__}
+    try:
+        cfg = np.show_config(mode="dicts")
+        info["blas"] = cfg.get("Build Dependencies", {}).get("blas", {}).get("name")
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return (lambda: np.matmul(a, b, out=c)), info
+
+
+PREPARE = {"rt": prepare_rt, "eager": prepare_eager, "compile": prepare_compile, "ort": prepare_ort}

@@ -1,0 +1,226 @@
+"""The parent side: one worker process per engine, set up one at a time, then timed in alternating rounds
+(round 1: rt, eager, compile, ort; round 2: ...), only one engine running at any moment.
+
+Idle workers block on their stdin; before each timing block the parent waits `settle_s` so the previous
+engine's spinning thread pools (OpenMP, OpenBLAS, ORT) go to sleep, and it records how much CPU the idle
+workers burned during the block (`idle_cpu_s`, from /proc/<pid>/stat) as evidence that none stole cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from .cases import Case
+from .worker import bootstrap_code
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class Options:
+    threads: int
+    rounds: int
+    round_s: float          # target seconds of timed calls per engine per round
+    min_reps: int
+    max_reps: int
+    warmup_s: float
+    warmup_min: int
+    timeout_s: float        # per worker request (setup, one round, finish)
+    settle_s: float
+    log_dir: str
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+def worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    n = str(threads)
+    env.update({"RT_NUM_THREADS": n, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+                "TORCHINDUCTOR_COMPILE_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"})
+    return env
+
+
+class WorkerProc:
+    def __init__(self, case: str, engine: str, opts: Options):
+        os.makedirs(opts.log_dir, exist_ok=True)
+        self.log_path = os.path.join(opts.log_dir, f"{case}.{engine}.log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-c", bootstrap_code()], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=worker_env(opts.threads),
+                                     start_new_session=True)
+        self._buf = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def request(self, req: dict, timeout: float) -> dict:
+        try:
+            self.proc.stdin.write((json.dumps(req) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerError(f"worker died before {req['cmd']}: {self.stderr_tail()}") from None
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise WorkerError(f"timeout: {req['cmd']} took over {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+            if ready:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    self.proc.wait(timeout=5)
+                    raise WorkerError(f"worker died (exit {self.proc.returncode}) during {req['cmd']}: "
+                                      f"{self.stderr_tail()}")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise WorkerError(reply.get("error", "unknown error"))
+        return reply
+
+    def stderr_tail(self, n: int = 300) -> str:
+        try:
+            self._log.flush()
+            with open(self.log_path, errors="replace") as f:
+                lines = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+            return " | ".join(lines[-3:])[-n:]
+        except OSError:
+            return ""
+
+    def cpu_seconds(self) -> float:
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _TICK
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)   # the worker's own session (start_new_session)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self, wait_s: float = 20.0):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+        self.kill()
+        self._log.close()
+
+
+def _status_of(err: str) -> str:
+    for prefix in ("ModuleNotFoundError: n/a:", "n/a:"):
+        if err.startswith(prefix):
+            return "n/a:" + err[len(prefix):]
+    return err if err.startswith("timeout") else f"failed: {err}"
+
+
+def _log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_case(case: Case, engines: list[str], opts: Options) -> dict:
+    engines = ["numpy"] if case.is_sgemm else list(engines)
+    res = {"case": case.name, "factory": case.factory, "kwargs": case.kwargs, "note": case.note, "engines": {}}
+    workers: dict[str, WorkerProc] = {}
+    reps: dict[str, int] = {}
+    for eng in engines:
+        r = res["engines"][eng] = {"status": "ok"}
+        t0 = time.perf_counter()
+        w = WorkerProc(case.name, eng, opts)
+        try:
+            setup = w.request({"cmd": "setup", "case": case.name, "engine": eng, "threads": opts.threads,
+                               "warmup_s": opts.warmup_s, "warmup_min": opts.warmup_min}, opts.timeout_s)
+        except WorkerError as e:
+            r["status"] = _status_of(str(e))
+            r["log"] = w.log_path
+            w.close(wait_s=2)
+            _log(f"  {case.name:<22} {eng:<8} {r['status'][:150]}")
+            continue
+        setup.pop("ok")
+        r.update(setup)
+        r["setup_wall_s"] = time.perf_counter() - t0
+        workers[eng] = w
+        reps[eng] = max(opts.min_reps, min(opts.max_reps, int(opts.round_s / max(setup["est_s"], 1e-9))))
+        _log(f"  {case.name:<22} {eng:<8} ready in {r['setup_wall_s']:.1f} s, ~{setup['est_s'] * 1e3:.3f} ms/call, "
+             f"{reps[eng]} calls/round")
+    for rnd in range(opts.rounds):
+        for eng in engines:
+            w = workers.get(eng)
+            if w is None:
+                continue
+            r = res["engines"][eng]
+            time.sleep(opts.settle_s)
+            others = {e: o.cpu_seconds() for e, o in workers.items() if e != eng}
+            t0 = time.perf_counter()
+            try:
+                out = w.request({"cmd": "time", "reps": reps[eng]}, opts.timeout_s)
+            except WorkerError as e:
+                r["status"] = _status_of(f"round {rnd + 1}: {e}")
+                w.close(wait_s=2)
+                del workers[eng]
+                continue
+            wall = time.perf_counter() - t0
+            idle = sum(workers[e].cpu_seconds() - c for e, c in others.items() if e in workers)
+            r.setdefault("rounds", []).append({"times_s": out["times"], "wall_s": wall, "idle_cpu_s": idle})
+    flops_engine = "eager" if "eager" in workers else next(iter(workers), None)
+    for eng, w in list(workers.items()):
+        r = res["engines"][eng]
+        try:
+            fin = w.request({"cmd": "finish", "flops": eng == flops_engine, "activations": eng == "eager"},
+                            opts.timeout_s)
+            for key in ("flops", "flops_error", "torch_peak_activation_bytes", "torch_peak_activation_error"):
+                if key in fin:
+                    res[key] = fin[key]
+            r["mem"] = fin["mem"]
+        except WorkerError as e:
+            r["finish_error"] = str(e)
+        w.close()
+    if case.is_sgemm:
+        n = case.kwargs["n"]
+        res["flops"] = 2 * n ** 3
+    _summarise(res)
+    return res
+
+
+def _summarise(res: dict):
+    for eng, r in res["engines"].items():
+        times = [t for rd in r.get("rounds", []) for t in rd["times_s"]]
+        if not times:
+            if r["status"] == "ok":
+                r["status"] = "failed: no timed calls"
+            continue
+        r["median_s"] = statistics.median(times)
+        r["min_s"], r["max_s"], r["n_calls"] = min(times), max(times), len(times)
+        r["round_medians_s"] = [statistics.median(rd["times_s"]) for rd in r["rounds"]]
+        r["max_idle_cpu_frac"] = max(rd["idle_cpu_s"] / rd["wall_s"] for rd in r["rounds"] if rd["wall_s"] > 0)
+        if res.get("flops"):
+            r["gflops"] = res["flops"] / r["median_s"] / 1e9
+    rt_med = res["engines"].get("rt", {}).get("median_s")
+    for eng, r in res["engines"].items():
+        if eng != "rt" and rt_med and r.get("median_s"):
+            r["rt_speedup"] = r["median_s"] / rt_med     # >1: rt is faster than this engine

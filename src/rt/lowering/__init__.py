@@ -1,0 +1,76 @@
+"""torch dialect -> fused dialect (and, in plan*.py, fused -> planned).
+
+    fused = to_fused(torch_module, verify=True, print_ir_after_all=False)
+
+The pipeline "to-fused" (see PIPELINES) runs, in order: constant folding (every mask-building op
+disappears), legalisation of torch ops into fused ops, canonicalisation, absorption of transposes
+and scalars into matmul attributes, DAG fusions (GELU, layer norm, softmax), attention fusion, causal
+mask absorption, matmul epilogue fusions (bias, activation, residual), attention output views, lowering
+of leftover composites, dead-code elimination. Each pass is registered by name (passmanager.PASSES).
+"""
+from __future__ import annotations
+
+from ..dialects.ir import Module, Operation, Value
+from . import fold, fusions, legalize  # noqa: F401  (pass registration)
+from .passmanager import PASSES, PIPELINES, Pass, PassManager, register_pass, register_pipeline
+from .rewrite import ANY, Approx, Const, N, Pattern, Scalar, apply_patterns
+
+TO_FUSED = [
+    "fold-constants",
+    "check-folded",
+    "legalize-torch-to-fused",
+    "fold-constants",
+    "canonicalize",
+    "absorb-matmul-operands",
+    "fuse-dag",
+    "canonicalize",
+    "absorb-matmul-operands",
+    "fuse-attention",
+    "absorb-causal-mask",
+    "fuse-matmul-epilogues",
+    "fuse-attention-views",
+    "lower-composites",
+    "fold-constants",
+    "dce",
+]
+register_pipeline("to-fused", TO_FUSED)
+
+
+def clone_module(module: Module) -> Module:
+    """A copy whose ops and values are new objects (constant arrays are shared, never copied)."""
+    vmap: dict[Value, Value] = {}
+
+    def new_value(v: Value) -> Value:
+        nv = Value(v.name, v.type)
+        vmap[v] = nv
+        return nv
+    out = Module(module.name, [new_value(v) for v in module.inputs], [], [], dict(module.constants),
+                 {k: (dict(v) if isinstance(v, dict) else v) for k, v in module.meta.items() if k != "_names"})
+    for op in module.ops:
+        nv = new_value(op.result)
+        nop = Operation(op.name, [None if v is None else vmap[v] for v in op.operands], dict(op.attrs), nv)
+        nv.producer = nop
+        out.ops.append(nop)
+    out.outputs = [vmap[v] for v in module.outputs]
+    return out
+
+
+def to_fused(module: Module, *, verify: bool = False, print_ir_after_all: bool | None = None,
+             pipeline: str = "to-fused", timings: list | None = None) -> Module:
+    """Lower a torch dialect module to the fused dialect (a new module; the input is left unchanged).
+
+    verify: run the verifier after every pass (also RT_VERIFY=1). print_ir_after_all: dump the IR
+    after every pass to stderr (also RT_PRINT_IR_AFTER_ALL=1). timings: a list that receives
+    (pass, seconds, op count) per pass."""
+    pm = PassManager.pipeline(pipeline, verify=verify or None, print_ir_after_all=print_ir_after_all)
+    out = pm.run(clone_module(module))
+    if verify:
+        from ..dialects.verifier import verify_module
+        verify_module(out, "fused")
+    if timings is not None:
+        timings.extend(pm.timings)
+    return out
+
+
+__all__ = ["to_fused", "clone_module", "PassManager", "Pass", "PASSES", "PIPELINES", "register_pass", "register_pipeline",
+           "Pattern", "N", "Scalar", "Const", "Approx", "ANY", "apply_patterns"]

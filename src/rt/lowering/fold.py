@@ -1,0 +1,137 @@
+"""Constant folding through the registry's numpy references, and dead-code elimination.
+
+An op folds when every operand is a constant: its reference implementation runs once and a `const`
+replaces it. Fold-only ops (arange, comparisons, cumsum, index, expand, casts, ...) always fold; a
+view of a large constant (a weight) does not, so a transposed weight is read through strides (or its
+transpose is absorbed into a matmul) instead of being copied.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.registry import FOLD_ONLY, REGISTRY, VIEW
+from ..errors import LoweringError
+from .passmanager import register_pass
+
+# ops whose tensor operands only lend their shape/dtype (new_ones(x) does not read x's values)
+SHAPE_ONLY_OPERANDS = ("torch.new_ones", "torch.new_zeros", "torch.new_full", "torch.ones_like",
+                       "torch.zeros_like", "torch.full_like")
+BIG_VIEW = 1 << 16     # elements: a view of a constant larger than this stays a view
+
+
+def _const_op(module: Module, array: np.ndarray, name_hint: str, result_name: str) -> Operation:
+    cname = module.add_constant(np.ascontiguousarray(array), name_hint)
+    v = Value(result_name, TensorType.of(array))
+    op = Operation("const", [], {"name": cname}, v)
+    v.producer = op
+    return op
+
+
+def fold_constants(module: Module) -> int:
+    """Fold every op whose operands are all constants. Returns the number of folded ops."""
+    folded = 0
+    new_ops: list[Operation] = []
+    replace: dict[Value, Value] = {}
+    for op in module.ops:
+        if replace:
+            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+        if op.name == "const":
+            new_ops.append(op)
+            continue
+        opdef = REGISTRY.get(op.name)
+        shape_only = op.name in SHAPE_ONLY_OPERANDS
+        present = op.present_operands()
+        arrays = [module.const_value(v) if v is not None else None for v in op.operands]
+        consts_ok = shape_only or all(a is not None for v, a in zip(op.operands, arrays) if v is not None)
+        if opdef is None or opdef.reference is None or not consts_ok:
+            new_ops.append(op)
+            continue
+        if (opdef.has(VIEW) and not opdef.has(FOLD_ONLY) and present
+                and op.result.type.numel > BIG_VIEW):
+            new_ops.append(op)
+            continue
+        if shape_only:
+            arrays = [None if v is None else np.zeros(v.type.shape, v.type.np_dtype) for v in op.operands]
+        try:
+            out = np.asarray(opdef.reference(arrays, opdef.with_defaults(op.attrs)))
+        except Exception as e:  # a reference that cannot run here: keep the op, say which
+            raise LoweringError(f"constant folding {op.name} (%{op.result.name}) failed: {e}") from e
+        want = op.result.type
+        if out.shape != want.shape:
+            raise LoweringError(f"folding {op.name} gave shape {out.shape}, type says {want}")
+        out = np.ascontiguousarray(out.astype(want.np_dtype, copy=False))
+        cop = _const_op(module, out, f"fold.{op.result.name}", op.result.name)
+        replace[op.result] = cop.result
+        new_ops.append(cop)
+        folded += 1
+    module.ops = new_ops
+    if replace:
+        module.outputs = [replace.get(v, v) for v in module.outputs]
+    module.invalidate_names()
+    return folded
+
+
+def dead_code_elimination(module: Module) -> int:
+    """Remove ops whose result nobody uses (and constants nobody references). Returns ops removed."""
+    live = set(module.outputs)
+    keep: list[Operation] = []
+    for op in reversed(module.ops):
+        if op.result in live:
+            keep.append(op)
+            live.update(op.present_operands())
+    removed = len(module.ops) - len(keep)
+    module.ops = keep[::-1]
+    used = {op.attrs["name"] for op in module.ops if op.name == "const"}
+    for k in [k for k in module.constants if k not in used]:
+        del module.constants[k]
+    module.invalidate_names()
+    return removed
+
+
+def dedupe_constants(module: Module) -> int:
+    """One const op per constant name (folding can create several refs to the same data)."""
+    seen: dict[str, Value] = {}
+    replace: dict[Value, Value] = {}
+    ops = []
+    for op in module.ops:
+        if replace:
+            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+        if op.name == "const":
+            first = seen.get(op.attrs["name"])
+            if first is not None and first.type == op.result.type:
+                replace[op.result] = first
+                continue
+            seen[op.attrs["name"]] = op.result
+        ops.append(op)
+    module.ops = ops
+    module.outputs = [replace.get(v, v) for v in module.outputs]
+    return len(replace)
+
+
+@register_pass("fold-constants")
+def fold_pass(module: Module):
+    """Evaluate ops whose operands are all constants (registry references); fold-only ops vanish."""
+    fold_constants(module)
+    dead_code_elimination(module)
+
+
+@register_pass("check-folded", dialect="torch")
+def check_folded(module: Module):
+    """Fail, naming the op and its source line, if a fold-only op depends on a model input and no
+    lowering knows it."""
+    from .legalize import CONVERTERS
+    bad = [op for op in module.ops if op.name != "const" and REGISTRY[op.name].has(FOLD_ONLY)
+           and op.name not in CONVERTERS]
+    if bad:
+        src = module.meta.get("source", {})
+        lines = [f"  - {op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}" for op in bad]
+        raise LoweringError("these mask-building ops depend on a model input and rt cannot lower them:\n"
+                            + "\n".join(lines))
+
+
+@register_pass("dce")
+def dce_pass(module: Module):
+    """Dead-code elimination (ops and constants)."""
+    dedupe_constants(module)
+    dead_code_elimination(module)

@@ -1,0 +1,520 @@
+"""torch dialect -> fused dialect, one converter per torch op (1 op -> 1..few fused ops).
+
+After this pass the IR holds only fused ops (views, kernels and composites); the fusion passes then
+rewrite the fused IR. A torch op with no converter is reported with the model line it came from.
+Scalars are 0-d constants (as in the torch dialect); a binary op's operands are cast to one dtype.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from ..dialects.ir import Module, Operation, Value
+from ..dialects.registry import REGISTRY
+from ..errors import LoweringError
+from .passmanager import register_pass
+from .rewrite import Builder, scalar_of
+
+Converter = Callable[[Builder, Operation, dict, Module], Value]
+CONVERTERS: dict[str, Converter] = {}
+
+NEG_BIG = -3.4028234663852886e38     # -FLT_MAX: the additive "masked" value for runtime bool masks
+
+
+def converts(*names):
+    def deco(fn):
+        for n in names:
+            CONVERTERS[n] = fn
+        return fn
+    return deco
+
+
+def _norm(d: int, rank: int) -> int:
+    return d % max(rank, 1)
+
+
+# ---- helpers used by converters (and by fusion rewrites) ------------------------------------
+def reshape(b: Builder, x: Value, shape) -> Value:
+    shape = [int(s) for s in shape]
+    if tuple(shape) == x.type.shape:
+        return x
+    return b.op("fused.reshape", [x], {"shape": shape})
+
+
+def cast(b: Builder, x: Value, dtype: str) -> Value:
+    if x.type.dtype == dtype:
+        return x
+    arr = b.module.const_value(x)
+    if arr is not None and arr.ndim == 0:
+        return b.const(np.asarray(arr).astype(x.type.with_dtype(dtype).np_dtype), "scalar")
+    return b.op("fused.cast", [x], {"dtype": dtype})
+
+
+def binary(b: Builder, name: str, x: Value, y: Value, dtype: str) -> Value:
+    return b.op(name, [cast(b, x, dtype), cast(b, y, dtype)])
+
+
+def matmul(b: Builder, x: Value, w: Value, bias: Value | None = None, residual: Value | None = None,
+           transpose_b: bool = False, alpha: float = 1.0) -> Value:
+    """x [..., K] @ op(w) with a 2-D w: leading dims of x are flattened into M (one GEMM), then restored."""
+    lead = x.type.shape[:-1]
+    k = x.type.shape[-1]
+    if w.type.rank == 2 and x.type.rank != 2:
+        n = w.type.shape[0] if transpose_b else w.type.shape[1]
+        m = int(np.prod(lead, dtype=np.int64))
+        x2 = reshape(b, x, [m, k])
+        r2 = None if residual is None else reshape(b, residual, [m, n])
+        y = b.op("fused.matmul", [x2, w, bias, r2], {"transpose_b": transpose_b, "alpha": float(alpha)})
+        return reshape(b, y, list(lead) + [n])
+    return b.op("fused.matmul", [x, w, bias, residual], {"transpose_b": transpose_b, "alpha": float(alpha)})
+
+
+# ---- linear algebra -------------------------------------------------------------------------
+@converts("torch.linear")
+def _linear(b, op, at, m):
+    x, w, bias = (op.operands + [None] * 3)[:3]
+    return matmul(b, x, w, bias, transpose_b=True)
+
+
+def _bias_and_residual(b, c: Value, n: int, out_shape, beta):
+    """addmm/baddbmm's `self` as (bias [N] | None, residual | None, leftover to add | None)."""
+    if beta == 0:
+        return None, None, None
+    if beta != 1:
+        c = b.op("fused.mul", [c, b.scalar(beta)])
+    if c.type.numel == n and c.type.shape[-1:] == (n,) and c.type.rank >= 1:
+        return reshape(b, c, [n]), None, None
+    if c.type.shape == tuple(out_shape):
+        return None, c, None
+    return None, None, c
+
+
+@converts("torch.addmm")
+def _addmm(b, op, at, m):
+    c, x, w = op.operands
+    n = op.result.type.shape[-1]
+    bias, res, rest = _bias_and_residual(b, c, n, op.result.type.shape, at["beta"])
+    y = b.op("fused.matmul", [x, w, bias, res], {"alpha": float(at["alpha"])})
+    return y if rest is None else b.op("fused.add", [y, rest])
+
+
+@converts("torch.baddbmm")
+def _baddbmm(b, op, at, m):
+    c, x, w = op.operands
+    n = op.result.type.shape[-1]
+    bias, res, rest = _bias_and_residual(b, c, n, op.result.type.shape, at["beta"])
+    y = b.op("fused.matmul", [x, w, bias, res], {"alpha": float(at["alpha"])})
+    return y if rest is None else b.op("fused.add", [y, rest])
+
+
+@converts("torch.matmul", "torch.mm", "torch.bmm")
+def _matmul(b, op, at, m):
+    x, w = op.operands
+    if x.type.rank == 1 and w.type.rank == 1:
+        y = b.op("fused.matmul", [reshape(b, x, [1, x.type.shape[0]]), reshape(b, w, [w.type.shape[0], 1])])
+        return reshape(b, y, [])
+    if x.type.rank == 1:
+        y = b.op("fused.matmul", [reshape(b, x, [1, x.type.shape[0]]), w])
+        return reshape(b, y, op.result.type.shape)
+    if w.type.rank == 1:
+        y = matmul(b, x, reshape(b, w, [w.type.shape[0], 1]))
+        return reshape(b, y, op.result.type.shape)
+    if w.type.rank == 2:
+        return matmul(b, x, w)
+    return b.op("fused.matmul", [x, w])
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+def _unary(fused_name):
+    def conv(b, op, at, m):
+        return b.op(fused_name, [cast(b, op.operands[0], op.result.type.dtype)])
+    return conv
+
+
+for _t, _f in (("relu", "relu"), ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("exp", "exp"), ("sqrt", "sqrt"),
+               ("rsqrt", "rsqrt"), ("neg", "neg"), ("erf", "erf")):
+    CONVERTERS[f"torch.{_t}"] = _unary(f"fused.{_f}")
+
+
+@converts("torch.gelu")
+def _gelu(b, op, at, m):
+    return b.op("fused.gelu_tanh" if at["approximate"] == "tanh" else "fused.gelu_erf", [op.operands[0]])
+
+
+@converts("torch.silu")
+def _silu(b, op, at, m):
+    x = op.operands[0]
+    return b.op("fused.mul", [x, b.op("fused.sigmoid", [x])])
+
+
+@converts("torch.reciprocal")
+def _reciprocal(b, op, at, m):
+    x = op.operands[0]
+    return b.op("fused.div", [b.const(np.array(1, x.type.np_dtype), "scalar"), x])
+
+
+@converts("torch.pow.Tensor_Scalar")
+def _pow(b, op, at, m):
+    return b.op("fused.pow", [cast(b, op.operands[0], op.result.type.dtype)], {"exponent": float(at["exponent"])})
+
+
+@converts("torch.pow.Tensor_Tensor")
+def _pow_tt(b, op, at, m):
+    x, e = op.operands
+    s = scalar_of(m, e)
+    if s is None:
+        raise LoweringError("pow with a tensor exponent is not supported")
+    return b.op("fused.pow", [cast(b, x, op.result.type.dtype)], {"exponent": s})
+
+
+def _binary(fused_name, has_alpha=False):
+    def conv(b, op, at, m):
+        x, y = op.operands
+        dt = op.result.type.dtype
+        if has_alpha and at.get("alpha", 1) != 1:
+            y = b.op("fused.mul", [cast(b, y, dt), b.const(np.array(at["alpha"], op.result.type.np_dtype), "scalar")])
+        return binary(b, fused_name, x, y, dt)
+    return conv
+
+
+CONVERTERS["torch.add.Tensor"] = _binary("fused.add", True)
+CONVERTERS["torch.sub.Tensor"] = _binary("fused.sub", True)
+CONVERTERS["torch.mul.Tensor"] = _binary("fused.mul")
+CONVERTERS["torch.div.Tensor"] = _binary("fused.div")
+
+
+@converts("torch.rsub.Scalar")
+def _rsub(b, op, at, m):
+    x = op.operands[0]
+    dt = op.result.type.dtype
+    npdt = op.result.type.np_dtype
+    if at["alpha"] != 1:
+        x = b.op("fused.mul", [cast(b, x, dt), b.const(np.array(at["alpha"], npdt), "scalar")])
+    return binary(b, "fused.sub", b.const(np.array(at["other"], npdt), "scalar"), x, dt)
+
+
+def _fill_select(b, x: Value, mask: Value, value: float, m: Module) -> Value:
+    """masked_fill(x, mask, value) / where(mask, value, x) with kernels: exact for finite x."""
+    marr = m.const_value(mask)
+    dt = x.type.np_dtype
+    if marr is not None:
+        if value == -math.inf:
+            return b.op("fused.add", [x, b.const(np.where(marr, -np.inf, 0).astype(dt), "mask")])
+        keep = b.const((~marr.astype(bool)).astype(dt), "keep")
+        fill = b.const(np.where(marr, value, 0).astype(dt), "fill")
+        return b.op("fused.add", [b.op("fused.mul", [x, keep]), fill])
+    mf = cast(b, mask, x.type.dtype)
+    keep = b.op("fused.sub", [b.const(np.array(1, dt), "scalar"), mf])
+    v = NEG_BIG if value == -math.inf else value
+    return b.op("fused.add", [b.op("fused.mul", [x, keep]), b.op("fused.mul", [mf, b.const(np.array(v, dt), "scalar")])])
+
+
+@converts("torch.masked_fill.Scalar")
+def _masked_fill(b, op, at, m):
+    x, mask = op.operands
+    return _fill_select(b, x, mask, float(at["value"]), m)
+
+
+@converts("torch.masked_fill.Tensor")
+def _masked_fill_t(b, op, at, m):
+    x, mask, value = op.operands
+    s = scalar_of(m, value)
+    if s is None:
+        raise LoweringError("masked_fill with a non-constant fill value is not supported")
+    return _fill_select(b, x, mask, s, m)
+
+
+@converts("torch.where.self")
+def _where(b, op, at, m):
+    c, x, y = op.operands
+    dt = op.result.type.dtype
+    sx, sy = scalar_of(m, x), scalar_of(m, y)
+    if sx is not None:           # where(c, s, y) = masked_fill(y, c, s)
+        return _fill_select(b, cast(b, y, dt), c, sx, m)
+    if sy is not None:           # where(c, x, s) = masked_fill(x, ~c, s)
+        carr = m.const_value(c)
+        if carr is None:
+            return _fill_select(b, cast(b, x, dt), _not(b, c), sy, m)
+        return _fill_select(b, cast(b, x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
+    raise LoweringError("torch.where between two tensors is not supported (no kernel)")
+
+
+def _not(b, c: Value) -> Value:
+    f = cast(b, c, "f32")
+    return b.op("fused.sub", [b.const(np.array(1, np.float32), "scalar"), f])
+
+
+# ---- logic on masks that depend on an input -------------------------------------------------
+def _logic(identity: bool):
+    def conv(b, op, at, m):
+        x, y = op.operands
+        for keep, other in ((x, y), (y, x)):
+            arr = m.const_value(other)
+            if arr is not None and np.all(arr.astype(bool) == identity):
+                v = cast(b, keep, op.result.type.dtype)
+                if v.type.shape != op.result.type.shape:
+                    v = b.op("fused.expand", [v], {"shape": list(op.result.type.shape)})
+                return v
+        raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
+    return conv
+
+
+for _n in ("torch.__and__.Tensor", "torch.bitwise_and.Tensor", "torch.logical_and"):
+    CONVERTERS[_n] = _logic(True)
+for _n in ("torch.__or__.Tensor", "torch.bitwise_or.Tensor", "torch.logical_or"):
+    CONVERTERS[_n] = _logic(False)
+
+
+@converts("torch.to.dtype", "torch.to.dtype_layout", "torch.to.device", "torch._to_copy", "torch.to.other")
+def _to(b, op, at, m):
+    return cast(b, op.operands[0], op.result.type.dtype)
+
+
+# ---- normalisation, softmax, reductions -----------------------------------------------------
+@converts("torch.softmax.int", "torch._softmax")
+def _softmax(b, op, at, m):
+    x = cast(b, op.operands[0], op.result.type.dtype)
+    d = _norm(at["dim"], x.type.rank)
+    if d == x.type.rank - 1 or x.type.rank == 0:
+        return b.op("fused.softmax", [x])
+    perm = list(range(x.type.rank))
+    perm[d], perm[-1] = perm[-1], perm[d]
+    y = b.op("fused.softmax", [b.op("fused.permute", [x], {"perm": perm})])
+    return b.op("fused.permute", [y], {"perm": perm})
+
+
+@converts("torch.layer_norm")
+def _layer_norm(b, op, at, m):
+    x, g, beta = (op.operands + [None] * 3)[:3]
+    ns = list(at["normalized_shape"])
+    if len(ns) == 1:
+        return b.op("fused.layer_norm", [x, g, beta], {"eps": float(at["eps"])})
+    n = int(np.prod(ns))
+    lead = list(x.type.shape[:-len(ns)])
+    y = b.op("fused.layer_norm", [reshape(b, x, lead + [n]), None if g is None else reshape(b, g, [n]),
+                                  None if beta is None else reshape(b, beta, [n])], {"eps": float(at["eps"])})
+    return reshape(b, y, x.type.shape)
+
+
+def _reduce(name):
+    def conv(b, op, at, m):
+        x = cast(b, op.operands[0], op.result.type.dtype)
+        dims = at.get("dim")
+        dims = list(range(x.type.rank)) if not dims else [_norm(d, x.type.rank) for d in dims]
+        return b.op(name, [x], {"dims": dims, "keepdim": bool(at["keepdim"])})
+    return conv
+
+
+CONVERTERS["torch.mean.dim"] = _reduce("fused.mean")
+CONVERTERS["torch.sum.dim_IntList"] = _reduce("fused.sum")
+CONVERTERS["torch.amax"] = _reduce("fused.amax")
+
+
+# ---- attention ------------------------------------------------------------------------------
+def additive_mask(b: Builder, mask: Value, m: Module) -> Value:
+    """A bool 'attend here' mask as an additive f32 mask (0 / -inf; -FLT_MAX for runtime masks)."""
+    while mask.producer is not None and mask.producer.name == "fused.expand" and b.module is m:
+        mask = mask.producer.operands[0]     # the kernel broadcasts the mask itself
+    if mask.type.dtype == "f32":
+        return mask
+    arr = m.const_value(mask)
+    if arr is not None:
+        if arr.dtype == np.bool_:
+            return b.const(np.where(arr, 0.0, -np.inf).astype(np.float32), "mask")
+        return b.const(arr.astype(np.float32), "mask")
+    if mask.type.dtype == "bool":
+        f = cast(b, mask, "f32")        # (m - 1) * FLT_MAX: 0 where attended, -FLT_MAX elsewhere
+        return b.op("fused.mul", [b.op("fused.sub", [f, b.scalar(1.0)]), b.scalar(-NEG_BIG)])
+    return cast(b, mask, "f32")
+
+
+@converts("torch.scaled_dot_product_attention")
+def _sdpa(b, op, at, m):
+    q, k, v, mask = (op.operands + [None] * 4)[:4]
+    if at.get("enable_gqa") and k.type.shape[-3] != q.type.shape[-3]:
+        raise LoweringError("grouped-query attention (enable_gqa with fewer kv heads) is not supported yet")
+    scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(q.type.shape[-1])
+    rank = q.type.rank
+    shape = op.result.type.shape
+    if rank == 2:
+        q, k, v = (reshape(b, t, [1, *t.type.shape]) for t in (q, k, v))
+    elif rank > 4:
+        q, k, v = (reshape(b, t, [-1 if False else int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
+                   for t in (q, k, v))
+    madd = None
+    if mask is not None:
+        madd = additive_mask(b, mask, m)
+        if rank > 4 or rank == 2:
+            full = tuple(np.broadcast_shapes(madd.type.shape, op.result.type.shape[:-1] + (k.type.shape[-2],)))
+            madd = reshape(b, b.op("fused.expand", [madd], {"shape": list(full)}),
+                           [*q.type.shape[:-1], k.type.shape[-2]])
+    y = b.op("fused.attention", [q, k, v, madd], {"scale": float(scale), "causal": bool(at["is_causal"])})
+    return reshape(b, y, shape)
+
+
+# ---- gathers --------------------------------------------------------------------------------
+@converts("torch.embedding")
+def _embedding(b, op, at, m):
+    w, idx = op.operands
+    return b.op("fused.embedding", [w, idx])
+
+
+@converts("torch.index_select")
+def _index_select(b, op, at, m):
+    x, idx = op.operands
+    if _norm(at["dim"], x.type.rank) == 0 and x.type.rank == 2:
+        return b.op("fused.embedding", [x, reshape(b, idx, [max(idx.type.numel, 1)])])
+    raise LoweringError("index_select is only supported on dim 0 of a 2-D tensor")
+
+
+@converts("torch.index.Tensor")
+def _index(b, op, at, m):
+    """x[i0, i1, ...] with constant broadcast-arange indices is a view (permute/reshape/expand)."""
+    x, idx = op.operands[0], op.operands[1:]
+    if any(i is None for i in idx):
+        raise LoweringError("index with None entries on a runtime tensor is not supported")
+    arrs = [m.const_value(i) for i in idx]
+    if any(a is None for a in arrs):
+        raise LoweringError("index with runtime indices is not supported")
+    bshape = tuple(np.broadcast_shapes(*(a.shape for a in arrs)))
+    axes = []
+    for d, a in enumerate(arrs):
+        full = np.broadcast_to(a, bshape)
+        varying = [ax for ax in range(len(bshape)) if bshape[ax] > 1 and not np.all(np.diff(full, axis=ax) == 0)]
+        n = x.type.shape[d]
+        if len(varying) > 1:
+            raise LoweringError("index pattern is not a view")
+        if not varying:
+            if n == 1 and np.all(full == 0):
+                axes.append(None)
+                continue
+            raise LoweringError("index pattern is not a view")
+        ax = varying[0]
+        line = np.moveaxis(full, ax, -1).reshape(-1, bshape[ax])[0]
+        if bshape[ax] != n or not np.array_equal(np.mod(line, n), np.arange(n)):
+            raise LoweringError("index pattern is not a view")
+        axes.append(ax)
+    used = [a for a in axes if a is not None]
+    if len(set(used)) != len(used):
+        raise LoweringError("index pattern is not a view")
+    k = len(idx)
+    # order the indexed dims of x by the output axis they land on, then place them with a reshape
+    order = sorted([d for d in range(k) if axes[d] is not None], key=lambda d: axes[d])
+    rest = list(range(k, x.type.rank))
+    perm = order + [d for d in range(k) if axes[d] is None] + rest
+    y = x if perm == list(range(x.type.rank)) else b.op("fused.permute", [x], {"perm": perm})
+    shape = [1] * len(bshape)
+    for d in order:
+        shape[axes[d]] = x.type.shape[d]
+    y = reshape(b, y, shape + [x.type.shape[d] for d in rest])
+    out = list(bshape) + [x.type.shape[d] for d in rest]
+    if list(y.type.shape) != out:
+        y = b.op("fused.expand", [y], {"shape": out})
+    if y.type.shape != op.result.type.shape:
+        raise LoweringError("index pattern is not a view")
+    return y
+
+
+# ---- views ----------------------------------------------------------------------------------
+@converts("torch.view", "torch.reshape", "torch._unsafe_view", "torch.flatten.using_ints", "torch.unsqueeze",
+          "torch.squeeze.dim", "torch.squeeze.dims", "torch.squeeze")
+def _reshape(b, op, at, m):
+    return reshape(b, op.operands[0], op.result.type.shape)
+
+
+def _perm_of(op, at, rank):
+    if "dims" in at:
+        return [_norm(d, rank) for d in at["dims"]]
+    p = list(range(rank))
+    if "dim0" in at:
+        a, c = _norm(at["dim0"], rank), _norm(at["dim1"], rank)
+        p[a], p[c] = p[c], p[a]
+    elif rank == 2:
+        p = [1, 0]
+    return p
+
+
+@converts("torch.transpose.int", "torch.permute", "torch.t")
+def _permute(b, op, at, m):
+    x = op.operands[0]
+    perm = _perm_of(op, at, x.type.rank)
+    if perm == list(range(x.type.rank)):
+        return x
+    return b.op("fused.permute", [x], {"perm": perm})
+
+
+@converts("torch.expand")
+def _expand(b, op, at, m):
+    x = op.operands[0]
+    if x.type.shape == op.result.type.shape:
+        return x
+    return b.op("fused.expand", [x], {"shape": list(op.result.type.shape)})
+
+
+@converts("torch.slice.Tensor")
+def _slice(b, op, at, m):
+    from ..dialects.torch_ops import slice_bounds
+    x = op.operands[0]
+    d = _norm(at["dim"], x.type.rank)
+    s, n, st = slice_bounds(x.type.shape[d], at["start"], at["end"], at["step"])
+    if s == 0 and n == x.type.shape[d] and (st == 1 or n <= 1):
+        return x
+    return b.op("fused.slice", [x], {"dim": d, "start": s, "end": s + (n - 1) * st + 1 if n else s, "step": st})
+
+
+@converts("torch.select.int")
+def _select(b, op, at, m):
+    x = op.operands[0]
+    d = _norm(at["dim"], x.type.rank)
+    i = at["index"] % x.type.shape[d]
+    y = b.op("fused.slice", [x], {"dim": d, "start": i, "end": i + 1}) if x.type.shape[d] > 1 else x
+    return reshape(b, y, op.result.type.shape)
+
+
+# ---- the pass -------------------------------------------------------------------------------
+def legalize(module: Module) -> None:
+    names = {v.name for v in module.values()}
+    unsupported = []
+    out_ops: list[Operation] = []
+    replace: dict[Value, Value] = {}
+    src = module.meta.get("source", {})
+    for op in module.ops:
+        if replace:
+            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+        if op.dialect != "torch":
+            out_ops.append(op)
+            continue
+        conv = CONVERTERS.get(op.name)
+        if conv is None:
+            unsupported.append(f"  - {op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}")
+            out_ops.append(op)
+            continue
+        b = Builder(module, names, op.result.name)
+        # the module being built is `out_ops`; const lookups must see folded constants, which live in ops
+        try:
+            new = conv(b, op, REGISTRY[op.name].with_defaults(op.attrs), module)
+        except LoweringError as e:
+            raise LoweringError(f"{op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}: {e}") from None
+        if new.type != op.result.type:
+            raise LoweringError(f"converter for {op.name} gave {new.type}, expected {op.result.type}")
+        if new.producer is not None and new.producer in b.new_ops:
+            names.discard(new.name)
+            new.name = op.result.name
+            names.add(new.name)
+            if new.name in src:
+                pass
+        out_ops.extend(b.new_ops)
+        replace[op.result] = new
+    if unsupported:
+        raise LoweringError("no fused lowering for these torch ops:\n" + "\n".join(unsupported))
+    module.ops = out_ops
+    module.outputs = [replace.get(v, v) for v in module.outputs]
+    module.invalidate_names()
+
+
+@register_pass("legalize-torch-to-fused", dialect="fused")
+def legalize_pass(module: Module):
+    """Convert every torch op into fused ops (views, kernels, composites)."""
+    legalize(module)

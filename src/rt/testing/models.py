@@ -1,0 +1,226 @@
+"""A small model zoo for tests, benchmarks and the demo.
+
+Every factory returns `(model, example_args)` with the model in eval mode, built with a fixed seed
+(random weights: nothing is downloaded) and example inputs drawn from their own seeded generator.
+HuggingFace `transformers` is imported lazily, only by the factories that need it.
+The HF wrappers return one plain tensor (logits or last_hidden_state) so the exported program has a
+single output.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---- MLP ------------------------------------------------------------------------------------
+def mlp(d_in: int = 512, d_hidden: int = 512, d_out: int = 512, n_layers: int = 2, batch: int = 32,
+        act: str = "relu", seed: int = 0):
+    """nn.Sequential of Linear layers with an activation between them ('relu', 'gelu', 'gelu_tanh', 'tanh')."""
+    torch.manual_seed(seed)
+    acts = {"relu": nn.ReLU, "gelu": nn.GELU, "gelu_tanh": lambda: nn.GELU(approximate="tanh"), "tanh": nn.Tanh,
+            "sigmoid": nn.Sigmoid}
+    dims = [d_in] + [d_hidden] * (n_layers - 1) + [d_out]
+    layers: list[nn.Module] = []
+    for i in range(n_layers):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < n_layers - 1:
+            layers.append(acts[act]())
+    model = nn.Sequential(*layers).eval()
+    return model, (torch.randn(batch, d_in, generator=_gen(seed + 1)),)
+
+
+# ---- hand-written transformer blocks ------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head self-attention written out by hand.
+
+    attention: 'sdpa' (F.scaled_dot_product_attention) or 'manual' (matmul, scale, mask, softmax, matmul).
+    mask: 'causal' | 'padding' | 'none'. With 'padding' forward() takes the mask: a bool keep-mask
+    (B, 1, 1, S) for sdpa, an additive float mask (B, 1, 1, S) (0 or -1e9) for manual.
+    scale_op: 'div' (scores / sqrt(d)) or 'mul' (scores * 1/sqrt(d)), manual only.
+    heads_op: 'view' (view + transpose) or 'reshape' (reshape + permute).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention: str = "sdpa", mask: str = "causal",
+                 scale_op: str = "div", heads_op: str = "view"):
+        super().__init__()
+        assert d_model % n_heads == 0
+        self.h, self.dh = n_heads, d_model // n_heads
+        self.q = nn.Linear(d_model, d_model)
+        self.k = nn.Linear(d_model, d_model)
+        self.v = nn.Linear(d_model, d_model)
+        self.o = nn.Linear(d_model, d_model)
+        self.attention, self.mask, self.scale_op, self.heads_op = attention, mask, scale_op, heads_op
+        self.dropout = nn.Dropout(0.1)
+
+    def _heads(self, x):
+        b, s, _ = x.shape
+        if self.heads_op == "view":
+            return x.view(b, s, self.h, self.dh).transpose(1, 2)
+        return x.reshape(b, s, self.h, self.dh).permute(0, 2, 1, 3)
+
+    def forward(self, x, attn_mask=None):
+        b, s, d = x.shape
+        q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
+        if self.attention == "sdpa":
+            if self.mask == "causal":
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        else:
+            scores = torch.matmul(q, k.transpose(-2, -1))
+            if self.scale_op == "div":
+                scores = scores / math.sqrt(self.dh)
+            else:
+                scores = scores * (1.0 / math.sqrt(self.dh))
+            if self.mask == "causal":
+                causal = torch.triu(torch.ones(s, s, dtype=torch.bool), diagonal=1)
+                scores = scores.masked_fill(causal, float("-inf"))
+            elif self.mask == "padding":
+                scores = scores + attn_mask
+            p = self.dropout(torch.softmax(scores, dim=-1))
+            y = torch.matmul(p, v)
+        y = y.transpose(1, 2).contiguous().view(b, s, d)
+        return self.o(y)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln1(x)); x + mlp(ln2(x)) with GELU ('erf' or 'tanh')."""
+
+    def __init__(self, d_model: int = 64, n_heads: int = 4, d_ff: int | None = None, gelu: str = "erf", **attn):
+        super().__init__()
+        d_ff = d_ff or 4 * d_model
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, **attn)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, d_ff)
+        self.act = nn.GELU(approximate="tanh" if gelu == "tanh" else "none")
+        self.fc2 = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, x, attn_mask=None):
+        x = x + self.dropout(self.attn(self.ln1(x), attn_mask))
+        return x + self.dropout(self.fc2(self.act(self.fc1(self.ln2(x)))))
+
+
+def padding_mask(batch: int, seq: int, kind: str, pad: int | None = None) -> torch.Tensor:
+    """Element b > 0 of the batch has its last `pad` (default seq // 4) key positions padded.
+    kind 'bool': keep-mask (B,1,1,S) True = attend; 'additive': (B,1,1,S) 0 or -1e9."""
+    pad = max(1, seq // 4) if pad is None else pad
+    keep = torch.ones(batch, 1, 1, seq, dtype=torch.bool)
+    if seq > 1:
+        keep[1:, ..., seq - pad:] = False
+    if kind == "bool":
+        return keep
+    return torch.zeros(batch, 1, 1, seq).masked_fill(~keep, -1e9)
+
+
+def transformer_block(d_model: int = 64, n_heads: int = 4, seq: int = 16, batch: int = 1,
+                      attention: str = "sdpa", mask: str = "causal", gelu: str = "erf", scale_op: str = "div",
+                      heads_op: str = "view", seed: int = 0):
+    """One hand-written block. Inputs: x (B, S, D) and, when mask='padding', the attention mask."""
+    torch.manual_seed(seed)
+    model = Block(d_model, n_heads, gelu=gelu, attention=attention, mask=mask, scale_op=scale_op,
+                  heads_op=heads_op).eval()
+    x = torch.randn(batch, seq, d_model, generator=_gen(seed + 1))
+    if mask == "padding":
+        return model, (x, padding_mask(batch, seq, "bool" if attention == "sdpa" else "additive"))
+    return model, (x,)
+
+
+class TinyLM(nn.Module):
+    """nn.Embedding (tokens + learned positions) -> blocks -> LayerNorm -> LM head."""
+
+    def __init__(self, vocab: int, seq: int, d_model: int, n_heads: int, n_layer: int, **block):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d_model)
+        self.pos = nn.Embedding(seq, d_model)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, **block) for _ in range(n_layer))
+        self.ln = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab, bias=False)
+
+    def forward(self, input_ids):
+        pos = torch.arange(input_ids.shape[1])
+        x = self.tok(input_ids) + self.pos(pos)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.ln(x))
+
+
+def tiny_lm(vocab: int = 256, seq: int = 16, d_model: int = 64, n_heads: int = 4, n_layer: int = 2,
+            batch: int = 1, attention: str = "manual", gelu: str = "tanh", seed: int = 0):
+    """A small causal LM of hand-written blocks (embedding, manual or SDPA attention, GELU, LM head)."""
+    torch.manual_seed(seed)
+    model = TinyLM(vocab, seq, d_model, n_heads, n_layer, attention=attention, mask="causal", gelu=gelu).eval()
+    return model, (torch.randint(0, vocab, (batch, seq), generator=_gen(seed + 1)),)
+
+
+# ---- HuggingFace models (random weights from configs) ---------------------------------------
+class _HFOutput(nn.Module):
+    """Wraps an HF model so forward returns one plain tensor (attribute `field` of the output)."""
+
+    def __init__(self, model: nn.Module, field: str, **call_kwargs):
+        super().__init__()
+        self.model, self.field, self.call_kwargs = model, field, call_kwargs
+
+    def forward(self, input_ids, attention_mask=None):
+        kw = dict(self.call_kwargs)
+        if attention_mask is not None:
+            kw["attention_mask"] = attention_mask
+        return getattr(self.model(input_ids, **kw), self.field)
+
+
+def _gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions):
+    from transformers import GPT2Config
+    return GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
+                      n_positions=n_positions, use_cache=False, attn_implementation="sdpa",
+                      bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+
+
+def gpt2_body(n_layer: int = 2, seq: int = 64, batch: int = 1, n_embd: int = 768, n_head: int = 12,
+              vocab_size: int = 50257, n_positions: int = 1024, seed: int = 0):
+    """HF GPT2Model (GPT-2 small dims by default) returning last_hidden_state (B, S, n_embd)."""
+    from transformers import GPT2Model
+    torch.manual_seed(seed)
+    model = GPT2Model(_gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions))
+    wrapped = _HFOutput(model, "last_hidden_state", use_cache=False).eval()
+    return wrapped, (torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1)),)
+
+
+def gpt2_lm(n_layer: int = 12, seq: int = 128, batch: int = 1, n_embd: int = 768, n_head: int = 12,
+            vocab_size: int = 50257, n_positions: int = 1024, seed: int = 0):
+    """HF GPT2LMHeadModel (GPT-2 small dims by default) returning logits (B, S, vocab)."""
+    from transformers import GPT2LMHeadModel
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(_gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions))
+    wrapped = _HFOutput(model, "logits", use_cache=False).eval()
+    return wrapped, (torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1)),)
+
+
+def bert(n_layer: int = 2, seq: int = 16, batch: int = 2, hidden: int = 128, n_heads: int = 4,
+         intermediate: int = 512, vocab_size: int = 1000, pad: int | None = None, seed: int = 0):
+    """HF BertModel (small config) called with input_ids and a padding attention_mask (B, S) int64:
+    batch element b > 0 has its last `pad` (default seq // 4) tokens padded. Returns last_hidden_state."""
+    from transformers import BertConfig, BertModel
+    torch.manual_seed(seed)
+    cfg = BertConfig(num_hidden_layers=n_layer, hidden_size=hidden, num_attention_heads=n_heads,
+                     intermediate_size=intermediate, vocab_size=vocab_size, max_position_embeddings=512,
+                     attn_implementation="sdpa")
+    model = BertModel(cfg, add_pooling_layer=False)
+    wrapped = _HFOutput(model, "last_hidden_state").eval()
+    ids = torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1))
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    pad = max(1, seq // 4) if pad is None else pad
+    if seq > 1:
+        mask[1:, seq - pad:] = 0
+    return wrapped, (ids, mask)
+
+
+__all__ = ["mlp", "transformer_block", "tiny_lm", "gpt2_body", "gpt2_lm", "bert", "padding_mask",
+           "Block", "Attention", "TinyLM"]

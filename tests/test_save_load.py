@@ -1,0 +1,102 @@
+"""Saved models: run without torch, refuse bad files, serve concurrent calls."""
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import rt
+from rt.errors import InputError, ModelFileError
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64)).eval()
+    x = torch.randn(4, 64)
+    compiled = rt.compile(model, (x,))
+    path = str(tmp_path_factory.mktemp("m") / "model.rt")
+    compiled.save(path)
+    with torch.no_grad():
+        want = model(x).numpy()
+    return path, x.numpy(), want, compiled
+
+
+BLOCK_TORCH = """
+import sys
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this process")
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+def test_load_runs_without_torch(saved, tmp_path):
+    path, x, want, _ = saved
+    np.save(tmp_path / "x.npy", x)
+    script = BLOCK_TORCH + f"""
+import numpy as np, rt
+m = rt.load({path!r})
+y = m(np.load({str(tmp_path / 'x.npy')!r}))
+assert "torch" not in sys.modules
+np.save({str(tmp_path / 'y.npy')!r}, y)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    y = np.load(tmp_path / "y.npy")
+    assert np.abs(y - want).max() / np.abs(want).max() <= 1e-5
+
+
+def test_loaded_model_checks_inputs_like_a_compiled_one(saved):
+    path, x, _, _ = saved
+    m = rt.load(path)
+    with pytest.raises(InputError, match=r"has shape \[3, 64\], expected \[4, 64\]"):
+        m(np.zeros((3, 64), np.float32))
+
+
+def _corrupt(data: bytes, where: int) -> bytes:
+    b = bytearray(data)
+    b[where] ^= 0xFF
+    return bytes(b)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b[:len(b) // 2], "truncated"),
+    (lambda b: b[:10], "too short|truncated"),
+    (lambda b: _corrupt(b, 30), "corrupt header"),
+    (lambda b: _corrupt(b, len(b) - 8), "corrupt weights"),
+    (lambda b: b"PK\x03\x04" + b[4:], "not an rt model file"),
+    (lambda b: b[:8] + (99).to_bytes(4, "little") + b[12:], "newer rt"),
+    (lambda b: b"", "too short"),
+])
+def test_bad_files_are_refused(saved, tmp_path, mutate, message):
+    path = saved[0]
+    bad = tmp_path / "bad.rt"
+    bad.write_bytes(mutate(open(path, "rb").read()))
+    with pytest.raises(ModelFileError, match=message):
+        rt.load(str(bad))
+
+
+def test_eight_threads_fifty_calls_each(saved):
+    path, x, want, compiled = saved
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal(x.shape).astype(np.float32) for _ in range(8)]
+    wants = [compiled.run_op_by_op(xi, kernels="numpy") for xi in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(50):
+            y = compiled(xs[i])
+            if np.abs(y - wants[i]).max() > 1e-4 * np.abs(wants[i]).max():
+                errors.append(i)
+                return
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
