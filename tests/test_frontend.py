@@ -1,7 +1,6 @@
 """Frontend: torch.export -> torch dialect, checked by the reference interpreter against PyTorch."""
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -232,6 +231,56 @@ def test_inputs_keep_user_order_and_argument_names():
 
     mod = import_module(Two(), (torch.ones(2, 3),), {"attention_mask": torch.ones(2, 3), "extra": torch.ones(3)})
     assert [v.name for v in mod.inputs] == ["input_ids", "attention_mask", "extra"]
+    mod = import_module(Two(), (torch.ones(2, 3),), {"extra": torch.ones(3), "attention_mask": torch.ones(2, 3)})
+    assert [v.name for v in mod.inputs] == ["input_ids", "extra", "attention_mask"]     # the user's kwargs order
+
+
+VIEW_CASES = [
+    ("torch.view", {"size": [6, 4]}, (2, 3, 4), None),
+    ("torch.reshape", {"shape": [2, 12]}, (2, 3, 4), None),
+    ("torch.reshape", {"shape": [4, 6]}, (4, 3, 2), (2, 0, 1)),        # transposed input: splitting a dim works
+    ("torch.transpose.int", {"dim0": 0, "dim1": 2}, (2, 3, 4), None),
+    ("torch.permute", {"dims": [1, 2, 0]}, (2, 3, 4), (0, 2, 1)),
+    ("torch.unsqueeze", {"dim": 1}, (2, 3, 4), None),
+    ("torch.unsqueeze", {"dim": -1}, (2, 3, 4), (1, 0, 2)),
+    ("torch.squeeze.dim", {"dim": 1}, (2, 1, 4), None),
+    ("torch.slice.Tensor", {"dim": 2, "start": 1, "end": 4, "step": 2}, (2, 3, 4), None),
+    ("torch.slice.Tensor", {"dim": 1, "start": 1, "end": 3}, (2, 3, 4), (2, 1, 0)),
+    ("torch.select.int", {"dim": 1, "index": 2}, (2, 3, 4), None),
+    ("torch.expand", {"size": [5, 2, 3, 4]}, (2, 1, 4), None),
+    ("torch.t", {}, (3, 4), None),
+    ("torch.flatten.using_ints", {"start_dim": 1}, (2, 3, 4), None),
+]
+
+
+@pytest.mark.parametrize("name,attrs,shape,perm", VIEW_CASES)
+def test_view_ops_declare_strided_reads(name, attrs, shape, perm):
+    """The planner's view facts: (element offset, strides) read the same elements as the reference."""
+    from numpy.lib.stride_tricks import as_strided
+    from rt.dialects.ir import TensorType
+    opdef = REGISTRY[name]
+    base = np.arange(int(np.prod(shape)), dtype=np.float32)
+    x = base.reshape(shape)
+    if perm is not None:                         # a non-contiguous input: a permuted view of the base
+        x = base.reshape([shape[i] for i in np.argsort(perm)]).transpose(perm)
+        assert x.shape == shape
+    in_strides = tuple(s // 4 for s in x.strides)
+    out_type = opdef.infer([TensorType.of(x)], opdef.with_defaults(attrs))
+    want = opdef.reference([x], opdef.with_defaults(attrs))
+    fact = opdef.extra["view"](opdef.with_defaults(attrs), TensorType.of(x), in_strides, out_type)
+    if fact is None:
+        assert name in ("torch.view", "torch.reshape")      # reshapes of strided inputs may need a copy
+        return
+    offset, strides = fact
+    got = as_strided(base[offset:], shape=out_type.shape, strides=[s * 4 for s in strides])
+    np.testing.assert_array_equal(got, want)
+
+
+def test_reshape_of_non_viewable_input_needs_copy():
+    from rt.dialects.ir import TensorType
+    opdef = REGISTRY["torch.reshape"]
+    t = TensorType((3, 2))                       # the transpose of a contiguous (2, 3)
+    assert opdef.extra["view"]({"shape": [6]}, t, (1, 3), TensorType((6,))) is None
 
 
 def test_source_locations_recorded():

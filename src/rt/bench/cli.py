@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     q = args.quick
     opts = Options(threads=args.threads, rounds=args.rounds or (3 if q else 5),
                    round_s=args.round_seconds or (0.25 if q else 1.0), min_reps=2 if q else 3,
-                   max_reps=50 if q else 300, warmup_s=0.3 if q else 1.0, warmup_min=2 if q else 3,
+                   max_reps=500 if q else 5000, warmup_s=0.3 if q else 1.0, warmup_min=2 if q else 3,
                    timeout_s=args.timeout or (240 if q else 900), settle_s=0.2 if q else 0.5,
                    log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"))
     settings = {**vars(opts), "engines": engines, "cases": [c.name for c in cases], "quick": q}
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         results.append(res)
         write_json(args.json, results, settings, started)      # partial results survive an interrupt
         print("\n".join(case_block(res)), file=sys.stderr, flush=True)
+    from .report import machine
+    m = machine()
+    print(f"rt bench {started:%Y-%m-%d %H:%M} | {m.get('cpu', '?')}, {m['cores']} cores, avx512f={m.get('avx512f')} | "
+          f"{opts.threads} threads | torch {m['torch']}, onnxruntime {m['onnxruntime']}, numpy {m['numpy']}\n")
     print(table(results))
     print("\n" + LEGEND)
     print(f"\nJSON: {args.json}")

@@ -97,7 +97,8 @@ def prepare_numpy(n, threads):
     info = {"numpy_version": np.__version__}
     try:
         cfg = np.show_config(mode="dicts")
-        info["blas"] = cfg.get("Build Dependencies", {}).get("blas", {}).get("name")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        info["blas"] = f"{blas.get('name')} {blas.get('version')} ({blas.get('openblas configuration', '')})"
     except Exception:  # noqa: BLE001 - informational only
         pass
     return (lambda: np.matmul(a, b, out=c)), info

@@ -19,6 +19,16 @@ def _mib(b):
     return f"{b / MiB:.0f}" if b and b > 0 else "?"
 
 
+def _bytes(b) -> str:
+    if b >= MiB:
+        return f"{b / MiB:.2f} MiB"
+    return f"{b / 1024:.1f} KiB"
+
+
+def _flops(f) -> str:
+    return f"{f / 1e9:.3f} GFLOP" if f >= 1e8 else f"{f / 1e6:.3f} MFLOP"
+
+
 def engine_line(case: str, eng: str, r: dict) -> str:
     if "median_s" not in r:
         return f"{case:<22} {eng:<8} {r['status']}"[:220]
@@ -39,19 +49,21 @@ def engine_line(case: str, eng: str, r: dict) -> str:
 def case_footer(res: dict) -> str:
     parts = []
     if res.get("flops"):
-        parts.append(f"{res['flops'] / 1e9:.3f} GFLOP/call")
+        parts.append(f"{_flops(res['flops'])}/call")
     elif res.get("flops_error"):
         parts.append(f"FLOPs not counted ({res['flops_error'][:60]})")
     plan = res["engines"].get("rt", {}).get("info", {}).get("plan")
     if plan:
-        parts.append(f"rt arena {plan['arena_bytes'] / MiB:.2f} MiB, lower bound {plan['lower_bound_bytes'] / MiB:.2f}"
-                     f", no-reuse {plan['no_reuse_bytes'] / MiB:.2f}")
+        parts.append(f"rt arena {_bytes(plan['arena_bytes'])} (lower bound {_bytes(plan['lower_bound_bytes'])}, "
+                     f"no reuse {_bytes(plan['no_reuse_bytes'])})")
     if "torch_peak_activation_bytes" in res:
-        parts.append(f"torch eager peak activations {res['torch_peak_activation_bytes'] / MiB:.2f} MiB")
+        parts.append(f"torch eager peak activations {_bytes(res['torch_peak_activation_bytes'])}")
     elif res.get("torch_peak_activation_error"):
         parts.append(f"torch activations {res['torch_peak_activation_error'][:80]}")
     elif "sgemm" not in res["case"]:
         parts.append("torch activations not measured (eager not run)")
+    if res.get("loadavg"):
+        parts.append(f"load avg {res['loadavg'][0]:.1f}->{res['loadavg'][1]:.1f}")
     ort = res["engines"].get("ort", {}).get("info", {}).get("exporter")
     if ort:
         parts.append(f"onnx exporter: {ort}")

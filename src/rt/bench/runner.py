@@ -139,6 +139,14 @@ def _status_of(err: str) -> str:
     return err if err.startswith("timeout") else f"failed: {err}"
 
 
+def loadavg() -> float:
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1.0
+
+
 def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
@@ -146,6 +154,7 @@ def _log(msg: str):
 def run_case(case: Case, engines: list[str], opts: Options) -> dict:
     engines = ["numpy"] if case.is_sgemm else list(engines)
     res = {"case": case.name, "factory": case.factory, "kwargs": case.kwargs, "note": case.note, "engines": {}}
+    load0 = loadavg()
     workers: dict[str, WorkerProc] = {}
     reps: dict[str, int] = {}
     for eng in engines:
@@ -200,6 +209,7 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
         except WorkerError as e:
             r["finish_error"] = str(e)
         w.close()
+    res["loadavg"] = [load0, loadavg()]
     if case.is_sgemm:
         n = case.kwargs["n"]
         res["flops"] = 2 * n ** 3

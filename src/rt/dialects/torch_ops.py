@@ -283,8 +283,6 @@ for _name, _fn in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less), ("le
        attrs={"other": Attr("scalar")}, traits=(ELEMENTWISE, FOLD_ONLY))
 
 
-def _logic_infer(types, attrs):
-    return _promote_infer(types, attrs)
 
 
 for _name, _fn in (("__and__.Tensor", np.bitwise_and), ("bitwise_and.Tensor", np.bitwise_and),

@@ -20,6 +20,7 @@ TO_FUSED = [
     "check-folded",
     "legalize-torch-to-fused",
     "fold-constants",
+    "cse",
     "canonicalize",
     "absorb-matmul-operands",
     "fuse-dag",
@@ -31,6 +32,7 @@ TO_FUSED = [
     "fuse-attention-views",
     "lower-composites",
     "fold-constants",
+    "cse",
     "dce",
 ]
 register_pipeline("to-fused", TO_FUSED)

@@ -135,3 +135,46 @@ def dce_pass(module: Module):
     """Dead-code elimination (ops and constants)."""
     dedupe_constants(module)
     dead_code_elimination(module)
+
+
+def _attr_key(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_attr_key(x) for x in v)
+    return (type(v).__name__, v)
+
+
+SMALL_CONST = 1       # elements: equal scalar constants are merged by value (named weights never are)
+
+
+def common_subexpressions(module: Module) -> int:
+    """Merge ops that compute the same thing from the same operands (and equal scalar constants)."""
+    seen: dict = {}
+    replace: dict[Value, Value] = {}
+    ops = []
+    for op in module.ops:
+        if replace:
+            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+        if op.name == "const":
+            arr = module.constants.get(op.attrs["name"])
+            key = ("const", op.attrs["name"])
+            if arr is not None and arr.size <= SMALL_CONST:
+                key = ("const-value", arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes())
+        else:
+            key = (op.name, tuple(id(v) for v in op.operands),
+                   tuple(sorted((k, _attr_key(v)) for k, v in op.attrs.items())))
+        first = seen.get(key)
+        if first is not None and first.type == op.result.type:
+            replace[op.result] = first
+            continue
+        seen[key] = op.result
+        ops.append(op)
+    module.ops = ops
+    module.outputs = [replace.get(v, v) for v in module.outputs]
+    return len(replace)
+
+
+@register_pass("cse")
+def cse_pass(module: Module):
+    """Common-subexpression elimination (same op, same operands, same attributes)."""
+    common_subexpressions(module)
+    dead_code_elimination(module)

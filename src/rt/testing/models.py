@@ -176,6 +176,29 @@ class _HFOutput(nn.Module):
         return getattr(self.model(input_ids, **kw), self.field)
 
 
+def _build_hf(cls, cfg, seed: int) -> nn.Module:
+    """Instantiate an HF model without its (slow, torch.normal_) weight init, then fill every parameter
+    from a seeded generator with uniform noise of std 0.02 (LayerNorm weights: 1 + noise of std 0.05)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:                 # older transformers
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        model = cls(cfg)
+    gen = _gen(seed)
+    norm_weights = {id(m.weight) for m in model.modules()
+                    if (isinstance(m, nn.LayerNorm) or "norm" in type(m).__name__.lower())
+                    and getattr(m, "weight", None) is not None}
+    a = 0.02 * math.sqrt(3.0)          # uniform(-a, a) has std 0.02
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if id(p) in norm_weights:
+                p.uniform_(1 - 2.5 * a, 1 + 2.5 * a, generator=gen)
+            else:
+                p.uniform_(-a, a, generator=gen)
+    return model.eval()
+
+
 def _gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions):
     from transformers import GPT2Config
     return GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab_size,
@@ -187,8 +210,7 @@ def gpt2_body(n_layer: int = 2, seq: int = 64, batch: int = 1, n_embd: int = 768
               vocab_size: int = 50257, n_positions: int = 1024, seed: int = 0):
     """HF GPT2Model (GPT-2 small dims by default) returning last_hidden_state (B, S, n_embd)."""
     from transformers import GPT2Model
-    torch.manual_seed(seed)
-    model = GPT2Model(_gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions))
+    model = _build_hf(GPT2Model, _gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions), seed)
     wrapped = _HFOutput(model, "last_hidden_state", use_cache=False).eval()
     return wrapped, (torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1)),)
 
@@ -197,8 +219,7 @@ def gpt2_lm(n_layer: int = 12, seq: int = 128, batch: int = 1, n_embd: int = 768
             vocab_size: int = 50257, n_positions: int = 1024, seed: int = 0):
     """HF GPT2LMHeadModel (GPT-2 small dims by default) returning logits (B, S, vocab)."""
     from transformers import GPT2LMHeadModel
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(_gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions))
+    model = _build_hf(GPT2LMHeadModel, _gpt2_config(n_layer, n_embd, n_head, vocab_size, n_positions), seed)
     wrapped = _HFOutput(model, "logits", use_cache=False).eval()
     return wrapped, (torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1)),)
 
@@ -208,11 +229,10 @@ def bert(n_layer: int = 2, seq: int = 16, batch: int = 2, hidden: int = 128, n_h
     """HF BertModel (small config) called with input_ids and a padding attention_mask (B, S) int64:
     batch element b > 0 has its last `pad` (default seq // 4) tokens padded. Returns last_hidden_state."""
     from transformers import BertConfig, BertModel
-    torch.manual_seed(seed)
     cfg = BertConfig(num_hidden_layers=n_layer, hidden_size=hidden, num_attention_heads=n_heads,
                      intermediate_size=intermediate, vocab_size=vocab_size, max_position_embeddings=512,
                      attn_implementation="sdpa")
-    model = BertModel(cfg, add_pooling_layer=False)
+    model = _build_hf(lambda c: BertModel(c, add_pooling_layer=False), cfg, seed)
     wrapped = _HFOutput(model, "last_hidden_state").eval()
     ids = torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1))
     mask = torch.ones(batch, seq, dtype=torch.long)
