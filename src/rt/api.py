@@ -92,6 +92,11 @@ class CompiledModel:
             raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
         return print_module(self.stages[stage])
 
+    def plan_picture(self, path: str) -> str:
+        """Draw the memory plan to a PNG (needs matplotlib)."""
+        from .plan_picture import draw_plan
+        return draw_plan(self.planned, path)
+
     def save(self, path: str) -> None:
         """Write the compiled model to `path`; `rt.load(path)` runs it without torch."""
         from .serialize import save_model

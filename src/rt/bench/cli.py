@@ -28,6 +28,8 @@ def parser() -> argparse.ArgumentParser:
                    "(default 1.0, quick 0.25)")
     p.add_argument("--timeout", type=float, help="seconds allowed for one worker step: setup (build, compile, "
                    "warm-up), one round, or finish (default 900, quick 240)")
+    p.add_argument("--quiet-wait", type=float, help="before each timed block wait up to this many seconds for "
+                   "other processes to leave the CPUs idle (default 5, quick 2; 0 disables)")
     p.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write results")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     return p
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                    round_s=args.round_seconds or (0.25 if q else 1.0), min_reps=2 if q else 3,
                    max_reps=500 if q else 5000, warmup_s=0.3 if q else 1.0, warmup_min=2 if q else 3,
                    timeout_s=args.timeout or (240 if q else 900), settle_s=0.2 if q else 0.5,
-                   log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"))
+                   log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"),
+                   quiet_wait_s=args.quiet_wait if args.quiet_wait is not None else (2.0 if q else 5.0))
     settings = {**vars(opts), "engines": engines, "cases": [c.name for c in cases], "quick": q}
     started = datetime.datetime.now().astimezone()
     print(f"rt bench: {len(cases)} case(s), engines {', '.join(engines)}, {opts.threads} thread(s), "

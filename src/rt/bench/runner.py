@@ -1,6 +1,10 @@
 """The parent side: one worker process per engine, set up one at a time, then timed in alternating rounds
 (round 1: rt, eager, compile, ort; round 2: ...), only one engine running at any moment.
 
+Before each block it also waits (up to quiet_wait_s) for other processes on the machine to go quiet, and
+records the CPU share they used during the block (`foreign_cpu_frac`, /proc/stat minus our workers): on a
+shared 2-core box that, not the engine, is usually what makes the max and the median drift.
+
 Idle workers block on their stdin; before each timing block the parent waits `settle_s` so the previous
 engine's spinning thread pools (OpenMP, OpenBLAS, ORT) go to sleep, and it records how much CPU the idle
 workers burned during the block (`idle_cpu_s`, from /proc/<pid>/stat) as evidence that none stole cores.
@@ -35,6 +39,8 @@ class Options:
     timeout_s: float        # per worker request (setup, one round, finish)
     settle_s: float
     log_dir: str
+    quiet_frac: float = 0.15   # wait (up to quiet_wait_s) until other processes use less than this share of the CPUs
+    quiet_wait_s: float = 5.0
 
 
 class WorkerError(RuntimeError):
@@ -139,6 +145,51 @@ def _status_of(err: str) -> str:
     return err if err.startswith("timeout") else f"failed: {err}"
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:9]]
+        total = sum(vals)
+        return total - vals[3] - vals[4], total
+    except (OSError, ValueError):
+        return 0, 0
+
+
+class ForeignLoad:
+    """CPU share used by processes other than our workers between `start()` and `stop()`."""
+
+    def __init__(self, workers: dict):
+        self.workers = workers
+
+    def _mine(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers.values()) * _TICK
+
+    def start(self):
+        self.busy0, self.total0 = machine_jiffies()
+        self.mine0 = self._mine()
+
+    def stop(self) -> float:
+        busy, total = machine_jiffies()
+        if total <= self.total0:
+            return 0.0
+        return max(0.0, (busy - self.busy0) - (self._mine() - self.mine0)) / (total - self.total0)
+
+
+def wait_quiet(workers: dict, opts) -> tuple[float, float]:
+    """Wait up to quiet_wait_s for the other processes on the machine to go quiet; (waited s, their CPU share)."""
+    t0 = time.monotonic()
+    probe = ForeignLoad(workers)
+    while True:
+        probe.start()
+        time.sleep(0.2)
+        frac = probe.stop()
+        waited = time.monotonic() - t0
+        if frac <= opts.quiet_frac or waited >= opts.quiet_wait_s:
+            return waited, frac
+        time.sleep(0.3)
+
+
 def loadavg() -> float:
     try:
         with open("/proc/loadavg") as f:
@@ -184,7 +235,10 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
                 continue
             r = res["engines"][eng]
             time.sleep(opts.settle_s)
+            waited, before = wait_quiet(workers, opts)
             others = {e: o.cpu_seconds() for e, o in workers.items() if e != eng}
+            foreign = ForeignLoad(workers)
+            foreign.start()
             t0 = time.perf_counter()
             try:
                 out = w.request({"cmd": "time", "reps": reps[eng]}, opts.timeout_s)
@@ -194,8 +248,11 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
                 del workers[eng]
                 continue
             wall = time.perf_counter() - t0
+            other_load = foreign.stop()
             idle = sum(workers[e].cpu_seconds() - c for e, c in others.items() if e in workers)
-            r.setdefault("rounds", []).append({"times_s": out["times"], "wall_s": wall, "idle_cpu_s": idle})
+            r.setdefault("rounds", []).append({"times_s": out["times"], "wall_s": wall, "idle_cpu_s": idle,
+                                               "foreign_cpu_frac": other_load, "quiet_wait_s": waited,
+                                               "foreign_cpu_frac_before": before})
     flops_engine = "eager" if "eager" in workers else next(iter(workers), None)
     for eng, w in list(workers.items()):
         r = res["engines"][eng]
@@ -227,6 +284,7 @@ def _summarise(res: dict):
         r["median_s"] = statistics.median(times)
         r["min_s"], r["max_s"], r["n_calls"] = min(times), max(times), len(times)
         r["round_medians_s"] = [statistics.median(rd["times_s"]) for rd in r["rounds"]]
+        r["foreign_cpu_frac"] = statistics.median(rd["foreign_cpu_frac"] for rd in r["rounds"])
         r["max_idle_cpu_frac"] = max(rd["idle_cpu_s"] / rd["wall_s"] for rd in r["rounds"] if rd["wall_s"] > 0)
         if res.get("flops"):
             r["gflops"] = res["flops"] / r["median_s"] / 1e9
@@ -234,3 +292,4 @@ def _summarise(res: dict):
     for eng, r in res["engines"].items():
         if eng != "rt" and rt_med and r.get("median_s"):
             r["rt_speedup"] = r["median_s"] / rt_med     # >1: rt is faster than this engine
+            r["rt_speedup_min"] = r["min_s"] / res["engines"]["rt"]["min_s"]

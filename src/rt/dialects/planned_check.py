@@ -16,6 +16,17 @@ def _root(v: Value) -> Value:
     return v
 
 
+def arena_lifetimes(m: Module) -> list[tuple[Value, int, int]]:
+    """(value, first step, last step) of every arena value, in the module's order (uses through views
+    count as uses of the viewed value)."""
+    last: dict[Value, int] = {}
+    for s, op in enumerate(m.ops):
+        for v in op.present_operands():
+            last[_root(v)] = s
+    return [(op.result, s, max(last.get(op.result, s), s))
+            for s, op in enumerate(m.ops) if op.result.storage is not None and op.result.storage.kind == "arena"]
+
+
 def verify_plan(m: Module) -> None:
     plan = m.meta.get("plan")
     arena = plan["arena_bytes"] if plan else None
@@ -38,12 +49,7 @@ def verify_plan(m: Module) -> None:
     for v in m.inputs:
         if v.storage is None or v.storage.kind != "input":
             raise VerificationError(f"input %{v.name} must have input storage")
-    last: dict[Value, int] = {}
-    for s, op in enumerate(m.ops):
-        for v in op.present_operands():
-            last[_root(v)] = s
-    bufs = [(op.result, step[op.result], max(last.get(op.result, step[op.result]), step[op.result]))
-            for op in m.ops if op.result.storage.kind == "arena"]
+    bufs = arena_lifetimes(m)
     for i, (a, sa, ea) in enumerate(bufs):
         for b, sb, eb in bufs[i + 1:]:
             if sa > eb or sb > ea:

@@ -273,7 +273,7 @@ def _ln_where(m: Match) -> bool:
 
 
 def _ln(m, b):
-    eps = m.scalar("$eps")
+    eps = float(str(np.float32(m.scalar("$eps"))))   # the f32 constant, shortest decimal
     g = m.get("$g")
     if g is not None:
         n = m["$x"].type.shape[-1]

@@ -50,7 +50,7 @@ class Case:
         for name, expr in self.consts.items():
             t: TensorType = types[name]
             arr = np.asarray(eval(expr, {"np": np, "inf": np.inf}))  # noqa: S307 (test fixtures)
-            arrays[name] = np.ascontiguousarray(np.broadcast_to(arr.astype(t.np_dtype), t.shape))
+            arrays[name] = np.array(np.broadcast_to(arr.astype(t.np_dtype), t.shape))
         module = parse_module(self.source, arrays)
         verify_module(module)
         out = PassManager.of(self.passes, verify=True).run(module)

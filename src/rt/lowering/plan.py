@@ -41,20 +41,7 @@ def _insert_copy(m: Module, value: Value, before: int) -> Value:
     return res
 
 
-# ---- 2. outputs get buffers of their own -------------------------------------------------------
-def _own_outputs(m: Module) -> None:
-    """An output must be written by an op of its own into the caller's buffer: copy outputs that are
-    inputs, constants, views, or listed twice."""
-    seen = set()
-    for i, v in enumerate(m.outputs):
-        prod = v.producer
-        borrowed = prod is None or prod.name == "const" or REGISTRY[prod.name].has(VIEW)
-        if borrowed or v in seen:
-            m.outputs[i] = _insert_copy(m, v, len(m.ops))
-        seen.add(m.outputs[i])
-
-
-# ---- 3. views: resolve strided reads, copy where a consumer cannot read by strides --------------
+# ---- 2. views: resolve strided reads, copy where a consumer cannot read by strides --------------
 @dataclass
 class Layout:
     root: Value                    # the value that owns the storage
@@ -70,6 +57,8 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
             layout[v] = Layout(v, 0, contiguous_strides(v.type.shape))
         return layout[v]
 
+    for v in m.inputs:
+        of(v)
     i = 0
     while i < len(m.ops):
         op = m.ops[i]
@@ -109,11 +98,30 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
     return layout
 
 
+# ---- 3. outputs are computed straight into the caller's buffers ---------------------------------
+def _own_outputs(m: Module, layout: dict[Value, "Layout"]) -> dict[Value, int]:
+    """{storage owner: output index}. An output that an op computes (or a full contiguous view of such
+    a value, e.g. the LM head's reshape) is written straight into the caller's buffer; inputs,
+    constants, partial or strided views and repeated outputs are copied there."""
+    owners: dict[Value, int] = {}
+    for i, v in enumerate(m.outputs):
+        lv = layout[v]
+        root = lv.root
+        direct = (root.producer is not None and root.producer.name != "const" and root not in owners
+                  and lv.elem_offset == 0 and is_contiguous(v.type.shape, lv.strides)
+                  and v.type.nbytes == root.type.nbytes)
+        if not direct:
+            v = m.outputs[i] = _insert_copy(m, v, len(m.ops))
+            layout[v] = Layout(v, 0, contiguous_strides(v.type.shape))
+            root = v
+        owners[root] = i
+    return owners
+
+
 # ---- 4.-6. lifetimes, in-place, offsets ---------------------------------------------------------
-def _buffers(m: Module, layout: dict[Value, Layout]):
+def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
     """Arena buffers as groups of root values (in-place chains share one), with [start, end] steps."""
     step = {op.result: s for s, op in enumerate(m.ops)}
-    outputs = set(m.outputs)
     in_arena = {op.result for op in m.ops
                 if op.name != "const" and layout[op.result].root is op.result and op.result not in outputs}
     last_use: dict[Value, int] = {}
@@ -146,12 +154,11 @@ def _buffers(m: Module, layout: dict[Value, Layout]):
 
 def to_planned(fused: Module) -> Module:
     m = fused.clone(_planned_name)
-    _own_outputs(m)
     layout = _resolve_views(m)
-    m.ops = choose_order(m, layout_root=lambda v: layout[v].root)
-    group, spans, sizes = _buffers(m, layout)
+    out_index = _own_outputs(m, layout)
+    m.ops = choose_order(m, layout_root=lambda v: layout[v].root, outputs=set(out_index))
+    group, spans, sizes = _buffers(m, layout, out_index)
     offsets, arena = assign_offsets(spans, sizes, ALIGN)
-    out_index = {v: i for i, v in enumerate(m.outputs)}
     for i, v in enumerate(m.inputs):
         v.storage = Storage("input", index=i)
     for op in m.ops:

@@ -63,8 +63,7 @@ STRATEGIES: dict[str, Callable[[Module, Callable[[Value], Value]], list[Operatio
 }
 
 
-def choose_order(m: Module, layout_root: Callable[[Value], Value]) -> list[Operation]:
-    outputs = set(m.outputs)
+def choose_order(m: Module, layout_root: Callable[[Value], Value], outputs: set[Value]) -> list[Operation]:
     best, best_peak = None, None
     for name, strategy in STRATEGIES.items():
         order = strategy(m, layout_root)
