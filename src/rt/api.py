@@ -86,6 +86,20 @@ class CompiledModel:
             raise ValueError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
         return outs[0] if len(outs) == 1 else tuple(outs)
 
+    def profile(self, *args, runs: int = 10, trace: str | None = None, **kwargs):
+        """Run op by op through the C kernels `runs` times; returns a Profile (per-op table, by-kind
+        totals) and writes a Chrome trace JSON to `trace` when given (opens in Perfetto)."""
+        from .profile import build_profile
+        samples = []
+        for _ in range(runs + 1):           # the first run warms caches and is dropped
+            timings: list = []
+            self.run_op_by_op(*args, kernels="c", timings=timings, **kwargs)
+            samples.append(timings)
+        prof = build_profile(samples[1:])
+        if trace:
+            prof.save_trace(trace)
+        return prof
+
     # ---- inspecting ---------------------------------------------------------------------------
     def ir(self, stage: str = "planned") -> str:
         if stage not in self.stages:
@@ -109,18 +123,29 @@ class CompiledModel:
         return plan
 
 
-def compile(model, args: tuple, kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
+def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
             print_ir_after_all: bool = False) -> CompiledModel:
-    """Compile `model` (an nn.Module) for example inputs `args`/`kwargs` (torch tensors)."""
+    """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
+    already exported torch.export.ExportedProgram) into a CompiledModel."""
+    from .frontend import import_module, import_program
+
+    t0 = time.perf_counter()
+    if type(model).__name__ == "ExportedProgram":
+        torch_ir = import_program(model)
+    else:
+        torch_ir = import_module(model, tuple(args), kwargs, strict=strict)
+    return lower(torch_ir, verify=verify, print_ir_after_all=print_ir_after_all,
+                 times={"import": time.perf_counter() - t0})
+
+
+def lower(torch_ir: Module, *, verify: bool = False, print_ir_after_all: bool = False,
+          times: dict | None = None) -> CompiledModel:
+    """torch dialect module -> fused -> planned -> CompiledModel. Each stage keeps its own IR."""
     from .dialects.verifier import verify_module
-    from .frontend import import_module
     from .lowering import to_fused
     from .lowering.plan import to_planned
 
-    times = {}
-    t0 = time.perf_counter()
-    torch_ir = import_module(model, tuple(args), kwargs, strict=strict)
-    times["import"] = time.perf_counter() - t0
+    times = dict(times or {})
     if verify:
         verify_module(torch_ir, "torch")
     t0 = time.perf_counter()
@@ -131,7 +156,10 @@ def compile(model, args: tuple, kwargs: dict | None = None, *, strict: bool = Fa
     times["to_planned"] = time.perf_counter() - t0
     if verify:
         verify_module(planned, "planned")
-    return CompiledModel({"torch": torch_ir, "fused": fused, "planned": planned}, times)
+    t0 = time.perf_counter()
+    compiled = CompiledModel({"torch": torch_ir, "fused": fused, "planned": planned}, times)
+    times["build_program"] = time.perf_counter() - t0
+    return compiled
 
 
 def load(path: str) -> CompiledModel:

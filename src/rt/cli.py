@@ -1,8 +1,76 @@
-"""The `rt` command."""
+"""The `rt` command: compile, run, inspect, bench, demo."""
 from __future__ import annotations
 
 import argparse
 import sys
+
+import numpy as np
+
+
+def _compile(args) -> int:
+    import torch
+
+    import rt
+    ep = torch.export.load(args.model)
+    compiled = rt.compile(ep)
+    compiled.save(args.output)
+    plan = compiled.plan_report()
+    print(f"compiled {args.model} -> {args.output}: {sum(1 for o in compiled.planned.ops if o.name != 'const')} "
+          f"planned ops, arena {plan['arena_bytes']} bytes (lower bound {plan['lower_bound_bytes']})")
+    return 0
+
+
+def _parse_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
+    """`--input x.npy` binds positionally; `--input name=x.npy` by input name."""
+    bound: dict[str, np.ndarray] = {}
+    for i, spec in enumerate(specs):
+        name, _, path = spec.rpartition("=")
+        if not name:
+            if i >= len(names):
+                raise SystemExit(f"rt run: more --input files than the model's {len(names)} inputs")
+            name = names[i]
+        try:
+            bound[name] = np.load(path)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"rt run: cannot read input {name!r} from {path}: {e}") from None
+    return bound
+
+
+def _run(args) -> int:
+    import rt
+    model = rt.load(args.model)
+    outs = model(**_parse_inputs(args.input, model.input_names))
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    for i, y in enumerate(outs):
+        print(f"output {i}: {y.dtype}{list(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
+    if args.output:
+        if len(outs) == 1:
+            np.save(args.output, outs[0])
+        else:
+            np.savez(args.output, *outs)
+        print(f"saved to {args.output}")
+    return 0
+
+
+def _inspect(args) -> int:
+    import rt
+    model = rt.load(args.model)
+    if args.stage:
+        print(model.ir(args.stage), end="")
+    plan = model.plan_report()
+    print(f"plan: arena {plan['arena_bytes']} bytes, lower bound {plan['lower_bound_bytes']} bytes "
+          f"(ratio {plan['ratio']:.3f}), no-reuse total {plan['no_reuse_bytes']} bytes")
+    counts = model.planned.op_counts()
+    counts.pop("const", None)
+    print("planned ops: " + ", ".join(f"{k.split('.', 1)[1]}×{v}" for k, v in sorted(counts.items())))
+    if args.picture:
+        print(f"plan picture: {model.plan_picture(args.picture)}")
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(args.rest)
 
 
 def _demo(args) -> int:
@@ -11,16 +79,46 @@ def _demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .demo import DEFAULT_MODEL, DEMO_MODELS
+    from .errors import RtError
+
     parser = argparse.ArgumentParser(prog="rt", description="Compile PyTorch models to fast CPU programs.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="compile an embedded default model and compare it with torch eager")
-    from .demo import DEMO_MODELS, DEFAULT_MODEL
-    demo.add_argument("--model", choices=sorted(DEMO_MODELS), default=DEFAULT_MODEL)
-    demo.add_argument("--seq", type=int, default=None, help="sequence length (transformers)")
-    demo.add_argument("--repeat", type=int, default=20, help="timed calls per engine")
-    demo.set_defaults(func=_demo)
+
+    p = sub.add_parser("compile", help="compile a torch.export.save file (.pt2) into an rt model file")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=_compile)
+
+    p = sub.add_parser("run", help="run a compiled model on .npy inputs (torch not needed)")
+    p.add_argument("model")
+    p.add_argument("--input", action="append", default=[], help="x.npy (positional) or name=x.npy")
+    p.add_argument("--output", help="save the output(s) here (.npy, or .npz for several)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("inspect", help="show a compiled model's IR, plan report and plan picture")
+    p.add_argument("model")
+    p.add_argument("--stage", choices=["torch", "fused", "planned"], help="print this stage's IR")
+    p.add_argument("--picture", help="write the plan picture (PNG) here")
+    p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("bench", help="benchmark rt against torch eager, torch.compile and ONNX Runtime",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("demo", help="compile an embedded default model and compare it with torch eager")
+    p.add_argument("--model", choices=sorted(DEMO_MODELS), default=DEFAULT_MODEL)
+    p.add_argument("--seq", type=int, default=None, help="sequence length (transformers)")
+    p.add_argument("--repeat", type=int, default=20, help="timed calls per engine")
+    p.set_defaults(func=_demo)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except RtError as e:
+        print(f"rt {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

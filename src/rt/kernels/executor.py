@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from ..dialects.ir import Module, Value
+from ..dialects.ir import Module, Operation, Value
 from ..dialects.planned_kernels import Operand
 from ..dialects.registry import REGISTRY, VIEW
 from ..errors import LoweringError
@@ -39,10 +39,11 @@ class ProgramLayout:
                 nbytes.append(arr.nbytes)
         self.slot_nbytes = np.array(nbytes, dtype=np.int64)
 
-    def operand(self, v: Value) -> tuple[int, int, tuple[int, ...] | None]:
-        """(slot, byte offset, element strides or None when contiguous). A view's storage is relative
-        to its root (the planner resolves view chains)."""
+    def operand(self, v: Value) -> Operand:
+        """Where a value lives: slot, byte offset and element strides. A view's storage is relative to
+        its root (the planner resolves view chains)."""
         offset, strides = 0, None
+        ttype = v.type
         if v.storage.kind == "view":
             offset, strides = v.storage.offset, v.storage.strides
             v = v.storage.base
@@ -57,19 +58,21 @@ class ProgramLayout:
             slot = self.const_slot[v.producer.attrs["name"]]
         else:
             raise LoweringError(f"%{v.name}: unknown storage {st.kind}")
-        return slot, offset, strides
+        return Operand(slot, offset, strides if strides is not None else contiguous_strides(ttype.shape), ttype)
 
-    def encode(self) -> np.ndarray:
-        rows = []
+    def encode(self) -> tuple[np.ndarray, list[Operation]]:
+        """The op-record array, and the planned op each record runs."""
+        rows, ops = [], []
         for op in self.module.ops:
             if op.name == "const" or REGISTRY[op.name].has(VIEW):
                 continue
             facts = REGISTRY[op.name].extra
             if "encode" not in facts:
                 raise LoweringError(f"{op.name} (%{op.result.name}) has no C kernel yet")
-            args = [None if v is None else self._operand(v) for v in op.operands]
-            kargs, ip, fp = facts["encode"](op, args, self._operand(op.result))
+            args = [None if v is None else self.operand(v) for v in op.operands]
+            kargs, ip, fp = facts["encode"](op, args, self.operand(op.result))
             rows.append((facts["c_op"], kargs, ip, fp))
+            ops.append(op)
         codes = _runtime.op_codes()
         records = np.zeros(len(rows), dtype=_runtime.RECORD_DTYPE)
         for i, (kname, kargs, ip, fp) in enumerate(rows):
@@ -83,12 +86,7 @@ class ProgramLayout:
                     r["offset"][j] = a.offset
             r["ip"][:len(ip)] = ip
             r["fp"][:len(fp)] = fp
-        return records
-
-    def _operand(self, v: Value) -> Operand:
-        slot, offset, strides = self.operand(v)
-        return Operand(slot, offset, strides if strides is not None else contiguous_strides(v.type.shape), v.type)
-
+        return records, ops
 
 def _outputs_for(module: Module) -> list[np.ndarray]:
     return [np.empty(v.type.shape, dtype=v.type.np_dtype) for v in module.outputs]
@@ -99,7 +97,7 @@ class CompiledProgram:
 
     def __init__(self, planned: Module):
         self.layout = ProgramLayout(planned)
-        self.records = self.layout.encode()
+        self.records, _ = self.layout.encode()
         lay = self.layout
         self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
                                         lay.input_slots, lay.output_slots)
@@ -116,13 +114,11 @@ class OpByOpProgram:
     def __init__(self, planned: Module):
         lay = ProgramLayout(planned)
         self.layout = lay
-        records = lay.encode()
+        records, self.ops = lay.encode()
         n = len(lay.slot_nbytes)
         arena_slot = n               # the arena becomes an ordinary caller-bound (writable) buffer
         slot_nbytes = np.append(lay.slot_nbytes, lay.arena_bytes).astype(np.int64)
         slot_nbytes[0] = 0
-        names = {c: n for n, c in _runtime.op_codes().items()}
-        self.names = [names[int(r["code"])] for r in records]
         self.programs = []
         for i in range(len(records)):
             rec = records[i:i + 1].copy()
@@ -131,12 +127,13 @@ class OpByOpProgram:
                                                   lay.input_slots, [arena_slot] + lay.output_slots))
 
     def run(self, inputs: list[np.ndarray], timings: list | None = None) -> list[np.ndarray]:
+        """timings, when given, receives (planned op, start, seconds) per op."""
         outs = _outputs_for(self.layout.module)
         arena = np.empty(self.layout.arena_bytes, dtype=np.uint8)
         bound = [arena] + outs
-        for name, prog in zip(self.names, self.programs):
+        for op, prog in zip(self.ops, self.programs):
             t0 = time.perf_counter()
             prog.run(inputs, bound)
             if timings is not None:
-                timings.append((name, time.perf_counter() - t0))
+                timings.append((op, t0, time.perf_counter() - t0))
         return outs

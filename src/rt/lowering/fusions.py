@@ -76,7 +76,21 @@ _UNARY = ("fused.cast", "fused.relu", "fused.neg", "fused.exp", "fused.sqrt", "f
           "fused.sigmoid")
 _BINARY = ("fused.add", "fused.sub", "fused.mul", "fused.div")
 
+def _add_consts(m, b):
+    a, c = m.array("$a"), m.array("$b")
+    x, out = m["$x"], m["o"].type
+    if a is None or c is None or x.producer is not None and x.producer.name == "const":
+        return None
+    s = (a + c).astype(out.np_dtype)
+    if tuple(np.broadcast_shapes(x.type.shape, s.shape)) != out.shape:
+        return None
+    return b.op("fused.add", [x, b.const(s, "fold.add")])
+
+
 CANONICALIZE = [
+    # (x + c1) + c2 -> x + (c1 + c2): BERT's token-type and position embeddings become one add
+    Pattern("add-const-const", "o", {"i": N("fused.add", ["$x", Const("$a")]), "o": N("fused.add", ["i", Const("$b")])},
+            _add_consts),
     Pattern("reshape-identity", "r", {"r": N("fused.reshape", ["$x"])}, _reshape_identity),
     Pattern("reshape-reshape", "r2", {"r1": N("fused.reshape", ["$x"]), "r2": N("fused.reshape", ["r1"])},
             lambda m, b: reshape(b, m["$x"], m["r2"].type.shape), shared=("r1",)),
