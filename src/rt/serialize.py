@@ -33,14 +33,19 @@ def _align(n: int) -> int:
 def save_model(path: str, stages: dict[str, Module]) -> None:
     planned = stages["planned"]
     names = [op.attrs["name"] for op in planned.ops if op.name == "const"]
-    arrays = {n: np.ascontiguousarray(planned.constants[n]) for n in dict.fromkeys(names)}
-    entries, offset = [], 0
-    for name, arr in arrays.items():
+    entries, arrays, placed, offset = [], [], {}, 0
+    for name in dict.fromkeys(names):
+        arr = np.ascontiguousarray(planned.constants[name])
+        # tied weights (e.g. GPT-2's embedding and LM head) are one array under two names: store it once
+        key = (arr.__array_interface__["data"][0], arr.shape, arr.dtype.str)
+        if key not in placed:
+            placed[key] = offset
+            arrays.append(arr)
+            offset = _align(offset + arr.nbytes)
         entries.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape),
-                        "offset": offset, "nbytes": int(arr.nbytes)})
-        offset = _align(offset + arr.nbytes)
+                        "offset": placed[key], "nbytes": int(arr.nbytes)})
     data_crc = 0
-    for arr in arrays.values():
+    for arr in arrays:
         data_crc = zlib.crc32(memoryview(arr).cast("B"), data_crc)
     header = {
         "format_version": FORMAT_VERSION,
@@ -56,8 +61,8 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
         f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
         f.write(blob)
         f.write(struct.pack("<I", zlib.crc32(blob)))
-        for entry, arr in zip(entries, arrays.values()):
-            f.write(b"\0" * (data_start + entry["offset"] - f.tell()))
+        for arr, start in zip(arrays, sorted(set(placed.values()))):
+            f.write(b"\0" * (data_start + start - f.tell()))
             f.write(memoryview(arr).cast("B"))
     os.replace(tmp, path)
 
@@ -100,12 +105,14 @@ def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], d
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
     constants = {}
     data_crc = 0
+    checked = set()
     for e in entries:
         if e["dtype"] not in DTYPES:
             raise _refuse(path, f"constant {e['name']!r} has unknown dtype {e['dtype']!r}")
         arr = np.frombuffer(mapped, dtype=DTYPES[e["dtype"]], count=int(np.prod(e["shape"], dtype=np.int64)),
                             offset=data_start + e["offset"]).reshape(e["shape"])
-        if check_data:
+        if check_data and e["offset"] not in checked:
+            checked.add(e["offset"])
             data_crc = zlib.crc32(memoryview(arr).cast("B"), data_crc)
         constants[e["name"]] = arr
     if check_data and data_crc != header["data_crc32"]:

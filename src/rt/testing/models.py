@@ -185,6 +185,8 @@ def _build_hf(cls, cfg, seed: int) -> nn.Module:
         from transformers.modeling_utils import no_init_weights
     with no_init_weights():
         model = cls(cfg)
+    if getattr(cfg, "tie_word_embeddings", False):
+        model.tie_weights()             # skipped with the init above; real GPT-2 shares wte and lm_head
     gen = _gen(seed)
     norm_weights = {id(m.weight) for m in model.modules()
                     if (isinstance(m, nn.LayerNorm) or "norm" in type(m).__name__.lower())
