@@ -54,3 +54,11 @@ def test_inspect_shows_ir_plan_and_picture(workdir):
 def test_missing_file_is_a_clear_error(workdir):
     r = rt_cmd("run", "nope.rt", cwd=workdir)
     assert r.returncode == 2 and "cannot open" in r.stderr
+
+
+def test_demo_reports_stages_plan_latency_and_error(tmp_path):
+    r = rt_cmd("demo", "--model", "mlp", "--repeat", "3", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for text in ("[stage] import", "torch ", "fused ", "planned ", "arena", "lower bound", "torch eager",
+                 "max abs error relative"):
+        assert text in r.stdout
