@@ -32,11 +32,29 @@ def parser() -> argparse.ArgumentParser:
                    "other processes to leave the CPUs idle (default 5, quick 2; 0 disables)")
     p.add_argument("--json", default=os.path.join("bench-results", "latest.json"), help="where to write results")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--show", metavar="JSON", help="print the table of an earlier run's JSON file and exit")
     return p
+
+
+def show(path: str) -> int:
+    import json
+
+    from .report import LEGEND, table
+    with open(path) as f:
+        doc = json.load(f)
+    m = doc.get("machine", {})
+    print(f"rt bench {doc.get('started', '?')} -> {doc.get('finished', '?')} | {m.get('cpu', '?')}, {m.get('cores')} "
+          f"cores, avx512f={m.get('avx512f')} | {doc.get('settings', {}).get('threads')} threads | torch "
+          f"{m.get('torch')}, onnxruntime {m.get('onnxruntime')}, numpy {m.get('numpy')}\n")
+    print(table(doc["results"]))
+    print("\n" + LEGEND)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.show:
+        return show(args.show)
     if args.list:
         for c in CASES:
             print(f"{c.name:<24} {'quick' if c.quick else '':<6} {c.factory}({c.kwargs})")
