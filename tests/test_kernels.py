@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rt.kernels import DTYPE_CODES, RECORD_DTYPE, Program, op_codes, run_single
+from rt.kernels import (
+    DTYPE_CODES,
+    RECORD_DTYPE,
+    Program,
+    get_num_threads,
+    op_codes,
+    run_single,
+    set_num_threads,
+)
 
 OPS = op_codes()
 # Sizes that hit edge cases: 1, odd, around SIMD widths and panel sizes.
@@ -213,6 +221,25 @@ def test_layer_norm(rows, cols, affine, inplace, seed):
     assert_close(out, ref)
 
 
+@SETTINGS
+@given(rows=SIZES, cols=SIZES, with_sum=st.booleans(), alias=st.sampled_from(["none", "x", "res"]),
+       seed=st.integers(0, 2**16))
+def test_add_layer_norm(rows, cols, with_sum, alias, seed):
+    rng = np.random.default_rng(seed)
+    x, res = rand(rng, rows, cols), rand(rng, rows, cols)
+    gamma, beta = rand(rng, cols), rand(rng, cols)
+    s64 = x.astype(np.float64) + res
+    mean = s64.mean(-1, keepdims=True)
+    ref = (s64 - mean) / np.sqrt(((s64 - mean) ** 2).mean(-1, keepdims=True) + 1e-5) * gamma + beta
+    # The sum may overwrite x (the residual stream updated in place); out may too.
+    out = {"none": empty((rows, cols)), "x": x, "res": res}[alias]
+    total = (x if alias != "x" else empty((rows, cols))) if with_sum else None
+    run("ADD_LAYER_NORM", [rows, cols], [x, res, gamma, beta, total, out], fp=[1e-5])
+    assert_close(out, ref)
+    if with_sum:
+        assert_close(total, s64)
+
+
 # ---------------------------------------------------------------- matmul
 
 def matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bcast_b, pad,
@@ -266,14 +293,22 @@ def test_matmul_batched(b1, b2, M, N, K, ta, tb, act, has_bias, has_res, bcast_b
                 has_res, 1.0, bcast_b, 0)
 
 
-@pytest.mark.parametrize("M", [1, 64, 127, 128, 200, 513])
+@pytest.mark.parametrize("M, N", [(1, 96), (64, 96), (300, 96), (513, 40), (1, 300), (70, 300),
+                                  (300, 300), (600, 257)])
 @pytest.mark.parametrize("act", [0, 1, 3])
-def test_matmul_row_panels(M, act):
-    """M past the panel size: every panel gets its epilogue; M == 1 takes the gemv path."""
-    rng = np.random.default_rng(M)
-    for tb in (0, 1):
-        matmul_case(rng, 1, 1, M, 96, 80, 0, tb, act, True, True, 1.0, False, 0)
-        matmul_case(rng, 1, 1, M, 96, 80, 1, tb, act, True, False, 0.5, False, 2)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matmul_split_and_panels(M, N, act, threads):
+    """Products split by rows or columns over threads, row panels past 256 rows, and
+    M == 1 (gemv); every block gets its epilogue."""
+    rng = np.random.default_rng(M * N)
+    saved = get_num_threads()
+    set_num_threads(threads)
+    try:
+        for tb in (0, 1):
+            matmul_case(rng, 1, 1, M, N, 80, 0, tb, act, True, True, 1.0, False, 0)
+            matmul_case(rng, 1, 1, M, N, 80, 1, tb, act, True, False, 0.5, False, 2)
+    finally:
+        set_num_threads(saved)
 
 
 @pytest.mark.parametrize("M", [1, 7, 300])
@@ -403,6 +438,21 @@ def test_copy_permute(data, dtype, seed):
     out = np.zeros(view.shape, dtype)
     ip = [ndim] + list(view.shape) + [0] * (6 - ndim)
     ip += [s // x.itemsize for s in view.strides] + [0] * (6 - ndim) + [x.itemsize]
+    run("COPY", ip, [x, out])
+    np.testing.assert_array_equal(out, view)
+
+
+@pytest.mark.parametrize("shape, perm", [((70, 100), (1, 0)), ((3, 40, 33), (2, 1, 0)),
+                                         ((2, 65, 3, 40), (0, 3, 1, 2)), ((5, 64, 64), (0, 2, 1))])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64, np.uint8])
+def test_copy_transpose_tiles(shape, perm, dtype):
+    """Transposes large enough for the tiled path, with partial edge tiles."""
+    x = (np.random.default_rng(0).standard_normal(shape) * 100).astype(dtype)
+    view = np.transpose(x, perm)
+    out = np.zeros(view.shape, dtype)
+    nd = len(shape)
+    ip = [nd] + list(view.shape) + [0] * (6 - nd)
+    ip += [s // x.itemsize for s in view.strides] + [0] * (6 - nd) + [x.itemsize]
     run("COPY", ip, [x, out])
     np.testing.assert_array_equal(out, view)
 

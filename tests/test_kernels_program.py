@@ -158,3 +158,22 @@ def test_threads_roundtrip():
         set_num_threads(n)
     with pytest.raises(ValueError):
         set_num_threads(0)
+
+
+def test_many_slots_chain():
+    """More slots than the per-call stack array: a chain of 40 in-place-free NEG ops."""
+    n, k = 5, 40
+    # slot 0 arena (unused), slot 1 input, slots 2..k outputs of each step, slot k+1 out
+    ops = [("NEG", [(1 + i, 0), (2 + i, 0)], [n], []) for i in range(k)]
+    inner = list(range(2, k + 1))
+    consts = {}
+    sizes = [0] + [4 * n] * (k + 1)
+    # intermediates are outputs too, so every slot is bound
+    prog = Program(records(*ops), sizes, consts, [1], inner + [k + 1])
+    x = np.arange(n, dtype=np.float32)
+    outs = [np.empty(n, np.float32) for _ in range(k)]
+    prog.run([x], outs)
+    np.testing.assert_array_equal(outs[-1], x)  # an even number of negations
+    np.testing.assert_array_equal(outs[0], -x)
+    with pytest.raises(RuntimeError, match="already"):
+        prog.__init__(records(*ops), sizes, consts, [1], inner + [k + 1])

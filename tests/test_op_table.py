@@ -15,7 +15,7 @@ def test_op_codes_unique_and_contiguous():
 def test_core_ops_present():
     expected = {"MATMUL", "RELU", "GELU_TANH", "GELU_ERF", "TANH", "SIGMOID", "NEG", "EXP", "SQRT",
                 "RSQRT", "ADD", "SUB", "MUL", "DIV", "SOFTMAX", "LAYER_NORM", "ATTENTION",
-                "EMBEDDING", "COPY", "CAST"}
+                "EMBEDDING", "COPY", "CAST", "ADD_LAYER_NORM"}
     assert expected <= set(op_codes())
 
 

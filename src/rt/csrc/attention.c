@@ -4,8 +4,11 @@
 
 #include "rt_kernel.h"
 
-#define BQ 32 /* query rows per task: they share each transposed key block */
-#define BK 64 /* keys per block */
+#define BQ 32       /* query rows per block: the online-softmax state kept in cache */
+#define BK 64       /* keys per block */
+#define RT_LANES 16 /* register tile width: one AVX-512 register, two AVX2 ones */
+#define RT_ROWS 4   /* register tile height: rows sharing each loaded K/V vector */
+#define RT_DIRECT_ROWS 8 /* tasks with fewer query rows skip packing (attn_direct) */
 
 typedef struct {
     const float *q, *k, *v, *mask;
@@ -15,94 +18,195 @@ typedef struct {
     float scale;
 } attn_head;
 
-/* Query rows [q0, q0+BQ) of one (batch, head). scratch holds D*BK + BQ*BK + BQ*Dv floats. */
-RT_SIMD static void attn_task(const attn_head *p, int64_t q0, float *scratch)
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* Per-thread scratch floats: packed K^T and V for all keys, plus one query block. */
+static int64_t attn_scratch(int64_t Sk, int64_t D, int64_t Dv)
 {
-    int64_t D = p->D, Dv = p->Dv, nq = p->Sq - q0 < BQ ? p->Sq - q0 : BQ;
-    float *kt = scratch, *s = kt + D * BK, *acc = s + BQ * BK;
-    float mx[BQ], l[BQ];
-    for (int64_t i = 0; i < nq; i++) {
-        mx[i] = -INFINITY;
-        l[i] = 0.f;
+    int64_t Skp = round_up(Sk, BK), Dvp = round_up(Dv, RT_LANES);
+    return round_up(D * Skp + Skp * Dvp + BQ * D + BQ * BK + BQ * Dvp, 16);
+}
+
+/* A register of RT_LANES floats through GCC vector extensions: the loop vectoriser
+ * does not reliably turn small 2-D tiles into registers, this does, for every ISA clone
+ * (one zmm, two ymm or four xmm). aligned(4) allows unaligned loads and stores. */
+typedef float vlane __attribute__((vector_size(RT_LANES * sizeof(float)), aligned(4), may_alias));
+#define RT_TILE static inline __attribute__((always_inline))
+
+/* s[nqp][BK] (first nkp columns) = q[nqp][D] @ kt[D][.] (row stride ldk). */
+RT_TILE void scores_tile(const float *q, const float *kt, int64_t ldk, float *s, int64_t D,
+                         int64_t nqp, int64_t nkp)
+{
+    for (int64_t i0 = 0; i0 < nqp; i0 += RT_ROWS)
+        for (int64_t j0 = 0; j0 < nkp; j0 += RT_LANES) {
+            vlane c[RT_ROWS] = {{0}};
+            for (int64_t d = 0; d < D; d++) {
+                vlane b = *(const vlane *)(kt + d * ldk + j0);
+                for (int r = 0; r < RT_ROWS; r++) c[r] += q[(i0 + r) * D + d] * b;
+            }
+            for (int r = 0; r < RT_ROWS; r++) *(vlane *)(s + (i0 + r) * BK + j0) = c[r];
+        }
+}
+
+/* acc[nqp][Dvp] += p[nqp][BK] (first nk columns) @ v[nk][Dvp]. */
+RT_TILE void pv_tile(const float *p, const float *v, float *acc, int64_t nqp, int64_t nk,
+                     int64_t Dvp)
+{
+    for (int64_t i0 = 0; i0 < nqp; i0 += RT_ROWS)
+        for (int64_t e0 = 0; e0 < Dvp; e0 += RT_LANES) {
+            vlane c[RT_ROWS];
+            for (int r = 0; r < RT_ROWS; r++) c[r] = *(const vlane *)(acc + (i0 + r) * Dvp + e0);
+            for (int64_t j = 0; j < nk; j++) {
+                vlane b = *(const vlane *)(v + j * Dvp + e0);
+                for (int r = 0; r < RT_ROWS; r++) c[r] += p[(i0 + r) * BK + j] * b;
+            }
+            for (int r = 0; r < RT_ROWS; r++) *(vlane *)(acc + (i0 + r) * Dvp + e0) = c[r];
+        }
+}
+
+/* Few query rows (decoding): packing K and V would cost more than it saves, so each
+ * row reads them in place: dot products, a plain softmax over the row, then p @ V.
+ * s holds Sk scores followed by Dv accumulators. */
+RT_SIMD static void attn_direct(const attn_head *p, int64_t qa, int64_t qb, float *s)
+{
+    int64_t D = p->D, Dv = p->Dv;
+    float *acc = s + round_up(p->Sk, 16);
+    for (int64_t qi = qa; qi < qb; qi++) {
+        int64_t kend = p->causal && qi + 1 < p->Sk ? qi + 1 : p->Sk;
+        const float *q = p->q + qi * p->q_ss;
+        float *orow = p->o + qi * p->o_ss, m = -INFINITY;
+        for (int64_t j = 0; j < kend; j++) {
+            const float *kr = p->k + j * p->k_ss;
+            float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < D; d++) dot += q[d] * kr[d];
+            s[j] = dot * p->scale + (p->mask ? p->mask[qi * p->m_sq + j * p->m_sk] : 0.f);
+            m = s[j] > m ? s[j] : m;
+        }
+        for (int64_t e = 0; e < Dv; e++) acc[e] = 0.f;
+        float sum = 0.f;
+        if (m != -INFINITY) { /* else no visible key: zeros, as torch SDPA gives */
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < kend; j++) {
+                s[j] = rt_expf(s[j] - m);
+                sum += s[j];
+            }
+            for (int64_t j = 0; j < kend; j++) {
+                const float *vr = p->v + j * p->v_ss;
+                for (int64_t e = 0; e < Dv; e++) acc[e] += s[j] * vr[e];
+            }
+        }
+        float inv = sum > 0.f ? 1.f / sum : 0.f;
+        for (int64_t e = 0; e < Dv; e++) orow[e] = acc[e] * inv;
     }
-    memset(acc, 0, (size_t)(nq * Dv) * sizeof(float));
-    /* Causal (top-left): row i sees keys j <= i, so later key blocks are skipped. */
-    int64_t kend = p->causal && q0 + nq < p->Sk ? q0 + nq : p->Sk;
-    for (int64_t k0 = 0; k0 < kend; k0 += BK) {
-        int64_t nk = kend - k0 < BK ? kend - k0 : BK;
-        for (int64_t j = 0; j < nk; j++) { /* kt[d][j] = K[k0+j][d]: scores vectorise over j */
-            const float *kr = p->k + (k0 + j) * p->k_ss;
-            for (int64_t d = 0; d < D; d++) kt[d * BK + j] = kr[d];
+}
+
+/* Query rows [qa, qb) of one (batch, head). Keys and values are packed once per task
+ * into zero-padded tiles (K transposed), then each block of BQ query rows runs an online
+ * softmax over key blocks, skipping blocks a causal mask hides entirely. */
+RT_SIMD static void attn_task(const attn_head *p, int64_t qa, int64_t qb, float *scratch)
+{
+    int64_t D = p->D, Dv = p->Dv, Dvp = round_up(Dv, RT_LANES);
+    /* Causal (top-left): row i sees keys j <= i. */
+    int64_t kend = p->causal && qb < p->Sk ? qb : p->Sk, Skp = round_up(kend, BK);
+    float *kt = scratch, *vb = kt + D * Skp, *qt = vb + Skp * Dvp, *s = qt + BQ * D,
+          *acc = s + BQ * BK;
+    /* K^T in 16-key strips: each store run fills one cache line of kt instead of
+     * striding a whole column (which thrashes the cache at power-of-two Skp). */
+    for (int64_t j0 = 0; j0 < Skp; j0 += 16)
+        for (int64_t d = 0; d < D; d++)
+            for (int64_t j = j0; j < j0 + 16; j++)
+                kt[d * Skp + j] = j < kend ? p->k[j * p->k_ss + d] : 0.f;
+    for (int64_t j = 0; j < Skp; j++) {
+        const float *vr = p->v + j * p->v_ss;
+        for (int64_t e = 0; e < Dvp; e++) vb[j * Dvp + e] = j < kend && e < Dv ? vr[e] : 0.f;
+    }
+    for (int64_t q0 = qa; q0 < qb; q0 += BQ) {
+        int64_t nq = qb - q0 < BQ ? qb - q0 : BQ, nqp = round_up(nq, RT_ROWS);
+        float mx[BQ], l[BQ];
+        for (int64_t i = 0; i < nqp; i++) {
+            mx[i] = -INFINITY;
+            l[i] = 0.f;
+            for (int64_t d = 0; d < D; d++)
+                qt[i * D + d] = i < nq ? p->q[(q0 + i) * p->q_ss + d] * p->scale : 0.f;
+        }
+        memset(acc, 0, (size_t)(nqp * Dvp) * sizeof(float));
+        int64_t kstop = p->causal && q0 + nq < kend ? q0 + nq : kend;
+        for (int64_t k0 = 0; k0 < kstop; k0 += BK) {
+            int64_t nk = kstop - k0 < BK ? kstop - k0 : BK, nkp = round_up(nk, RT_LANES);
+            scores_tile(qt, kt + k0, Skp, s, D, nqp, nkp);
+            for (int64_t i = 0; i < nqp; i++) {
+                float *si = s + i * BK;
+                int64_t qi = q0 + i, lim = i < nq ? nk : 0;
+                if (p->causal && qi - k0 + 1 < lim) lim = qi - k0 + 1;
+                if (p->mask && lim > 0) {
+                    const float *mr = p->mask + qi * p->m_sq + k0 * p->m_sk;
+                    for (int64_t j = 0; j < lim; j++) si[j] += mr[j * p->m_sk];
+                }
+                float bmax = -INFINITY;
+#pragma omp simd reduction(max : bmax)
+                for (int64_t j = 0; j < lim; j++) bmax = si[j] > bmax ? si[j] : bmax;
+                float mnew = bmax > mx[i] ? bmax : mx[i];
+                if (mnew == -INFINITY) { /* nothing visible yet: this block adds nothing */
+                    for (int64_t j = 0; j < nk; j++) si[j] = 0.f;
+                    continue;
+                }
+                float corr = rt_expf(mx[i] - mnew), psum = 0.f;
+#pragma omp simd reduction(+ : psum)
+                for (int64_t j = 0; j < nk; j++) {
+                    float e = j < lim ? rt_expf(si[j] - mnew) : 0.f;
+                    si[j] = e;
+                    psum += e;
+                }
+                l[i] = l[i] * corr + psum;
+                mx[i] = mnew;
+                if (corr != 1.f)
+                    for (int64_t e = 0; e < Dvp; e++) acc[i * Dvp + e] *= corr;
+            }
+            pv_tile(s, vb + k0 * Dvp, acc, nqp, nk, Dvp);
         }
         for (int64_t i = 0; i < nq; i++) {
-            int64_t qi = q0 + i, lim = nk;
-            if (p->causal) lim = qi - k0 + 1 < nk ? qi - k0 + 1 : nk;
-            if (lim <= 0) continue;
-            const float *qr = p->q + qi * p->q_ss;
-            float *si = s + i * BK, *ai = acc + i * Dv;
-            for (int64_t j = 0; j < lim; j++) si[j] = 0.f;
-            for (int64_t d = 0; d < D; d++) {
-                float qd = qr[d];
-                const float *kd = kt + d * BK;
-                for (int64_t j = 0; j < lim; j++) si[j] += qd * kd[j];
-            }
-            float bmax = -INFINITY;
-            if (p->mask) {
-                const float *mr = p->mask + qi * p->m_sq + k0 * p->m_sk;
-                for (int64_t j = 0; j < lim; j++) si[j] = si[j] * p->scale + mr[j * p->m_sk];
-            } else
-                for (int64_t j = 0; j < lim; j++) si[j] *= p->scale;
-            for (int64_t j = 0; j < lim; j++) bmax = si[j] > bmax ? si[j] : bmax;
-            float mnew = bmax > mx[i] ? bmax : mx[i];
-            if (mnew == -INFINITY) continue; /* every key so far is masked out */
-            float corr = rt_expf(mx[i] - mnew), psum = 0.f;
-            for (int64_t j = 0; j < lim; j++) {
-                si[j] = rt_expf(si[j] - mnew);
-                psum += si[j];
-            }
-            l[i] = l[i] * corr + psum;
-            mx[i] = mnew;
-            if (corr != 1.f)
-                for (int64_t e = 0; e < Dv; e++) ai[e] *= corr;
-            for (int64_t j = 0; j < lim; j++) {
-                const float *vr = p->v + (k0 + j) * p->v_ss;
-                float pj = si[j];
-                for (int64_t e = 0; e < Dv; e++) ai[e] += pj * vr[e];
-            }
+            /* A row that saw no key has l == 0: it gets zeros, as torch SDPA gives. */
+            float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+            float *orow = p->o + (q0 + i) * p->o_ss;
+            for (int64_t e = 0; e < Dv; e++) orow[e] = acc[i * Dvp + e] * inv;
         }
-    }
-    for (int64_t i = 0; i < nq; i++) {
-        /* A row that saw no key has l == 0: it gets zeros, as torch SDPA gives. */
-        float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-        float *orow = p->o + (q0 + i) * p->o_ss;
-        for (int64_t e = 0; e < Dv; e++) orow[e] = acc[i * Dv + e] * inv;
     }
 }
 
 int rt_k_attention(const rt_op *op, char *const *arg)
 {
     const int64_t *ip = op->ip;
-    int64_t B = ip[0], H = ip[1], Sq = ip[2], D = ip[4], Dv = ip[5];
-    int64_t nqb = (Sq + BQ - 1) / BQ, ntasks = B * H * nqb;
-    if (ntasks == 0 || Dv == 0) return RT_OK;
-    int64_t per_thread = D * BK + BQ * BK + BQ * Dv;
+    int64_t B = ip[0], H = ip[1], Sq = ip[2], Sk = ip[3], D = ip[4], Dv = ip[5];
+    if (B * H * Sq == 0 || Dv == 0) return RT_OK;
+    /* One task per head when there are enough heads (K/V packed once per head);
+     * otherwise heads are split into query chunks so every thread has work. */
+    int64_t nqb = (Sq + BQ - 1) / BQ, heads = B * H;
+    int64_t chunks = heads >= 2 * rt_nthreads ? 1 : (2 * rt_nthreads + heads - 1) / heads;
+    if (chunks > nqb) chunks = nqb;
+    int64_t rows_per_chunk = (nqb + chunks - 1) / chunks * BQ, ntasks = heads * chunks;
+    int64_t per_thread = attn_scratch(Sk, D, Dv);
     int nth = rt_nthreads < ntasks ? rt_nthreads : (int)ntasks;
-    size_t bytes = ((size_t)(per_thread * nth) * sizeof(float) + 63) & ~(size_t)63;
-    float *scratch = aligned_alloc(64, bytes);
+    float *scratch = aligned_alloc(64, (size_t)(per_thread * nth) * sizeof(float));
     if (!scratch) return RT_ERR_NOMEM;
-#pragma omp parallel for num_threads(nth) schedule(static, 1)
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
     for (int64_t t = 0; t < ntasks; t++) {
-        int64_t b = t / (H * nqb), h = t / nqb % H, q0 = t % nqb * BQ;
+        int64_t b = t / (H * chunks), h = t / chunks % H, qa = t % chunks * rows_per_chunk;
+        int64_t qb = qa + rows_per_chunk < Sq ? qa + rows_per_chunk : Sq;
         attn_head p = {
             .q = (const float *)arg[0] + b * ip[6] + h * ip[7],
             .k = (const float *)arg[1] + b * ip[9] + h * ip[10],
             .v = (const float *)arg[2] + b * ip[12] + h * ip[13],
             .mask = arg[3] ? (const float *)arg[3] + b * ip[19] + h * ip[20] : NULL,
             .o = (float *)arg[4] + b * ip[15] + h * ip[16],
-            .Sq = Sq, .Sk = ip[3], .D = D, .Dv = Dv,
+            .Sq = Sq, .Sk = Sk, .D = D, .Dv = Dv,
             .q_ss = ip[8], .k_ss = ip[11], .v_ss = ip[14], .o_ss = ip[17],
             .m_sq = ip[21], .m_sk = ip[22], .causal = (int)ip[18], .scale = (float)op->fp[0]};
-        attn_task(&p, q0, scratch + rt_thread_id() * per_thread);
+        float *mine = scratch + rt_thread_id() * per_thread;
+        if (qb - qa < RT_DIRECT_ROWS)
+            attn_direct(&p, qa, qb, mine);
+        else if (qa < qb)
+            attn_task(&p, qa, qb, mine);
     }
     free(scratch);
     return RT_OK;

@@ -37,6 +37,53 @@ RT_GATHER(uint16_t)
 RT_GATHER(uint32_t)
 RT_GATHER(uint64_t)
 
+/* A transpose-like copy (the input's unit-stride dim is not the last) in square tiles,
+ * so both the strided reads and the contiguous writes stay within a few cache lines:
+ * a row-by-row gather touches a new line (and often page) per element. Power-of-two
+ * strides map a tile's lines to one cache set, hence small tiles: 512x3072 took 3.1 ms
+ * with 32x32 tiles, 1.7 ms with 16x16, 1.2 ms with 8x8 (numpy: 4.4 ms). */
+#define COPY_TILE 8
+#define COPY_TILED(T)                                                                         \
+    static void tiled_##T(const char *restrict x, char *restrict y, int64_t rows,           \
+                          int64_t cols, int64_t xs, int64_t ys)                             \
+    { /* y[i*ys + j] = x[i + j*xs] for a rows x cols tile */                                \
+        const T *xt = (const T *)x;                                                         \
+        T *yt = (T *)y;                                                                     \
+        for (int64_t i = 0; i < rows; i++)                                                  \
+            for (int64_t j = 0; j < cols; j++) yt[i * ys + j] = xt[i + j * xs];             \
+    }
+COPY_TILED(uint8_t)
+COPY_TILED(uint16_t)
+COPY_TILED(uint32_t)
+COPY_TILED(uint64_t)
+
+static void copy_tiled(const char *x, char *y, int nd, const int64_t *sh, const int64_t *st,
+                       int k, int64_t isz)
+{
+    void (*tile)(const char *, char *, int64_t, int64_t, int64_t, int64_t) =
+        isz == 1 ? tiled_uint8_t : isz == 2 ? tiled_uint16_t : isz == 4 ? tiled_uint32_t : tiled_uint64_t;
+    int last = nd - 1;
+    int64_t ost[RT_MAX_NDIM], outer = 1;
+    ost[last] = 1;
+    for (int d = last - 1; d >= 0; d--) ost[d] = ost[d + 1] * sh[d + 1];
+    for (int d = 0; d < last; d++)
+        if (d != k) outer *= sh[d];
+    int64_t ti = (sh[k] + COPY_TILE - 1) / COPY_TILE, tj = (sh[last] + COPY_TILE - 1) / COPY_TILE;
+    RT_FOR(outer * sh[k] * sh[last] >= RT_PAR_MIN_ELEMS, t, outer * ti * tj, {
+        int64_t rem = t / (ti * tj), i0 = t / tj % ti * COPY_TILE, j0 = t % tj * COPY_TILE;
+        int64_t xo = i0 + j0 * st[last], yo = i0 * ost[k] + j0;
+        for (int d = last - 1; d >= 0; d--) { /* outer index -> offsets */
+            if (d == k) continue;
+            xo += rem % sh[d] * st[d];
+            yo += rem % sh[d] * ost[d];
+            rem /= sh[d];
+        }
+        int64_t ni = sh[k] - i0 < COPY_TILE ? sh[k] - i0 : COPY_TILE;
+        int64_t nj = sh[last] - j0 < COPY_TILE ? sh[last] - j0 : COPY_TILE;
+        tile(x + xo * isz, y + yo * isz, ni, nj, st[last], ost[k]);
+    });
+}
+
 int rt_k_copy(const rt_op *op, char *const *arg)
 {
     int64_t sh[RT_MAX_NDIM], st[RT_MAX_NDIM], isz = op->ip[13];
@@ -44,12 +91,16 @@ int rt_k_copy(const rt_op *op, char *const *arg)
     int64_t cols = sh[nd - 1], rows = 1, inner = st[nd - 1];
     for (int d = 0; d < nd - 1; d++) rows *= sh[d];
     if (rows == 0 || cols == 0) return RT_OK;
-    void (*gather)(const char *, int64_t, char *, int64_t) =
-        isz == 1 ? gather_uint8_t : isz == 2 ? gather_uint16_t : isz == 4 ? gather_uint32_t : gather_uint64_t;
     const char *x = arg[0];
     char *y = arg[1];
-#pragma omp parallel for num_threads(rt_nthreads) if (rows * cols >= RT_PAR_MIN_ELEMS && rows > 1)
-    for (int64_t r = 0; r < rows; r++) {
+    for (int k = 0; k < nd - 1 && inner != 1; k++)
+        if (st[k] == 1) {
+            copy_tiled(x, y, nd, sh, st, k, isz);
+            return RT_OK;
+        }
+    void (*gather)(const char *, int64_t, char *, int64_t) =
+        isz == 1 ? gather_uint8_t : isz == 2 ? gather_uint16_t : isz == 4 ? gather_uint32_t : gather_uint64_t;
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, {
         int64_t off = 0, rem = r;
         for (int d = nd - 2; d >= 0; d--) {
             off += rem % sh[d] * st[d];
@@ -60,7 +111,7 @@ int rt_k_copy(const rt_op *op, char *const *arg)
             memcpy(yr, x + off * isz, (size_t)(cols * isz));
         else
             gather(x + off * isz, inner, yr, cols);
-    }
+    });
     return RT_OK;
 }
 

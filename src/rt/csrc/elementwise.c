@@ -24,12 +24,10 @@ typedef void (*row_fn)(const float *x, float *y, int64_t n);
 
 static void unary_run(row_fn f, const float *x, float *y, int64_t n)
 {
-    int64_t nchunks = (n + RT_CHUNK - 1) / RT_CHUNK;
-#pragma omp parallel for num_threads(rt_nthreads) if (n >= RT_PAR_MIN_ELEMS) schedule(static)
-    for (int64_t c = 0; c < nchunks; c++) {
+    RT_FOR(n >= RT_PAR_MIN_ELEMS, c, (n + RT_CHUNK - 1) / RT_CHUNK, {
         int64_t lo = c * RT_CHUNK, len = n - lo < RT_CHUNK ? n - lo : RT_CHUNK;
         f(x + lo, y + lo, len);
-    }
+    });
 }
 
 RT_UNARY_LIST(RT_UNARY_DEF)
@@ -111,8 +109,7 @@ static void bin_run(bin_row_fn f, const rt_op *op, const float *a, const float *
     /* Long single rows are split into chunks so they parallelise too. */
     int64_t chunk = cols > RT_CHUNK ? RT_CHUNK : cols, per_row = (cols + chunk - 1) / chunk;
     int64_t ntasks = rows * per_row;
-#pragma omp parallel for num_threads(rt_nthreads) if (rows * cols >= RT_PAR_MIN_ELEMS) schedule(static)
-    for (int64_t t = 0; t < ntasks; t++) {
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, t, ntasks, {
         int64_t r = t / per_row, c0 = (t % per_row) * chunk;
         int64_t ao = c0 * s.as[last], bo = c0 * s.bs[last], rem = r;
         for (int d = last - 1; d >= 0; d--) { /* row index -> input offsets */
@@ -123,7 +120,7 @@ static void bin_run(bin_row_fn f, const rt_op *op, const float *a, const float *
         }
         int64_t len = cols - c0 < chunk ? cols - c0 : chunk;
         f(a + ao, s.as[last], b + bo, s.bs[last], y + r * cols + c0, len);
-    }
+    });
 }
 
 RT_BIN_ROWS(add, +)

@@ -12,9 +12,8 @@ int rt_k_embedding(const rt_op *op, char *const *arg)
             rt_set_error_detail(idx[i]);
             return RT_ERR_INDEX;
         }
-#pragma omp parallel for num_threads(rt_nthreads) if (n * dim >= RT_PAR_MIN_ELEMS)
-    for (int64_t i = 0; i < n; i++)
-        memcpy(out + i * dim, table + idx[i] * dim, (size_t)dim * sizeof(float));
+    RT_FOR(n * dim >= RT_PAR_MIN_ELEMS, i, n,
+           memcpy(out + i * dim, table + idx[i] * dim, (size_t)dim * sizeof(float)););
     return RT_OK;
 }
 

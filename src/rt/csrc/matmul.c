@@ -1,14 +1,21 @@
 /* Batched matmul on BLAS with a fused epilogue (bias, residual, activation).
- * BLAS takes no epilogue, so a large M is cut into row panels and each panel's
- * epilogue runs right after its product, while the panel is still in cache. */
+ *
+ * Threads: OpenBLAS is kept single-threaded and rt's OpenMP threads each multiply
+ * their own block of the output, so one thread pool runs at a time (two pools spinning
+ * against each other on few cores cost up to 10x) and each thread applies the epilogue
+ * to the block it just produced. A BLAS call takes no epilogue, so a tall block is cut
+ * into row panels, each finished while still in cache. */
 #include <cblas.h>
 
 #include "rt_kernel.h"
 
-/* Rows per panel: the panel of C (x N floats) should stay in L2 for the epilogue. */
-#define RT_PANEL_ROWS 64
-/* Below this M*N*K OpenBLAS runs single-threaded, so batches go to OpenMP instead. */
-#define RT_SMALL_GEMM (64 * 64 * 64)
+/* Rows per panel. Every panel re-packs B, which cost ~10% at 64 rows and ~2% at 256
+ * (M=1024, N=2304, K=768, one thread). */
+#define RT_PANEL_ROWS 256
+/* Below this M*N*K a product is not worth splitting over threads. */
+#define RT_SPLIT_MIN (64 * 64 * 32)
+/* Split N (each thread packs only its columns of B) when every thread gets this many. */
+#define RT_SPLIT_N_MIN 128
 
 typedef void (*row_fn)(const float *x, float *y, int64_t n);
 static const row_fn acts[] = {NULL, rt_row_relu, rt_row_gelu_tanh, rt_row_gelu_erf};
@@ -19,7 +26,6 @@ typedef struct {
     float alpha, beta; /* beta = 1 when the residual is the output itself */
     const float *bias;
     row_fn act;
-    int res_in_c; /* residual already accumulated through beta */
 } mm_params;
 
 /* out rows += bias + residual, then activation, in one pass per row. */
@@ -57,19 +63,44 @@ static void gemm(const mm_params *p, const float *a, const float *b, float *c, i
                       p->ldb, p->beta, c, p->ldc);
 }
 
-/* One output matrix; res is NULL when absent or already folded into beta. */
-static void one_matmul(const mm_params *p, const float *a, const float *b, const float *res,
-                       float *c)
+/* One thread's block: p->M rows, p->N columns; res is NULL when absent or in beta. */
+static void block(const mm_params *p, const float *a, const float *b, const float *res, float *c)
 {
     int need_epilogue = p->bias || res || p->act;
-    int64_t panel = need_epilogue && p->M >= 2 * RT_PANEL_ROWS ? RT_PANEL_ROWS : p->M;
+    int64_t panel = need_epilogue ? RT_PANEL_ROWS : p->M;
     for (int64_t r0 = 0; r0 < p->M; r0 += panel) {
         int64_t m = p->M - r0 < panel ? p->M - r0 : panel;
-        const float *ar = a + (p->ta ? r0 : r0 * p->lda);
         float *cr = c + r0 * p->ldc;
-        gemm(p, ar, b, cr, m);
+        gemm(p, a + (p->ta ? r0 : r0 * p->lda), b, cr, m);
         if (need_epilogue) epilogue(p, cr, res ? res + r0 * p->ldc : NULL, m);
     }
+}
+
+/* One output matrix over nth threads: columns split when wide enough, else rows. */
+static void one_matmul(const mm_params *p, const float *a, const float *b, const float *res,
+                       float *c, int nth)
+{
+    if (nth == 1) {
+        block(p, a, b, res, c);
+        return;
+    }
+    int split_n = p->N >= RT_SPLIT_N_MIN * nth;
+    int64_t ext = split_n ? p->N : p->M;
+    int64_t chunk = (ext + nth - 1) / nth;
+    if (split_n) chunk = (chunk + 15) / 16 * 16; /* whole cache lines per thread */
+    RT_FOR(1, t, nth, {
+        int64_t lo = t * chunk, len = ext - lo < chunk ? ext - lo : chunk;
+        mm_params q = *p;
+        if (len > 0 && split_n) {
+            q.N = len;
+            q.bias = p->bias ? p->bias + lo : NULL;
+            block(&q, a, b + (p->tb ? lo * p->ldb : lo), res ? res + lo : NULL, c + lo);
+        } else if (len > 0) {
+            q.M = len;
+            block(&q, a + (p->ta ? lo : lo * p->lda), b, res ? res + lo * p->ldc : NULL,
+                  c + lo * p->ldc);
+        }
+    });
 }
 
 int rt_k_matmul(const rt_op *op, char *const *arg)
@@ -85,14 +116,15 @@ int rt_k_matmul(const rt_op *op, char *const *arg)
     /* A residual that is the output itself (same layout by the ABI) goes through beta. */
     p.beta = res == c ? 1.f : 0.f;
     if (res == c) res = NULL;
-    int small = (double)p.M * (double)p.N * (double)p.K <= RT_SMALL_GEMM;
-#pragma omp parallel for num_threads(rt_nthreads) if (small && nb > 1) collapse(2) schedule(static)
-    for (int64_t i1 = 0; i1 < b1; i1++)
-        for (int64_t i2 = 0; i2 < b2; i2++) {
-            int64_t co = i1 * ip[14] + i2 * ip[15];
-            one_matmul(&p, a + i1 * ip[10] + i2 * ip[11], b + i1 * ip[12] + i2 * ip[13],
-                       res ? res + co : NULL, c + co);
-        }
+    double work = (double)p.M * (double)p.N * (double)(p.K > 0 ? p.K : 1);
+    int big = work >= RT_SPLIT_MIN, nth = big ? rt_nthreads : 1;
+    /* Big products: one after another, each split over threads. Small ones: whole
+     * products spread over threads. */
+    RT_FOR(!big && nb > 1, t, nb, {
+        int64_t i1 = t / b2, i2 = t % b2, co = i1 * ip[14] + i2 * ip[15];
+        one_matmul(&p, a + i1 * ip[10] + i2 * ip[11], b + i1 * ip[12] + i2 * ip[13],
+                   res ? res + co : NULL, c + co, nth);
+    });
     return RT_OK;
 }
 

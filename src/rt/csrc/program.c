@@ -81,10 +81,12 @@ int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status
 
 int rt_nthreads = 1;
 
+/* rt's OpenMP loops hold all the parallelism, matmuls included (matmul.c splits them),
+ * so OpenBLAS stays single-threaded: its spinning workers would fight OpenMP's. */
 void rt_set_num_threads(int n)
 {
     rt_nthreads = n < 1 ? 1 : n;
-    scipy_openblas_set_num_threads(rt_nthreads);
+    scipy_openblas_set_num_threads(1);
 }
 
 int rt_get_num_threads(void) { return rt_nthreads; }

@@ -22,13 +22,27 @@ static inline int rt_thread_id(void) { return 0; }
 #if defined(RT_NATIVE) || !defined(__x86_64__) || !defined(__GNUC__)
 #define RT_SIMD
 #else
-#define RT_SIMD __attribute__((target_clones("default", "arch=haswell", "arch=skylake-avx512")))
+/* ISA levels, not CPU models: "arch=haswell" would dispatch on __builtin_cpu_is and
+ * never match e.g. an AMD CPU; x86-64-v3 is AVX2+FMA, x86-64-v4 adds AVX-512. */
+#define RT_SIMD __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #endif
 
 /* Threads for rt's own OpenMP loops (OpenBLAS keeps its own count, set alongside). */
 extern int rt_nthreads;
 /* Below this many elements a parallel region costs more than it saves. */
 #define RT_PAR_MIN_ELEMS 32768
+
+/* for (int64_t i = 0; i < n; i++) { body }, on rt_nthreads threads when `par` holds.
+ * A parallel region costs ~0.5 us even under if(0), so the serial case skips it. */
+#define RT_FOR(par, i, n, ...)                                                          \
+    do {                                                                                \
+        int64_t rt_n_ = (n);                                                            \
+        if ((par) && rt_nthreads > 1) {                                                 \
+            _Pragma("omp parallel for num_threads(rt_nthreads) schedule(static)")     \
+            for (int64_t i = 0; i < rt_n_; i++) { __VA_ARGS__ }                        \
+        } else                                                                          \
+            for (int64_t i = 0; i < rt_n_; i++) { __VA_ARGS__ }                        \
+    } while (0)
 
 /* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
 void rt_set_error_detail(int64_t detail);

@@ -164,6 +164,22 @@ op("fused.layer_norm", ("x", "gamma?", "beta?"), same_as_first, _layer_norm_ref,
    attrs={"eps": Attr("float", 1e-5)}, traits=(INPLACE,), verify=_layer_norm_verify)
 
 
+def _add_layer_norm_ref(args, attrs):
+    x, r, g, b = (list(args) + [None] * 4)[:4]
+    return _layer_norm_ref([x + r, g, b], attrs)
+
+
+def _add_layer_norm_verify(op, types):
+    if types[1] != types[0]:
+        return f"residual {types[1]} must have x's type {types[0]}"
+    return _layer_norm_verify(op, [types[0]] + list(types[2:]))
+
+
+# layer_norm(x + residual) where the sum has no other use (e.g. BERT's embeddings)
+op("fused.add_layer_norm", ("x", "residual", "gamma?", "beta?"), same_as_first, _add_layer_norm_ref,
+   attrs={"eps": Attr("float", 1e-5)}, verify=_add_layer_norm_verify)
+
+
 # ---- attention ------------------------------------------------------------------------------
 def _attention_infer(types, attrs):
     q, k, v = types[0], types[1], types[2]

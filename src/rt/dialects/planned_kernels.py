@@ -180,6 +180,13 @@ def _layer_norm(op, args, out):
     return [x, g, b, out], list(_rows_cols(out.type)), [float(op.attrs.get("eps", 1e-5))]
 
 
+@kernel("planned.add_layer_norm", "ADD_LAYER_NORM", inplace=(0, 1))
+def _add_layer_norm(op, args, out):
+    x, r, g, b = (list(args) + [None] * 4)[:4]
+    _need_f32(op, x, r, g, b, out)
+    return [x, r, g, b, None, out], list(_rows_cols(out.type)), [float(op.attrs.get("eps", 1e-5))]
+
+
 # ---- attention ------------------------------------------------------------------------------
 def _bhs(v: Operand) -> list[int]:
     """(batch, head, seq) strides of a rank-3 [B,S,D] or rank-4 [B,H,S,D] operand."""

@@ -128,6 +128,8 @@ def get_num_threads():
 def _default_threads():
     env = os.environ.get("RT_NUM_THREADS")
     if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"RT_NUM_THREADS must be a positive integer, got {env!r}")
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -171,6 +173,8 @@ cdef class Program:
             raise MemoryError()
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots):
+        if self.slot_nbytes != NULL:
+            raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
         recs = np.array(records, dtype=RECORD_DTYPE, copy=True, order="C").reshape(-1)
         sizes = np.array(slot_nbytes, dtype=np.int64, copy=True).reshape(-1)

@@ -505,6 +505,14 @@ def _residual(through: bool):
     return rw
 
 
+def _add_layer_norm(m, b):
+    x, r = m["$x"], m["$r"]
+    if x.type != r.type or x.type.dtype != "f32":
+        return None
+    ln = m.op("out")
+    return b.op("fused.add_layer_norm", [x, r] + list(ln.operands[1:]), dict(ln.attrs))
+
+
 CHAINS = [
     Pattern("matmul-bias", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N("fused.add", ["mm", "$b"])},
             _aliased(_bias(False)), benefit=30),
@@ -521,12 +529,15 @@ CHAINS = [
     Pattern("matmul-residual-through-reshape", "out",
             {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$r"])},
             _residual(True), benefit=10),
+    Pattern("add-layer-norm", "out", {"s": N("fused.add", ["$x", "$r"]), "out": N("fused.layer_norm", ["s", "$g?", "$b?"])},
+            _add_layer_norm, benefit=5),
 ]
 
 
 @register_pass("fuse-matmul-epilogues", dialect="fused")
 def fuse_chains(module: Module):
-    """matmul + bias, + activation (relu/GELU), + residual add -> one matmul with an epilogue."""
+    """matmul + bias, + activation (relu/GELU), + residual add -> one matmul with an epilogue;
+    a residual add that only feeds a layer norm -> add_layer_norm."""
     apply_patterns(module, CHAINS)
 
 
