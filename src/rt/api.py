@@ -1,6 +1,7 @@
 """Public API: compile a module, call the result like the module, inspect each stage."""
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -14,7 +15,8 @@ STAGES = ("torch", "fused", "planned")
 
 
 def _is_torch_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+    torch = sys.modules.get("torch")      # never import torch here: a loaded model runs without it
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class CompiledModel:
@@ -27,6 +29,7 @@ class CompiledModel:
         self.planned = stages["planned"]
         self.compile_times = timings or {}
         self._program = CompiledProgram(self.planned)
+        self._input_specs = [(v.type.shape, v.type.np_dtype) for v in self.planned.inputs]
 
     # ---- calling ------------------------------------------------------------------------------
     @property
@@ -62,8 +65,28 @@ class CompiledModel:
             arrays.append(np.ascontiguousarray(arr))
         return arrays, torch_in
 
+    def _bind_fast(self, args: tuple) -> tuple[list[np.ndarray], bool] | None:
+        """Positional numpy arrays or CPU torch tensors of exactly the right type: no copies, no
+        conversions. Anything else goes through `_bind`, which explains what is wrong."""
+        if len(args) != len(self._input_specs):
+            return None
+        arrays, torch_in = [], False
+        for x, (shape, dtype) in zip(args, self._input_specs):
+            if type(x) is not np.ndarray:
+                if not _is_torch_tensor(x):
+                    return None
+                try:
+                    x, torch_in = x.numpy(), True     # shares memory; refuses grad or non-CPU tensors
+                except (RuntimeError, TypeError):
+                    return None
+            if x.shape != shape or x.dtype != dtype or not x.flags.c_contiguous:
+                return None
+            arrays.append(x)
+        return arrays, torch_in
+
     def __call__(self, *args, **kwargs):
-        arrays, torch_in = self._bind(args, kwargs)
+        bound = None if kwargs else self._bind_fast(args)
+        arrays, torch_in = bound if bound is not None else self._bind(args, kwargs)
         outs = self._program.run(arrays)
         if torch_in:
             import torch

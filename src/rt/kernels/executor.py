@@ -101,9 +101,10 @@ class CompiledProgram:
         lay = self.layout
         self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
                                         lay.input_slots, lay.output_slots)
+        self._out_specs = [(v.type.shape, v.type.np_dtype) for v in planned.outputs]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        outs = _outputs_for(self.layout.module)
+        outs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
         self.program.run(inputs, outs)
         return outs
 
