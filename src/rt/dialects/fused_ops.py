@@ -35,6 +35,7 @@ import numpy as np
 
 from . import numerics
 from .ir import DTYPES, TensorType
+from .strides import contiguous_strides, reshape_strides
 from .registry import COMMUTATIVE, ELEMENTWISE, INPLACE, VIEW, Attr, broadcast_infer, op, same_as_first
 
 ACTIVATIONS = tuple(numerics.ACTIVATIONS)
@@ -265,44 +266,6 @@ op("fused.cast", ("x",), lambda t, a: t[0].with_dtype(a["dtype"]), _cast_ref,
 
 
 # ---- views ----------------------------------------------------------------------------------
-def contiguous_strides(shape) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= max(d, 1)
-    return tuple(reversed(strides))
-
-
-def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None:
-    """Strides that let `new_shape` read the storage of (old_shape, old_strides), or None (torch's
-    computeStride rule: only dims that are contiguous with each other may be merged)."""
-    old_shape, new_shape = tuple(old_shape), tuple(new_shape)
-    if old_strides is None:
-        return contiguous_strides(new_shape)
-    if int(np.prod(old_shape, dtype=np.int64)) == 0 or len(old_shape) == 0:
-        return contiguous_strides(new_shape)
-    new_strides = [0] * len(new_shape)
-    view_d = len(new_shape) - 1
-    chunk = old_strides[-1]
-    tensor_numel, view_numel = 1, 1
-    for tensor_d in range(len(old_shape) - 1, -1, -1):
-        tensor_numel *= old_shape[tensor_d]
-        if tensor_d == 0 or (old_shape[tensor_d - 1] != 1
-                             and old_strides[tensor_d - 1] != tensor_numel * chunk):
-            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
-                new_strides[view_d] = view_numel * chunk
-                view_numel *= new_shape[view_d]
-                view_d -= 1
-            if view_numel != tensor_numel:
-                return None
-            if tensor_d > 0:
-                chunk = old_strides[tensor_d - 1]
-                tensor_numel, view_numel = 1, 1
-    if view_d != -1:
-        return None
-    return tuple(new_strides)
-
-
 def _strides(in_type, in_strides):
     return contiguous_strides(in_type.shape) if in_strides is None else tuple(in_strides)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import numerics
 from .ir import DTYPES, TensorType, dtype_name
+from .strides import contiguous_strides, reshape_strides
 from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, INPLACE, VIEW, Attr, broadcast_shapes, op,
                        same_as_first)
 
@@ -56,14 +57,6 @@ def _norm_dim(d: int, rank: int) -> int:
     if not -rank <= d < rank:
         raise ValueError(f"dim {d} out of range for rank {rank}")
     return d % rank
-
-
-def contiguous_strides(shape) -> tuple[int, ...]:
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= max(int(d), 1)
-    return tuple(reversed(strides))
 
 
 def _resolve_shape(size, numel: int) -> tuple[int, ...]:
@@ -557,32 +550,6 @@ op("torch.index.Tensor", ("self", "indices*"), _index_infer,
 
 
 # ---- shape and view ops ---------------------------------------------------------------------
-def reshape_strides(in_shape, in_strides, out_shape):
-    """Strides that let `out_shape` read a (possibly strided) tensor without a copy, else None
-    (torch's computeStride)."""
-    if int(np.prod(in_shape, dtype=np.int64)) == 0:
-        return contiguous_strides(out_shape)
-    new = [0] * len(out_shape)
-    view_d = len(out_shape) - 1
-    chunk_base = in_strides[-1] if in_strides else 1
-    tensor_numel, view_numel = 1, 1
-    for td in range(len(in_shape) - 1, -1, -1):
-        tensor_numel *= in_shape[td]
-        if td == 0 or (in_shape[td - 1] != 1 and in_strides[td - 1] != tensor_numel * chunk_base):
-            while view_d >= 0 and (view_numel < tensor_numel or out_shape[view_d] == 1):
-                new[view_d] = view_numel * chunk_base
-                view_numel *= out_shape[view_d]
-                view_d -= 1
-            if view_numel != tensor_numel:
-                return None
-            if td > 0:
-                chunk_base = in_strides[td - 1]
-                tensor_numel, view_numel = 1, 1
-    if view_d != -1:
-        return None
-    return tuple(new)
-
-
 def _reshape_view(attrs, in_type, in_strides, out_type):
     s = reshape_strides(in_type.shape, tuple(in_strides), out_type.shape)
     return None if s is None else (0, s)

@@ -15,7 +15,7 @@ from ..dialects.ir import Module, Operation, Value
 from ..dialects.planned_kernels import Operand
 from ..dialects.registry import REGISTRY, VIEW
 from ..errors import LoweringError
-from ..lowering.plan_layout import contiguous_strides
+from ..dialects.strides import contiguous_strides
 from . import _runtime
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..dialects.ir import Module, Operation, Storage, Value
 from ..dialects.registry import REGISTRY, VIEW
 from ..errors import LoweringError
-from .plan_layout import contiguous_strides, is_contiguous
+from ..dialects.strides import contiguous_strides, is_contiguous
 from .plan_offsets import assign_offsets, lower_bound
 from .plan_order import choose_order
 

@@ -1,0 +1,50 @@
+"""Strides: the layout facts shared by the dialects' view ops, the planner and the executors."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def contiguous_strides(shape) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(tuple(shape)):
+        strides.append(acc)
+        acc *= max(int(d), 1)
+    return tuple(reversed(strides))
+
+
+def is_contiguous(shape, strides) -> bool:
+    """Whether `strides` (None = contiguous) lay `shape` out row-major with no gaps (size-1 dims ignored)."""
+    if strides is None:
+        return True
+    want = contiguous_strides(shape)
+    return all(s == w for d, s, w in zip(shape, strides, want) if d != 1)
+
+
+def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None:
+    """Strides that let `new_shape` read the storage of (old_shape, old_strides), or None (torch's
+    computeStride rule: only dims that are contiguous with each other may be merged)."""
+    old_shape, new_shape = tuple(old_shape), tuple(new_shape)
+    if old_strides is None:
+        return contiguous_strides(new_shape)
+    if int(np.prod(old_shape, dtype=np.int64)) == 0 or len(old_shape) == 0:
+        return contiguous_strides(new_shape)
+    new_strides = [0] * len(new_shape)
+    view_d = len(new_shape) - 1
+    chunk = old_strides[-1]
+    tensor_numel, view_numel = 1, 1
+    for tensor_d in range(len(old_shape) - 1, -1, -1):
+        tensor_numel *= old_shape[tensor_d]
+        if tensor_d == 0 or (old_shape[tensor_d - 1] != 1
+                             and old_strides[tensor_d - 1] != tensor_numel * chunk):
+            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+                new_strides[view_d] = view_numel * chunk
+                view_numel *= new_shape[view_d]
+                view_d -= 1
+            if view_numel != tensor_numel:
+                return None
+            if tensor_d > 0:
+                chunk = old_strides[tensor_d - 1]
+                tensor_numel, view_numel = 1, 1
+    if view_d != -1:
+        return None
+    return tuple(new_strides)
