@@ -89,24 +89,30 @@ def dead_code_elimination(module: Module) -> int:
     return removed
 
 
-def dedupe_constants(module: Module) -> int:
-    """One const op per constant name (folding can create several refs to the same data)."""
-    seen: dict[str, Value] = {}
+def _merge_equal(module: Module, key_of) -> int:
+    """Replace every op whose key (key_of(op), None = keep) was seen before by that earlier op's result."""
+    seen: dict = {}
     replace: dict[Value, Value] = {}
     ops = []
     for op in module.ops:
         if replace:
             op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
-        if op.name == "const":
-            first = seen.get(op.attrs["name"])
-            if first is not None and first.type == op.result.type:
-                replace[op.result] = first
-                continue
-            seen[op.attrs["name"]] = op.result
+        key = key_of(op)
+        first = seen.get(key) if key is not None else None
+        if first is not None and first.type == op.result.type:
+            replace[op.result] = first
+            continue
+        if key is not None:
+            seen[key] = op.result
         ops.append(op)
     module.ops = ops
     module.outputs = [replace.get(v, v) for v in module.outputs]
     return len(replace)
+
+
+def dedupe_constants(module: Module) -> int:
+    """One const op per constant name (folding can create several refs to the same data)."""
+    return _merge_equal(module, lambda op: op.attrs["name"] if op.name == "const" else None)
 
 
 @register_pass("fold-constants")
@@ -148,29 +154,15 @@ SMALL_CONST = 1       # elements: equal scalar constants are merged by value (na
 
 def common_subexpressions(module: Module) -> int:
     """Merge ops that compute the same thing from the same operands (and equal scalar constants)."""
-    seen: dict = {}
-    replace: dict[Value, Value] = {}
-    ops = []
-    for op in module.ops:
-        if replace:
-            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+    def key_of(op):
         if op.name == "const":
             arr = module.constants.get(op.attrs["name"])
-            key = ("const", op.attrs["name"])
             if arr is not None and arr.size <= SMALL_CONST:
-                key = ("const-value", arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes())
-        else:
-            key = (op.name, tuple(id(v) for v in op.operands),
-                   tuple(sorted((k, _attr_key(v)) for k, v in op.attrs.items())))
-        first = seen.get(key)
-        if first is not None and first.type == op.result.type:
-            replace[op.result] = first
-            continue
-        seen[key] = op.result
-        ops.append(op)
-    module.ops = ops
-    module.outputs = [replace.get(v, v) for v in module.outputs]
-    return len(replace)
+                return ("const-value", arr.dtype.str, arr.shape, np.ascontiguousarray(arr).tobytes())
+            return ("const", op.attrs["name"])
+        return (op.name, tuple(id(v) for v in op.operands),
+                tuple(sorted((k, _attr_key(v)) for k, v in op.attrs.items())))
+    return _merge_equal(module, key_of)
 
 
 @register_pass("cse")
