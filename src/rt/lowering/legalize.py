@@ -91,17 +91,8 @@ def _bias_and_residual(b, c: Value, n: int, out_shape, beta):
     return None, None, c
 
 
-@converts("torch.addmm")
+@converts("torch.addmm", "torch.baddbmm")
 def _addmm(b, op, at, m):
-    c, x, w = op.operands
-    n = op.result.type.shape[-1]
-    bias, res, rest = _bias_and_residual(b, c, n, op.result.type.shape, at["beta"])
-    y = b.op("fused.matmul", [x, w, bias, res], {"alpha": float(at["alpha"])})
-    return y if rest is None else b.op("fused.add", [y, rest])
-
-
-@converts("torch.baddbmm")
-def _baddbmm(b, op, at, m):
     c, x, w = op.operands
     n = op.result.type.shape[-1]
     bias, res, rest = _bias_and_residual(b, c, n, op.result.type.shape, at["beta"])

@@ -171,6 +171,19 @@ def _attr_ok(constraint, value) -> bool:
     return _same(constraint, value, rel=1e-6)
 
 
+def _capture(m, name, v):
+    """Bind capture `name` to v in a copy of match m (or check an earlier binding is the same value)."""
+    if not name:
+        yield m
+    elif name in m.vals:
+        if m.vals[name] is v:
+            yield m
+    else:
+        m = m.copy()
+        m.vals[name] = v
+        yield m
+
+
 class Matcher:
     def __init__(self, pattern: Pattern, module: Module):
         self.p = pattern
@@ -245,26 +258,12 @@ class Matcher:
                 return
             if pat.value is not None and not math.isclose(s, pat.value, rel_tol=pat.rel, abs_tol=pat.abs):
                 return
-            if pat.capture:
-                if pat.capture in m.vals:
-                    if m.vals[pat.capture] is v:
-                        yield m
-                    return
-                m = m.copy()
-                m.vals[pat.capture] = v
-            yield m
+            yield from _capture(m, pat.capture, v)
         elif isinstance(pat, Const):
             if self.module.const_value(v) is None and not (v is not None and v.producer is not None
                                                            and v.producer.name == "const"):
                 return
-            if pat.capture:
-                if pat.capture in m.vals:
-                    if m.vals[pat.capture] is v:
-                        yield m
-                    return
-                m = m.copy()
-                m.vals[pat.capture] = v
-            yield m
+            yield from _capture(m, pat.capture, v)
         else:
             raise TypeError(f"bad operand pattern {pat!r}")
 
