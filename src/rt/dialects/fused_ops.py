@@ -142,15 +142,7 @@ op("fused.softmax", ("x",), same_as_first, _softmax_ref, traits=(INPLACE,))
 
 def _layer_norm_ref(args, attrs):
     x, g, b = (list(args) + [None] * 3)[:3]
-    x64 = x.astype(np.float64)
-    mu = x64.mean(-1, keepdims=True)
-    var = ((x64 - mu) ** 2).mean(-1, keepdims=True)
-    y = (x64 - mu) / np.sqrt(var + attrs["eps"])
-    if g is not None:
-        y = y * g
-    if b is not None:
-        y = y + b
-    return y.astype(x.dtype)
+    return numerics.layer_norm(x, g, b, attrs["eps"])
 
 
 def _layer_norm_verify(op, types):

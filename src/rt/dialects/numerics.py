@@ -43,3 +43,17 @@ ACTIVATIONS = {
     "gelu_tanh": gelu_tanh,
     "gelu_erf": gelu_erf,
 }
+
+
+def layer_norm(x: np.ndarray, gamma, beta, eps: float, n_axes: int = 1) -> np.ndarray:
+    """Normalise over the last n_axes dims (biased variance, like torch), in float64, rounded once."""
+    axes = tuple(range(x.ndim - n_axes, x.ndim))
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes, keepdims=True)
+    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x64 - mean) / np.sqrt(var + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return y.astype(x.dtype)

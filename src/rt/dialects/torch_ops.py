@@ -366,16 +366,7 @@ def _layer_norm_verify(op_, types):
 
 def layer_norm_ref(args, at):
     x, w, b = args
-    axes = tuple(range(x.ndim - len(at["normalized_shape"]), x.ndim))
-    x64 = x.astype(np.float64)
-    mean = x64.mean(axis=axes, keepdims=True)
-    var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    y = (x64 - mean) / np.sqrt(var + at["eps"])
-    if w is not None:
-        y = y * w
-    if b is not None:
-        y = y + b
-    return y.astype(x.dtype)
+    return numerics.layer_norm(x, w, b, at["eps"], len(at["normalized_shape"]))
 
 
 op("torch.layer_norm", ("input", "weight?", "bias?"), same_as_first, layer_norm_ref,
