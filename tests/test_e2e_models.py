@@ -49,11 +49,10 @@ def test_gpt2_fused_shape(case):
     if not name.startswith("gpt2"):
         pytest.skip("GPT-2 only")
     fused = compiled.stages["fused"]
-    n_layer = model.config.n_layer if hasattr(model, "config") else len(fused.meta.get("layers", [])) or None
+    n_layer = model.model.config.n_layer       # the zoo wraps the HF model to return one tensor
     attn = [op for op in fused.ops if op.name == "fused.attention"]
     assert all(op.attrs.get("causal") and len(op.present_operands()) == 3 for op in attn)
-    if n_layer:
-        assert len(attn) == n_layer
+    assert len(attn) == n_layer
     assert not any(op.name in ("fused.tanh", "fused.pow", "fused.gelu_tanh") for op in fused.ops)
     assert all(op.present_operands()[2:3] for op in fused.ops if op.name == "fused.matmul"
                and op.operands[1].producer.name == "const" and op.operands[1].type.shape[0] != 50257)
