@@ -1,12 +1,12 @@
-"""The README's examples run as written (the long-running `rt bench` and `rt demo` lines excepted:
-they have tests of their own)."""
+"""The README's examples run as written (the install lines and the long-running `rt bench` and `rt demo`
+excepted: they have tests of their own)."""
 import pathlib
 import re
 import subprocess
 import sys
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
-SKIP = ("rt bench", "rt demo")
+SKIP = ("rt bench", "rt demo", "pip install")
 
 
 def blocks(lang: str) -> list[str]:
@@ -18,13 +18,18 @@ def test_python_example_runs(tmp_path):
         subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
-def test_command_line_example_runs(tmp_path):
-    script = "\n".join(line for line in blocks("bash")[-1].replace("\\\n", "").splitlines()
-                       if not line.strip().startswith(SKIP))
-    script = re.sub(r"^rt ", f"{sys.executable} -m rt.cli ", script, flags=re.M)
-    script = re.sub(r"^python ", f"{sys.executable} ", script, flags=re.M)
+def _runnable(block: str) -> str:
+    lines = [line for line in block.replace("\\\n", "").splitlines() if not line.strip().startswith(SKIP)]
+    script = re.sub(r"^rt ", f"{sys.executable} -m rt.cli ", "\n".join(lines), flags=re.M)
+    return re.sub(r"^python ", f"{sys.executable} ", script, flags=re.M)
+
+
+def test_command_line_examples_run(tmp_path):
+    script = "\n".join(_runnable(b) for b in blocks("bash"))
     r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "compiled mlp.pt2 -> mlp.rt" in r.stdout
-    assert "planned.matmul" in r.stdout and "plan: arena" in r.stdout
-    assert (tmp_path / "y.npy").exists() and (tmp_path / "plan.png").exists()
+    assert "compiled mlp.pt2 -> mlp.rt" in r.stdout and "compiled gpt2.pt2 -> gpt2.rt" in r.stdout
+    assert "planned.matmul" in r.stdout and "fused.attention" in r.stdout and "plan: arena" in r.stdout
+    assert "output 0: float32[1, 128, 50257]" in r.stdout
+    for f in ("y.npy", "plan.png", "logits.npy", "gpt2-plan.png"):
+        assert (tmp_path / f).exists(), f

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -146,43 +146,48 @@ class CompiledModel:
         return plan
 
 
+Progress = Callable[[str, float], None]    # (stage that just finished, its seconds)
+
+
+class _Stages:
+    """Times each compile stage and reports it as soon as it finishes."""
+
+    def __init__(self, progress: Progress | None):
+        self.times: dict[str, float] = {}
+        self.progress = progress
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.times[name] = time.perf_counter() - t0
+        if self.progress is not None:
+            self.progress(name, self.times[name])
+        return out
+
+
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
-            print_ir_after_all: bool = False) -> CompiledModel:
+            print_ir_after_all: bool = False, progress: Progress | None = None) -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
-    already exported torch.export.ExportedProgram) into a CompiledModel."""
-    from .frontend import import_module, import_program
-
-    t0 = time.perf_counter()
-    if type(model).__name__ == "ExportedProgram":
-        torch_ir = import_program(model)
-    else:
-        torch_ir = import_module(model, tuple(args), kwargs, strict=strict)
-    return lower(torch_ir, verify=verify, print_ir_after_all=print_ir_after_all,
-                 times={"import": time.perf_counter() - t0})
-
-
-def lower(torch_ir: Module, *, verify: bool = False, print_ir_after_all: bool = False,
-          times: dict | None = None) -> CompiledModel:
-    """torch dialect module -> fused -> planned -> CompiledModel. Each stage keeps its own IR."""
+    already exported torch.export.ExportedProgram) into a CompiledModel. `progress(stage, seconds)` is
+    called as each stage finishes."""
     from .dialects.verifier import verify_module
+    from .frontend import import_module, import_program
     from .lowering import to_fused
     from .lowering.plan import to_planned
 
-    times = dict(times or {})
+    stages = _Stages(progress)
+    if type(model).__name__ == "ExportedProgram":
+        torch_ir = stages.run("import", import_program, model)
+    else:
+        torch_ir = stages.run("import", import_module, model, tuple(args), kwargs, strict=strict)
     if verify:
         verify_module(torch_ir, "torch")
-    t0 = time.perf_counter()
-    fused = to_fused(torch_ir.clone(), verify=verify, print_ir_after_all=print_ir_after_all)
-    times["to_fused"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    planned = to_planned(fused)
-    times["to_planned"] = time.perf_counter() - t0
+    fused = stages.run("to_fused", to_fused, torch_ir.clone(), verify=verify, print_ir_after_all=print_ir_after_all)
+    planned = stages.run("to_planned", to_planned, fused)
     if verify:
         verify_module(planned, "planned")
-    t0 = time.perf_counter()
-    compiled = CompiledModel({"torch": torch_ir, "fused": fused, "planned": planned}, times)
-    times["build_program"] = time.perf_counter() - t0
-    return compiled
+    return stages.run("build_program", CompiledModel, {"torch": torch_ir, "fused": fused, "planned": planned},
+                      stages.times)
 
 
 def load(path: str) -> CompiledModel:

@@ -74,9 +74,8 @@ def run_demo(model_name: str, seq: int | None, repeat: int = 20) -> int:
     print(f"rt demo: {model_name} (random weights, built from its config; nothing is downloaded)")
     model, args = DEMO_MODELS[model_name](seq)
     t0 = time.perf_counter()
-    compiled = rt.compile(model, args)
-    for stage, secs in compiled.compile_times.items():
-        print(f"  [stage] {stage:<14} {secs * 1e3:8.1f} ms")
+    compiled = rt.compile(model, args, progress=lambda stage, secs: print(
+        f"  [stage] {stage:<14} {secs * 1e3:8.1f} ms", flush=True))
     print(f"  compiled in {time.perf_counter() - t0:.2f} s\n")
 
     print(f"{'stage':<8} {'ops':>6}   most frequent")
