@@ -11,8 +11,6 @@ from .dialects.ir import Module
 from .dialects.text import print_module
 from .errors import InputError
 
-STAGES = ("torch", "fused", "planned")
-
 
 def _is_torch_tensor(x: Any) -> bool:
     torch = sys.modules.get("torch")      # never import torch here: a loaded model runs without it
