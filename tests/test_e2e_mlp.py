@@ -100,3 +100,17 @@ def test_wrong_inputs_are_named():
         compiled(np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32))
     with pytest.raises(InputError, match="missing input"):
         compiled()
+
+
+def test_same_size_wrong_shape_is_refused_and_strided_input_still_works():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4)).eval()
+    x = torch.randn(2, 8)
+    compiled = rt.compile(model, (x,))
+    name = compiled.input_names[0]
+    with pytest.raises(InputError, match=rf"input '{name}' has shape \[8, 2\], expected \[2, 8\]"):
+        compiled(np.zeros((8, 2), np.float32))          # same bytes, wrong shape: never run silently
+    strided = np.asfortranarray(x.numpy())               # not C-contiguous: copied, then run
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert rel_err(compiled(strided), want) <= 1e-5

@@ -18,7 +18,9 @@
 #define RT_SPLIT_N_MIN 128
 
 typedef void (*row_fn)(const float *x, float *y, int64_t n);
-static const row_fn acts[] = {NULL, rt_row_relu, rt_row_gelu_tanh, rt_row_gelu_erf};
+static const row_fn acts[RT_ACT_COUNT] = {[RT_ACT_NONE] = NULL, [RT_ACT_RELU] = rt_row_relu,
+                                         [RT_ACT_GELU_TANH] = rt_row_gelu_tanh,
+                                         [RT_ACT_GELU_ERF] = rt_row_gelu_erf};
 
 typedef struct {
     int64_t M, N, K, lda, ldb, ldc;
@@ -144,7 +146,7 @@ int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
             ldc = ip[9];
     int ta = (int)ip[5], tb = (int)ip[6];
     RT_CHECK(ip[5] <= 1 && ip[6] <= 1, "trans_a/trans_b must be 0 or 1");
-    RT_CHECK(ip[16] <= 3, "unknown activation %lld", (long long)ip[16]);
+    RT_CHECK(ip[16] >= 0 && ip[16] < RT_ACT_COUNT, "unknown activation %lld", (long long)ip[16]);
     RT_CHECK(ip[17] == (avail[2] >= 0), "has_bias=%lld but bias operand is %s", (long long)ip[17],
              avail[2] >= 0 ? "present" : "absent");
     RT_CHECK(ip[18] == (avail[3] >= 0), "has_res=%lld but residual operand is %s",

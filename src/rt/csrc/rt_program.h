@@ -36,6 +36,9 @@ enum rt_op_code {
 
 enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I64 = 1, RT_DTYPE_BOOL = 2, RT_DTYPE_I32 = 3, RT_DTYPE_COUNT };
 
+/* MATMUL epilogue activations (ip[16]). */
+enum rt_act { RT_ACT_NONE = 0, RT_ACT_RELU = 1, RT_ACT_GELU_TANH = 2, RT_ACT_GELU_ERF = 3, RT_ACT_COUNT };
+
 /* Kernel return codes. */
 enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2 };
 

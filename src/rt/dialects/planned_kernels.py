@@ -15,12 +15,10 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LoweringError
+from ..kernels._runtime import ACT_CODES, DTYPE_CODES, MAX_NDIM   # the C header's codes
 from .ir import Operation, TensorType
 from .registry import REGISTRY
 
-MAX_NDIM = 6
-ACT_CODES = {"none": 0, "relu": 1, "gelu_tanh": 2, "gelu_erf": 3}
-DTYPE_CODES = {"f32": 0, "i64": 1, "bool": 2, "i32": 3}
 
 
 @dataclass(frozen=True)

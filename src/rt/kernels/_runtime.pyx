@@ -25,6 +25,15 @@ cnp.import_array()
 
 cdef extern from "rt_program.h" nogil:
     enum:
+        RT_MAX_NDIM
+        RT_DTYPE_F32
+        RT_DTYPE_I64
+        RT_DTYPE_BOOL
+        RT_DTYPE_I32
+        RT_ACT_NONE
+        RT_ACT_RELU
+        RT_ACT_GELU_TANH
+        RT_ACT_GELU_ERF
         RT_MAX_ARGS
         RT_MAX_IP
         RT_MAX_FP
@@ -75,7 +84,10 @@ cdef extern from *:
 MAX_ARGS = RT_MAX_ARGS
 MAX_IP = RT_MAX_IP
 MAX_FP = RT_MAX_FP
-DTYPE_CODES = {"f32": 0, "i64": 1, "bool": 2, "i32": 3}
+MAX_NDIM = RT_MAX_NDIM
+DTYPE_CODES = {"f32": RT_DTYPE_F32, "i64": RT_DTYPE_I64, "bool": RT_DTYPE_BOOL, "i32": RT_DTYPE_I32}
+ACT_CODES = {"none": RT_ACT_NONE, "relu": RT_ACT_RELU, "gelu_tanh": RT_ACT_GELU_TANH,
+             "gelu_erf": RT_ACT_GELU_ERF}
 
 RECORD_DTYPE = np.dtype(
     [
@@ -166,6 +178,7 @@ cdef class Program:
     cdef PyThread_type_lock lock
     cdef void *pool[POOL_CAP]
     cdef int npool
+    cdef tuple _in_types, _out_types
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
@@ -295,6 +308,50 @@ cdef class Program:
         if len(inputs) != self.nin or len(outputs) != self.nout:
             raise ValueError(f"expected {self.nin} inputs and {self.nout} outputs, "
                              f"got {len(inputs)} and {len(outputs)}")
+        cdef Py_ssize_t i
+        for i in range(self.nin):
+            self._check_array(inputs[i], self.in_slots[i], f"input {i}", False)
+        for i in range(self.nout):
+            self._check_array(outputs[i], self.out_slots[i], f"output {i}", True)
+        self._execute(inputs, outputs)
+
+    def set_signature(self, list input_types, list output_types):
+        """Declare each input's and output's exact (shape, dtype): enables call()."""
+        if len(input_types) != self.nin or len(output_types) != self.nout:
+            raise ValueError("one (shape, dtype) per input and per output")
+        for i, (shape, dtype) in enumerate(input_types):
+            if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.in_slots[i]]:
+                raise ValueError(f"input {i}: {shape} {dtype} does not fill its slot")
+        for i, (shape, dtype) in enumerate(output_types):
+            if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.out_slots[i]]:
+                raise ValueError(f"output {i}: {shape} {dtype} does not fill its slot")
+        self._in_types = tuple((tuple(s), np.dtype(d).num) for s, d in input_types)
+        self._out_types = tuple((tuple(s), np.dtype(d)) for s, d in output_types)
+
+    def call(self, tuple args):
+        """The fast path: run on positional C-contiguous arrays of exactly the declared shapes and
+        dtypes and return new outputs, or None when an argument does not fit (the caller then
+        checks it the slow way and explains what is wrong)."""
+        if self._in_types is None or len(args) != self.nin:
+            return None
+        cdef Py_ssize_t i
+        cdef cnp.ndarray arr
+        cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        for i in range(self.nin):
+            x = args[i]
+            if type(x) is not np.ndarray:
+                return None
+            arr = <cnp.ndarray>x
+            shape, typenum = self._in_types[i]
+            if (cnp.PyArray_TYPE(arr) != typenum or (cnp.PyArray_FLAGS(arr) & need) != need
+                    or (<object>arr).shape != shape):
+                return None
+        outputs = [np.empty(shape, dtype) for shape, dtype in self._out_types]
+        self._execute(list(args), outputs)
+        return outputs
+
+    cdef _execute(self, list inputs, list outputs):
+        """Bind checked arrays to their slots and run every op in one C call without the GIL."""
         cdef char *stack_slots[STACK_SLOTS]
         cdef char **slots = stack_slots
         if self.nslots > STACK_SLOTS:
@@ -302,20 +359,15 @@ cdef class Program:
             if slots == NULL:
                 raise MemoryError()
         cdef Py_ssize_t i
-        cdef int32_t s
         cdef rt_status st
         cdef int rc
         cdef void *arena = NULL
         try:
             memcpy(slots, self.template, self.nslots * sizeof(char *))
             for i in range(self.nin):
-                s = self.in_slots[i]
-                self._check_array(inputs[i], s, f"input {i}", False)
-                slots[s] = <char *>cnp.PyArray_DATA(<cnp.ndarray>inputs[i])
+                slots[self.in_slots[i]] = <char *>cnp.PyArray_DATA(<cnp.ndarray>inputs[i])
             for i in range(self.nout):
-                s = self.out_slots[i]
-                self._check_array(outputs[i], s, f"output {i}", True)
-                slots[s] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outputs[i])
+                slots[self.out_slots[i]] = <char *>cnp.PyArray_DATA(<cnp.ndarray>outputs[i])
             arena = self._take_arena()
             slots[0] = <char *>arena
             with nogil:

@@ -101,10 +101,15 @@ class CompiledProgram:
         lay = self.layout
         self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
                                         lay.input_slots, lay.output_slots)
-        self._out_specs = [(v.type.shape, v.type.np_dtype) for v in planned.outputs]
+        self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
+                                   [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
+
+    def call(self, args: tuple) -> list[np.ndarray] | None:
+        """Outputs for positional arrays of exactly the planned types, or None if any does not fit."""
+        return self.program.call(args)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        outs = [np.empty(shape, dtype) for shape, dtype in self._out_specs]
+        outs = _outputs_for(self.layout.module)
         self.program.run(inputs, outs)
         return outs
 
