@@ -21,7 +21,7 @@ def _np(x):
     return x.detach().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def check(model, args, kwargs=None, rtol=1e-4):
+def assert_matches_torch(model, args, kwargs=None, rtol=1e-4):
     """Import, verify, run the torch dialect by the reference interpreter and compare with PyTorch:
     max abs error <= rtol * max|torch output| (exact for non-float outputs)."""
     model = model.eval()
@@ -80,7 +80,7 @@ def test_linear_family():
                             torch.mm(x[0], s.w), torch.baddbmm(y[:, :4, :3], x[:, :4], y[:, :, :3], alpha=0.5),
                             torch.matmul(x[0, 0], s.w)),
            lin=lin, w=w)
-    mod = check(m, (rnd(2, 4, 8), rnd(2, 8, 3, seed=1)))
+    mod = assert_matches_torch(m, (rnd(2, 4, 8), rnd(2, 8, 3, seed=1)))
     assert {"torch.linear", "torch.addmm", "torch.matmul", "torch.bmm", "torch.mm", "torch.baddbmm"} <= names(mod)
 
 
@@ -89,7 +89,7 @@ def test_unary_family():
                          F.silu(x), torch.erf(x), torch.exp(x), torch.log(x.abs() + 1), torch.sqrt(x.abs()),
                          torch.rsqrt(x.abs() + 0.5), -x, x.abs(), x.pow(3), x ** 2.0, x.clamp(-0.5, 0.5),
                          torch.reciprocal(x + 10)))
-    mod = check(m, (rnd(3, 16),))
+    mod = assert_matches_torch(m, (rnd(3, 16),))
     assert {"torch.gelu", "torch.pow.Tensor_Scalar", "torch.erf", "torch.clamp", "torch.neg"} <= names(mod)
 
 
@@ -97,7 +97,7 @@ def test_binary_scalars_and_promotion():
     m = Fn(lambda s, x, i: (x + 1, x - 0.5, 2 * x, x / 3, 1.0 - x, x + i, i * 0.5, i + 1, i / 2,
                             torch.maximum(x, x.flip(0) if False else x * 0.3), torch.minimum(x, -x),
                             x.abs().pow(x), x.add(x, alpha=2), x.sub(1, alpha=3)))
-    mod = check(m, (rnd(4, 5), torch.arange(5)))
+    mod = assert_matches_torch(m, (rnd(4, 5), torch.arange(5)))
     consts = [mod.constants[op.attrs["name"]] for op in mod.ops if op.name == "const"]
     assert all(c.ndim == 0 for c in consts)           # Python scalars became 0-d constants
     assert "torch.rsub.Scalar" in names(mod)
@@ -108,7 +108,7 @@ def test_compare_logic_where_masked_fill():
                             x.masked_fill(torch.triu(torch.ones(4, 4, dtype=torch.bool), 1), -1e4),
                             (x >= y) & (x != 0), (x <= y) | (x == y), ~(x > y), torch.logical_not(x < 0),
                             torch.where(x.ge(0.2), 1.0, 0.0), x.masked_fill(y > 0, torch.tensor(2.0))))
-    mod = check(m, (rnd(4, 4), rnd(4, 4, seed=1)))
+    mod = assert_matches_torch(m, (rnd(4, 4), rnd(4, 4, seed=1)))
     assert {"torch.where.self", "torch.masked_fill.Scalar", "torch.triu", "torch.__and__.Tensor"} <= names(mod)
 
 
@@ -122,13 +122,13 @@ def test_normalisation_softmax_reductions():
     with torch.no_grad():
         ln.weight.normal_()
         ln.bias.normal_()
-    mod = check(m, (rnd(2, 4, 16) * 3,))
+    mod = assert_matches_torch(m, (rnd(2, 4, 16) * 3,))
     assert {"torch.softmax.int", "torch.layer_norm", "torch.mean.dim", "torch.sum.dim_IntList"} <= names(mod)
 
 
 def test_softmax_large_values_is_stable():
     m = Fn(lambda s, x: torch.softmax(x, -1))
-    check(m, (rnd(2, 8) * 1e4,))
+    assert_matches_torch(m, (rnd(2, 8) * 1e4,))
 
 
 def test_shape_and_view_family():
@@ -136,7 +136,7 @@ def test_shape_and_view_family():
                          x.unsqueeze(1), x[:, :1].squeeze(1), x.flatten(1), x.flatten(), x[:1].expand(3, 3, 4, 4),
                          x[:, 1:3], x[..., ::2], x[:, -2:], x[:, 0], x[1], x[0, 0].t(), x.transpose(1, 2).contiguous(),
                          torch.cat([x, x * 2], dim=1), torch.stack([x, -x], 0), x.view(24, 4)[None, :, 2:]))
-    mod = check(m, (rnd(2, 3, 4, 4),))
+    mod = assert_matches_torch(m, (rnd(2, 3, 4, 4),))
     for n in ("torch.view", "torch.reshape", "torch.transpose.int", "torch.permute", "torch.unsqueeze",
               "torch.slice.Tensor", "torch.select.int", "torch.cat", "torch.stack", "torch.expand"):
         assert n in names(mod), n
@@ -145,7 +145,7 @@ def test_shape_and_view_family():
 def test_split_like_ops_become_one_slice_per_use():
     m = Fn(lambda s, x: (x.split(4, dim=-1)[0] + x.split(4, dim=-1)[2],
                          sum(x.chunk(3, dim=-1)), x.split([2, 10], dim=-1)[1], sum(x.unbind(1))))
-    mod = check(m, (rnd(2, 3, 12),))
+    mod = assert_matches_torch(m, (rnd(2, 3, 12),))
     ops = names(mod)
     assert not any("split" in n or "chunk" in n or "unbind" in n for n in ops)
     counts = mod.op_counts()
@@ -156,7 +156,7 @@ def test_split_like_ops_become_one_slice_per_use():
 
 def test_split_unused_results_emit_nothing():
     m = Fn(lambda s, x: x.split(4, dim=-1)[1] * 2)
-    mod = check(m, (rnd(2, 12),))
+    mod = assert_matches_torch(m, (rnd(2, 12),))
     assert mod.op_counts()["torch.slice.Tensor"] == 1
 
 
@@ -165,7 +165,7 @@ def test_embedding_and_gathers():
     m = Fn(lambda s, ids: (s.emb(ids), s.emb.weight[ids[0]], torch.index_select(s.emb.weight, 0, ids[1]),
                            torch.gather(s.emb.weight[:4], 1, torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]]))),
            emb=emb)
-    mod = check(m, (torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0)),))
+    mod = assert_matches_torch(m, (torch.randint(0, 50, (2, 7), generator=torch.Generator().manual_seed(0)),))
     assert {"torch.embedding", "torch.index.Tensor", "torch.index_select", "torch.gather"} <= names(mod)
 
 
@@ -175,7 +175,7 @@ def test_creation_casts_and_position_ops():
                          (x > 0).to(torch.float32), (x > 0).long().cumsum(-1), torch.diff(torch.arange(6)[None] * 2),
                          torch.ones_like(x) * torch.zeros_like(x) + torch.full_like(x, 2.0), x.to(torch.float32),
                          x.type_as(torch.ones(1, dtype=torch.float64))))
-    mod = check(m, (rnd(3, 4),))
+    mod = assert_matches_torch(m, (rnd(3, 4),))
     for n in ("torch.arange", "torch.arange.start_step", "torch.ones", "torch.full", "torch.new_ones",
               "torch.cumsum", "torch.diff", "torch.tril"):
         assert n in names(mod), n
@@ -199,7 +199,7 @@ def test_scaled_dot_product_attention(case):
         "scale": lambda s, q, k, v: F.scaled_dot_product_attention(q, k, v, scale=0.37),
         "none": lambda s, q, k, v: F.scaled_dot_product_attention(q, k, v),
     }
-    mod = check(Fn(fns[case]), (q, k, v))
+    mod = assert_matches_torch(Fn(fns[case]), (q, k, v))
     sdpa = [op for op in mod.ops if op.name == "torch.scaled_dot_product_attention"]
     assert len(sdpa) == 1
     assert sdpa[0].attrs.get("is_causal", False) == case.endswith("causal")
@@ -209,18 +209,18 @@ def test_scaled_dot_product_attention(case):
 
 def test_dropout_alias_and_metadata_ops_vanish():
     m = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5), nn.ReLU(), nn.Dropout(0.2))
-    mod = check(m, (rnd(4, 8),))
+    mod = assert_matches_torch(m, (rnd(4, 8),))
     assert names(mod) == {"const", "torch.linear", "torch.relu"}
 
 
 def test_parameters_are_named_constants_sharing_memory():
     model, args = models.mlp(d_in=16, d_hidden=32, d_out=8, batch=4)
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     assert set(mod.constants) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert np.shares_memory(mod.constants["0.weight"], model[0].weight.detach().numpy())
     buf = Fn(lambda s, x: x * s.scale_buf)
     buf.register_buffer("scale_buf", rnd(8))
-    mod = check(buf, (rnd(2, 8),))
+    mod = assert_matches_torch(buf, (rnd(2, 8),))
     assert "scale_buf" in mod.constants
 
 
@@ -352,7 +352,7 @@ BLOCKS = [
 @pytest.mark.parametrize("cfg", BLOCKS, ids=lambda c: "-".join(f"{v}" for v in c.values()))
 def test_hand_written_blocks(cfg):
     model, args = models.transformer_block(**cfg)
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     ops = names(mod)
     assert "torch.layer_norm" in ops and "torch.linear" in ops
     if cfg["attention"] == "sdpa":
@@ -362,9 +362,9 @@ def test_hand_written_blocks(cfg):
 
 
 def test_tiny_lm_and_mlp():
-    check(*models.tiny_lm())
-    check(*models.tiny_lm(attention="sdpa", gelu="erf", batch=2))
-    check(*models.mlp(act="gelu"))
+    assert_matches_torch(*models.tiny_lm())
+    assert_matches_torch(*models.tiny_lm(attention="sdpa", gelu="erf", batch=2))
+    assert_matches_torch(*models.mlp(act="gelu"))
 
 
 GPT2_OPS = {"torch.addmm", "torch.slice.Tensor", "torch.view", "torch.reshape", "torch.transpose.int",
@@ -375,14 +375,14 @@ GPT2_OPS = {"torch.addmm", "torch.slice.Tensor", "torch.view", "torch.reshape", 
 @pytest.mark.parametrize("seq", [1, 7, 64])
 def test_gpt2_body(seq):
     model, args = models.gpt2_body(n_layer=2, seq=seq)
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     assert GPT2_OPS - {"torch.slice.Tensor"} <= names(mod)
     assert [v.name for v in mod.inputs] == ["input_ids"]
 
 
 def test_gpt2_lm_small_has_expected_ops():
     model, args = models.gpt2_lm(n_layer=2, seq=64, n_embd=64, n_head=4, vocab_size=100, n_positions=128)
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     ops = names(mod)
     assert GPT2_OPS <= ops and "torch.linear" in ops
     for mask_op in ("torch.arange", "torch.cumsum", "torch.diff", "torch.index.Tensor", "torch.eq.Tensor",
@@ -395,14 +395,14 @@ def test_gpt2_lm_small_has_expected_ops():
 def test_gpt2_lm_12_layers_seq128():
     model, args = models.gpt2_lm(n_layer=12, seq=128)
     t0 = time.perf_counter()
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     assert mod.op_counts()["torch.scaled_dot_product_attention"] == 12
     assert time.perf_counter() - t0 < 120
 
 
 def test_bert_with_padding_mask():
     model, args = models.bert(n_layer=2, batch=2, seq=16)
-    mod = check(model, args)
+    mod = assert_matches_torch(model, args)
     assert [v.name for v in mod.inputs] == ["input_ids", "attention_mask"]
     assert "torch.scaled_dot_product_attention" in names(mod)
 

@@ -242,7 +242,7 @@ def test_add_layer_norm(rows, cols, with_sum, alias, seed):
 
 # ---------------------------------------------------------------- matmul
 
-def matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bcast_b, pad,
+def assert_matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bcast_b, pad,
                 res_inplace=False):
     arows, acols = (K, M) if ta else (M, K)
     brows, bcols = (N, K) if tb else (K, N)
@@ -280,7 +280,7 @@ def matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bca
        has_bias=st.booleans(), has_res=st.booleans(), alpha=st.sampled_from([1.0, 0.125, -2.0]),
        pad=st.sampled_from([0, 3]), seed=st.integers(0, 2**16))
 def test_matmul_2d(M, N, K, ta, tb, act, has_bias, has_res, alpha, pad, seed):
-    matmul_case(np.random.default_rng(seed), 1, 1, M, N, K, int(ta), int(tb), act, has_bias,
+    assert_matmul_case(np.random.default_rng(seed), 1, 1, M, N, K, int(ta), int(tb), act, has_bias,
                 has_res, alpha, False, pad)
 
 
@@ -289,7 +289,7 @@ def test_matmul_2d(M, N, K, ta, tb, act, has_bias, has_res, alpha, pad, seed):
        act=st.integers(0, 3), has_bias=st.booleans(), has_res=st.booleans(),
        bcast_b=st.booleans(), seed=st.integers(0, 2**16))
 def test_matmul_batched(b1, b2, M, N, K, ta, tb, act, has_bias, has_res, bcast_b, seed):
-    matmul_case(np.random.default_rng(seed), b1, b2, M, N, K, int(ta), int(tb), act, has_bias,
+    assert_matmul_case(np.random.default_rng(seed), b1, b2, M, N, K, int(ta), int(tb), act, has_bias,
                 has_res, 1.0, bcast_b, 0)
 
 
@@ -305,23 +305,23 @@ def test_matmul_split_and_panels(M, N, act, threads):
     set_num_threads(threads)
     try:
         for tb in (0, 1):
-            matmul_case(rng, 1, 1, M, N, 80, 0, tb, act, True, True, 1.0, False, 0)
-            matmul_case(rng, 1, 1, M, N, 80, 1, tb, act, True, False, 0.5, False, 2)
+            assert_matmul_case(rng, 1, 1, M, N, 80, 0, tb, act, True, True, 1.0, False, 0)
+            assert_matmul_case(rng, 1, 1, M, N, 80, 1, tb, act, True, False, 0.5, False, 2)
     finally:
         set_num_threads(saved)
 
 
 @pytest.mark.parametrize("M", [1, 7, 300])
 def test_matmul_residual_is_output(M):
-    matmul_case(np.random.default_rng(1), 1, 1, M, 33, 17, 0, 1, 2, True, True, 1.0, False, 0,
+    assert_matmul_case(np.random.default_rng(1), 1, 1, M, 33, 17, 0, 1, 2, True, True, 1.0, False, 0,
                 res_inplace=True)
-    matmul_case(np.random.default_rng(2), 2, 3, M, 33, 17, 0, 0, 0, False, True, 1.0, True, 0,
+    assert_matmul_case(np.random.default_rng(2), 2, 3, M, 33, 17, 0, 0, 0, False, True, 1.0, True, 0,
                 res_inplace=True)
 
 
 def test_matmul_k_zero():
-    matmul_case(np.random.default_rng(0), 1, 2, 3, 4, 0, 0, 0, 1, True, False, 1.0, False, 0)
-    matmul_case(np.random.default_rng(0), 1, 1, 1, 4, 0, 0, 0, 0, True, True, 1.0, False, 0)
+    assert_matmul_case(np.random.default_rng(0), 1, 2, 3, 4, 0, 0, 0, 1, True, False, 1.0, False, 0)
+    assert_matmul_case(np.random.default_rng(0), 1, 1, 1, 4, 0, 0, 0, 0, True, True, 1.0, False, 0)
 
 
 # ---------------------------------------------------------------- attention

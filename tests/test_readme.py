@@ -14,8 +14,13 @@ def blocks(lang: str) -> list[str]:
 
 
 def test_python_example_runs(tmp_path):
-    for code in blocks("python"):
-        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+    codes = blocks("python")
+    assert codes, "the README has no python example"
+    for code in codes:       # the example asserts its own results (served == compiled)
+        r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "fused.matmul" in r.stdout and "arena_bytes" in r.stdout
+    assert (tmp_path / "mlp.rt").exists()
 
 
 def _runnable(block: str) -> str:
