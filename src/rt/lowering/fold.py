@@ -10,13 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..dialects.ir import Module, Operation, TensorType, Value
-from ..dialects.registry import FOLD_ONLY, REGISTRY, VIEW
+from ..dialects.registry import FOLD_ONLY, REGISTRY, SHAPE_ONLY, VIEW
 from ..errors import LoweringError
 from .passmanager import register_pass
 
-# ops whose tensor operands only lend their shape/dtype (new_ones(x) does not read x's values)
-SHAPE_ONLY_OPERANDS = ("torch.new_ones", "torch.new_zeros", "torch.new_full", "torch.ones_like",
-                       "torch.zeros_like", "torch.full_like")
 BIG_VIEW = 1 << 16     # elements: a view of a constant larger than this stays a view
 
 
@@ -40,7 +37,7 @@ def fold_constants(module: Module) -> int:
             new_ops.append(op)
             continue
         opdef = REGISTRY.get(op.name)
-        shape_only = op.name in SHAPE_ONLY_OPERANDS
+        shape_only = opdef is not None and opdef.has(SHAPE_ONLY)
         present = op.present_operands()
         arrays = [module.const_value(v) if v is not None else None for v in op.operands]
         consts_ok = shape_only or all(a is not None for v, a in zip(op.operands, arrays) if v is not None)
