@@ -24,7 +24,7 @@ import numpy as np
 from . import numerics
 from .ir import DTYPES, TensorType, dtype_name
 from .strides import contiguous_strides, reshape_strides
-from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, INPLACE, VIEW, Attr, broadcast_shapes, op,
+from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, SHAPE_ONLY, INPLACE, VIEW, Attr, broadcast_shapes, op,
                        same_as_first)
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -570,7 +570,8 @@ op("torch.flatten.using_ints", ("self",), _flatten_infer,
    attrs={"start_dim": Attr("int", 0), "end_dim": Attr("int", -1)}, traits=(VIEW,), view=_reshape_view)
 
 
-def _perm_of(attrs, rank):
+def perm_of(attrs, rank):
+    """The permutation a transpose.int / permute / t op applies (dims normalised)."""
     if "dims" in attrs:
         return [_norm_dim(d, rank) for d in attrs["dims"]]
     p = list(range(rank))
@@ -584,18 +585,18 @@ def _perm_of(attrs, rank):
 
 def _permute_infer(types, attrs):
     x = types[0]
-    p = _perm_of(attrs, x.rank)
+    p = perm_of(attrs, x.rank)
     if sorted(p) != list(range(x.rank)):
         raise ValueError(f"{p} is not a permutation of {x.rank} dims")
     return x.with_shape(tuple(x.shape[i] for i in p))
 
 
 def _permute_view(attrs, in_type, in_strides, out_type):
-    return 0, tuple(in_strides[i] for i in _perm_of(attrs, in_type.rank))
+    return 0, tuple(in_strides[i] for i in perm_of(attrs, in_type.rank))
 
 
 def _permute_ref(x, at):
-    return np.transpose(x[0], _perm_of(at, x[0].ndim))
+    return np.transpose(x[0], perm_of(at, x[0].ndim))
 
 
 op("torch.transpose.int", ("self",), _permute_infer, _permute_ref,
@@ -814,7 +815,8 @@ def _fill_op(name, operands, fill, shape_of, dtype_of, extra_attrs):
     def ref(x, at):
         t = infer([None if a is None else TensorType.of(a) for a in x], at)
         return np.full(t.shape, fill(at), dtype=t.np_dtype)
-    op(name, operands, infer, ref, attrs={**extra_attrs, "dtype": _DTYPE_ATTR}, traits=(FOLD_ONLY,))
+    shape_only = (SHAPE_ONLY,) if operands else ()
+    op(name, operands, infer, ref, attrs={**extra_attrs, "dtype": _DTYPE_ATTR}, traits=(FOLD_ONLY,) + shape_only)
 
 
 _SIZE = {"size": Attr("ints")}

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..dialects.ir import Module, Operation, Value
 from ..dialects.registry import REGISTRY
+from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
 from .passmanager import register_pass
 from .rewrite import Builder, scalar_of
@@ -415,22 +416,10 @@ def _reshape(b, op, at, m):
     return reshape(b, op.operands[0], op.result.type.shape)
 
 
-def _perm_of(op, at, rank):
-    if "dims" in at:
-        return [_norm(d, rank) for d in at["dims"]]
-    p = list(range(rank))
-    if "dim0" in at:
-        a, c = _norm(at["dim0"], rank), _norm(at["dim1"], rank)
-        p[a], p[c] = p[c], p[a]
-    elif rank == 2:
-        p = [1, 0]
-    return p
-
-
 @converts("torch.transpose.int", "torch.permute", "torch.t")
 def _permute(b, op, at, m):
     x = op.operands[0]
-    perm = _perm_of(op, at, x.type.rank)
+    perm = perm_of(at, x.type.rank)
     if perm == list(range(x.type.rank)):
         return x
     return b.op("fused.permute", [x], {"perm": perm})
