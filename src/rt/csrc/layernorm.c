@@ -61,28 +61,29 @@ int rt_k_add_layer_norm(const rt_op *op, char *const *arg)
     return RT_OK;
 }
 
-int rt_c_add_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+/* Both norms: operand count, rows/cols/eps, and gamma/beta (at `affine`) plus the out operand. */
+static int check_norm(const rt_op *op, const int64_t *avail, int nargs, int affine, char *msg,
+                      size_t msglen)
 {
-    if (rt_check_nargs(op, 6, msg, msglen) || rt_check_dims(op, 0, 2, msg, msglen)) return 1;
+    if (rt_check_nargs(op, nargs, msg, msglen) || rt_check_dims(op, 0, 2, msg, msglen)) return 1;
     RT_CHECK(op->ip[1] > 0 || op->ip[0] == 0, "cols must be positive");
     RT_CHECK(op->fp[0] >= 0., "eps must be >= 0");
     int64_t n = rt_mul(op->ip[0], op->ip[1]);
     return rt_need(op, avail, 0, n, 4, "x", msg, msglen) ||
-           rt_need(op, avail, 1, n, 4, "residual", msg, msglen) ||
-           rt_need_opt(op, avail, 2, op->ip[1], 4, "gamma", msg, msglen) ||
-           rt_need_opt(op, avail, 3, op->ip[1], 4, "beta", msg, msglen) ||
-           rt_need_opt(op, avail, 4, n, 4, "sum", msg, msglen) ||
-           rt_need(op, avail, 5, n, 4, "out", msg, msglen);
+           rt_need_opt(op, avail, affine, op->ip[1], 4, "gamma", msg, msglen) ||
+           rt_need_opt(op, avail, affine + 1, op->ip[1], 4, "beta", msg, msglen) ||
+           rt_need(op, avail, nargs - 1, n, 4, "out", msg, msglen);
+}
+
+int rt_c_add_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    if (check_norm(op, avail, 6, 2, msg, msglen)) return 1;
+    int64_t n = rt_mul(op->ip[0], op->ip[1]);
+    return rt_need(op, avail, 1, n, 4, "residual", msg, msglen) ||
+           rt_need_opt(op, avail, 4, n, 4, "sum", msg, msglen);
 }
 
 int rt_c_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 4, msg, msglen) || rt_check_dims(op, 0, 2, msg, msglen)) return 1;
-    RT_CHECK(op->ip[1] > 0 || op->ip[0] == 0, "cols must be positive");
-    RT_CHECK(op->fp[0] >= 0., "eps must be >= 0");
-    int64_t n = rt_mul(op->ip[0], op->ip[1]);
-    return rt_need(op, avail, 0, n, 4, "x", msg, msglen) ||
-           rt_need_opt(op, avail, 1, op->ip[1], 4, "gamma", msg, msglen) ||
-           rt_need_opt(op, avail, 2, op->ip[1], 4, "beta", msg, msglen) ||
-           rt_need(op, avail, 3, n, 4, "out", msg, msglen);
+    return check_norm(op, avail, 4, 1, msg, msglen);
 }
