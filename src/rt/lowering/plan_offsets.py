@@ -19,10 +19,28 @@ def lower_bound(spans: dict[Hashable, list[int]], sizes: dict[Hashable, int]) ->
     return peak
 
 
+# orders in which buffers are placed; the smallest arena wins (best fit is a heuristic: no one
+# order is best for every graph, e.g. kernel scratch living one step favours "longest-lived first")
+_PLACEMENT_ORDERS = {
+    "largest first": lambda spans, sizes: lambda b: (-sizes[b], spans[b][0]),
+    "largest area first": lambda spans, sizes: lambda b: (-sizes[b] * (spans[b][1] - spans[b][0] + 1), spans[b][0]),
+    "longest-lived first": lambda spans, sizes: lambda b: (-(spans[b][1] - spans[b][0]), -sizes[b], spans[b][0]),
+}
+
+
 def assign_offsets(spans: dict[Hashable, list[int]], sizes: dict[Hashable, int], align: int):
-    """Largest buffers first; each goes into the smallest gap (among already placed buffers whose
-    lifetimes overlap its own) that fits it, else on top. Returns ({buffer: offset}, arena bytes)."""
-    order = sorted(spans, key=lambda b: (-sizes[b], spans[b][0]))
+    """Place every buffer by best fit (the smallest gap among already placed buffers whose lifetimes
+    overlap its own, else on top), in each of a few orders; keep the smallest arena.
+    Returns ({buffer: offset}, arena bytes)."""
+    best = None
+    for key in _PLACEMENT_ORDERS.values():
+        placed = _best_fit(sorted(spans, key=key(spans, sizes)), spans, sizes, align)
+        if best is None or placed[1] < best[1]:
+            best = placed
+    return best
+
+
+def _best_fit(order, spans, sizes, align):
     placed: list[tuple[int, int, int, int]] = []     # (offset, size, start, end)
     offsets: dict[Hashable, int] = {}
     arena = 0
