@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from rt.kernels import (
     DTYPE_CODES,
     RECORD_DTYPE,
+    attention_scratch_bytes,
     Program,
     get_num_threads,
     op_codes,
@@ -341,8 +342,13 @@ def attention_ref(q, k, v, mask, causal, scale):
     return np.nan_to_num(p) @ v  # a row with no visible key gives zeros, like torch
 
 
-def attn_ip(B, H, Sq, Sk, D, Dv, qs, ks, vs, os_, causal, ms):
-    return [B, H, Sq, Sk, D, Dv, *qs, *ks, *vs, *os_, int(causal), *ms]
+def attn_ip(B, H, Sq, Sk, D, Dv, qs, ks, vs, os_, causal, ms, threads=2):
+    return [B, H, Sq, Sk, D, Dv, *qs, *ks, *vs, *os_, int(causal), *ms, threads]
+
+
+def attn_scratch(Sk, D, Dv, threads=2):
+    """The arena scratch the planner would provide (here a buffer of its own)."""
+    return np.empty(attention_scratch_bytes(Sk, D, Dv, threads) // 4, np.float32)
 
 
 @SETTINGS
@@ -371,7 +377,7 @@ def test_attention_packed_qkv(B, H, S, D, causal, mask_kind, seed):
     row = 3 * H * D
     qs = [S * row, D, row]
     ip = attn_ip(B, H, S, S, D, D, qs, qs, qs, [S * H * D, D, H * D], causal, ms)
-    operands = [(qkv, 0), (qkv, 4 * H * D), (qkv, 8 * H * D), (mask, 0), (out, 0)]
+    operands = [(qkv, 0), (qkv, 4 * H * D), (qkv, 8 * H * D), (mask, 0), (attn_scratch(S, D, D), 0), (out, 0)]
     run_program("ATTENTION", ip, operands, fp=[scale])
     assert_close(np.transpose(out, (0, 2, 1, 3)), ref)
 
@@ -387,7 +393,7 @@ def test_attention_cross(Sq, Sk, D, Dv, causal, seed):
     out = empty((B, H, Sq, Dv))
     c = lambda S, E: [H * S * E, S * E, E]  # noqa: E731
     ip = attn_ip(B, H, Sq, Sk, D, Dv, c(Sq, D), c(Sk, D), c(Sk, Dv), c(Sq, Dv), causal, [0] * 4)
-    run("ATTENTION", ip, [q, k, v, None, out], fp=[0.3])
+    run("ATTENTION", ip, [q, k, v, None, attn_scratch(Sk, D, Dv), out], fp=[0.3])
     assert_close(out, attention_ref(q, k, v, None, causal, 0.3))
 
 
@@ -398,10 +404,36 @@ def test_attention_fully_masked_row_gives_zeros():
     mask[0, 0, 1] = -np.inf
     out = empty((1, 1, 3, 8))
     c = [24, 24, 8]
-    run("ATTENTION", attn_ip(1, 1, 3, 3, 8, 8, c, c, c, c, 0, [9, 9, 3, 1]), [q, k, v, mask, out],
-        fp=[1.0])
+    run("ATTENTION", attn_ip(1, 1, 3, 3, 8, 8, c, c, c, c, 0, [9, 9, 3, 1]),
+        [q, k, v, mask, attn_scratch(3, 8, 8), out], fp=[1.0])
     assert (out[0, 0, 1] == 0).all()
     assert_close(out, attention_ref(q, k, v, mask, False, 1.0))
+
+
+def test_attention_runs_on_no_more_threads_than_its_scratch_holds():
+    rng = np.random.default_rng(3)
+    B, H, S, D = 2, 4, 40, 16
+    q, k, v = rand(rng, B, H, S, D), rand(rng, B, H, S, D), rand(rng, B, H, S, D)
+    c = [H * S * D, S * D, D]
+    saved = get_num_threads()
+    set_num_threads(2)
+    try:
+        out = empty((B, H, S, D))
+        run("ATTENTION", attn_ip(B, H, S, S, D, D, c, c, c, c, 1, [0] * 4, threads=1),
+            [q, k, v, None, attn_scratch(S, D, D, threads=1), out], fp=[0.25])
+    finally:
+        set_num_threads(saved)
+    assert_close(out, attention_ref(q, k, v, None, True, 0.25))
+
+
+def test_attention_scratch_too_small_is_refused():
+    rng = np.random.default_rng(4)
+    q = rand(rng, 1, 1, 8, 8)
+    c = [64, 64, 8]
+    short = np.empty(attention_scratch_bytes(8, 8, 8, 2) // 4 - 1, np.float32)
+    with pytest.raises(ValueError, match="scratch"):
+        run("ATTENTION", attn_ip(1, 1, 8, 8, 8, 8, c, c, c, c, 0, [0] * 4), [q, q, q, None, short,
+                                                                             empty((1, 1, 8, 8))])
 
 
 # ---------------------------------------------------------------- embedding, copy, cast

@@ -21,7 +21,7 @@ typedef struct {
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /* Per-thread scratch floats: packed K^T and V for all keys, plus one query block. */
-static int64_t attn_scratch(int64_t Sk, int64_t D, int64_t Dv)
+int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv)
 {
     int64_t Skp = round_up(Sk, BK), Dvp = round_up(Dv, RT_LANES);
     return round_up(D * Skp + Skp * Dvp + BQ * D + BQ * BK + BQ * Dvp, 16);
@@ -185,10 +185,11 @@ int rt_k_attention(const rt_op *op, char *const *arg)
     int64_t chunks = heads >= 2 * rt_nthreads ? 1 : (2 * rt_nthreads + heads - 1) / heads;
     if (chunks > nqb) chunks = nqb;
     int64_t rows_per_chunk = (nqb + chunks - 1) / chunks * BQ, ntasks = heads * chunks;
-    int64_t per_thread = attn_scratch(Sk, D, Dv);
-    int nth = rt_nthreads < ntasks ? rt_nthreads : (int)ntasks;
-    float *scratch = aligned_alloc(64, (size_t)(per_thread * nth) * sizeof(float));
-    if (!scratch) return RT_ERR_NOMEM;
+    int64_t per_thread = rt_attention_scratch_floats(Sk, D, Dv);
+    /* The plan provides scratch for ip[23] threads; never run more than that. */
+    int64_t slots = ip[23] < ntasks ? ip[23] : ntasks;
+    int nth = rt_nthreads < slots ? rt_nthreads : (int)slots;
+    float *scratch = (float *)arg[4];
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
     for (int64_t t = 0; t < ntasks; t++) {
         int64_t b = t / (H * chunks), h = t / chunks % H, qa = t % chunks * rows_per_chunk;
@@ -198,7 +199,7 @@ int rt_k_attention(const rt_op *op, char *const *arg)
             .k = (const float *)arg[1] + b * ip[9] + h * ip[10],
             .v = (const float *)arg[2] + b * ip[12] + h * ip[13],
             .mask = arg[3] ? (const float *)arg[3] + b * ip[19] + h * ip[20] : NULL,
-            .o = (float *)arg[4] + b * ip[15] + h * ip[16],
+            .o = (float *)arg[5] + b * ip[15] + h * ip[16],
             .Sq = Sq, .Sk = Sk, .D = D, .Dv = Dv,
             .q_ss = ip[8], .k_ss = ip[11], .v_ss = ip[14], .o_ss = ip[17],
             .m_sq = ip[21], .m_sk = ip[22], .causal = (int)ip[18], .scale = (float)op->fp[0]};
@@ -208,17 +209,17 @@ int rt_k_attention(const rt_op *op, char *const *arg)
         else if (qa < qb)
             attn_task(&p, qa, qb, mine);
     }
-    free(scratch);
     return RT_OK;
 }
 
 int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
     const int64_t *ip = op->ip;
-    if (rt_check_nargs(op, 5, msg, msglen) || rt_check_dims(op, 0, 23, msg, msglen)) return 1;
+    if (rt_check_nargs(op, 6, msg, msglen) || rt_check_dims(op, 0, 24, msg, msglen)) return 1;
     int64_t B = ip[0], H = ip[1], Sq = ip[2], Sk = ip[3], D = ip[4], Dv = ip[5];
     RT_CHECK(ip[18] <= 1, "causal must be 0 or 1");
     RT_CHECK(D <= 4096 && Dv <= 4096, "head dims above 4096 are not supported");
+    RT_CHECK(ip[23] >= 1, "scratch must hold at least one thread's share");
     /* Output rows are written by different tasks, so they must not coincide. */
     RT_CHECK((B <= 1 || ip[15] > 0) && (H <= 1 || ip[16] > 0) && (Sq <= 1 || ip[17] > 0),
              "output strides must be nonzero");
@@ -231,5 +232,7 @@ int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msgl
            rt_need(op, avail, 1, rt_reach(4, ks, kst), 4, "k", msg, msglen) ||
            rt_need(op, avail, 2, rt_reach(4, vs, vst), 4, "v", msg, msglen) ||
            rt_need_opt(op, avail, 3, rt_reach(4, ms, mst), 4, "mask", msg, msglen) ||
-           rt_need(op, avail, 4, rt_reach(4, os, ost), 4, "out", msg, msglen);
+           rt_need(op, avail, 4, rt_mul(rt_attention_scratch_floats(Sk, D, Dv), ip[23]), 4,
+                   "scratch", msg, msglen) ||
+           rt_need(op, avail, 5, rt_reach(4, os, ost), 4, "out", msg, msglen);
 }

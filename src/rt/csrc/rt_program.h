@@ -63,6 +63,9 @@ typedef struct rt_status {
 
 const char *rt_op_name(int32_t code); /* NULL when out of range */
 
+/* Scratch floats one thread of ATTENTION needs (the planner sizes its scratch buffer with it). */
+int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv);
+
 /* Validate a whole program once. Returns the index of the first bad op (message in
  * msg), or -1 when all ops are valid. */
 int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,

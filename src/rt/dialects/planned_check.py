@@ -49,19 +49,23 @@ def verify_plan(m: Module) -> None:
     for v in m.inputs:
         if v.storage is None or v.storage.kind != "input":
             raise VerificationError(f"input %{v.name} must have input storage")
-    bufs = arena_lifetimes(m)
-    for i, (a, sa, ea) in enumerate(bufs):
-        for b, sb, eb in bufs[i + 1:]:
-            if sa > eb or sb > ea:
+    # (what, offset, size, first step, last step, value or None for kernel scratch)
+    regions = [(f"%{v.name}", v.storage.offset, v.storage.size, s, e, v) for v, s, e in arena_lifetimes(m)]
+    for step, op in enumerate(m.ops):
+        if op.attrs.get("scratch") is not None:
+            off, size, _ = op.attrs["scratch"]
+            if off % ALIGN or (arena is not None and off + size > arena):
+                raise VerificationError(f"op {op.name} (%{op.result.name}): scratch [{off}, {off + size}) is "
+                                        f"misaligned or leaves the arena")
+            regions.append((f"scratch of %{op.result.name}", off, size, step, step, None))
+    for i, (na, oa, za, sa, ea, a) in enumerate(regions):
+        for nb, ob, zb, sb, eb, b in regions[i + 1:]:
+            if sa > eb or sb > ea or max(oa, ob) >= min(oa + za, ob + zb):
                 continue
-            lo = max(a.storage.offset, b.storage.offset)
-            hi = min(a.storage.offset + a.storage.size, b.storage.offset + b.storage.size)
-            if lo >= hi:
-                continue
-            op = b.producer
+            op = m.ops[max(sb, sa)]
             inplace = REGISTRY[op.name].extra.get("inplace_operands", ())
-            in_place = (ea == sb and a.storage.offset == b.storage.offset
+            in_place = (a is not None and b is not None and ea == sb and oa == ob
                         and any(i < len(op.operands) and op.operands[i] is a for i in inplace))
             if not in_place:
-                raise VerificationError(f"op {op.name} (%{b.name}): its buffer overlaps %{a.name}'s "
-                                        f"while both are live (steps {sa}-{ea} and {sb}-{eb})")
+                raise VerificationError(f"op {op.name} (%{op.result.name}): {nb} overlaps {na} while both "
+                                        f"are live (steps {sa}-{ea} and {sb}-{eb})")

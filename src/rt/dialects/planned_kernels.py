@@ -15,9 +15,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LoweringError
-from ..kernels._runtime import ACT_CODES, DTYPE_CODES, MAX_NDIM   # the C header's codes
+from ..kernels._runtime import ACT_CODES, DTYPE_CODES, MAX_NDIM, attention_scratch_bytes  # from C
 from .ir import Operation, TensorType
-from .registry import REGISTRY
+from .registry import REGISTRY, Attr
 
 
 
@@ -33,16 +33,27 @@ Encoded = tuple[list["Operand | None"], list[int], list[float]]     # (args incl
 Encoder = Callable[[Operation, list["Operand | None"], Operand], Encoded]
 
 
-def kernel(name: str, c_op: str, strided: tuple[int, ...] = (), inplace: tuple[int, ...] = ()):
-    """Declare that planned op `name` runs as C op `c_op`, encoded by the decorated function."""
+def kernel(name: str, c_op: str, strided: tuple[int, ...] = (), inplace: tuple[int, ...] = (),
+           scratch: Callable[[Operation, int], int] | None = None):
+    """Declare that planned op `name` runs as C op `c_op`, encoded by the decorated function.
+    `scratch(op, threads)` gives the bytes of arena scratch the kernel needs; the planner then
+    places it and records it in the op's `scratch = [offset, bytes, threads]` attribute."""
     def deco(fn: Encoder) -> Encoder:
-        extra = REGISTRY[name].extra
-        extra["c_op"] = c_op
-        extra["encode"] = fn
-        extra["strided_operands"] = strided
-        extra["inplace_operands"] = inplace
+        opdef = REGISTRY[name]
+        opdef.extra.update(c_op=c_op, encode=fn, strided_operands=strided, inplace_operands=inplace)
+        if scratch is not None:
+            opdef.extra["scratch"] = scratch
+            opdef.attrs["scratch"] = Attr("ints", None, optional=True)
         return fn
     return deco
+
+
+def scratch_operand(op: Operation) -> tuple[Operand, int]:
+    """The arena scratch the planner gave `op`, and the thread count it was sized for."""
+    if op.attrs.get("scratch") is None:
+        raise LoweringError(f"{op.name} (%{op.result.name}) has no planned scratch")
+    offset, nbytes, threads = op.attrs["scratch"]
+    return Operand(0, offset, (1,), TensorType((nbytes // 4,), "f32")), threads
 
 
 def _need_f32(op: Operation, *vals: Operand | None) -> None:
@@ -193,7 +204,12 @@ def _bhs(v: Operand) -> list[int]:
     return list(v.strides[:3])
 
 
-@kernel("planned.attention", "ATTENTION", strided=(0, 1, 2, 3))
+def _attention_scratch(op: Operation, threads: int) -> int:
+    q, k, v = (o.type for o in op.operands[:3])
+    return attention_scratch_bytes(k.shape[-2], q.shape[-1], v.shape[-1], threads)
+
+
+@kernel("planned.attention", "ATTENTION", strided=(0, 1, 2, 3), scratch=_attention_scratch)
 def _attention(op, args, out):
     q, k, v, mask = (list(args) + [None] * 4)[:4]
     _need_f32(op, q, k, v, mask, out)
@@ -215,8 +231,9 @@ def _attention(op, args, out):
         m = [0 if dim == 1 else s for dim, s in zip(shape4, strides4)]
         if not four:    # a rank-3 problem has no head dim: [B, Sq, Sk] masks map to (b, -, q, k)
             m = [m[1], 0, m[2], m[3]]
+    scratch, threads = scratch_operand(op)
     ip = [b, h, sq, sk, d, dv] + _bhs(q) + _bhs(k) + _bhs(v) + o + [int(op.attrs.get("causal", False))] + m
-    return [q, k, v, mask, out], ip, [float(op.attrs.get("scale", 1.0))]
+    return [q, k, v, mask, scratch, out], ip + [threads], [float(op.attrs.get("scale", 1.0))]
 
 
 # ---- gathers and casts ----------------------------------------------------------------------

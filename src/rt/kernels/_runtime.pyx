@@ -57,6 +57,7 @@ cdef extern from "rt_program.h" nogil:
         int64_t detail
 
     const char *rt_op_name(int32_t code)
+    int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv)
     int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
                              int64_t nslots, char *msg, size_t msglen)
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
@@ -131,6 +132,11 @@ def set_num_threads(int n):
     if n < 1:
         raise ValueError(f"need at least one thread, got {n}")
     rt_set_num_threads(n)
+
+
+def attention_scratch_bytes(int64_t Sk, int64_t D, int64_t Dv, int threads):
+    """Bytes of scratch ATTENTION needs to run on `threads` threads (the formula lives in C)."""
+    return rt_attention_scratch_floats(Sk, D, Dv) * threads * 4
 
 
 def get_num_threads():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..dialects.ir import Module, Operation, Storage, Value
 from ..dialects.registry import REGISTRY, VIEW
 from ..errors import LoweringError
+from ..kernels import get_num_threads
 from ..dialects.strides import contiguous_strides, is_contiguous
 from .plan_offsets import assign_offsets, lower_bound
 from .plan_order import choose_order
@@ -152,13 +153,31 @@ def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
     return group, spans, sizes
 
 
+def _scratch_buffers(m: Module, spans: dict, sizes: dict) -> dict:
+    """Kernel scratch (registry fact `scratch(op, threads)`) as buffers live at their op's step only,
+    sized for the current thread count (a kernel never runs on more threads than its scratch holds)."""
+    threads = get_num_threads()
+    keys = {}
+    for step, op in enumerate(m.ops):
+        need = REGISTRY[op.name].extra.get("scratch") if op.name != "const" else None
+        if need is not None:
+            key = ("scratch", step, threads)
+            spans[key] = [step, step]
+            sizes[key] = _align(need(op, threads))
+            keys[op] = key
+    return keys
+
+
 def to_planned(fused: Module) -> Module:
     m = fused.clone(_planned_name)
     layout = _resolve_views(m)
     out_index = _own_outputs(m, layout)
     m.ops = choose_order(m, layout_root=lambda v: layout[v].root, outputs=set(out_index))
     group, spans, sizes = _buffers(m, layout, out_index)
+    scratch = _scratch_buffers(m, spans, sizes)
     offsets, arena = assign_offsets(spans, sizes, ALIGN)
+    for op, key in scratch.items():
+        op.attrs["scratch"] = [offsets[key], sizes[key], key[2]]
     for i, v in enumerate(m.inputs):
         v.storage = Storage("input", index=i)
     for op in m.ops:
@@ -178,7 +197,7 @@ def to_planned(fused: Module) -> Module:
         "arena_bytes": arena,
         "lower_bound_bytes": lower_bound(spans, sizes),
         "no_reuse_bytes": sum(_align(op.result.type.nbytes) for op in m.ops
-                              if op.result.storage.kind == "arena"),
+                              if op.result.storage.kind == "arena") + sum(sizes[k] for k in scratch.values()),
     }
     m.invalidate_names()
     return m
