@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from rt.kernels import (
     DTYPE_CODES,
+    HAVE_ONEDNN,
+    MATMUL_B_MODES,
     RECORD_DTYPE,
     attention_scratch_bytes,
     Program,
@@ -36,8 +38,9 @@ def run(name, ip, arrays, fp=()):
     run_single(OPS[name], record(ip, fp), arrays)
 
 
-def run_program(name, ip, operands, fp=()):
-    """One-op Program where operands are (array, byte offset) pairs sharing slots by identity."""
+def run_program(name, ip, operands, fp=(), constant=()):
+    """One-op Program where operands are (array, byte offset) pairs sharing slots by identity; the
+    operands at the indices in `constant` are bound as constants (when the Program is built)."""
     arrays = []
     for arr, _ in operands:
         if arr is not None and not any(arr is a for a in arrays):
@@ -50,8 +53,9 @@ def run_program(name, ip, operands, fp=()):
     for i, (arr, off) in enumerate(operands):
         rec["slot"][0, i], rec["offset"][0, i] = -1 if arr is None else slot_of(arr), off
     out = operands[-1][0]
-    inputs = [a for a in arrays if a is not out]
-    prog = Program(rec, [0] + [a.nbytes for a in arrays], {}, [slot_of(a) for a in inputs],
+    consts = {slot_of(operands[i][0]): operands[i][0] for i in constant}
+    inputs = [a for a in arrays if a is not out and slot_of(a) not in consts]
+    prog = Program(rec, [0] + [a.nbytes for a in arrays], consts, [slot_of(a) for a in inputs],
                    [slot_of(out)])
     prog.run(inputs, [out])
 
@@ -244,7 +248,7 @@ def test_add_layer_norm(rows, cols, with_sum, alias, seed):
 # ---------------------------------------------------------------- matmul
 
 def assert_matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alpha, bcast_b, pad,
-                res_inplace=False):
+                res_inplace=False, b_mode="blas"):
     arows, acols = (K, M) if ta else (M, K)
     brows, bcols = (N, K) if tb else (K, N)
     lda, ldb, ldc = max(acols, 1) + pad, max(bcols, 1) + pad, max(N, 1) + pad
@@ -269,8 +273,11 @@ def assert_matmul_case(rng, b1, b2, M, N, K, ta, tb, act, has_bias, has_res, alp
     sb = (0, 0) if bcast_b else (b2 * brows * ldb, brows * ldb)
     ip = [b1, b2, M, N, K, ta, tb, lda, ldb, ldc,
           b2 * arows * lda, arows * lda, *sb, b2 * M * ldc, M * ldc,
-          act, int(has_bias), int(has_res)]
-    run("MATMUL", ip, [a, b, bias, res, out], fp=[alpha])
+          act, int(has_bias), int(has_res), MATMUL_B_MODES[b_mode]]
+    if b_mode == "blas":
+        run("MATMUL", ip, [a, b, bias, res, out], fp=[alpha])
+    else:   # oneDNN takes B as a constant, prepared when the program is built
+        run_program("MATMUL", ip, [(x, 0) for x in (a, b, bias, res, out)], fp=[alpha], constant=(1,))
     assert_close(out[..., :N], ref)
     if pad and not res_inplace:  # padding columns of C are never written
         assert np.isnan(out[..., N:]).all()
@@ -318,6 +325,73 @@ def test_matmul_residual_is_output(M):
                 res_inplace=True)
     assert_matmul_case(np.random.default_rng(2), 2, 3, M, 33, 17, 0, 0, 0, False, True, 1.0, True, 0,
                 res_inplace=True)
+
+
+needs_onednn = pytest.mark.skipif(not HAVE_ONEDNN, reason="built without oneDNN (-Donednn=false)")
+
+
+@needs_onednn
+@SETTINGS
+@given(M=SIZES, N=SIZES, K=SIZES, ta=st.booleans(), tb=st.booleans(), act=st.integers(0, 3),
+       has_bias=st.booleans(), res=st.sampled_from(["none", "other", "output"]),
+       pad=st.sampled_from([0, 3]), b_mode=st.sampled_from(["onednn", "packed"]),
+       threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16))
+def test_matmul_onednn(M, N, K, ta, tb, act, has_bias, res, pad, b_mode, threads, seed):
+    """oneDNN with B read in place or packed once: every epilogue (bias, residual beside or in the
+    output, activation), strided A/B/C, and thread counts other than the one it was built with."""
+    saved = get_num_threads()
+    set_num_threads(threads)
+    try:
+        assert_matmul_case(np.random.default_rng(seed), 1, 1, M, N, K, int(ta), int(tb), act, has_bias,
+                           res != "none", 1.0, False, pad, res_inplace=res == "output", b_mode=b_mode)
+    finally:
+        set_num_threads(saved)
+
+
+@needs_onednn
+def test_matmul_onednn_program_survives_thread_count_changes():
+    """One prepared program run at 2, 1, 3 then 2 threads again: a primitive per thread count."""
+    rng = np.random.default_rng(5)
+    a, b, bias = rand(rng, 64, 96), rand(rng, 96, 80), rand(rng, 80)
+    out = empty((64, 80))
+    ip = [1, 1, 64, 80, 96, 0, 0, 96, 80, 80, 0, 0, 0, 0, 0, 0, 1, 1, 0, MATMUL_B_MODES["packed"]]
+    rec = np.zeros(1, RECORD_DTYPE)
+    rec["code"], rec["nargs"], rec["slot"] = OPS["MATMUL"], 5, [[1, 2, 3, -1, 4, -1, -1, -1]]
+    rec["ip"][0, :len(ip)] = ip
+    rec["fp"][0, 0] = 1.0
+    prog = Program(rec, [0, a.nbytes, b.nbytes, bias.nbytes, out.nbytes], {2: b, 3: bias}, [1], [4])
+    saved = get_num_threads()
+    try:
+        for threads in (2, 1, 3, 2):
+            set_num_threads(threads)
+            out[:] = np.nan
+            prog.run([a], [out])
+            assert_close(out, ACTS[1](a.astype(np.float64) @ b + bias))
+    finally:
+        set_num_threads(saved)
+
+
+@needs_onednn
+@pytest.mark.parametrize("change, message", [
+    (lambda ip, fp: ip.__setitem__(0, 2), "one batch, alpha 1 and K > 0"),
+    (lambda ip, fp: fp.__setitem__(0, 0.5), "one batch, alpha 1 and K > 0"),
+    (lambda ip, fp: ip.__setitem__(19, 7), "unknown b_mode"),
+])
+def test_matmul_onednn_refuses_what_it_cannot_run(change, message):
+    ip = [1, 1, 4, 4, 4, 0, 0, 4, 4, 4, 64, 16, 0, 0, 64, 16, 0, 0, 0, MATMUL_B_MODES["packed"]]
+    fp = [1.0]
+    change(ip, fp)
+    a, b, out = np.ones((2, 4, 4), np.float32), np.ones((4, 4), np.float32), empty((2, 4, 4))
+    with pytest.raises(ValueError, match=message):
+        run_program("MATMUL", ip, [(a, 0), (b, 0), (None, 0), (None, 0), (out, 0)], fp=fp, constant=(1,))
+
+
+@needs_onednn
+def test_matmul_onednn_needs_a_constant_b():
+    a, b, out = np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), empty((4, 4))
+    ip = [1, 1, 4, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES["onednn"]]
+    with pytest.raises(ValueError, match="B must be a constant"):
+        run_program("MATMUL", ip, [(a, 0), (b, 0), (None, 0), (None, 0), (out, 0)], fp=[1.0])
 
 
 def test_matmul_k_zero():

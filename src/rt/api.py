@@ -21,12 +21,15 @@ class CompiledModel:
     """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
     same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan."""
 
-    def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None):
+    def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None,
+                 drop_packed: Callable[[np.ndarray], None] | None = None):
+        """drop_packed(constant), when given, is called once the runtime holds a packed copy of that
+        constant and reads the original no more (a loaded model gives its file pages back)."""
         from .kernels.executor import CompiledProgram
         self.stages = stages
         self.planned = stages["planned"]
         self.compile_times = timings or {}
-        self._program = CompiledProgram(self.planned)
+        self._program = CompiledProgram(self.planned, drop_packed)
         self._input_specs = [(v.type.shape, v.type.np_dtype) for v in self.planned.inputs]
 
     # ---- calling ------------------------------------------------------------------------------
@@ -197,9 +200,9 @@ def load(path: str) -> CompiledModel:
     from .errors import ModelFileError, VerificationError
     from .serialize import load_model
 
-    stages, _ = load_model(path)
+    stages, _, weights = load_model(path)
     try:
         verify_module(stages["planned"], "planned")
     except VerificationError as e:
         raise ModelFileError(f"{path}: the saved program does not verify: {e}") from None
-    return CompiledModel(stages)
+    return CompiledModel(stages, drop_packed=weights.drop)

@@ -71,7 +71,29 @@ def _refuse(path: str, why: str) -> ModelFileError:
     return ModelFileError(f"{path}: {why}")
 
 
-def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], dict]:
+class MappedWeights:
+    """The file's weights, memory-mapped. `drop(arr)` gives a constant's pages back to the OS (they
+    come back from the file if read again): for weights the runtime has copied into its own layout."""
+
+    def __init__(self, mapped: mmap.mmap | None):
+        self.mapped = mapped
+        self.base = np.frombuffer(mapped, np.uint8).ctypes.data if mapped is not None else 0
+
+    def drop(self, arr: np.ndarray) -> None:
+        if self.mapped is None or not self.base <= arr.ctypes.data < self.base + len(self.mapped):
+            return
+        start = arr.ctypes.data - self.base
+        lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = (start + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > lo:
+            self.mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    def drop_all(self) -> None:
+        if self.mapped is not None:
+            self.mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], dict, MappedWeights]:
     """Read a saved model: (stages, plan facts). The planned stage's constants are views of the mapped file."""
     try:
         f = open(path, "rb")
@@ -117,10 +139,12 @@ def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], d
         constants[e["name"]] = arr
     if check_data and data_crc != header["data_crc32"]:
         raise _refuse(path, "corrupt weights (checksum mismatch)")
+    weights = MappedWeights(mapped)
+    weights.drop_all()   # read only for the checksum: what runs will fault back in what it reads
     try:
         stages = {stage: parse_module(text, constants if stage == "planned" else None)
                   for stage, text in header["ir"].items()}
     except RtError as e:
         raise _refuse(path, f"corrupt IR: {e}") from None
     stages["planned"].meta["plan"] = header["plan"]
-    return stages, header["plan"]
+    return stages, header["plan"], weights

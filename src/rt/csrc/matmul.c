@@ -115,6 +115,9 @@ int rt_k_matmul(const rt_op *op, char *const *arg)
                    .lda = ip[7], .ldb = ip[8], .ldc = ip[9], .alpha = (float)op->fp[0],
                    .bias = (const float *)arg[2], .act = acts[ip[16]]};
     if (p.M == 0 || p.N == 0 || nb == 0) return RT_OK;
+#ifdef RT_HAVE_ONEDNN
+    if (op->state) return rt_matmul_onednn(op, arg);
+#endif
     /* A residual that is the output itself (same layout by the ABI) goes through beta. */
     p.beta = res == c ? 1.f : 0.f;
     if (res == c) res = NULL;
@@ -141,12 +144,18 @@ static int64_t mat_reach(int64_t b1, int64_t b2, int64_t s1, int64_t s2, int64_t
 int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
     const int64_t *ip = op->ip;
-    if (rt_check_nargs(op, 5, msg, msglen) || rt_check_dims(op, 0, 19, msg, msglen)) return 1;
+    if (rt_check_nargs(op, 5, msg, msglen) || rt_check_dims(op, 0, 20, msg, msglen)) return 1;
     int64_t b1 = ip[0], b2 = ip[1], M = ip[2], N = ip[3], K = ip[4], lda = ip[7], ldb = ip[8],
             ldc = ip[9];
     int ta = (int)ip[5], tb = (int)ip[6];
     RT_CHECK(ip[5] <= 1 && ip[6] <= 1, "trans_a/trans_b must be 0 or 1");
     RT_CHECK(ip[16] >= 0 && ip[16] < RT_ACT_COUNT, "unknown activation %lld", (long long)ip[16]);
+    RT_CHECK(ip[19] >= RT_MATMUL_B_BLAS && ip[19] <= RT_MATMUL_B_PACKED, "unknown b_mode %lld",
+             (long long)ip[19]);
+    RT_CHECK(ip[19] == RT_MATMUL_B_BLAS || rt_have_onednn(), "b_mode %lld needs oneDNN; this build has none",
+             (long long)ip[19]);
+    RT_CHECK(ip[19] == RT_MATMUL_B_BLAS || (b1 == 1 && b2 == 1 && op->fp[0] == 1.0 && K > 0),
+             "oneDNN matmuls take one batch, alpha 1 and K > 0");
     RT_CHECK(ip[17] == (avail[2] >= 0), "has_bias=%lld but bias operand is %s", (long long)ip[17],
              avail[2] >= 0 ? "present" : "absent");
     RT_CHECK(ip[18] == (avail[3] >= 0), "has_res=%lld but residual operand is %s",

@@ -21,6 +21,38 @@ static const rt_checker_fn checkers[RT_OP_COUNT] = {
 #undef RT_OP
 };
 
+/* Ops that make something once before they run (rt_op_prepare), and how it is freed. */
+typedef int (*rt_prepare_fn)(rt_op *op, char *const *arg, char *msg, size_t msglen);
+typedef void (*rt_release_fn)(void *state);
+#ifdef RT_HAVE_ONEDNN
+static const rt_prepare_fn preparers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_p_matmul};
+static const rt_release_fn releasers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_r_matmul};
+int rt_have_onednn(void) { return 1; }
+#else
+static const rt_prepare_fn preparers[RT_OP_COUNT];
+static const rt_release_fn releasers[RT_OP_COUNT];
+int rt_have_onednn(void) { return 0; }
+#endif
+
+int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen)
+{
+    op->state = NULL;
+    return preparers[op->code] ? preparers[op->code](op, arg, msg, msglen) : 0;
+}
+
+void rt_program_prepared(void)
+{
+#ifdef RT_HAVE_ONEDNN
+    rt_onednn_trim();
+#endif
+}
+
+void rt_op_release(rt_op *op)
+{
+    if (op->state && releasers[op->code]) releasers[op->code](op->state);
+    op->state = NULL;
+}
+
 const char *rt_op_name(int32_t code)
 {
     return code >= 0 && code < RT_OP_COUNT ? op_names[code] : NULL;

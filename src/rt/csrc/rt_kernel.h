@@ -44,6 +44,14 @@ extern int rt_nthreads;
             for (int64_t i = 0; i < rt_n_; i++) { __VA_ARGS__ }                        \
     } while (0)
 
+#ifdef RT_HAVE_ONEDNN
+/* matmul_onednn.c: MATMUL ops whose b_mode picks oneDNN (op->state made by rt_p_matmul). */
+int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_r_matmul(void *state);
+int rt_matmul_onednn(const rt_op *op, char *const *arg);
+void rt_onednn_trim(void);
+#endif
+
 /* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
 void rt_set_error_detail(int64_t detail);
 

@@ -18,14 +18,16 @@ typedef struct rt_op {
     int64_t offset[RT_MAX_ARGS]; /* byte offset inside the slot */
     int64_t ip[RT_MAX_IP];       /* integer params, layout per op in rt_ops.def */
     double fp[RT_MAX_FP];        /* float params */
+    void *state;                 /* what rt_op_prepare made for the op (NULL from Python) */
 } rt_op;
 
 /* Changing the record is an ABI break for saved programs: these pin it. */
-_Static_assert(sizeof(rt_op) == 456, "rt_op size");
+_Static_assert(sizeof(rt_op) == 464, "rt_op size");
 _Static_assert(offsetof(rt_op, slot) == 8, "rt_op.slot");
 _Static_assert(offsetof(rt_op, offset) == 40, "rt_op.offset");
 _Static_assert(offsetof(rt_op, ip) == 104, "rt_op.ip");
 _Static_assert(offsetof(rt_op, fp) == 424, "rt_op.fp");
+_Static_assert(offsetof(rt_op, state) == 456, "rt_op.state");
 
 enum rt_op_code {
 #define RT_OP(name, kernel, checker) RT_OP_##name,
@@ -40,7 +42,11 @@ enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I64 = 1, RT_DTYPE_BOOL = 2, RT_DTYPE_
 enum rt_act { RT_ACT_NONE = 0, RT_ACT_RELU = 1, RT_ACT_GELU_TANH = 2, RT_ACT_GELU_ERF = 3, RT_ACT_COUNT };
 
 /* Kernel return codes. */
-enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2 };
+enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2, RT_ERR_BACKEND = 3 };
+
+/* How MATMUL reads B (ip[19]): BLAS; oneDNN reading the constant B in place; oneDNN reading
+ * a copy of the constant B reordered once into the layout its kernel prefers. */
+enum rt_matmul_b { RT_MATMUL_B_BLAS = 0, RT_MATMUL_B_ONEDNN = 1, RT_MATMUL_B_PACKED = 2 };
 
 /* arg[i] = slot base + offset, or NULL when absent. Returns RT_OK or an rt_error. */
 typedef int (*rt_kernel_fn)(const rt_op *op, char *const *arg);
@@ -70,6 +76,16 @@ int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv);
  * msg), or -1 when all ops are valid. */
 int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
                          int64_t nslots, char *msg, size_t msglen);
+
+/* Make what a validated op needs before it can run (oneDNN primitives, packed weights)
+ * and store it in op->state; arg as at run time, with NULL for arena, input and output
+ * operands. Returns 0, or nonzero with a message. rt_op_release frees it. */
+int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_op_release(rt_op *op);
+/* Called once a program's ops are all prepared: gives back memory only preparing needed. */
+void rt_program_prepared(void);
+/* Whether rt was built with oneDNN (MATMUL's ip[19] may then be nonzero). */
+int rt_have_onednn(void);
 
 /* Run a validated program; slots[i] is the base address of slot i. Returns status.code. */
 int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st);

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LoweringError
-from ..kernels._runtime import ACT_CODES, DTYPE_CODES, MAX_NDIM, attention_scratch_bytes  # from C
+from ..kernels._runtime import (ACT_CODES, DTYPE_CODES, HAVE_ONEDNN, MATMUL_B_MODES, MAX_NDIM,  # from C
+                                attention_scratch_bytes)
 from .ir import Operation, TensorType
 from .registry import REGISTRY, Attr
 
@@ -117,9 +118,24 @@ def _matmul(op, args, out):
         batch.insert(0, 1)
         for s in (sa, sb, sc):
             s.insert(0, 0)
+    alpha = float(at.get("alpha", 1.0))
     ip = [batch[0], batch[1], m, n, k, int(ta), int(tb), lda, ldb, ldc, sa[0], sa[1], sb[0], sb[1],
-          sc[0], sc[1], ACT_CODES[at.get("act", "none")], int(bias is not None), int(res is not None)]
-    return [a, b, bias, res, out], ip, [float(at.get("alpha", 1.0))]
+          sc[0], sc[1], ACT_CODES[at.get("act", "none")], int(bias is not None), int(res is not None),
+          MATMUL_B_MODES[_matmul_b_mode(op, m, k, batch, alpha)]]
+    return [a, b, bias, res, out], ip, [alpha]
+
+
+def _matmul_b_mode(op: Operation, m: int, k: int, batch: list[int], alpha: float) -> str:
+    """oneDNN, with B packed once, for a product of several rows with constant weights (its kernels
+    beat BLAS there, docs/kernels.md); BLAS for the rest, and gemv for one row (bandwidth-bound: the
+    packed layout gains nothing). ProgramLayout.encode demotes "packed" to "onednn" (B read in place)
+    when another op reads the same constant, so weights are never held twice."""
+    st = op.operands[1].storage
+    if st.kind == "view":
+        st = st.base.storage
+    if HAVE_ONEDNN and st.kind == "const" and m > 1 and k > 0 and batch == [1, 1] and alpha == 1.0:
+        return "packed"
+    return "blas"
 
 
 # ---- elementwise ----------------------------------------------------------------------------

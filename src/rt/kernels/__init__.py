@@ -2,6 +2,8 @@
 
 from rt.kernels._runtime import (
     DTYPE_CODES,
+    HAVE_ONEDNN,
+    MATMUL_B_MODES,
     MAX_ARGS,
     MAX_FP,
     MAX_IP,
@@ -17,6 +19,8 @@ from rt.kernels._runtime import (
 
 __all__ = [
     "DTYPE_CODES",
+    "HAVE_ONEDNN",
+    "MATMUL_B_MODES",
     "MAX_ARGS",
     "MAX_FP",
     "MAX_IP",

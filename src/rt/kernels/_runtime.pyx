@@ -41,7 +41,11 @@ cdef extern from "rt_program.h" nogil:
         RT_OK
         RT_ERR_INDEX
         RT_ERR_NOMEM
+        RT_ERR_BACKEND
         RT_OP_EMBEDDING
+        RT_MATMUL_B_BLAS
+        RT_MATMUL_B_ONEDNN
+        RT_MATMUL_B_PACKED
 
     ctypedef struct rt_op:
         int32_t code
@@ -50,6 +54,7 @@ cdef extern from "rt_program.h" nogil:
         int64_t offset[8]
         int64_t ip[40]
         double fp[4]
+        void *state
 
     ctypedef struct rt_status:
         int32_t code
@@ -61,6 +66,10 @@ cdef extern from "rt_program.h" nogil:
     int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
                              int64_t nslots, char *msg, size_t msglen)
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
+    int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen)
+    void rt_op_release(rt_op *op)
+    void rt_program_prepared()
+    int rt_have_onednn()
     void rt_set_num_threads(int n)
     int rt_get_num_threads()
 
@@ -68,9 +77,9 @@ cdef extern from *:
     """
     #include <stdlib.h>
     #include "rt_program.h"
-    static const size_t rt_record_layout_[7] = {
+    static const size_t rt_record_layout_[8] = {
         sizeof(rt_op), offsetof(rt_op, code), offsetof(rt_op, nargs), offsetof(rt_op, slot),
-        offsetof(rt_op, offset), offsetof(rt_op, ip), offsetof(rt_op, fp)};
+        offsetof(rt_op, offset), offsetof(rt_op, ip), offsetof(rt_op, fp), offsetof(rt_op, state)};
     static void *rt_arena_alloc(size_t n) {
         /* 64-byte aligned; touched once here so runs never page-fault on it. */
         size_t size = (n + 63) & ~(size_t)63;
@@ -79,7 +88,7 @@ cdef extern from *:
         return p;
     }
     """
-    const size_t rt_record_layout_[7]
+    const size_t rt_record_layout_[8]
     void *rt_arena_alloc(size_t n) nogil
 
 MAX_ARGS = RT_MAX_ARGS
@@ -87,6 +96,9 @@ MAX_IP = RT_MAX_IP
 MAX_FP = RT_MAX_FP
 MAX_NDIM = RT_MAX_NDIM
 DTYPE_CODES = {"f32": RT_DTYPE_F32, "i64": RT_DTYPE_I64, "bool": RT_DTYPE_BOOL, "i32": RT_DTYPE_I32}
+# MATMUL's ip[19]: how B is read (BLAS, or oneDNN in place / packed once); oneDNN only if built in.
+MATMUL_B_MODES = {"blas": RT_MATMUL_B_BLAS, "onednn": RT_MATMUL_B_ONEDNN, "packed": RT_MATMUL_B_PACKED}
+HAVE_ONEDNN = bool(rt_have_onednn())
 ACT_CODES = {"none": RT_ACT_NONE, "relu": RT_ACT_RELU, "gelu_tanh": RT_ACT_GELU_TANH,
              "gelu_erf": RT_ACT_GELU_ERF}
 
@@ -98,6 +110,7 @@ RECORD_DTYPE = np.dtype(
         ("offset", "<i8", (RT_MAX_ARGS,)),
         ("ip", "<i8", (RT_MAX_IP,)),
         ("fp", "<f8", (RT_MAX_FP,)),
+        ("state", "<u8"),           # C's own (rt_op_prepare); whatever Python puts here is ignored
     ],
     align=True,
 )
@@ -105,7 +118,7 @@ RECORD_DTYPE = np.dtype(
 
 def record_layout():
     """C's sizeof(rt_op) and field offsets, to check RECORD_DTYPE against."""
-    names = ("itemsize", "code", "nargs", "slot", "offset", "ip", "fp")
+    names = ("itemsize", "code", "nargs", "slot", "offset", "ip", "fp", "state")
     return {n: int(rt_record_layout_[i]) for i, n in enumerate(names)}
 
 
@@ -172,8 +185,9 @@ cdef class Program:
     """
     cdef readonly object records
     cdef object _constants
-    cdef const rt_op *ops
+    cdef rt_op *ops
     cdef readonly int64_t nops
+    cdef int64_t nprepared
     cdef int64_t nslots
     cdef readonly int64_t arena_nbytes
     cdef int64_t *slot_nbytes
@@ -191,7 +205,9 @@ cdef class Program:
         if self.lock == NULL:
             raise MemoryError()
 
-    def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots):
+    def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
+                 after_prepare=None):
+        """after_prepare(i), when given, is called once op i has made what it needs (see _prepare)."""
         if self.slot_nbytes != NULL:
             raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
@@ -207,7 +223,9 @@ cdef class Program:
         self.nops = recs.shape[0]
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
-        self.ops = <const rt_op *>cnp.PyArray_DATA(recs)
+        self.ops = <rt_op *>cnp.PyArray_DATA(recs)
+        for i in range(self.nops):
+            self.ops[i].state = NULL
         self.slot_nbytes = <int64_t *>malloc(nslots * sizeof(int64_t))
         self.template = <char **>malloc(nslots * sizeof(char *))
         self.in_slots = <int32_t *>malloc((len(input_slots) + 1) * sizeof(int32_t))
@@ -256,9 +274,30 @@ cdef class Program:
                 if a == self.ops[i].nargs - 1 and kind[s] in (CONSTANT, INPUT):
                     raise ValueError(f"op #{i} ({self._name(i)}): writes into "
                                      f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
+        self._prepare(after_prepare)
+
+    cdef _prepare(self, after_prepare):
+        """Let each op make what it needs once (oneDNN primitives, packed weights). It sees only
+        the constants: every other operand is NULL, as nothing else is bound yet."""
+        cdef char *arg[RT_MAX_ARGS]
+        cdef char msg[512]
+        cdef int a
+        cdef int32_t s
+        for i in range(self.nops):
+            for a in range(RT_MAX_ARGS):
+                s = self.ops[i].slot[a] if a < self.ops[i].nargs else -1
+                arg[a] = self.template[s] if s > 0 else NULL
+            if rt_op_prepare(&self.ops[i], arg, msg, sizeof(msg)):
+                raise ValueError(f"op #{i} ({self._name(i)}): {msg.decode()}")
+            self.nprepared = i + 1
+            if after_prepare is not None:
+                after_prepare(i)
+        rt_program_prepared()
 
     def __dealloc__(self):
-        cdef int i
+        cdef int64_t i
+        for i in range(self.nprepared):
+            rt_op_release(&self.ops[i])
         for i in range(self.npool):
             free(self.pool[i])
         if self.lock != NULL:
@@ -394,6 +433,8 @@ cdef class Program:
                 raise IndexError(f"{where}: index {st.detail} is out of range for an "
                                  f"embedding table of {op.ip[1]} rows")
             raise IndexError(f"{where}: index {st.detail} out of range")
+        if st.code == RT_ERR_BACKEND:
+            raise RuntimeError(f"{where}: oneDNN failed to run the op")
         if st.code == RT_ERR_NOMEM:
             raise MemoryError(f"{where}: out of memory")
         raise RuntimeError(f"{where}: kernel failed with code {st.code}")

@@ -8,6 +8,7 @@ executor is rt.interpreter.run_reference.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -86,7 +87,23 @@ class ProgramLayout:
                     r["offset"][j] = a.offset
             r["ip"][:len(ip)] = ip
             r["fp"][:len(fp)] = fp
+        _share_packed_constants(records, set(self.constants))
         return records, ops
+
+
+def _share_packed_constants(records: np.ndarray, const_slots: set[int]) -> None:
+    """A matmul packs its constant B into a copy of its own only when no other operand anywhere reads
+    that constant (e.g. GPT-2's tied embedding / LM-head table): else it reads B in place, so no weight
+    is ever held twice."""
+    matmul, packed = _runtime.op_codes()["MATMUL"], _runtime.MATMUL_B_MODES["packed"]
+    reads: dict[int, int] = {}
+    for r in records:
+        for slot in r["slot"][:r["nargs"]]:
+            if slot in const_slots:
+                reads[int(slot)] = reads.get(int(slot), 0) + 1
+    for r in records:
+        if r["code"] == matmul and r["ip"][19] == packed and reads[int(r["slot"][1])] > 1:
+            r["ip"][19] = _runtime.MATMUL_B_MODES["onednn"]
 
 def _outputs_for(module: Module) -> list[np.ndarray]:
     return [np.empty(v.type.shape, dtype=v.type.np_dtype) for v in module.outputs]
@@ -95,12 +112,22 @@ def _outputs_for(module: Module) -> list[np.ndarray]:
 class CompiledProgram:
     """The production executor: one C call per run, GIL released inside."""
 
-    def __init__(self, planned: Module):
+    def __init__(self, planned: Module, drop_packed: Callable[[np.ndarray], None] | None = None):
+        """drop_packed(constant) is called as soon as a matmul has packed that constant (its only
+        reader, by _share_packed_constants), so the original may be given back before the next is packed."""
         self.layout = ProgramLayout(planned)
         self.records, _ = self.layout.encode()
         lay = self.layout
+        after_prepare = None
+        if drop_packed is not None:
+            matmul, packed = _runtime.op_codes()["MATMUL"], _runtime.MATMUL_B_MODES["packed"]
+
+            def after_prepare(i: int) -> None:
+                r = self.records[i]
+                if r["code"] == matmul and r["ip"][19] == packed:
+                    drop_packed(lay.constants[int(r["slot"][1])])
         self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
-                                        lay.input_slots, lay.output_slots)
+                                        lay.input_slots, lay.output_slots, after_prepare)
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
                                    [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
 
