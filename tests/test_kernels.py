@@ -513,14 +513,22 @@ def test_attention_scratch_too_small_is_refused():
 # ---------------------------------------------------------------- embedding, copy, cast
 
 @SETTINGS
-@given(n=SIZES, vocab=SIZES, dim=SIZES, seed=st.integers(0, 2**16))
-def test_embedding(n, vocab, dim, seed):
+@given(n=SIZES, vocab=SIZES, dim=SIZES, transposed=st.booleans(), seed=st.integers(0, 2**16))
+def test_embedding(n, vocab, dim, transposed, seed):
+    """Contiguous tables, and tables stored transposed ([dim, vocab], read by strides)."""
     rng = np.random.default_rng(seed)
-    table = rand(rng, vocab, dim)
+    stored = rand(rng, dim, vocab) if transposed else rand(rng, vocab, dim)
+    table = stored.T if transposed else stored
     idx = rng.integers(0, vocab, n).astype(np.int64)
     out = empty((n, dim))
-    run("EMBEDDING", [n, vocab, dim], [table, idx, out])
+    run("EMBEDDING", [n, vocab, dim, *(np.array(table.strides) // 4)], [stored, idx, out])
     assert_close(out, table[idx])
+
+
+def test_embedding_table_strides_beyond_the_buffer_are_refused():
+    table, idx = np.ones((10, 4), np.float32), np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="table"):
+        run("EMBEDDING", [4, 10, 4, 1, 11], [table, idx, empty((4, 4))])   # reaches element 42 of 40
 
 
 @pytest.mark.parametrize("bad", [10, 11, -1, 2**40])
@@ -528,7 +536,7 @@ def test_embedding_out_of_range_raises(bad):
     table = np.ones((10, 4), np.float32)
     idx = np.array([0, 3, bad, 1], np.int64)
     with pytest.raises(IndexError, match=rf"op #0 \(EMBEDDING\).*{bad}"):
-        run("EMBEDDING", [4, 10, 4], [table, idx, empty((4, 4))])
+        run("EMBEDDING", [4, 10, 4, 4, 1], [table, idx, empty((4, 4))])
 
 
 @SETTINGS

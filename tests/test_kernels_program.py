@@ -135,7 +135,7 @@ def test_run_checks_arrays():
 def test_embedding_error_names_op_in_program():
     table = np.ones((10, 4), np.float32)
     rec = records(("RELU", [(1, 0), (0, 0)], [40], []),
-                  ("EMBEDDING", [(0, 0), (2, 0), (3, 0)], [3, 10, 4], []))
+                  ("EMBEDDING", [(0, 0), (2, 0), (3, 0)], [3, 10, 4, 4, 1], []))
     prog = Program(rec, [160, 160, 24, 48], {1: table}, [2], [3])
     out = np.empty((3, 4), np.float32)
     prog.run([np.array([1, 2, 9], np.int64)], [out])

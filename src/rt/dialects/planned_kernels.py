@@ -253,13 +253,13 @@ def _attention(op, args, out):
 
 
 # ---- gathers and casts ----------------------------------------------------------------------
-@kernel("planned.embedding", "EMBEDDING")
+@kernel("planned.embedding", "EMBEDDING", strided=(0,))
 def _embedding(op, args, out):
     table, idx = args
     _need_f32(op, table, out)
     if idx.type.dtype != "i64":
         raise LoweringError(f"{op.name} (%{op.result.name}): indices must be int64, got {idx.type}")
-    return [table, idx, out], [idx.type.numel, table.type.shape[0], table.type.shape[1]], []
+    return [table, idx, out], [idx.type.numel, *table.type.shape, *table.strides], []
 
 
 @kernel("planned.cast", "CAST")

@@ -1,10 +1,13 @@
-"""Constant matmul weights stored in the layout the BLAS reads fastest.
+"""Constant matmul weights stored in the layout the kernel reads fastest, transposed once at compile time.
 
-Measured here (docs/architecture.md): a matrix-vector product (one row) streams an [N, K] weight read
-with transpose_b at a higher bandwidth than a [K, N] one read column block by column block, and for
-matrix products the [N, K] layout is as fast or faster when the output is at least as wide as the
-contraction (N >= K: GPT-2's c_attn and c_fc), slower when it is narrower (c_proj). GPT-2's Conv1D
-weights arrive as [K, N]; this pass transposes them once, at compile time.
+Measured here (`python benchmarks/matmul_modes.py --m 1`, weights cold as in a model): a one-row product
+is OpenBLAS's gemv, bandwidth-bound, and its two kernels differ: a [K, N] weight streams at 26-32 GB/s
+when the output is at least as wide as the contraction (GPT-2's c_attn 768x2304, c_fc 768x3072, the
+768x768 projections, the 768x50257 LM head) and an [N, K] one (read with transpose_b) at 20-23; for a
+narrow output (c_proj 3072x768) it is the other way round, 28.5 vs 21.3. Products of several rows: with
+BLAS, [N, K] is as fast or faster when N >= K (S=64 c_fc 2.62 -> 2.39 ms); oneDNN packs either layout
+into its own. Weights that arrive as [K, N] (GPT-2's Conv1D) or as [N, K] (nn.Linear, read with
+transpose_b) are turned whichever way wins, when the matmul is their only reader.
 """
 from __future__ import annotations
 
@@ -14,29 +17,45 @@ from ..dialects.ir import Module, Operation, TensorType, Value
 from .passmanager import register_pass
 
 
-def _wants_n_by_k(op: Operation, weight: np.ndarray) -> bool:
-    k, n = weight.shape
+def _wants_n_by_k(op: Operation, k: int, n: int) -> bool:
     rows = int(np.prod(op.result.type.shape[:-1], dtype=np.int64))
-    return rows == 1 or n >= k
+    return k > n if rows == 1 else n >= k
+
+
+def _other_readers_are_embeddings(op: Operation, w: Value, readers: list[Operation]) -> bool:
+    """Whether w's readers besides the matmul `op` only gather rows from it as an embedding table (a
+    tied LM head): they can read the transposed copy through a permute view, so one copy serves all."""
+    return all(u is op or (u.name == "fused.embedding" and u.operands[0] is w and u.operands[1] is not w)
+               for u in readers) and sum(u is op for u in readers) == 1 and op.operands[0] is not w
 
 
 @register_pass("layout-weights", dialect="fused")
 def layout_weights(module: Module) -> None:
     users = module.users()
-    i = 0
-    while i < len(module.ops):
-        op = module.ops[i]
+    for op in list(module.ops):
         w = op.operands[1] if op.name == "fused.matmul" else None
         arr = module.const_value(w)
-        if (arr is None or arr.ndim != 2 or op.attrs.get("transpose_b", False) or len(users[w]) != 1
-                or not _wants_n_by_k(op, arr)):
-            i += 1
+        if arr is None or arr.ndim != 2 or not _other_readers_are_embeddings(op, w, users[w]):
             continue
+        stored_n_by_k = op.attrs.get("transpose_b", False)
+        k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
+        if _wants_n_by_k(op, k, n) == stored_n_by_k:
+            continue
+        # The transposed copy takes the original's place (before every reader).
+        at = module.ops.index(w.producer)
         name = module.add_constant(np.ascontiguousarray(arr.T), hint=w.producer.attrs["name"] + ".T")
-        wt = Value(module.fresh_name(w.name + "_t"), TensorType((arr.shape[1], arr.shape[0]), w.type.dtype))
-        const = Operation("const", [], {"name": name}, wt)
-        wt.producer = const
-        module.ops.insert(i, const)
+        wt = Value(module.fresh_name(w.name + "_t"), TensorType(arr.shape[::-1], w.type.dtype))
+        wt.producer = Operation("const", [], {"name": name}, wt)
+        module.ops.insert(at + 1, wt.producer)
         op.operands[1] = wt
-        op.attrs["transpose_b"] = True
-        i += 2
+        if stored_n_by_k:
+            del op.attrs["transpose_b"]
+        else:
+            op.attrs["transpose_b"] = True
+        tables = [u for u in users[w] if u is not op]
+        if tables:
+            table = Value(module.fresh_name(w.name + "_table"), w.type)
+            table.producer = Operation("fused.permute", [wt], {"perm": [1, 0]}, table)
+            module.ops.insert(at + 2, table.producer)
+            for u in tables:
+                u.operands[0] = table
