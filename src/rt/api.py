@@ -30,6 +30,7 @@ class CompiledModel:
         self.planned = stages["planned"]
         self.compile_times = timings or {}
         self._program = CompiledProgram(self.planned, drop_packed)
+        self._fast_call = self._program.program.call     # (arrays of the planned types) -> outputs | None
         self._input_specs = [(v.type.shape, v.type.np_dtype) for v in self.planned.inputs]
 
     # ---- calling ------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class CompiledModel:
         return arrays, torch_in
 
     def __call__(self, *args, **kwargs):
-        outs = None if kwargs else self._program.call(args)      # numpy arrays of the right types
+        outs = None if kwargs else self._fast_call(args)      # numpy arrays of the right types
         if outs is not None:
             return outs[0] if len(outs) == 1 else tuple(outs)
         bound = None if kwargs else self._bind_fast(args)

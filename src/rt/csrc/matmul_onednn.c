@@ -10,8 +10,8 @@
  *
  * Threads: the primitive's work split is fixed when it is created, so each thread count in
  * use gets its own primitive, made on first use under a lock. Calls may run concurrently
- * (one arena each), so the scratchpad is ours ("user" mode): a buffer per calling thread,
- * grown to the largest primitive it has run; oneDNN's shared one would be raced on. */
+ * (one arena each), so the scratchpad is ours ("user" mode): a buffer per calling thread
+ * (thread_ctx); oneDNN's shared one would be raced on. */
 #define _GNU_SOURCE
 #include <link.h>
 #include <pthread.h>
@@ -112,23 +112,52 @@ static dnnl_primitive_t primitive(const rt_op *op, onednn_mm *s, size_t *scratch
     return p;
 }
 
-/* This thread's scratchpad, at least `bytes` long; freed when the thread exits. */
-static pthread_key_t scratch_key;
-static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
-static _Thread_local struct { void *p; size_t n; } tl_scratch;
+/* What each calling thread keeps between runs, freed when the thread exits: its oneDNN stream
+ * (CPU streams hold no buffers) and its scratchpad, grown to the largest primitive it has run. */
+typedef struct {
+    dnnl_stream_t stream;
+    void *scratch;
+    size_t scratch_bytes;
+} thread_ctx;
 
-static void make_scratch_key(void) { pthread_key_create(&scratch_key, free); }
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_once = PTHREAD_ONCE_INIT;
 
-static void *thread_scratch(size_t bytes)
+static void free_ctx(void *p)
 {
-    if (bytes <= tl_scratch.n) return tl_scratch.p;
-    pthread_once(&scratch_once, make_scratch_key);
-    free(tl_scratch.p);
-    tl_scratch.n = (bytes + 4095) & ~(size_t)4095;
-    tl_scratch.p = aligned_alloc(64, tl_scratch.n);
-    if (!tl_scratch.p) tl_scratch.n = 0;
-    pthread_setspecific(scratch_key, tl_scratch.p);
-    return tl_scratch.p;
+    thread_ctx *c = p;
+    dnnl_stream_destroy(c->stream);
+    free(c->scratch);
+    free(c);
+}
+
+static void make_ctx_key(void) { pthread_key_create(&ctx_key, free_ctx); }
+
+static thread_ctx *this_thread(void)
+{
+    pthread_once(&ctx_once, make_ctx_key);
+    thread_ctx *c = pthread_getspecific(ctx_key);
+    if (c) return c;
+    c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    if (dnnl_stream_create(&c->stream, engine, dnnl_stream_default_flags) != dnnl_success ||
+        pthread_setspecific(ctx_key, c) != 0) {
+        if (c->stream) dnnl_stream_destroy(c->stream);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* c's scratchpad, at least `bytes` long (NULL if that cannot be had). */
+static void *scratchpad(thread_ctx *c, size_t bytes)
+{
+    if (bytes <= c->scratch_bytes) return c->scratch;
+    free(c->scratch);
+    c->scratch_bytes = (bytes + 4095) & ~(size_t)4095;
+    c->scratch = aligned_alloc(64, c->scratch_bytes);
+    if (!c->scratch) c->scratch_bytes = 0;
+    return c->scratch;
 }
 
 /* Reorder B (read as src_md at b) into s->b_md, a buffer of its own. */
@@ -219,19 +248,14 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg)
     onednn_mm *s = op->state;
     size_t scratch_bytes;
     dnnl_primitive_t p = primitive(op, s, &scratch_bytes);
-    if (!p) return RT_ERR_BACKEND;
-    void *scratch = scratch_bytes ? thread_scratch(scratch_bytes) : NULL;
+    thread_ctx *ctx = this_thread();
+    if (!p || !ctx) return RT_ERR_BACKEND;
+    void *scratch = scratch_bytes ? scratchpad(ctx, scratch_bytes) : NULL;
     if (scratch_bytes && !scratch) return RT_ERR_NOMEM;
     dnnl_memory_desc_t scratch_md = NULL;
     dnnl_dims_t scratch_dims = {(dnnl_dim_t)scratch_bytes};
     if (scratch && dnnl_memory_desc_create_with_tag(&scratch_md, 1, scratch_dims, dnnl_u8, dnnl_a) != dnnl_success)
         return RT_ERR_BACKEND;
-    /* A thread's stream lives as long as the thread: CPU streams hold no buffers. */
-    static _Thread_local dnnl_stream_t stream;
-    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) {
-        stream = NULL;
-        return RT_ERR_BACKEND;
-    }
     void *b = s->packed ? s->packed : arg[1];
     int res_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
     struct { int arg; const_dnnl_memory_desc_t md; void *ptr; } want[6] = {
@@ -252,8 +276,8 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg)
         }
         args[n++].arg = want[i].arg;
     }
-    if (rc == RT_OK && (dnnl_primitive_execute(p, stream, n, args) != dnnl_success ||
-                        dnnl_stream_wait(stream) != dnnl_success))
+    if (rc == RT_OK && (dnnl_primitive_execute(p, ctx->stream, n, args) != dnnl_success ||
+                        dnnl_stream_wait(ctx->stream) != dnnl_success))
         rc = RT_ERR_BACKEND;
     for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
     if (scratch_md) dnnl_memory_desc_destroy(scratch_md);

@@ -199,6 +199,7 @@ cdef class Program:
     cdef void *pool[POOL_CAP]
     cdef int npool
     cdef tuple _in_types, _out_types
+    cdef list _out_dims      # per output: its shape as npy_intp, for PyArray_EMPTY
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
@@ -371,7 +372,8 @@ cdef class Program:
             if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.out_slots[i]]:
                 raise ValueError(f"output {i}: {shape} {dtype} does not fill its slot")
         self._in_types = tuple((tuple(s), np.dtype(d).num) for s, d in input_types)
-        self._out_types = tuple((tuple(s), np.dtype(d)) for s, d in output_types)
+        self._out_types = tuple((len(s), np.dtype(d).num) for s, d in output_types)
+        self._out_dims = [np.array(s, dtype=np.intp).reshape(-1) for s, _ in output_types]
 
     def call(self, tuple args):
         """The fast path: run on positional C-contiguous arrays of exactly the declared shapes and
@@ -391,7 +393,12 @@ cdef class Program:
             if (cnp.PyArray_TYPE(arr) != typenum or (cnp.PyArray_FLAGS(arr) & need) != need
                     or (<object>arr).shape != shape):
                 return None
-        outputs = [np.empty(shape, dtype) for shape, dtype in self._out_types]
+        cdef int ndim, typenum_out
+        outputs = []
+        for i in range(self.nout):
+            ndim, typenum_out = self._out_types[i]
+            outputs.append(cnp.PyArray_EMPTY(ndim, <cnp.npy_intp *>cnp.PyArray_DATA(self._out_dims[i]),
+                                             typenum_out, 0))
         self._execute(list(args), outputs)
         return outputs
 

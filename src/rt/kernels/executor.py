@@ -131,10 +131,6 @@ class CompiledProgram:
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
                                    [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
 
-    def call(self, args: tuple) -> list[np.ndarray] | None:
-        """Outputs for positional arrays of exactly the planned types, or None if any does not fit."""
-        return self.program.call(args)
-
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         outs = _outputs_for(self.layout.module)
         self.program.run(inputs, outs)
