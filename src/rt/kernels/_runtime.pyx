@@ -19,7 +19,7 @@ from cpython.pythread cimport (
 )
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 cnp.import_array()
 
@@ -199,7 +199,7 @@ cdef class Program:
     cdef void *pool[POOL_CAP]
     cdef int npool
     cdef tuple _in_types, _out_types
-    cdef list _out_dims      # per output: its shape as npy_intp, for PyArray_EMPTY
+    cdef list _in_dims, _out_dims      # per input / output: its shape as npy_intp (C-level checks, PyArray_EMPTY)
 
     def __cinit__(self):
         self.lock = PyThread_allocate_lock()
@@ -359,7 +359,7 @@ cdef class Program:
             self._check_array(inputs[i], self.in_slots[i], f"input {i}", False)
         for i in range(self.nout):
             self._check_array(outputs[i], self.out_slots[i], f"output {i}", True)
-        self._execute(inputs, outputs)
+        self._execute(tuple(inputs), outputs)
 
     def set_signature(self, list input_types, list output_types):
         """Declare each input's and output's exact (shape, dtype): enables call()."""
@@ -371,7 +371,8 @@ cdef class Program:
         for i, (shape, dtype) in enumerate(output_types):
             if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.out_slots[i]]:
                 raise ValueError(f"output {i}: {shape} {dtype} does not fill its slot")
-        self._in_types = tuple((tuple(s), np.dtype(d).num) for s, d in input_types)
+        self._in_types = tuple((len(s), np.dtype(d).num) for s, d in input_types)
+        self._in_dims = [np.array(s, dtype=np.intp).reshape(-1) for s, _ in input_types]
         self._out_types = tuple((len(s), np.dtype(d).num) for s, d in output_types)
         self._out_dims = [np.array(s, dtype=np.intp).reshape(-1) for s, _ in output_types]
 
@@ -384,25 +385,28 @@ cdef class Program:
         cdef Py_ssize_t i
         cdef cnp.ndarray arr
         cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
+        cdef int ndim, typenum
         for i in range(self.nin):
             x = args[i]
             if type(x) is not np.ndarray:
                 return None
             arr = <cnp.ndarray>x
-            shape, typenum = self._in_types[i]
+            ndim, typenum = self._in_types[i]
             if (cnp.PyArray_TYPE(arr) != typenum or (cnp.PyArray_FLAGS(arr) & need) != need
-                    or (<object>arr).shape != shape):
+                    or cnp.PyArray_NDIM(arr) != ndim
+                    or memcmp(cnp.PyArray_DIMS(arr), cnp.PyArray_DATA(self._in_dims[i]),
+                              ndim * sizeof(cnp.npy_intp)) != 0):
                 return None
-        cdef int ndim, typenum_out
+        cdef int typenum_out
         outputs = []
         for i in range(self.nout):
             ndim, typenum_out = self._out_types[i]
             outputs.append(cnp.PyArray_EMPTY(ndim, <cnp.npy_intp *>cnp.PyArray_DATA(self._out_dims[i]),
                                              typenum_out, 0))
-        self._execute(list(args), outputs)
+        self._execute(args, outputs)
         return outputs
 
-    cdef _execute(self, list inputs, list outputs):
+    cdef _execute(self, tuple inputs, list outputs):
         """Bind checked arrays to their slots and run every op in one C call without the GIL."""
         cdef char *stack_slots[STACK_SLOTS]
         cdef char **slots = stack_slots
