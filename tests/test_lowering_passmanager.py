@@ -27,9 +27,7 @@ def test_pipeline_times_each_pass_and_lowers():
     assert all(t >= 0 for _, t, _ in pm.timings)
     assert "total" in pm.report()
     assert [op.name for op in out.ops if op.name != "const"] == ["fused.matmul"]
-    # layout-weights stored the [N, K] = 4x8 Linear weight as [K, N]: the output is narrower than the
-    # contraction, where BLAS reads [K, N] faster
-    assert out.ops[-1].attrs == {"act": "relu"}
+    assert out.ops[-1].attrs == {"act": "relu", "transpose_b": True}
 
 
 def test_print_ir_after_all_flag():

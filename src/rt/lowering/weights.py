@@ -1,13 +1,16 @@
-"""Constant matmul weights stored in the layout the kernel reads fastest, transposed once at compile time.
+"""Constant weights of one-row matmuls stored in the layout the kernel reads fastest, transposed once at
+compile time.
 
-Measured here (`python benchmarks/matmul_modes.py --m 1`, weights cold as in a model): a one-row product
-is OpenBLAS's gemv, bandwidth-bound, and its two kernels differ: a [K, N] weight streams at 26-32 GB/s
-when the output is at least as wide as the contraction (GPT-2's c_attn 768x2304, c_fc 768x3072, the
-768x768 projections, the 768x50257 LM head) and an [N, K] one (read with transpose_b) at 20-23; for a
-narrow output (c_proj 3072x768) it is the other way round, 28.5 vs 21.3. Products of several rows: with
-BLAS, [N, K] is as fast or faster when N >= K (S=64 c_fc 2.62 -> 2.39 ms); oneDNN packs either layout
-into its own. Weights that arrive as [K, N] (GPT-2's Conv1D) or as [N, K] (nn.Linear, read with
-transpose_b) are turned whichever way wins, when the matmul is their only reader.
+A one-row product (S=1 decoding) is OpenBLAS's gemv, bandwidth-bound, and its two kernels differ
+(`python benchmarks/matmul_modes.py --m 1`, weights cold as in a model): a [K, N] weight streams at 26-32 GB/s
+when the output is at least as wide as the contraction (GPT-2's c_attn 768x2304, c_fc 768x3072, the 768x768
+projections, the 768x50257 LM head) and an [N, K] one (read with transpose_b) at 20-23; for a narrow output
+(c_proj 3072x768) it is the other way round, 28.5 vs 21.3. Weights that arrive as [K, N] (GPT-2's Conv1D) or
+as [N, K] (nn.Linear, read with transpose_b) are turned whichever way wins, when the matmul is their only
+reader or the others only gather rows from them (a tied embedding). Products of several rows keep their
+weights as they arrive: oneDNN packs either layout into its own when the program is built, so a transposed
+copy here would only cost memory. (With BLAS, in a `-Donednn=false` build, [N, K] was ~9% faster for
+N >= K: GPT-2 S=64 c_fc 2.62 -> 2.39 ms.)
 """
 from __future__ import annotations
 
@@ -17,9 +20,8 @@ from ..dialects.ir import Module, Operation, TensorType, Value
 from .passmanager import register_pass
 
 
-def _wants_n_by_k(op: Operation, k: int, n: int) -> bool:
-    rows = int(np.prod(op.result.type.shape[:-1], dtype=np.int64))
-    return k > n if rows == 1 else n >= k
+def _one_row(op: Operation) -> bool:
+    return int(np.prod(op.result.type.shape[:-1], dtype=np.int64)) == 1
 
 
 def _other_readers_are_embeddings(op: Operation, w: Value, readers: list[Operation]) -> bool:
@@ -35,11 +37,12 @@ def layout_weights(module: Module) -> None:
     for op in list(module.ops):
         w = op.operands[1] if op.name == "fused.matmul" else None
         arr = module.const_value(w)
-        if arr is None or arr.ndim != 2 or not _other_readers_are_embeddings(op, w, users[w]):
+        if (arr is None or arr.ndim != 2 or not _one_row(op)
+                or not _other_readers_are_embeddings(op, w, users[w])):
             continue
         stored_n_by_k = op.attrs.get("transpose_b", False)
         k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
-        if _wants_n_by_k(op, k, n) == stored_n_by_k:
+        if (k > n) == stored_n_by_k:      # [N, K] only for a narrow output
             continue
         # The transposed copy takes the original's place (before every reader).
         at = module.ops.index(w.producer)
