@@ -1,8 +1,9 @@
 /* MATMUL with a constant B through oneDNN's matmul primitive (brgemm kernels).
  *
- * Measured here (docs/kernels.md): at transformer shapes (M = 16-128 rows against 768x2304,
- * 768x3072, 3072x768 weights) oneDNN runs at 200-230 GFLOP/s on 2 threads where OpenBLAS,
- * one block per thread, gets 135-175. The primitive, and B reordered into the blocked layout
+ * Measured here (docs/dev.md, "oneDNN vs OpenBLAS"; benchmarks/matmul_modes.py): at transformer
+ * shapes (M = 64-128 rows against 768x2304, 768x3072, 3072x768, 768x50257 weights, weights cold)
+ * oneDNN with B packed runs at 182-213 GFLOP/s on 2 threads where OpenBLAS, one block per
+ * thread, gets 111-182. The primitive, and B reordered into the blocked layout
  * its kernel reads (when the op asks for packing), are made once when the program is built
  * (rt_p_matmul); a run only wraps the operands' addresses and executes. The epilogue runs
  * as oneDNN post-ops: bias, then the residual (a sum when it is the output itself, else a
