@@ -231,6 +231,16 @@ def _gelu(kind):
     return lambda m, b: b.op(f"fused.gelu_{kind}", [m["$x"]]) if m["$x"].type.dtype == "f32" else None
 
 
+def _half_x_times(name, kind, inner):
+    """0.5 * x * p1 (p1 the node "p1" of `inner`) in its three usual association orders."""
+    orders = {
+        "a": {"half": N("fused.mul", ["$x", Scalar(0.5)]), "out": N("fused.mul", ["half", "p1"])},
+        "b": {"xp": N("fused.mul", ["$x", "p1"]), "out": N("fused.mul", ["xp", Scalar(0.5)])},
+        "c": {"hp": N("fused.mul", ["p1", Scalar(0.5)]), "out": N("fused.mul", ["$x", "hp"])},
+    }
+    return [Pattern(f"{name}-{o}", "out", {**inner, **nodes}, _gelu(kind)) for o, nodes in orders.items()]
+
+
 def _gelu_tanh_patterns():
     out = []
     cubes = {
@@ -246,13 +256,7 @@ def _gelu_tanh_patterns():
             "th": N("fused.tanh", ["c2"]),
             "p1": N("fused.add", ["th", Scalar(1.0)]),
         }
-        # 0.5 * x * (1 + tanh(...)) in its three usual association orders
-        out.append(Pattern(f"gelu-tanh-{cname}-a", "out", {**inner, "half": N("fused.mul", ["$x", Scalar(0.5)]),
-                                                             "out": N("fused.mul", ["half", "p1"])}, _gelu("tanh")))
-        out.append(Pattern(f"gelu-tanh-{cname}-b", "out", {**inner, "xp": N("fused.mul", ["$x", "p1"]),
-                                                             "out": N("fused.mul", ["xp", Scalar(0.5)])}, _gelu("tanh")))
-        out.append(Pattern(f"gelu-tanh-{cname}-c", "out", {**inner, "hp": N("fused.mul", ["p1", Scalar(0.5)]),
-                                                             "out": N("fused.mul", ["$x", "hp"])}, _gelu("tanh")))
+        out += _half_x_times(f"gelu-tanh-{cname}", "tanh", inner)     # 0.5 * x * (1 + tanh(...))
     return out
 
 
@@ -264,12 +268,7 @@ def _gelu_erf_patterns():
     }
     for sname, sc in scaled.items():
         inner = {**sc, "erf": N("fused.erf", ["e"]), "p1": N("fused.add", ["erf", Scalar(1.0)])}
-        out.append(Pattern(f"gelu-erf-{sname}-a", "out", {**inner, "half": N("fused.mul", ["$x", Scalar(0.5)]),
-                                                            "out": N("fused.mul", ["half", "p1"])}, _gelu("erf")))
-        out.append(Pattern(f"gelu-erf-{sname}-b", "out", {**inner, "xp": N("fused.mul", ["$x", "p1"]),
-                                                            "out": N("fused.mul", ["xp", Scalar(0.5)])}, _gelu("erf")))
-        out.append(Pattern(f"gelu-erf-{sname}-c", "out", {**inner, "hp": N("fused.mul", ["p1", Scalar(0.5)]),
-                                                            "out": N("fused.mul", ["$x", "hp"])}, _gelu("erf")))
+        out += _half_x_times(f"gelu-erf-{sname}", "erf", inner)       # 0.5 * x * (1 + erf(x / sqrt 2))
     return out
 
 
