@@ -127,7 +127,7 @@ def _matmul(op, args, out):
 
 def _matmul_b_mode(op: Operation, m: int, k: int, batch: list[int], alpha: float) -> str:
     """oneDNN, with B packed once, for a product of several rows with constant weights (its kernels
-    beat BLAS there, docs/kernels.md); BLAS for the rest, and gemv for one row (bandwidth-bound: the
+    beat BLAS there, docs/dev.md "oneDNN vs OpenBLAS"); BLAS for the rest, and gemv for one row (bandwidth-bound: the
     packed layout gains nothing). ProgramLayout.encode demotes "packed" to "onednn" (B read in place)
     when another op reads the same constant, so weights are never held twice."""
     st = op.operands[1].storage

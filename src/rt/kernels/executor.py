@@ -91,18 +91,23 @@ class ProgramLayout:
         return records, ops
 
 
+def _packs_b(record) -> bool:
+    """Whether the op keeps a packed copy of its operand 1 (a MATMUL's constant B) and reads it no more."""
+    return (record["code"] == _runtime.op_codes()["MATMUL"]
+            and record["ip"][19] == _runtime.MATMUL_B_MODES["packed"])
+
+
 def _share_packed_constants(records: np.ndarray, const_slots: set[int]) -> None:
     """A matmul packs its constant B into a copy of its own only when no other operand anywhere reads
     that constant (e.g. GPT-2's tied embedding / LM-head table): else it reads B in place, so no weight
     is ever held twice."""
-    matmul, packed = _runtime.op_codes()["MATMUL"], _runtime.MATMUL_B_MODES["packed"]
     reads: dict[int, int] = {}
     for r in records:
         for slot in r["slot"][:r["nargs"]]:
             if slot in const_slots:
                 reads[int(slot)] = reads.get(int(slot), 0) + 1
     for r in records:
-        if r["code"] == matmul and r["ip"][19] == packed and reads[int(r["slot"][1])] > 1:
+        if _packs_b(r) and reads[int(r["slot"][1])] > 1:
             r["ip"][19] = _runtime.MATMUL_B_MODES["onednn"]
 
 def _outputs_for(module: Module) -> list[np.ndarray]:
@@ -120,12 +125,9 @@ class CompiledProgram:
         lay = self.layout
         after_prepare = None
         if drop_packed is not None:
-            matmul, packed = _runtime.op_codes()["MATMUL"], _runtime.MATMUL_B_MODES["packed"]
-
             def after_prepare(i: int) -> None:
-                r = self.records[i]
-                if r["code"] == matmul and r["ip"][19] == packed:
-                    drop_packed(lay.constants[int(r["slot"][1])])
+                if _packs_b(self.records[i]):
+                    drop_packed(lay.constants[int(self.records[i]["slot"][1])])
         self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
                                         lay.input_slots, lay.output_slots, after_prepare)
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
