@@ -187,7 +187,7 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
         torch_ir = stages.run("import", import_module, model, tuple(args), kwargs, strict=strict)
     if verify:
         verify_module(torch_ir, "torch")
-    fused = stages.run("to_fused", to_fused, torch_ir.clone(), verify=verify, print_ir_after_all=print_ir_after_all)
+    fused = stages.run("to_fused", to_fused, torch_ir, verify=verify, print_ir_after_all=print_ir_after_all)
     planned = stages.run("to_planned", to_planned, fused)
     if verify:
         verify_module(planned, "planned")

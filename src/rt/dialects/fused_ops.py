@@ -36,7 +36,7 @@ import numpy as np
 from . import numerics
 from .ir import DTYPES, TensorType
 from .strides import contiguous_strides, reshape_strides
-from .registry import COMMUTATIVE, ELEMENTWISE, INPLACE, VIEW, Attr, broadcast_infer, op, same_as_first
+from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, op, same_as_first
 
 ACTIVATIONS = tuple(numerics.ACTIVATIONS)
 
@@ -101,7 +101,7 @@ def _f32_unary(fn):
 
 
 def _unary(name, fn):
-    op(f"fused.{name}", ("x",), same_as_first, _f32_unary(fn), traits=(ELEMENTWISE, INPLACE))
+    op(f"fused.{name}", ("x",), same_as_first, _f32_unary(fn), traits=(ELEMENTWISE,))
 
 
 _unary("relu", numerics.relu)
@@ -116,7 +116,7 @@ _unary("rsqrt", lambda x: 1.0 / np.sqrt(x))
 
 
 def _binary(name, fn, commutative):
-    traits = (ELEMENTWISE, INPLACE) + ((COMMUTATIVE,) if commutative else ())
+    traits = (ELEMENTWISE,) + ((COMMUTATIVE,) if commutative else ())
     op(f"fused.{name}", ("a", "b"), broadcast_infer,
        lambda args, at: np.asarray(fn(args[0], args[1])).astype(np.result_type(args[0], args[1])),
        traits=traits)
@@ -137,7 +137,7 @@ def _softmax_ref(args, attrs):
         return (e / np.sum(e, axis=-1, keepdims=True)).astype(args[0].dtype)
 
 
-op("fused.softmax", ("x",), same_as_first, _softmax_ref, traits=(INPLACE,))
+op("fused.softmax", ("x",), same_as_first, _softmax_ref)
 
 
 def _layer_norm_ref(args, attrs):
@@ -154,7 +154,7 @@ def _layer_norm_verify(op, types):
 
 
 op("fused.layer_norm", ("x", "gamma?", "beta?"), same_as_first, _layer_norm_ref,
-   attrs={"eps": Attr("float", 1e-5)}, traits=(INPLACE,), verify=_layer_norm_verify)
+   attrs={"eps": Attr("float", 1e-5)}, verify=_layer_norm_verify)
 
 
 def _add_layer_norm_ref(args, attrs):

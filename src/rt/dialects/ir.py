@@ -155,7 +155,8 @@ class Module:
     def clone(self, rename=lambda name: name) -> "Module":
         """A copy with fresh values and ops (constants shared by reference); `rename` maps op names."""
         m = Module(self.name, constants=dict(self.constants),
-                   meta={k: v for k, v in self.meta.items() if not k.startswith("_")})
+                   meta={k: (dict(v) if isinstance(v, dict) else v)
+                         for k, v in self.meta.items() if not k.startswith("_")})
         env: dict[Value, Value] = {}
         for v in self.inputs:
             env[v] = Value(v.name, v.type)

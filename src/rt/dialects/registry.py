@@ -17,7 +17,6 @@ from .ir import Operation, TensorType
 ELEMENTWISE = "elementwise"     # output element i depends only on input element i (after broadcast)
 COMMUTATIVE = "commutative"     # first two operands may be swapped
 VIEW = "view"                   # result reads the operand's storage (no computation)
-INPLACE = "may_run_in_place"    # result may be written over operand 0 when operand 0 dies here
 FOLD_ONLY = "fold_only"         # must be constant-folded away before the fused dialect
 SHAPE_ONLY = "shape_only"       # reads only its operands' shapes/dtypes (new_ones(x)): folds even if x is not constant
 

@@ -24,7 +24,7 @@ import numpy as np
 from . import numerics
 from .ir import DTYPES, TensorType, dtype_name
 from .strides import contiguous_strides, reshape_strides
-from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, SHAPE_ONLY, INPLACE, VIEW, Attr, broadcast_shapes, op,
+from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, SHAPE_ONLY, VIEW, Attr, broadcast_shapes, op,
                        same_as_first)
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _float_unary(fn):
     return ref
 
 
-def _unary(name, fn, attrs=None, traits=(ELEMENTWISE, INPLACE), infer=same_as_first):
+def _unary(name, fn, attrs=None, traits=(ELEMENTWISE,), infer=same_as_first):
     op(f"torch.{name}", ("self",), infer, _float_unary(fn), attrs=attrs, traits=traits)
 
 
@@ -215,7 +215,7 @@ def _bool_infer(types, attrs):
 
 def _binary_tensor(name, fn, commutative=False, alpha=False, result="promote", fold_only=False):
     attrs = {"alpha": Attr("scalar", 1)} if alpha else {}
-    traits = (ELEMENTWISE, INPLACE) + ((COMMUTATIVE,) if commutative else ()) + ((FOLD_ONLY,) if fold_only else ())
+    traits = (ELEMENTWISE,) + ((COMMUTATIVE,) if commutative else ()) + ((FOLD_ONLY,) if fold_only else ())
     infer = _bool_infer if result == "bool" else _promote_infer
 
     def ref(args, at):
@@ -246,7 +246,7 @@ def _div_infer(types, attrs):
 op("torch.div.Tensor", ("self", "other"), _div_infer,
    lambda x, at: np.asarray(_true_divide(np.asarray(x[0]), np.asarray(x[1]))).astype(
        _np(_div_infer([TensorType.of(np.asarray(x[0])), TensorType.of(np.asarray(x[1]))], at).dtype)),
-   traits=(ELEMENTWISE, INPLACE))
+   traits=(ELEMENTWISE,))
 _binary_tensor("maximum", np.maximum, commutative=True)
 _binary_tensor("minimum", np.minimum, commutative=True)
 _binary_tensor("pow.Tensor_Tensor", lambda a, b: np.power(a.astype(np.float64), b))
@@ -260,7 +260,7 @@ def _rsub_ref(args, at):
 
 op("torch.rsub.Scalar", ("self",),
    lambda t, at: t[0].with_dtype(promote_dtypes([t[0], _scalar_type(at["other"])])), _rsub_ref,
-   attrs={"other": Attr("scalar"), "alpha": Attr("scalar", 1)}, traits=(ELEMENTWISE, INPLACE))
+   attrs={"other": Attr("scalar"), "alpha": Attr("scalar", 1)}, traits=(ELEMENTWISE,))
 
 
 def _scalar_type(v) -> TensorType:

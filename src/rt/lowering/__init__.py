@@ -10,7 +10,7 @@ of leftover composites, dead-code elimination. Each pass is registered by name (
 """
 from __future__ import annotations
 
-from ..dialects.ir import Module, Operation, Value
+from ..dialects.ir import Module
 from . import fold, fusions, legalize, weights  # noqa: F401  (pass registration)
 from .passmanager import PASSES, PIPELINES, Pass, PassManager, register_pass, register_pipeline
 from .rewrite import ANY, Approx, Const, N, Pattern, Scalar, apply_patterns
@@ -39,25 +39,6 @@ TO_FUSED = [
 register_pipeline("to-fused", TO_FUSED)
 
 
-def clone_module(module: Module) -> Module:
-    """A copy whose ops and values are new objects (constant arrays are shared, never copied)."""
-    vmap: dict[Value, Value] = {}
-
-    def new_value(v: Value) -> Value:
-        nv = Value(v.name, v.type)
-        vmap[v] = nv
-        return nv
-    out = Module(module.name, [new_value(v) for v in module.inputs], [], [], dict(module.constants),
-                 {k: (dict(v) if isinstance(v, dict) else v) for k, v in module.meta.items() if k != "_names"})
-    for op in module.ops:
-        nv = new_value(op.result)
-        nop = Operation(op.name, [None if v is None else vmap[v] for v in op.operands], dict(op.attrs), nv)
-        nv.producer = nop
-        out.ops.append(nop)
-    out.outputs = [vmap[v] for v in module.outputs]
-    return out
-
-
 def to_fused(module: Module, *, verify: bool = False, print_ir_after_all: bool | None = None,
              pipeline: str = "to-fused", timings: list | None = None) -> Module:
     """Lower a torch dialect module to the fused dialect (a new module; the input is left unchanged).
@@ -66,7 +47,7 @@ def to_fused(module: Module, *, verify: bool = False, print_ir_after_all: bool |
     after every pass to stderr (also RT_PRINT_IR_AFTER_ALL=1). timings: a list that receives
     (pass, seconds, op count) per pass."""
     pm = PassManager.pipeline(pipeline, verify=verify or None, print_ir_after_all=print_ir_after_all)
-    out = pm.run(clone_module(module))
+    out = pm.run(module.clone())
     if verify:
         from ..dialects.verifier import verify_module
         verify_module(out, "fused")
@@ -75,5 +56,5 @@ def to_fused(module: Module, *, verify: bool = False, print_ir_after_all: bool |
     return out
 
 
-__all__ = ["to_fused", "clone_module", "PassManager", "Pass", "PASSES", "PIPELINES", "register_pass", "register_pipeline",
+__all__ = ["to_fused", "PassManager", "Pass", "PASSES", "PIPELINES", "register_pass", "register_pipeline",
            "Pattern", "N", "Scalar", "Const", "Approx", "ANY", "apply_patterns"]

@@ -129,7 +129,8 @@ def check_folded(module: Module):
     if bad:
         src = module.meta.get("source", {})
         lines = [f"  - {op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}" for op in bad]
-        raise LoweringError("these mask-building ops depend on a model input and rt cannot lower them:\n"
+        raise LoweringError("these ops are supported only when rt can compute them at compile time (as when "
+                            "they build a mask from shapes), but here they depend on a model input:\n"
                             + "\n".join(lines))
 
 

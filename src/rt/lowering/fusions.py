@@ -12,7 +12,7 @@ import numpy as np
 from ..dialects.ir import Module
 from .legalize import reshape
 from .passmanager import register_pass
-from .rewrite import ANY, Approx, Const, Match, N, Pattern, Scalar, apply_patterns, scalar_of
+from .rewrite import ANY, Approx, Const, Match, N, Pattern, Scalar, apply_patterns
 
 MM = "fused.matmul"
 ACTS = {"fused.relu": "relu", "fused.gelu_tanh": "gelu_tanh", "fused.gelu_erf": "gelu_erf"}
@@ -156,7 +156,8 @@ def _scale_out(divide: bool, through_reshape: bool):
         s = m.scalar("$s")
         if divide and s == 0:
             return None
-        if m["$s"].type.dtype != "f32" or m["u"].type.shape != m["src"].type.shape:
+        src = m.get("src", m["mm"])        # the reshape in between, when there is one
+        if m["$s"].type.dtype != "f32" or m["u"].type.shape != src.type.shape:
             return None
         alpha = m.attr("mm", "alpha") * (1.0 / s if divide else s)
         y = _mm_rebuild(m, b, "mm", alpha=float(alpha))
@@ -177,18 +178,6 @@ def _scale_in(which: int, divide: bool):
     return rw
 
 
-class _Alias(Match):
-    """A match where node `alias` means node `target` (for the rewrite helpers above)."""
-
-    def __init__(self, m: Match, alias: str, target: str):
-        super().__init__(m.module, m.ops, m.vals)
-        self.ops[alias] = m.ops[target]
-
-
-def _aliased(fn):
-    return lambda m, b: fn(_Alias(m, "src", "mm"), b)
-
-
 ABSORB_MATMUL = [
     Pattern("transpose-into-matmul-a", "mm", {"t": N("fused.permute", ["$x"]), "mm": N(MM, ["t", "$b", "$c?", "$r?"])},
             _absorb_transpose(0), shared=("t",)),
@@ -200,7 +189,7 @@ for _div, _op in ((False, "fused.mul"), (True, "fused.div")):
     ABSORB_MATMUL += [
         Pattern(f"{_n}-scalar-into-matmul", "u",
                 {"mm": N(MM, ["$a", "$b", "$c?", "$r?"]), "u": N(_op, ["mm", Scalar(capture="$s")], commutative=not _div)},
-                _aliased(_scale_out(_div, False))),
+                _scale_out(_div, False)),
         Pattern(f"{_n}-scalar-into-matmul-through-reshape", "u",
                 {"mm": N(MM, ["$a", "$b", "$c?", "$r?"]), "src": N("fused.reshape", ["mm"]),
                  "u": N(_op, ["src", Scalar(capture="$s")], commutative=not _div)},
@@ -496,8 +485,8 @@ def _residual(through: bool):
             return None
         r = m["$r"]
         out = m["out"].type
-        src = m["src"].type if through else mm.result.type
-        if r.type != out or out != src or r is m["src"]:
+        src = m["src"] if through else mm.result
+        if r.type != out or out != src.type or r is src:
             return None
         y = _mm_rebuild(m, b, "mm", {3: reshape(b, r, mm.result.type.shape)})
         return reshape(b, y, out.shape) if through else y
@@ -514,17 +503,17 @@ def _add_layer_norm(m, b):
 
 CHAINS = [
     Pattern("matmul-bias", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N("fused.add", ["mm", "$b"])},
-            _aliased(_bias(False)), benefit=30),
+            _bias(False), benefit=30),
     Pattern("matmul-bias-through-reshape", "out",
             {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$b"])},
             _bias(True), benefit=30),
     Pattern("matmul-act", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N(tuple(ACTS), ["mm"])},
-            _aliased(_act(False)), benefit=20),
+            _act(False), benefit=20),
     Pattern("matmul-act-through-reshape", "out",
             {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N(tuple(ACTS), ["src"])},
             _act(True), benefit=20),
     Pattern("matmul-residual", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N("fused.add", ["mm", "$r"])},
-            _aliased(_residual(False)), benefit=10),
+            _residual(False), benefit=10),
     Pattern("matmul-residual-through-reshape", "out",
             {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$r"])},
             _residual(True), benefit=10),

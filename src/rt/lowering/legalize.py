@@ -333,7 +333,7 @@ def _sdpa(b, op, at, m):
     if rank == 2:
         q, k, v = (reshape(b, t, [1, *t.type.shape]) for t in (q, k, v))
     elif rank > 4:
-        q, k, v = (reshape(b, t, [-1 if False else int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
+        q, k, v = (reshape(b, t, [int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
                    for t in (q, k, v))
     madd = None
     if mask is not None:
@@ -472,7 +472,6 @@ def legalize(module: Module) -> None:
             out_ops.append(op)
             continue
         b = Builder(module, names, op.result.name)
-        # the module being built is `out_ops`; const lookups must see folded constants, which live in ops
         try:
             new = conv(b, op, REGISTRY[op.name].with_defaults(op.attrs), module)
         except LoweringError as e:
@@ -483,8 +482,6 @@ def legalize(module: Module) -> None:
             names.discard(new.name)
             new.name = op.result.name
             names.add(new.name)
-            if new.name in src:
-                pass
         out_ops.extend(b.new_ops)
         replace[op.result] = new
     if unsupported:

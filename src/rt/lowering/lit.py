@@ -77,9 +77,8 @@ def parse_cases(text: str) -> list[Case]:
                 in_expect = True
             elif in_expect:
                 expect_lines.append(line)
-            elif not s.startswith("//") or not body_lines:
-                if not s.startswith("//"):
-                    body_lines.append(line)
+            elif not s.startswith("//"):
+                body_lines.append(line)
         cases.append(Case(name, passes, consts, "\n".join(body_lines) + "\n",
                           ("\n".join(expect_lines).strip("\n") + "\n") if expect_lines else None))
     return cases

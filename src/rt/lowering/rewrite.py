@@ -29,7 +29,7 @@ a module output) unless its node is listed in `shared`. `where(m)` adds constrai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
