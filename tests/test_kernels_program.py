@@ -104,6 +104,18 @@ def test_bad_records_rejected_at_build(rec, sizes, match):
         Program(rec, sizes, {}, [1], [2])
 
 
+def test_records_handed_out_are_copies():
+    """What Python can reach is never what runs: changing it changes nothing."""
+    prog, ref = mlp()
+    recs = prog.records
+    recs.flags.writeable = True
+    recs["ip"][:] = 2**40
+    assert (prog.records["ip"] != 2**40).any()
+    x, out = np.ones((4, 8), np.float32), np.empty((4, 8), np.float32)
+    prog.run([x], [out])
+    np.testing.assert_allclose(out, ref(x), rtol=1e-5)
+
+
 def test_bad_bindings_rejected():
     rec = records(("RELU", [(1, 0), (2, 0)], [4], []))
     with pytest.raises(ValueError, match="bound twice"):

@@ -21,13 +21,14 @@
 #include <unistd.h>
 
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
 
 #include "rt_kernel.h"
 
 #define MAX_THREADS 256
 
 typedef struct {
-    dnnl_memory_desc_t a_md, b_md, bias_md, res_md, c_md; /* b_md: the layout B is read in */
+    dnnl_memory_desc_t a_md, b_md, bias_md, c_md; /* b_md: the layout B is read in; a residual has c's */
     void *packed;                                          /* owned copy of B, or NULL */
     int res_is_out;
     pthread_mutex_t lock;
@@ -63,7 +64,7 @@ static dnnl_status_t make_pd(const rt_op *op, const onednn_mm *s, const_dnnl_mem
     dnnl_status_t st = dnnl_post_ops_create(&po);
     if (st == dnnl_success && op->ip[18])
         st = s->res_is_out ? dnnl_post_ops_append_sum(po, 1.f, 0, dnnl_data_type_undef)
-                           : dnnl_post_ops_append_binary(po, dnnl_binary_add, s->res_md);
+                           : dnnl_post_ops_append_binary(po, dnnl_binary_add, s->c_md);
     if (st == dnnl_success && op->ip[16] != RT_ACT_NONE)
         st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip[16]], 0.f, 0.f);
     if (st == dnnl_success) st = dnnl_primitive_attr_create(&attr);
@@ -81,8 +82,8 @@ static void destroy(onednn_mm *s)
 {
     for (int i = 0; i <= MAX_THREADS; i++)
         if (s->prim[i]) dnnl_primitive_destroy(s->prim[i]);
-    dnnl_memory_desc_t mds[5] = {s->a_md, s->b_md, s->bias_md, s->res_md, s->c_md};
-    for (int i = 0; i < 5; i++)
+    dnnl_memory_desc_t mds[4] = {s->a_md, s->b_md, s->bias_md, s->c_md};
+    for (int i = 0; i < 4; i++)
         if (mds[i]) dnnl_memory_desc_destroy(mds[i]);
     free(s->packed);
     pthread_mutex_destroy(&s->lock);
@@ -91,11 +92,19 @@ static void destroy(onednn_mm *s)
 
 void rt_r_matmul(void *state) { destroy((onednn_mm *)state); }
 
+/* oneDNN sizes its work for the calling thread's OpenMP thread count: set it to rt's while
+ * oneDNN works (returns the caller's count, to restore). */
+static int use_rt_threads(void)
+{
+    int caller = omp_get_max_threads();
+    omp_set_num_threads(rt_nthreads < MAX_THREADS ? rt_nthreads : MAX_THREADS);
+    return caller;
+}
+
 /* The primitive for the current thread count, made on first use; *scratch = its scratchpad bytes. */
 static dnnl_primitive_t primitive(const rt_op *op, onednn_mm *s, size_t *scratch)
 {
     int nth = rt_nthreads < MAX_THREADS ? rt_nthreads : MAX_THREADS;
-    omp_set_num_threads(nth);
     dnnl_primitive_t p = __atomic_load_n(&s->prim[nth], __ATOMIC_ACQUIRE);
     if (!p) {
         pthread_mutex_lock(&s->lock);
@@ -198,7 +207,6 @@ static dnnl_status_t setup(rt_op *op, onednn_mm *s, const float *b)
     dnnl_status_t st = matrix_md(&s->a_md, M, K, (int)ip[5], ip[7]);
     if (st == dnnl_success) st = matrix_md(&plain_b, K, N, (int)ip[6], ip[8]);
     if (st == dnnl_success) st = matrix_md(&s->c_md, M, N, 0, ip[9]);
-    if (st == dnnl_success) st = matrix_md(&s->res_md, M, N, 0, ip[9]);
     if (st == dnnl_success)
         st = dnnl_memory_desc_create_with_tag(&s->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab);
     if (st != dnnl_success) goto out;
@@ -227,24 +235,37 @@ int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen)
     if (op->ip[19] == RT_MATMUL_B_BLAS) return 0;
     RT_CHECK(arg[1], "oneDNN matmul: B must be a constant (bound when the program is built)");
     pthread_once(&engine_once, make_engine);
-    RT_CHECK(engine_status == dnnl_success, "oneDNN: cannot create a CPU engine (status %d)",
-             (int)engine_status);
+    RT_CHECK(engine_status == dnnl_success, "oneDNN: cannot create a CPU engine: %s",
+             dnnl_status2str(engine_status));
     onednn_mm *s = calloc(1, sizeof *s);
     RT_CHECK(s, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
     s->res_is_out = op->ip[18] && op->slot[3] == op->slot[4] && op->offset[3] == op->offset[4];
+    int caller_threads = use_rt_threads();
     dnnl_status_t st = setup(op, s, (const float *)arg[1]);
     size_t scratch;
     if (st == dnnl_success && !primitive(op, s, &scratch)) st = dnnl_runtime_error;
+    omp_set_num_threads(caller_threads);
     if (st != dnnl_success) {
         destroy(s);
-        return rt_fail(msg, msglen, "oneDNN cannot build this matmul (status %d)", (int)st);
+        return rt_fail(msg, msglen, "oneDNN cannot build this %lldx%lldx%lld matmul: %s",
+                       (long long)op->ip[2], (long long)op->ip[3], (long long)op->ip[4], dnnl_status2str(st));
     }
     op->state = s;
     return 0;
 }
 
+static int run(const rt_op *op, char *const *arg);
+
 int rt_matmul_onednn(const rt_op *op, char *const *arg)
+{
+    int caller_threads = use_rt_threads();
+    int rc = run(op, arg);
+    omp_set_num_threads(caller_threads);
+    return rc;
+}
+
+static int run(const rt_op *op, char *const *arg)
 {
     onednn_mm *s = op->state;
     size_t scratch_bytes;
@@ -264,7 +285,7 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg)
         {DNNL_ARG_WEIGHTS, s->b_md, b},
         {DNNL_ARG_DST, s->c_md, arg[4]},
         {DNNL_ARG_BIAS, s->bias_md, arg[2]},
-        {res_arg, s->res_md, s->res_is_out ? NULL : arg[3]},
+        {res_arg, s->c_md, s->res_is_out ? NULL : arg[3]},
         {DNNL_ARG_SCRATCHPAD, scratch_md, scratch},
     };
     dnnl_exec_arg_t args[6];
@@ -277,9 +298,12 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg)
         }
         args[n++].arg = want[i].arg;
     }
-    if (rc == RT_OK && (dnnl_primitive_execute(p, ctx->stream, n, args) != dnnl_success ||
-                        dnnl_stream_wait(ctx->stream) != dnnl_success))
+    dnnl_status_t st = dnnl_success;
+    if (rc == RT_OK && ((st = dnnl_primitive_execute(p, ctx->stream, n, args)) != dnnl_success ||
+                        (st = dnnl_stream_wait(ctx->stream)) != dnnl_success)) {
+        rt_set_error_detail(st);
         rc = RT_ERR_BACKEND;
+    }
     for (int i = 0; i < n; i++) dnnl_memory_destroy(args[i].memory);
     if (scratch_md) dnnl_memory_desc_destroy(scratch_md);
     return rc;

@@ -40,10 +40,16 @@ int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen)
     return preparers[op->code] ? preparers[op->code](op, arg, msg, msglen) : 0;
 }
 
-void rt_program_prepared(void)
+void rt_program_prepared(const rt_op *ops, int64_t nops)
 {
 #ifdef RT_HAVE_ONEDNN
-    rt_onednn_trim();
+    for (int64_t i = 0; i < nops; i++)
+        if (ops[i].state && ops[i].code == RT_OP_MATMUL) {
+            rt_onednn_trim();
+            return;
+        }
+#else
+    (void)ops, (void)nops;
 #endif
 }
 

@@ -82,8 +82,9 @@ int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nby
  * operands. Returns 0, or nonzero with a message. rt_op_release frees it. */
 int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen);
 void rt_op_release(rt_op *op);
-/* Called once a program's ops are all prepared: gives back memory only preparing needed. */
-void rt_program_prepared(void);
+/* Called once a program's ops are all prepared: gives back memory only preparing needed
+ * (when some op made oneDNN primitives: the library code their creation touched). */
+void rt_program_prepared(const rt_op *ops, int64_t nops);
 /* Whether rt was built with oneDNN (MATMUL's ip[19] may then be nonzero). */
 int rt_have_onednn(void);
 

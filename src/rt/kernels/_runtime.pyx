@@ -68,7 +68,7 @@ cdef extern from "rt_program.h" nogil:
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
     int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen)
     void rt_op_release(rt_op *op)
-    void rt_program_prepared()
+    void rt_program_prepared(const rt_op *ops, int64_t nops)
     int rt_have_onednn()
     void rt_set_num_threads(int n)
     int rt_get_num_threads()
@@ -183,7 +183,7 @@ cdef class Program:
     Slot 0 is the arena (per-call scratch, pooled); constants are bound once and held
     by reference; input and output slots are bound at each run().
     """
-    cdef readonly object records
+    cdef object _records     # the validated records self.ops points into: never handed out
     cdef object _constants
     cdef rt_op *ops
     cdef readonly int64_t nops
@@ -219,8 +219,7 @@ cdef class Program:
             raise ValueError("need at least slot 0 (the arena)")
         if (sizes < 0).any():
             raise ValueError(f"negative slot size in {sizes.tolist()}")
-        self.records = recs
-        self.records.flags.writeable = False
+        self._records = recs
         self.nops = recs.shape[0]
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
@@ -293,7 +292,14 @@ cdef class Program:
             self.nprepared = i + 1
             if after_prepare is not None:
                 after_prepare(i)
-        rt_program_prepared()
+        rt_program_prepared(self.ops, self.nops)
+
+    @property
+    def records(self):
+        """A copy of the validated records (state cleared): changing it changes nothing that runs."""
+        out = self._records.copy()
+        out["state"] = 0
+        return out
 
     def __dealloc__(self):
         cdef int64_t i
@@ -322,6 +328,9 @@ cdef class Program:
         if (cnp.PyArray_FLAGS(arr) & need) != need:
             raise ValueError(f"{what}: array must be C-contiguous, aligned"
                              f"{' and writeable' if writable else ''}")
+        if not cnp.PyArray_ISNOTSWAPPED(arr):
+            raise ValueError(f"{what}: array is in non-native byte order ({arr.dtype.str}); "
+                             "convert it with .astype(arr.dtype.newbyteorder('='))")
         if cnp.PyArray_NBYTES(arr) != self.slot_nbytes[slot]:
             raise ValueError(f"{what}: has {cnp.PyArray_NBYTES(arr)} bytes, "
                              f"slot {slot} holds {self.slot_nbytes[slot]}")
@@ -393,7 +402,7 @@ cdef class Program:
             arr = <cnp.ndarray>x
             ndim, typenum = self._in_types[i]
             if (cnp.PyArray_TYPE(arr) != typenum or (cnp.PyArray_FLAGS(arr) & need) != need
-                    or cnp.PyArray_NDIM(arr) != ndim
+                    or not cnp.PyArray_ISNOTSWAPPED(arr) or cnp.PyArray_NDIM(arr) != ndim
                     or memcmp(cnp.PyArray_DIMS(arr), cnp.PyArray_DATA(self._in_dims[i]),
                               ndim * sizeof(cnp.npy_intp)) != 0):
                 return None
@@ -445,7 +454,7 @@ cdef class Program:
                                  f"embedding table of {op.ip[1]} rows")
             raise IndexError(f"{where}: index {st.detail} out of range")
         if st.code == RT_ERR_BACKEND:
-            raise RuntimeError(f"{where}: oneDNN failed to run the op")
+            raise RuntimeError(f"{where}: oneDNN failed to run the op (dnnl_status_t {st.detail})")
         if st.code == RT_ERR_NOMEM:
             raise MemoryError(f"{where}: out of memory")
         raise RuntimeError(f"{where}: kernel failed with code {st.code}")
