@@ -54,6 +54,8 @@ def test_inspect_shows_ir_plan_and_picture(workdir):
 def test_missing_file_is_a_clear_error(workdir):
     r = rt_cmd("run", "nope.rt", cwd=workdir)
     assert r.returncode == 2 and "cannot open" in r.stderr
+    r = rt_cmd("compile", "nope.pt2", "-o", "x.rt", cwd=workdir)
+    assert r.returncode != 0 and "cannot read nope.pt2" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_demo_reports_stages_plan_latency_and_error(tmp_path):

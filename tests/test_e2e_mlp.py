@@ -100,6 +100,23 @@ def test_wrong_inputs_are_named():
         compiled(np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32))
     with pytest.raises(InputError, match="missing input"):
         compiled()
+    with pytest.raises(InputError, match=r"dtype >f4, expected float32"):      # never misread as native
+        compiled(np.zeros((2, 8), ">f4"))
+
+
+def test_one_example_tensor_needs_no_tuple():
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    x = torch.randn(1, 4)
+    compiled = rt.compile(model, x)
+    assert compiled(x.numpy()).shape == (1, 3)
+    np.testing.assert_allclose(compiled(x.numpy()), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_profile_needs_at_least_one_run():
+    model = nn.Sequential(nn.Linear(4, 3)).eval()
+    compiled = rt.compile(model, (torch.randn(1, 4),))
+    with pytest.raises(ValueError, match="runs must be at least 1"):
+        compiled.profile(np.zeros((1, 4), np.float32), runs=0)
 
 
 def test_same_size_wrong_shape_is_refused_and_strided_input_still_works():

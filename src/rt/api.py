@@ -118,6 +118,8 @@ class CompiledModel:
         """Run op by op through the C kernels `runs` times; returns a Profile (per-op table, by-kind
         totals) and writes a Chrome trace JSON to `trace` when given (opens in Perfetto)."""
         from .profile import build_profile
+        if runs < 1:
+            raise ValueError(f"runs must be at least 1, got {runs}")
         samples = []
         for _ in range(runs + 1):           # the first run warms caches and is dropped
             timings: list = []
@@ -173,8 +175,10 @@ class _Stages:
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
             print_ir_after_all: bool = False, progress: Progress | None = None) -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
-    already exported torch.export.ExportedProgram) into a CompiledModel. `progress(stage, seconds)` is
-    called as each stage finishes."""
+    already exported torch.export.ExportedProgram) into a CompiledModel. `args` may be one tensor or a
+    tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
+    stage's IR against its dialect (slower); print_ir_after_all: print the IR after each lowering pass;
+    `progress(stage, seconds)` is called as each stage finishes."""
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
     from .lowering import to_fused
@@ -184,7 +188,8 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     if type(model).__name__ == "ExportedProgram":
         torch_ir = stages.run("import", import_program, model)
     else:
-        torch_ir = stages.run("import", import_module, model, tuple(args), kwargs, strict=strict)
+        args = (args,) if _is_torch_tensor(args) else tuple(args)
+        torch_ir = stages.run("import", import_module, model, args, kwargs, strict=strict)
     if verify:
         verify_module(torch_ir, "torch")
     fused = stages.run("to_fused", to_fused, torch_ir, verify=verify, print_ir_after_all=print_ir_after_all)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -11,7 +12,13 @@ def _compile(args) -> int:
     import torch
 
     import rt
-    ep = torch.export.load(args.model)
+    if not os.path.isfile(args.model):
+        raise SystemExit(f"rt compile: cannot read {args.model}: no such file")
+    try:
+        ep = torch.export.load(args.model)
+    except Exception as e:  # noqa: BLE001 - any reason the file is not a saved ExportedProgram
+        raise SystemExit(f"rt compile: cannot read {args.model} ({type(e).__name__}: {e}); expected a file "
+                         "written by torch.export.save") from None
     compiled = rt.compile(ep)
     compiled.save(args.output)
     plan = compiled.plan_report()
@@ -24,7 +31,9 @@ def _parse_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
     """`--input x.npy` binds positionally; `--input name=x.npy` by input name."""
     bound: dict[str, np.ndarray] = {}
     for i, spec in enumerate(specs):
-        name, _, path = spec.rpartition("=")
+        name, eq, path = spec.partition("=")
+        if not eq:
+            name, path = "", spec
         if not name:
             if i >= len(names):
                 raise SystemExit(f"rt run: more --input files than the model's {len(names)} inputs")
@@ -44,11 +53,13 @@ def _run(args) -> int:
     for i, y in enumerate(outs):
         print(f"output {i}: {y.dtype}{list(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
     if args.output:
+        ext = ".npy" if len(outs) == 1 else ".npz"
+        path = args.output if args.output.endswith(ext) else args.output + ext    # numpy adds it
         if len(outs) == 1:
-            np.save(args.output, outs[0])
+            np.save(path, outs[0])
         else:
-            np.savez(args.output, *outs)
-        print(f"saved to {args.output}")
+            np.savez(path, *outs)
+        print(f"saved to {path}")
     return 0
 
 
@@ -57,6 +68,8 @@ def _inspect(args) -> int:
     model = rt.load(args.model)
     if args.stage:
         print(model.ir(args.stage), end="")
+    for kind, values in (("inputs", model.planned.inputs), ("outputs", model.planned.outputs)):
+        print(f"{kind}: " + ", ".join(f"{v.name} {v.type.np_dtype}{list(v.type.shape)}" for v in values))
     plan = model.plan_report()
     print(f"plan: arena {plan['arena_bytes']} bytes, lower bound {plan['lower_bound_bytes']} bytes "
           f"(ratio {plan['ratio']:.3f}), no-reuse total {plan['no_reuse_bytes']} bytes")
@@ -86,18 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile a torch.export.save file (.pt2) into an rt model file")
-    p.add_argument("model")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("model", help="a file written by torch.export.save (.pt2)")
+    p.add_argument("-o", "--output", required=True, help="where to write the rt model file (e.g. model.rt)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs (torch not needed)")
-    p.add_argument("model")
-    p.add_argument("--input", action="append", default=[], help="x.npy (positional) or name=x.npy")
+    p.add_argument("model", help="an rt model file (from `rt compile` or CompiledModel.save)")
+    p.add_argument("--input", action="append", default=[],
+                   help="one .npy per model input, repeated in input order, or name=x.npy (`rt inspect` lists "
+                        "the inputs)")
     p.add_argument("--output", help="save the output(s) here (.npy, or .npz for several)")
     p.set_defaults(func=_run)
 
-    p = sub.add_parser("inspect", help="show a compiled model's IR, plan report and plan picture")
-    p.add_argument("model")
+    p = sub.add_parser("inspect", help="show a compiled model's inputs, IR, plan report and plan picture")
+    p.add_argument("model", help="an rt model file (from `rt compile` or CompiledModel.save)")
     p.add_argument("--stage", choices=["torch", "fused", "planned"], help="print this stage's IR")
     p.add_argument("--picture", help="write the plan picture (PNG) here")
     p.set_defaults(func=_inspect)

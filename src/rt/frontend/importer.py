@@ -172,9 +172,10 @@ def _export_hint(e: Exception, text: str) -> str:
         return ("the forward pass branches or sizes on tensor values; replace Python `if`/loops over tensor "
                 "values with torch.where or masks, or compute those values outside the model")
     if "unsupported" in low and "strict" not in low:
-        return "rewrite that construct (see torch.export's docs on supported Python features), or try strict=True"
+        return ("rewrite that construct (see torch.export's docs on supported Python features), or try "
+                "rt.compile(model, args, strict=True)")
     return ("make the forward pass a pure function of its tensor inputs (no data-dependent Python control "
-            "flow, no side effects); if capture keeps failing, try import_module(..., strict=True)")
+            "flow, no side effects); if capture keeps failing, try rt.compile(model, args, strict=True)")
 
 
 def shorten(text: str, limit: int = 600) -> str:
@@ -311,9 +312,7 @@ def _map(x, env):
 
 def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
                   strict: bool = False) -> Module:
-    """nn.Module + example inputs -> verified torch dialect module."""
-    if not isinstance(args, tuple):
-        args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
+    """nn.Module + example inputs (a tuple) -> verified torch dialect module."""
     model = model.eval()
     ep = export_program(model, args, kwargs, strict)
     module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()))
