@@ -319,6 +319,17 @@ def test_matmul_split_and_panels(M, N, act, threads):
         set_num_threads(saved)
 
 
+@pytest.mark.parametrize("N, K", [(64, 64), (65, 3), (130, 126), (128, 128), (129, 128), (16, 1025),
+                                  (1, 16385)])
+@pytest.mark.parametrize("ta, tb", [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_matmul_one_row_both_sides_of_the_small_path(N, K, ta, tb):
+    """One-row products on B up to 128x128 elements run rt's own loops (whole and partial
+    64-column blocks), larger ones BLAS sgemv; both with alpha, bias, residual beside or in C."""
+    rng = np.random.default_rng(N * K)
+    assert_matmul_case(rng, 1, 1, 1, N, K, ta, tb, 1, True, True, -0.5, False, 3)
+    assert_matmul_case(rng, 1, 1, 1, N, K, ta, tb, 0, False, True, 1.0, False, 0, res_inplace=True)
+
+
 @pytest.mark.parametrize("M", [1, 7, 300])
 def test_matmul_residual_is_output(M):
     assert_matmul_case(np.random.default_rng(1), 1, 1, M, 33, 17, 0, 1, 2, True, True, 1.0, False, 0,

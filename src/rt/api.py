@@ -10,6 +10,7 @@ import numpy as np
 from .dialects.ir import Module
 from .dialects.text import print_module
 from .errors import InputError
+from .kernels._runtime import FastCallable
 
 
 def _is_torch_tensor(x: Any) -> bool:
@@ -17,9 +18,10 @@ def _is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-class CompiledModel:
+class CompiledModel(FastCallable):
     """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
-    same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan."""
+    same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan. Calls on numpy
+    arrays of exactly the input types run straight from FastCallable.__call__; `_call` does the rest."""
 
     def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None,
                  drop_packed: Callable[[np.ndarray], None] | None = None):
@@ -30,7 +32,7 @@ class CompiledModel:
         self.planned = stages["planned"]
         self.compile_times = timings or {}
         self._program = CompiledProgram(self.planned, drop_packed)
-        self._fast_call = self._program.program.call     # (arrays of the planned types) -> outputs | None
+        self.program = self._program.program
         self._input_specs = [(v.type.shape, v.type.np_dtype) for v in self.planned.inputs]
 
     # ---- calling ------------------------------------------------------------------------------
@@ -86,10 +88,7 @@ class CompiledModel:
             arrays.append(x)
         return arrays, torch_in
 
-    def __call__(self, *args, **kwargs):
-        outs = None if kwargs else self._fast_call(args)      # numpy arrays of the right types
-        if outs is not None:
-            return outs[0] if len(outs) == 1 else tuple(outs)
+    def _call(self, args: tuple, kwargs: dict):
         bound = None if kwargs else self._bind_fast(args)
         arrays, torch_in = bound if bound is not None else self._bind(args, kwargs)
         outs = self._program.run(arrays)

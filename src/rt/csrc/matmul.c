@@ -52,6 +52,7 @@ static void gemm(const mm_params *p, const float *a, const float *b, float *c, i
 {
     if (m == 1 && p->K > 0) { /* a vector times a matrix: gemv avoids gemm's packing */
         int64_t incx = p->ta ? p->lda : 1;
+        if (rt_matvec_small(a, incx, b, p->ldb, p->tb, p->N, p->K, p->alpha, p->beta, c)) return;
         if (p->tb)
             scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, p->N, p->K, p->alpha, b, p->ldb, a, incx,
                               p->beta, c, 1);

@@ -52,6 +52,13 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg);
 void rt_onednn_trim(void);
 #endif
 
+/* matvec.c: y = alpha * x B (+ y when beta = 1) for one row x when B has at most
+ * RT_MATVEC_SMALL_ELEMS elements (B read [N, K] when tb, else [K, N]); returns 0 and
+ * does nothing for a larger B. */
+#define RT_MATVEC_SMALL_ELEMS (128 * 128)
+int rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
+                    int64_t k, float alpha, float beta, float *y);
+
 /* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
 void rt_set_error_detail(int64_t detail);
 

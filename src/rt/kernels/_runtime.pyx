@@ -9,14 +9,6 @@ import os
 import numpy as np
 
 cimport numpy as cnp
-from cpython.pythread cimport (
-    WAIT_LOCK,
-    PyThread_acquire_lock,
-    PyThread_allocate_lock,
-    PyThread_free_lock,
-    PyThread_release_lock,
-    PyThread_type_lock,
-)
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, memset
@@ -195,16 +187,12 @@ cdef class Program:
     cdef int32_t *in_slots
     cdef int32_t *out_slots
     cdef Py_ssize_t nin, nout
-    cdef PyThread_type_lock lock
+    # Idle arenas. Taken and given back only while holding the GIL (this module does not
+    # declare itself free-threading safe, so the GIL exists), which is their lock.
     cdef void *pool[POOL_CAP]
     cdef int npool
     cdef tuple _in_types, _out_types
     cdef list _in_dims, _out_dims      # per input / output: its shape as npy_intp (C-level checks, PyArray_EMPTY)
-
-    def __cinit__(self):
-        self.lock = PyThread_allocate_lock()
-        if self.lock == NULL:
-            raise MemoryError()
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
                  after_prepare=None):
@@ -307,8 +295,6 @@ cdef class Program:
             rt_op_release(&self.ops[i])
         for i in range(self.npool):
             free(self.pool[i])
-        if self.lock != NULL:
-            PyThread_free_lock(self.lock)
         free(self.slot_nbytes)
         free(self.template)
         free(self.in_slots)
@@ -338,11 +324,9 @@ cdef class Program:
 
     cdef void *_take_arena(self) except NULL:
         cdef void *p = NULL
-        PyThread_acquire_lock(self.lock, WAIT_LOCK)
         if self.npool > 0:
             self.npool -= 1
             p = self.pool[self.npool]
-        PyThread_release_lock(self.lock)
         if p == NULL:
             p = rt_arena_alloc(self.arena_nbytes)
             if p == NULL:
@@ -350,12 +334,10 @@ cdef class Program:
         return p
 
     cdef void _give_arena(self, void *p):
-        PyThread_acquire_lock(self.lock, WAIT_LOCK)
         if self.npool < POOL_CAP:
             self.pool[self.npool] = p
             self.npool += 1
             p = NULL
-        PyThread_release_lock(self.lock)
         free(p)
 
     def run(self, list inputs, list outputs):
@@ -385,7 +367,7 @@ cdef class Program:
         self._out_types = tuple((len(s), np.dtype(d).num) for s, d in output_types)
         self._out_dims = [np.array(s, dtype=np.intp).reshape(-1) for s, _ in output_types]
 
-    def call(self, tuple args):
+    cdef list _call_exact(self, tuple args):
         """The fast path: run on positional C-contiguous arrays of exactly the declared shapes and
         dtypes and return new outputs, or None when an argument does not fit (the caller then
         checks it the slow way and explains what is wrong)."""
@@ -458,6 +440,21 @@ cdef class Program:
         if st.code == RT_ERR_NOMEM:
             raise MemoryError(f"{where}: out of memory")
         raise RuntimeError(f"{where}: kernel failed with code {st.code}")
+
+
+cdef class FastCallable:
+    """A model's calling convention (rt's CompiledModel derives from it): a call of positional numpy
+    arrays of exactly the program's input types runs `program` from here, with no Python frame on
+    the way (a tiny model's whole call is ~1 us); any other call goes to self._call(args, kwargs)."""
+    cdef public Program program
+
+    def __call__(self, *args, **kwargs):
+        cdef list outs = None
+        if not kwargs and self.program is not None:
+            outs = self.program._call_exact(args)
+        if outs is None:
+            return self._call(args, kwargs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def run_single(int code, record, list arrays):
