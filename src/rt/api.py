@@ -151,6 +151,20 @@ class CompiledModel(FastCallable):
         plan["ratio"] = plan["arena_bytes"] / lb if lb else 1.0
         return plan
 
+    def plan_summary(self) -> str:
+        """The memory plan in one line (what `rt compile`, `rt inspect` and the demo print)."""
+        p = self.plan_report()
+        mib = lambda n: f"{n / 2**20:.2f} MiB"   # noqa: E731
+        return (f"arena {mib(p['arena_bytes'])}, lower bound {mib(p['lower_bound_bytes'])} "
+                f"(ratio {p['ratio']:.3f}), no reuse {mib(p['no_reuse_bytes'])}")
+
+    def op_summary(self, stage: str = "planned", top: int | None = None) -> tuple[int, str]:
+        """(number of ops, 'name×count, ...' most frequent first) of one stage, constants left out."""
+        counts = self.stages[stage].op_counts()
+        counts.pop("const", None)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+        return sum(counts.values()), ", ".join(f"{k.split('.', 1)[1]}×{v}" for k, v in ranked)
+
 
 Progress = Callable[[str, float], None]    # (stage that just finished, its seconds)
 

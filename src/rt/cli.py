@@ -21,9 +21,8 @@ def _compile(args) -> int:
                          "written by torch.export.save") from None
     compiled = rt.compile(ep)
     compiled.save(args.output)
-    plan = compiled.plan_report()
-    print(f"compiled {args.model} -> {args.output}: {sum(1 for o in compiled.planned.ops if o.name != 'const')} "
-          f"planned ops, arena {plan['arena_bytes']} bytes (lower bound {plan['lower_bound_bytes']})")
+    print(f"compiled {args.model} -> {args.output}: {compiled.op_summary()[0]} planned ops; "
+          f"{compiled.plan_summary()}")
     return 0
 
 
@@ -70,12 +69,8 @@ def _inspect(args) -> int:
         print(model.ir(args.stage), end="")
     for kind, values in (("inputs", model.planned.inputs), ("outputs", model.planned.outputs)):
         print(f"{kind}: " + ", ".join(f"{v.name} {v.type.np_dtype}{list(v.type.shape)}" for v in values))
-    plan = model.plan_report()
-    print(f"plan: arena {plan['arena_bytes']} bytes, lower bound {plan['lower_bound_bytes']} bytes "
-          f"(ratio {plan['ratio']:.3f}), no-reuse total {plan['no_reuse_bytes']} bytes")
-    counts = model.planned.op_counts()
-    counts.pop("const", None)
-    print("planned ops: " + ", ".join(f"{k.split('.', 1)[1]}×{v}" for k, v in sorted(counts.items())))
+    print(f"plan: {model.plan_summary()}")
+    print(f"planned ops: {model.op_summary()[1]}")
     if args.picture:
         print(f"plan picture: {model.plan_picture(args.picture)}")
     return 0

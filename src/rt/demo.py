@@ -39,10 +39,6 @@ def _median_ms(fn, repeat: int) -> float:
     return float(np.median(times) * 1e3)
 
 
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.2f} MiB"
-
-
 def time_engine(engine: str, model_name: str, seq: int | None, repeat: int, model_file: str, inputs: str) -> float:
     """Runs in the engine's own process: median latency in ms."""
     arrays = list(np.load(inputs).values())
@@ -79,15 +75,10 @@ def run_demo(model_name: str, seq: int | None, repeat: int = 20) -> int:
     print(f"  compiled in {time.perf_counter() - t0:.2f} s\n")
 
     print(f"{'stage':<8} {'ops':>6}   most frequent")
-    for stage, module in compiled.stages.items():
-        counts = module.op_counts()
-        counts.pop("const", None)
-        top = ", ".join(f"{k.split('.', 1)[1]}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
-        print(f"{stage:<8} {sum(counts.values()):>6}   {top}")
-
-    plan = compiled.plan_report()
-    print(f"\narena {_mib(plan['arena_bytes'])}  lower bound {_mib(plan['lower_bound_bytes'])}  "
-          f"(ratio {plan['ratio']:.3f})  no reuse {_mib(plan['no_reuse_bytes'])}")
+    for stage in compiled.stages:
+        n, top = compiled.op_summary(stage, top=5)
+        print(f"{stage:<8} {n:>6}   {top}")
+    print(f"\n{compiled.plan_summary()}")
 
     with torch.inference_mode():
         want = model(*args).numpy()

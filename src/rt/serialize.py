@@ -93,7 +93,7 @@ class MappedWeights:
             self.mapped.madvise(mmap.MADV_DONTNEED)
 
 
-def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], dict, MappedWeights]:
+def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
     """Read a saved model: (stages, plan facts). The planned stage's constants are views of the mapped file."""
     try:
         f = open(path, "rb")
@@ -133,11 +133,11 @@ def load_model(path: str, check_data: bool = True) -> tuple[dict[str, Module], d
             raise _refuse(path, f"constant {e['name']!r} has unknown dtype {e['dtype']!r}")
         arr = np.frombuffer(mapped, dtype=DTYPES[e["dtype"]], count=int(np.prod(e["shape"], dtype=np.int64)),
                             offset=data_start + e["offset"]).reshape(e["shape"])
-        if check_data and e["offset"] not in checked:
+        if e["offset"] not in checked:
             checked.add(e["offset"])
             data_crc = zlib.crc32(memoryview(arr).cast("B"), data_crc)
         constants[e["name"]] = arr
-    if check_data and data_crc != header["data_crc32"]:
+    if data_crc != header["data_crc32"]:
         raise _refuse(path, "corrupt weights (checksum mismatch)")
     weights = MappedWeights(mapped)
     weights.drop_all()   # read only for the checksum: what runs will fault back in what it reads

@@ -183,8 +183,9 @@ int rt_k_attention(const rt_op *op, char *const *arg)
      * otherwise heads are split into query chunks so every thread has work. */
     int64_t nqb = (Sq + BQ - 1) / BQ, heads = B * H;
     int64_t chunks = heads >= 2 * rt_nthreads ? 1 : (2 * rt_nthreads + heads - 1) / heads;
-    if (chunks > nqb) chunks = nqb;
-    int64_t rows_per_chunk = (nqb + chunks - 1) / chunks * BQ, ntasks = heads * chunks;
+    int64_t blocks_per_chunk = (nqb + chunks - 1) / chunks;
+    chunks = (nqb + blocks_per_chunk - 1) / blocks_per_chunk; /* none left empty */
+    int64_t rows_per_chunk = blocks_per_chunk * BQ, ntasks = heads * chunks;
     int64_t per_thread = rt_attention_scratch_floats(Sk, D, Dv);
     /* The plan provides scratch for ip[23] threads; never run more than that. */
     int64_t slots = ip[23] < ntasks ? ip[23] : ntasks;
@@ -206,7 +207,7 @@ int rt_k_attention(const rt_op *op, char *const *arg)
         float *mine = scratch + rt_thread_id() * per_thread;
         if (qb - qa < RT_DIRECT_ROWS)
             attn_direct(&p, qa, qb, mine);
-        else if (qa < qb)
+        else
             attn_task(&p, qa, qb, mine);
     }
     return RT_OK;

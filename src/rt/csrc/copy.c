@@ -1,29 +1,6 @@
 /* COPY: strided gather into a contiguous buffer. CAST: dtype conversion. */
 #include "rt_kernel.h"
 
-/* Merge dims that are contiguous with each other and drop size-1 dims. */
-static int collapse(int ndim, const int64_t *shape, const int64_t *stride, int64_t *sh, int64_t *st)
-{
-    int n = 0;
-    for (int d = 0; d < ndim; d++) {
-        if (shape[d] == 1) continue;
-        if (n > 0 && st[n - 1] == stride[d] * shape[d]) {
-            sh[n - 1] *= shape[d];
-            st[n - 1] = stride[d];
-            continue;
-        }
-        sh[n] = shape[d];
-        st[n] = stride[d];
-        n++;
-    }
-    if (n == 0) {
-        sh[0] = 1;
-        st[0] = 1;
-        n = 1;
-    }
-    return n;
-}
-
 /* Gather one row of n items at stride s (in items) for each supported item size. */
 #define RT_GATHER(T)                                                                    \
     static void gather_##T(const char *restrict x, int64_t s, char *restrict y, int64_t n) \
@@ -57,60 +34,57 @@ COPY_TILED(uint16_t)
 COPY_TILED(uint32_t)
 COPY_TILED(uint64_t)
 
-static void copy_tiled(const char *x, char *y, int nd, const int64_t *sh, const int64_t *st,
-                       int k, int64_t isz)
+/* Operand 0 of the space is x, operand 1 the (contiguous) output; x's dim k has unit stride. */
+static void copy_tiled(const char *x, char *y, const rt_space *s, int k, int64_t isz)
 {
     void (*tile)(const char *, char *, int64_t, int64_t, int64_t, int64_t) =
         isz == 1 ? tiled_uint8_t : isz == 2 ? tiled_uint16_t : isz == 4 ? tiled_uint32_t : tiled_uint64_t;
-    int last = nd - 1;
-    int64_t ost[RT_MAX_NDIM], outer = 1;
-    ost[last] = 1;
-    for (int d = last - 1; d >= 0; d--) ost[d] = ost[d + 1] * sh[d + 1];
+    int last = s->ndim - 1;
+    const int64_t *sh = s->shape;
+    int64_t xs = s->stride[0][last], ys = s->stride[1][k], outer = 1;
     for (int d = 0; d < last; d++)
         if (d != k) outer *= sh[d];
     int64_t ti = (sh[k] + COPY_TILE - 1) / COPY_TILE, tj = (sh[last] + COPY_TILE - 1) / COPY_TILE;
     RT_FOR(outer * sh[k] * sh[last] >= RT_PAR_MIN_ELEMS, t, outer * ti * tj, {
-        int64_t rem = t / (ti * tj), i0 = t / tj % ti * COPY_TILE, j0 = t % tj * COPY_TILE;
-        int64_t xo = i0 + j0 * st[last], yo = i0 * ost[k] + j0;
-        for (int d = last - 1; d >= 0; d--) { /* outer index -> offsets */
-            if (d == k) continue;
-            xo += rem % sh[d] * st[d];
-            yo += rem % sh[d] * ost[d];
-            rem /= sh[d];
-        }
+        int64_t i0 = t / tj % ti * COPY_TILE, j0 = t % tj * COPY_TILE, off[2];
+        rt_row_offsets(s, t / (ti * tj), k, off);
         int64_t ni = sh[k] - i0 < COPY_TILE ? sh[k] - i0 : COPY_TILE;
         int64_t nj = sh[last] - j0 < COPY_TILE ? sh[last] - j0 : COPY_TILE;
-        tile(x + xo * isz, y + yo * isz, ni, nj, st[last], ost[k]);
+        tile(x + (off[0] + i0 + j0 * xs) * isz, y + (off[1] + i0 * ys + j0) * isz, ni, nj, xs, ys);
     });
 }
 
 int rt_k_copy(const rt_op *op, char *const *arg)
 {
-    int64_t sh[RT_MAX_NDIM], st[RT_MAX_NDIM], isz = op->ip[13];
-    int nd = collapse((int)op->ip[0], op->ip + 1, op->ip + 7, sh, st);
-    int64_t cols = sh[nd - 1], rows = 1, inner = st[nd - 1];
-    for (int d = 0; d < nd - 1; d++) rows *= sh[d];
+    int nd0 = (int)op->ip[0];
+    const int64_t *shape = op->ip + 1;
+    int64_t out_stride[RT_MAX_NDIM], isz = op->ip[13];
+    for (int d = nd0 - 1; d >= 0; d--) /* the output is contiguous */
+        out_stride[d] = d == nd0 - 1 ? 1 : out_stride[d + 1] * shape[d + 1];
+    rt_space s;
+    const int64_t *strides[2] = {op->ip + 7, out_stride};
+    rt_collapse(&s, nd0, shape, 2, strides);
+    int nd = s.ndim;
+    int64_t cols = s.shape[nd - 1], rows = 1, inner = s.stride[0][nd - 1];
+    for (int d = 0; d < nd - 1; d++) rows *= s.shape[d];
     if (rows == 0 || cols == 0) return RT_OK;
     const char *x = arg[0];
     char *y = arg[1];
     for (int k = 0; k < nd - 1 && inner != 1; k++)
-        if (st[k] == 1) {
-            copy_tiled(x, y, nd, sh, st, k, isz);
+        if (s.stride[0][k] == 1) {
+            copy_tiled(x, y, &s, k, isz);
             return RT_OK;
         }
     void (*gather)(const char *, int64_t, char *, int64_t) =
         isz == 1 ? gather_uint8_t : isz == 2 ? gather_uint16_t : isz == 4 ? gather_uint32_t : gather_uint64_t;
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, {
-        int64_t off = 0, rem = r;
-        for (int d = nd - 2; d >= 0; d--) {
-            off += rem % sh[d] * st[d];
-            rem /= sh[d];
-        }
+        int64_t off[2];
+        rt_row_offsets(&s, r, -1, off);
         char *yr = y + r * cols * isz;
         if (inner == 1)
-            memcpy(yr, x + off * isz, (size_t)(cols * isz));
+            memcpy(yr, x + off[0] * isz, (size_t)(cols * isz));
         else
-            gather(x + off * isz, inner, yr, cols);
+            gather(x + off[0] * isz, inner, yr, cols);
     });
     return RT_OK;
 }

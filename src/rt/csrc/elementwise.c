@@ -41,37 +41,6 @@ int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 
 /* ---- binary ---- */
 
-/* Collapsed iteration space: dims merged where both inputs allow, size-1 dims dropped. */
-typedef struct {
-    int ndim;
-    int64_t shape[RT_MAX_NDIM], as[RT_MAX_NDIM], bs[RT_MAX_NDIM];
-} bin_space;
-
-static void bin_collapse(const rt_op *op, bin_space *s)
-{
-    const int64_t *shape = op->ip + 1, *as = op->ip + 7, *bs = op->ip + 13;
-    s->ndim = 0;
-    for (int d = 0; d < (int)op->ip[0]; d++) {
-        if (shape[d] == 1) continue;
-        int k = s->ndim - 1;
-        if (k >= 0 && s->as[k] == as[d] * shape[d] && s->bs[k] == bs[d] * shape[d]) {
-            s->shape[k] *= shape[d]; /* dim d continues dim k for both inputs */
-            s->as[k] = as[d];
-            s->bs[k] = bs[d];
-            continue;
-        }
-        s->shape[s->ndim] = shape[d];
-        s->as[s->ndim] = as[d];
-        s->bs[s->ndim] = bs[d];
-        s->ndim++;
-    }
-    if (s->ndim == 0) { /* a scalar */
-        s->ndim = 1;
-        s->shape[0] = 1;
-        s->as[0] = s->bs[0] = 0;
-    }
-}
-
 /* One inner row per (op, stride case): unit/unit, unit/broadcast, broadcast/unit,
  * and any strides. out may alias a unit-stride input, so no restrict. */
 #define RT_BIN_ROWS(name, OP)                                                            \
@@ -100,26 +69,21 @@ typedef void (*bin_row_fn)(const float *a, int64_t as, const float *b, int64_t b
 
 static void bin_run(bin_row_fn f, const rt_op *op, const float *a, const float *b, float *y)
 {
-    bin_space s;
-    bin_collapse(op, &s);
+    rt_space s;
+    const int64_t *strides[2] = {op->ip + 7, op->ip + 13};
+    rt_collapse(&s, (int)op->ip[0], op->ip + 1, 2, strides);
     int last = s.ndim - 1;
-    int64_t cols = s.shape[last], rows = 1;
+    int64_t cols = s.shape[last], rows = 1, as = s.stride[0][last], bs = s.stride[1][last];
     for (int d = 0; d < last; d++) rows *= s.shape[d];
     if (rows == 0 || cols == 0) return;
     /* Long single rows are split into chunks so they parallelise too. */
     int64_t chunk = cols > RT_CHUNK ? RT_CHUNK : cols, per_row = (cols + chunk - 1) / chunk;
     int64_t ntasks = rows * per_row;
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, t, ntasks, {
-        int64_t r = t / per_row, c0 = (t % per_row) * chunk;
-        int64_t ao = c0 * s.as[last], bo = c0 * s.bs[last], rem = r;
-        for (int d = last - 1; d >= 0; d--) { /* row index -> input offsets */
-            int64_t i = rem % s.shape[d];
-            rem /= s.shape[d];
-            ao += i * s.as[d];
-            bo += i * s.bs[d];
-        }
+        int64_t r = t / per_row, c0 = (t % per_row) * chunk, off[2];
+        rt_row_offsets(&s, r, -1, off);
         int64_t len = cols - c0 < chunk ? cols - c0 : chunk;
-        f(a + ao, s.as[last], b + bo, s.bs[last], y + r * cols + c0, len);
+        f(a + off[0] + c0 * as, as, b + off[1] + c0 * bs, bs, y + r * cols + c0, len);
     });
 }
 

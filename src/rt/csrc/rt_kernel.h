@@ -68,6 +68,52 @@ void rt_set_error_detail(int64_t detail);
 RT_UNARY_LIST(RT_UNARY_DECL)
 #undef RT_UNARY_DECL
 
+/* ---- strided iteration spaces (elementwise.c, copy.c) ---- */
+
+#define RT_SPACE_MAX_OPS 2
+
+/* Dims of a strided loop over up to RT_SPACE_MAX_OPS operands, with every dim that
+ * continues its predecessor in all operands merged into it and size-1 dims dropped;
+ * a scalar becomes one dim of size 1. The last dim is the inner (row) loop. */
+typedef struct {
+    int ndim, nops;
+    int64_t shape[RT_MAX_NDIM], stride[RT_SPACE_MAX_OPS][RT_MAX_NDIM];
+} rt_space;
+
+static inline void rt_collapse(rt_space *s, int ndim, const int64_t *shape, int nops,
+                               const int64_t *const *strides)
+{
+    s->ndim = 0;
+    s->nops = nops;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 1) continue;
+        int k = s->ndim - 1, merge = k >= 0;
+        for (int o = 0; o < nops && merge; o++)
+            merge = s->stride[o][k] == strides[o][d] * shape[d];
+        if (!merge) k = s->ndim++;
+        s->shape[k] = merge ? s->shape[k] * shape[d] : shape[d];
+        for (int o = 0; o < nops; o++) s->stride[o][k] = strides[o][d];
+    }
+    if (s->ndim == 0) {
+        s->ndim = 1;
+        s->shape[0] = 1;
+        for (int o = 0; o < nops; o++) s->stride[o][0] = 0;
+    }
+}
+
+/* Each operand's offset (in items) to the start of row r, rows counted over all dims but
+ * the last (and but `skip`, when in range). */
+static inline void rt_row_offsets(const rt_space *s, int64_t r, int skip, int64_t *off)
+{
+    for (int o = 0; o < s->nops; o++) off[o] = 0;
+    for (int d = s->ndim - 2; d >= 0; d--) {
+        if (d == skip) continue;
+        int64_t i = r % s->shape[d];
+        r /= s->shape[d];
+        for (int o = 0; o < s->nops; o++) off[o] += i * s->stride[o][d];
+    }
+}
+
 /* ---- checker helpers: they write msg and return nonzero on failure ---- */
 
 static inline int rt_fail(char *msg, size_t msglen, const char *fmt, ...)

@@ -201,3 +201,9 @@ def replace_all_uses(module: Module, old: Value, new: Value) -> None:
     for op in module.ops:
         op.operands = [new if v is old else v for v in op.operands]
     module.outputs = [new if v is old else v for v in module.outputs]
+
+
+def remap(values: list[Value | None], replace: dict[Value, Value]) -> list[Value | None]:
+    """values with each replaced value swapped for its replacement (None, an absent operand, stays):
+    for passes that rewrite in one forward sweep and remap each op's operands as they reach it."""
+    return [replace.get(v, v) for v in values]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.ir import Module, Operation, TensorType, Value, remap
 from ..dialects.registry import FOLD_ONLY, REGISTRY, SHAPE_ONLY, VIEW
 from ..errors import LoweringError
 from .passmanager import register_pass
@@ -32,7 +32,7 @@ def fold_constants(module: Module) -> int:
     replace: dict[Value, Value] = {}
     for op in module.ops:
         if replace:
-            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+            op.operands = remap(op.operands, replace)
         if op.name == "const":
             new_ops.append(op)
             continue
@@ -64,7 +64,7 @@ def fold_constants(module: Module) -> int:
         folded += 1
     module.ops = new_ops
     if replace:
-        module.outputs = [replace.get(v, v) for v in module.outputs]
+        module.outputs = remap(module.outputs, replace)
     module.invalidate_names()
     return folded
 
@@ -93,7 +93,7 @@ def _merge_equal(module: Module, key_of) -> int:
     ops = []
     for op in module.ops:
         if replace:
-            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+            op.operands = remap(op.operands, replace)
         key = key_of(op)
         first = seen.get(key) if key is not None else None
         if first is not None and first.type == op.result.type:
@@ -103,7 +103,7 @@ def _merge_equal(module: Module, key_of) -> int:
             seen[key] = op.result
         ops.append(op)
     module.ops = ops
-    module.outputs = [replace.get(v, v) for v in module.outputs]
+    module.outputs = remap(module.outputs, replace)
     return len(replace)
 
 

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, Value
+from ..dialects.ir import Module, Operation, Value, remap
 from ..dialects.registry import REGISTRY
 from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
@@ -462,7 +462,7 @@ def legalize(module: Module) -> None:
     src = module.meta.get("source", {})
     for op in module.ops:
         if replace:
-            op.operands = [replace.get(v, v) if v is not None else None for v in op.operands]
+            op.operands = remap(op.operands, replace)
         if op.dialect != "torch":
             out_ops.append(op)
             continue
@@ -487,7 +487,7 @@ def legalize(module: Module) -> None:
     if unsupported:
         raise LoweringError("no fused lowering for these torch ops:\n" + "\n".join(unsupported))
     module.ops = out_ops
-    module.outputs = [replace.get(v, v) for v in module.outputs]
+    module.outputs = remap(module.outputs, replace)
     module.invalidate_names()
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.ir import Module, Operation, TensorType, Value, replace_all_uses
 from ..dialects.registry import COMMUTATIVE, REGISTRY
 from ..errors import LoweringError
 
@@ -373,10 +373,7 @@ def _commit(module: Module, root: Operation, new: Value, new_ops: list[Operation
     idx = next(i for i, o in enumerate(module.ops) if o is root)
     module.ops[idx:idx] = new_ops
     if new is not root.result:
-        for o in module.ops:
-            if any(v is root.result for v in o.operands):
-                o.operands = [new if v is root.result else v for v in o.operands]
-        module.outputs = [new if v is root.result else v for v in module.outputs]
+        replace_all_uses(module, root.result, new)
         module.ops.remove(root)
     # internal ops are now unused (checked); shared ones stay until dead-code elimination
     dead = {o for nid, o in m.ops.items() if o is not root and nid not in shared}
