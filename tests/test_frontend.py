@@ -331,6 +331,18 @@ def test_untraceable_model_gives_export_error_with_hint():
     assert len(msg) < 1500
 
 
+def test_unsupported_dtype_inside_the_model_names_the_op_and_line():
+    class Half(nn.Module):
+        def forward(self, x):
+            return (x.to(torch.float16) * 2).to(torch.float32)
+
+    with pytest.raises(ExportError) as info:
+        import_module(Half(), (rnd(3),))
+    msg = str(info.value)
+    assert "dtype torch.float16 is not supported" in msg and "aten.to.dtype" in msg
+    assert "test_frontend.py:" in msg and "x.to(torch.float16)" in msg
+
+
 def test_supported_overloads_listed():
     ov = supported_overloads()
     for name in ("aten.linear.default", "aten.scaled_dot_product_attention.default", "aten.split.Tensor",

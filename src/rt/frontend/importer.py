@@ -286,8 +286,10 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
                 continue
             try:
                 env[n] = lookup(n.target)(b, n, args, kwargs)
-            except (ExportError, UnsupportedOpError):
+            except UnsupportedOpError:
                 raise
+            except ExportError as e:       # e.g. a dtype rt lacks: say where the model asked for it
+                raise ExportError(f"{e}; needed by {n.target} at {where(n)}") from e
             except Exception as e:
                 raise UnsupportedOpError([(str(n.target), where(n), f"this use cannot be converted: {e}")]) from e
         elif n.op == "get_attr":
