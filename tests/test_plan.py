@@ -73,7 +73,7 @@ def test_output_that_is_an_input_or_listed_twice_gets_a_copy():
 
 def _random_graph(draw_ops, sizes):
     """An elementwise DAG over inputs of one shape: each op reads one or two earlier values."""
-    lines, n_in = [], 2
+    lines = []
     names = ["%a", "%b"]
     unary = ["relu", "tanh", "sigmoid"]
     binary = ["add", "sub", "mul"]

@@ -34,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import numerics
-from .ir import DTYPES, TensorType
+from .ir import DTYPES, padded
 from .strides import contiguous_strides, reshape_strides
 from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, op, same_as_first
 
@@ -57,7 +57,7 @@ def _matmul_infer(types, attrs):
 
 
 def _matmul_verify(op, types):
-    a, b, bias, res = (types + [None] * 4)[:4]
+    a, b, bias, res = padded(types, 4)
     if a.rank < 2 or b.rank < 2:
         return "operands a and b need rank >= 2"
     if op.attrs.get("act", "none") not in ACTIVATIONS:
@@ -71,7 +71,7 @@ def _matmul_verify(op, types):
 
 
 def _matmul_ref(args, attrs):
-    a, b, bias, res = (list(args) + [None] * 4)[:4]
+    a, b, bias, res = padded(args, 4)
     if attrs["transpose_a"]:
         a = np.swapaxes(a, -1, -2)
     if attrs["transpose_b"]:
@@ -141,12 +141,12 @@ op("fused.softmax", ("x",), same_as_first, _softmax_ref)
 
 
 def _layer_norm_ref(args, attrs):
-    x, g, b = (list(args) + [None] * 3)[:3]
+    x, g, b = padded(args, 3)
     return numerics.layer_norm(x, g, b, attrs["eps"])
 
 
 def _layer_norm_verify(op, types):
-    x, g, b = (types + [None] * 3)[:3]
+    x, g, b = padded(types, 3)
     for name, t in (("gamma", g), ("beta", b)):
         if t is not None and t.shape != (x.shape[-1],):
             return f"{name} must have shape ({x.shape[-1]},), got {t}"
@@ -158,7 +158,7 @@ op("fused.layer_norm", ("x", "gamma?", "beta?"), same_as_first, _layer_norm_ref,
 
 
 def _add_layer_norm_ref(args, attrs):
-    x, r, g, b = (list(args) + [None] * 4)[:4]
+    x, r, g, b = padded(args, 4)
     return _layer_norm_ref([x + r, g, b], attrs)
 
 
@@ -189,7 +189,7 @@ def _attention_infer(types, attrs):
 
 
 def _attention_verify(op, types):
-    q, k, v, mask = (types + [None] * 4)[:4]
+    q, k, v, mask = padded(types, 4)
     if mask is not None:
         want = q.shape[:-2] + (q.shape[-2], k.shape[-2])
         try:
@@ -218,7 +218,7 @@ def attention_reference(q, k, v, mask, scale, causal):
 
 
 def _attention_ref(args, attrs):
-    q, k, v, mask = (list(args) + [None] * 4)[:4]
+    q, k, v, mask = padded(args, 4)
     out = attention_reference(q, k, v, mask, attrs["scale"], attrs["causal"])
     if attrs["merge_heads"]:
         b, h, s, d = out.shape

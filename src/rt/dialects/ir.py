@@ -203,6 +203,12 @@ def replace_all_uses(module: Module, old: Value, new: Value) -> None:
     module.outputs = [new if v is old else v for v in module.outputs]
 
 
+def padded(values, n: int) -> list:
+    """The first n of values, absent trailing optional operands filled in as None."""
+    values = list(values)
+    return (values + [None] * n)[:n]
+
+
 def remap(values: list[Value | None], replace: dict[Value, Value]) -> list[Value | None]:
     """values with each replaced value swapped for its replacement (None, an absent operand, stays):
     for passes that rewrite in one forward sweep and remap each op's operands as they reach it."""

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import LoweringError
 from ..kernels._runtime import (ACT_CODES, DTYPE_CODES, HAVE_ONEDNN, MATMUL_B_MODES, MAX_NDIM,  # from C
                                 attention_scratch_bytes)
-from .ir import Operation, TensorType
+from .ir import Operation, TensorType, padded
 from .registry import REGISTRY, Attr
 
 
@@ -84,7 +84,7 @@ def _batch_strides(v: Operand, out_batch: tuple[int, ...]) -> list[int]:
 
 @kernel("planned.matmul", "MATMUL", strided=(0, 1), inplace=(3,))
 def _matmul(op, args, out):
-    a, b, bias, res = (list(args) + [None] * 4)[:4]
+    a, b, bias, res = padded(args, 4)
     _need_f32(op, a, b, bias, res)
     at = op.attrs
     ta, tb = at.get("transpose_a", False), at.get("transpose_b", False)
@@ -200,14 +200,14 @@ def _softmax(op, args, out):
 
 @kernel("planned.layer_norm", "LAYER_NORM", inplace=(0,))
 def _layer_norm(op, args, out):
-    x, g, b = (list(args) + [None] * 3)[:3]
+    x, g, b = padded(args, 3)
     _need_f32(op, x, g, b, out)
     return [x, g, b, out], list(_rows_cols(out.type)), [float(op.attrs.get("eps", 1e-5))]
 
 
 @kernel("planned.add_layer_norm", "ADD_LAYER_NORM", inplace=(0, 1))
 def _add_layer_norm(op, args, out):
-    x, r, g, b = (list(args) + [None] * 4)[:4]
+    x, r, g, b = padded(args, 4)
     _need_f32(op, x, r, g, b, out)
     return [x, r, g, b, None, out], list(_rows_cols(out.type)), [float(op.attrs.get("eps", 1e-5))]
 
@@ -227,7 +227,7 @@ def _attention_scratch(op: Operation, threads: int) -> int:
 
 @kernel("planned.attention", "ATTENTION", strided=(0, 1, 2, 3), scratch=_attention_scratch)
 def _attention(op, args, out):
-    q, k, v, mask = (list(args) + [None] * 4)[:4]
+    q, k, v, mask = padded(args, 4)
     _need_f32(op, q, k, v, mask, out)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.strides[-1] != 1 and t.type.shape[-1] > 1:

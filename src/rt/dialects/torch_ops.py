@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from . import numerics
-from .ir import DTYPES, TensorType, dtype_name
+from .ir import DTYPES, TensorType, dtype_name, padded
 from .strides import contiguous_strides, reshape_strides
 from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, SHAPE_ONLY, VIEW, Attr, broadcast_shapes, op,
                        same_as_first)
@@ -445,7 +445,7 @@ op("torch.diff", ("self", "prepend?", "append?"), _diff_infer, _diff_ref,
 
 # ---- attention ------------------------------------------------------------------------------
 def _sdpa_infer(types, attrs):
-    q, k, v, mask = (list(types) + [None])[:4]
+    q, k, v, mask = padded(types, 4)
     if q.rank < 2 or k.rank != q.rank or v.rank != q.rank:
         raise ValueError(f"query/key/value ranks differ: {q} {k} {v}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
@@ -458,7 +458,7 @@ def _sdpa_infer(types, attrs):
 
 def sdpa_ref(args, at):
     """torch.nn.functional.scaled_dot_product_attention in float32 (eval: dropout ignored)."""
-    q, k, v, mask = (list(args) + [None])[:4]
+    q, k, v, mask = padded(args, 4)
     L, S, E = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(E)
     if at["enable_gqa"] and k.shape[-3] != q.shape[-3]:

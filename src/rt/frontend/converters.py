@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
 from ..dialects.registry import REGISTRY
+
+if TYPE_CHECKING:
+    from .importer import Builder
 
 Converter = Callable[["Builder", Any, list, dict], Any]   # (builder, node, args, kwargs) -> value(s)
 CONVERTERS: dict[Any, Converter] = {}

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..dialects.ir import Module
+from ..dialects.ir import Module, padded
 from .legalize import reshape
 from .passmanager import register_pass
 from .rewrite import ANY, Approx, Const, Match, N, Pattern, Scalar, apply_patterns
@@ -27,7 +27,7 @@ def _mm_attrs(m: Match, nid: str, **changes) -> dict:
 
 def _mm_rebuild(m: Match, b, nid: str, operands=None, **changes):
     op = m.op(nid)
-    ops = list(op.operands) + [None] * (4 - len(op.operands))
+    ops = padded(op.operands, 4)
     if operands:
         for i, v in operands.items():
             ops[i] = v
@@ -145,7 +145,7 @@ def _absorb_transpose(which: int):
 
 def _plain(m: Match, nid: str = "mm") -> bool:
     op = m.op(nid)
-    ops = list(op.operands) + [None] * 4
+    ops = padded(op.operands, 4)
     return ops[2] is None and ops[3] is None and m.attr(nid, "act") == "none"
 
 
@@ -309,7 +309,7 @@ def _layer_norm_patterns():
 def _ln_affine(kind):
     def rw(m, b):
         ln = m.op("ln")
-        ops = list(ln.operands) + [None] * 3
+        ops = padded(ln.operands, 3)
         p = m["$p"]
         n = ln.result.type.shape[-1]
         if p.type.numel != n or p.type.shape[-1:] != (n,) or m["out"].type != ln.result.type:
@@ -362,8 +362,8 @@ def _attention(mask_kind: str):
             return None
         if m.attr("pv", "alpha") != 1.0 or m.attr("sc", "act") != "none" or m.attr("pv", "act") != "none":
             return None
-        if any(v is not None for v in (list(sc.operands) + [None] * 4)[2:4]) or \
-                any(v is not None for v in (list(pv.operands) + [None] * 4)[2:4]):
+        if any(v is not None for v in padded(sc.operands, 4)[2:4]) or \
+                any(v is not None for v in padded(pv.operands, 4)[2:4]):
             return None
         q, k, v = m["$q"], m["$k"], m["$v"]
         if not m.attr("sc", "transpose_b"):
@@ -452,7 +452,7 @@ def absorb_causal_mask(module: Module):
 def _bias(through: bool):
     def rw(m, b):
         mm = m.op("mm")
-        ops = list(mm.operands) + [None] * 4
+        ops = padded(mm.operands, 4)
         if ops[2] is not None or ops[3] is not None or m.attr("mm", "act") != "none":
             return None
         bias = m["$b"]
@@ -480,7 +480,7 @@ def _act(through: bool):
 def _residual(through: bool):
     def rw(m, b):
         mm = m.op("mm")
-        ops = list(mm.operands) + [None] * 4
+        ops = padded(mm.operands, 4)
         if ops[3] is not None or m.attr("mm", "act") != "none":
             return None
         r = m["$r"]

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, Value, remap
+from ..dialects.ir import Module, Operation, Value, padded, remap
 from ..dialects.registry import REGISTRY
 from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
@@ -75,7 +75,7 @@ def matmul(b: Builder, x: Value, w: Value, bias: Value | None = None, residual: 
 # ---- linear algebra -------------------------------------------------------------------------
 @converts("torch.linear")
 def _linear(b, op, at, m):
-    x, w, bias = (op.operands + [None] * 3)[:3]
+    x, w, bias = padded(op.operands, 3)
     return matmul(b, x, w, bias, transpose_b=True)
 
 
@@ -279,7 +279,7 @@ def _softmax(b, op, at, m):
 
 @converts("torch.layer_norm")
 def _layer_norm(b, op, at, m):
-    x, g, beta = (op.operands + [None] * 3)[:3]
+    x, g, beta = padded(op.operands, 3)
     ns = list(at["normalized_shape"])
     if len(ns) == 1:
         return b.op("fused.layer_norm", [x, g, beta], {"eps": float(at["eps"])})
@@ -324,7 +324,7 @@ def additive_mask(b: Builder, mask: Value, m: Module) -> Value:
 
 @converts("torch.scaled_dot_product_attention")
 def _sdpa(b, op, at, m):
-    q, k, v, mask = (op.operands + [None] * 4)[:4]
+    q, k, v, mask = padded(op.operands, 4)
     if at.get("enable_gqa") and k.type.shape[-3] != q.type.shape[-3]:
         raise LoweringError("grouped-query attention (enable_gqa with fewer kv heads) is not supported yet")
     scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(q.type.shape[-1])
