@@ -70,6 +70,36 @@ def test_torch_in_torch_out(case):
     assert rel_err(out.numpy(), want) <= 1e-5
 
 
+@pytest.mark.parametrize("kind", ["grad", "strided", "mixed", "keyword"])
+def test_tensors_that_need_converting_take_the_checked_path(kind):
+    """Exact CPU tensors run straight from FastCallable; the rest (a tensor needing grad, a strided one,
+    numpy beside torch, keywords) go through CompiledModel._call and give the same answer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8)).eval()
+    a, b = torch.randn(2, 8), torch.randn(2, 8)
+    compiled = rt.compile(_Two(model), (a, b))
+    want = (model(a) + b).detach().numpy()
+    if kind == "grad":
+        out = compiled(a.clone().requires_grad_(), b)
+    elif kind == "strided":
+        out = compiled(torch.randn(8, 2).t().copy_(a), b)
+    elif kind == "mixed":
+        out = compiled(a.numpy(), b)
+    else:
+        out = compiled(x=a, y=b)
+    assert isinstance(out, torch.Tensor)
+    assert rel_err(out.numpy(), want) <= 1e-5
+
+
+class _Two(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x, y):
+        return self.inner(x) + y
+
+
 def test_every_stage_is_its_own_dialect(case):
     compiled = case[3]
     for stage in ("torch", "fused", "planned"):

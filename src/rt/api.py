@@ -33,7 +33,6 @@ class CompiledModel(FastCallable):
         self.compile_times = timings or {}
         self._program = CompiledProgram(self.planned, drop_packed)
         self.program = self._program.program
-        self._input_specs = [(v.type.shape, v.type.np_dtype) for v in self.planned.inputs]
 
     # ---- calling ------------------------------------------------------------------------------
     @property
@@ -69,28 +68,8 @@ class CompiledModel(FastCallable):
             arrays.append(np.ascontiguousarray(arr))
         return arrays, torch_in
 
-    def _bind_fast(self, args: tuple) -> tuple[list[np.ndarray], bool] | None:
-        """Positional numpy arrays or CPU torch tensors of exactly the right type: no copies, no
-        conversions. Anything else goes through `_bind`, which explains what is wrong."""
-        if len(args) != len(self._input_specs):
-            return None
-        arrays, torch_in = [], False
-        for x, (shape, dtype) in zip(args, self._input_specs):
-            if type(x) is not np.ndarray:
-                if not _is_torch_tensor(x):
-                    return None
-                try:
-                    x, torch_in = x.numpy(), True     # shares memory; refuses grad or non-CPU tensors
-                except (RuntimeError, TypeError):
-                    return None
-            if x.shape != shape or x.dtype != dtype or not x.flags.c_contiguous:
-                return None
-            arrays.append(x)
-        return arrays, torch_in
-
     def _call(self, args: tuple, kwargs: dict):
-        bound = None if kwargs else self._bind_fast(args)
-        arrays, torch_in = bound if bound is not None else self._bind(args, kwargs)
+        arrays, torch_in = self._bind(args, kwargs)
         outs = self._program.run(arrays)
         if torch_in:
             import torch

@@ -5,6 +5,7 @@ Everything about ops (codes, names, parameter layouts, checks) lives in C
 (csrc/rt_ops.def); this module only asks C and binds buffers.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -442,16 +443,44 @@ cdef class Program:
         raise RuntimeError(f"{where}: kernel failed with code {st.code}")
 
 
+cdef tuple _torch_as_numpy(tuple args):
+    """args with each CPU torch tensor as the numpy array sharing its memory, or None when an argument
+    is neither a numpy array nor such a tensor (or is a tensor that needs a copy: grad, other device)."""
+    torch = sys.modules.get("torch")      # never import torch here: a loaded model runs without it
+    if torch is None:
+        return None
+    cdef list arrays = []
+    for x in args:
+        if type(x) is np.ndarray:
+            arrays.append(x)
+            continue
+        if not isinstance(x, torch.Tensor):
+            return None
+        try:
+            arrays.append(x.numpy())
+        except (RuntimeError, TypeError):
+            return None
+    return tuple(arrays)
+
+
 cdef class FastCallable:
     """A model's calling convention (rt's CompiledModel derives from it): a call of positional numpy
-    arrays of exactly the program's input types runs `program` from here, with no Python frame on
-    the way (a tiny model's whole call is ~1 us); any other call goes to self._call(args, kwargs)."""
+    arrays, or CPU torch tensors, of exactly the program's input types runs `program` from here, with
+    no Python frame on the way (a tiny model's whole call is ~1 us; tensors in give tensors out, sharing
+    memory); any other call goes to self._call(args, kwargs), which converts or explains."""
     cdef public Program program
 
     def __call__(self, *args, **kwargs):
         cdef list outs = None
+        cdef tuple arrays
         if not kwargs and self.program is not None:
             outs = self.program._call_exact(args)
+            if outs is None:
+                arrays = _torch_as_numpy(args)
+                if arrays is not None:
+                    outs = self.program._call_exact(arrays)
+                    if outs is not None:
+                        outs = [sys.modules["torch"].from_numpy(o) for o in outs]
         if outs is None:
             return self._call(args, kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
