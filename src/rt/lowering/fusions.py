@@ -143,16 +143,8 @@ def _absorb_transpose(which: int):
     return rw
 
 
-def _plain(m: Match, nid: str = "mm") -> bool:
-    op = m.op(nid)
-    ops = padded(op.operands, 4)
-    return ops[2] is None and ops[3] is None and m.attr(nid, "act") == "none"
-
-
 def _scale_out(divide: bool, through_reshape: bool):
     def rw(m, b):
-        if not _plain(m):
-            return None
         s = m.scalar("$s")
         if divide and s == 0:
             return None
@@ -167,8 +159,6 @@ def _scale_out(divide: bool, through_reshape: bool):
 
 def _scale_in(which: int, divide: bool):
     def rw(m, b):
-        if not _plain(m):
-            return None
         s = m.scalar("$s")
         x = m["$x"]
         if (divide and s == 0) or m["sc"].type != x.type:
@@ -188,17 +178,17 @@ for _div, _op in ((False, "fused.mul"), (True, "fused.div")):
     _n = _op[len("fused."):]
     ABSORB_MATMUL += [
         Pattern(f"{_n}-scalar-into-matmul", "u",
-                {"mm": N(MM, ["$a", "$b", "$c?", "$r?"]), "u": N(_op, ["mm", Scalar(capture="$s")], commutative=not _div)},
+                {"mm": N(MM, ["$a", "$b"], act="none"), "u": N(_op, ["mm", Scalar(capture="$s")], commutative=not _div)},
                 _scale_out(_div, False)),
         Pattern(f"{_n}-scalar-into-matmul-through-reshape", "u",
-                {"mm": N(MM, ["$a", "$b", "$c?", "$r?"]), "src": N("fused.reshape", ["mm"]),
+                {"mm": N(MM, ["$a", "$b"], act="none"), "src": N("fused.reshape", ["mm"]),
                  "u": N(_op, ["src", Scalar(capture="$s")], commutative=not _div)},
                 _scale_out(_div, True)),
         Pattern(f"{_n}-scalar-into-matmul-a", "mm",
-                {"sc": N(_op, ["$x", Scalar(capture="$s")], commutative=not _div), "mm": N(MM, ["sc", "$b", "$c?", "$r?"])},
+                {"sc": N(_op, ["$x", Scalar(capture="$s")], commutative=not _div), "mm": N(MM, ["sc", "$b"], act="none")},
                 _scale_in(0, _div), shared=("sc",)),
         Pattern(f"{_n}-scalar-into-matmul-b", "mm",
-                {"sc": N(_op, ["$x", Scalar(capture="$s")], commutative=not _div), "mm": N(MM, ["$a", "sc", "$c?", "$r?"])},
+                {"sc": N(_op, ["$x", Scalar(capture="$s")], commutative=not _div), "mm": N(MM, ["$a", "sc"], act="none")},
                 _scale_in(1, _div), shared=("sc",)),
     ]
 
@@ -357,14 +347,6 @@ def fuse_dag(module: Module):
 # =============================================================================================
 def _attention(mask_kind: str):
     def rw(m, b):
-        sc, pv = m.op("sc"), m.op("pv")
-        if m.attr("sc", "transpose_a") or m.attr("pv", "transpose_a") or m.attr("pv", "transpose_b"):
-            return None
-        if m.attr("pv", "alpha") != 1.0 or m.attr("sc", "act") != "none" or m.attr("pv", "act") != "none":
-            return None
-        if any(v is not None for v in padded(sc.operands, 4)[2:4]) or \
-                any(v is not None for v in padded(pv.operands, 4)[2:4]):
-            return None
         q, k, v = m["$q"], m["$k"], m["$v"]
         if not m.attr("sc", "transpose_b"):
             perm = list(range(k.type.rank))
@@ -399,16 +381,18 @@ def _attention(mask_kind: str):
     return rw
 
 
-_SCORES = {"sc": N(MM, ["$q", "$k"])}
+# scores = q @ k^T (k^T as a flag or not: the rewrite permutes k when not) times alpha; out = p @ v
+_SCORES = {"sc": N(MM, ["$q", "$k"], transpose_a=False, act="none")}
+_PV = N(MM, ["p", "$v"], transpose_a=False, transpose_b=False, alpha=1.0, act="none")
 ATTENTION = [
-    Pattern("attention", "pv", {**_SCORES, "p": N("fused.softmax", ["sc"]), "pv": N(MM, ["p", "$v"])},
+    Pattern("attention", "pv", {**_SCORES, "p": N("fused.softmax", ["sc"]), "pv": _PV},
             _attention("none")),
     Pattern("attention-mask", "pv", {**_SCORES, "ms": N("fused.add", ["sc", "$mask"]), "p": N("fused.softmax", ["ms"]),
-                                     "pv": N(MM, ["p", "$v"])}, _attention("add")),
+                                     "pv": _PV}, _attention("add")),
     # masked_fill(scores, const mask, -1e9) lowered as scores * keep + fill: under softmax, additive
     Pattern("attention-fill-mask", "pv", {**_SCORES, "k": N("fused.mul", ["sc", Const("$keep")]),
                                           "ms": N("fused.add", ["k", Const("$fill")]),
-                                          "p": N("fused.softmax", ["ms"]), "pv": N(MM, ["p", "$v"])},
+                                          "p": N("fused.softmax", ["ms"]), "pv": _PV},
             _attention("fill")),
 ]
 
@@ -452,9 +436,6 @@ def absorb_causal_mask(module: Module):
 def _bias(through: bool):
     def rw(m, b):
         mm = m.op("mm")
-        ops = padded(mm.operands, 4)
-        if ops[2] is not None or ops[3] is not None or m.attr("mm", "act") != "none":
-            return None
         bias = m["$b"]
         n = mm.result.type.shape[-1]
         out = m["out"].type
@@ -470,8 +451,6 @@ def _bias(through: bool):
 
 def _act(through: bool):
     def rw(m, b):
-        if m.attr("mm", "act") != "none":
-            return None
         y = _mm_rebuild(m, b, "mm", act=ACTS[m.op("out").name])
         return reshape(b, y, m["out"].type.shape) if through else y
     return rw
@@ -480,9 +459,6 @@ def _act(through: bool):
 def _residual(through: bool):
     def rw(m, b):
         mm = m.op("mm")
-        ops = padded(mm.operands, 4)
-        if ops[3] is not None or m.attr("mm", "act") != "none":
-            return None
         r = m["$r"]
         out = m["out"].type
         src = m["src"] if through else mm.result
@@ -502,20 +478,20 @@ def _add_layer_norm(m, b):
 
 
 CHAINS = [
-    Pattern("matmul-bias", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N("fused.add", ["mm", "$b"])},
+    Pattern("matmul-bias", "out", {"mm": N(MM, ["$a", "$w"], act="none"), "out": N("fused.add", ["mm", "$b"])},
             _bias(False), benefit=30),
     Pattern("matmul-bias-through-reshape", "out",
-            {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$b"])},
+            {"mm": N(MM, ["$a", "$w"], act="none"), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$b"])},
             _bias(True), benefit=30),
-    Pattern("matmul-act", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N(tuple(ACTS), ["mm"])},
+    Pattern("matmul-act", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY], act="none"), "out": N(tuple(ACTS), ["mm"])},
             _act(False), benefit=20),
     Pattern("matmul-act-through-reshape", "out",
-            {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N(tuple(ACTS), ["src"])},
+            {"mm": N(MM, ["$a", "$w", ANY, ANY], act="none"), "src": N("fused.reshape", ["mm"]), "out": N(tuple(ACTS), ["src"])},
             _act(True), benefit=20),
-    Pattern("matmul-residual", "out", {"mm": N(MM, ["$a", "$w", ANY, ANY]), "out": N("fused.add", ["mm", "$r"])},
+    Pattern("matmul-residual", "out", {"mm": N(MM, ["$a", "$w", ANY], act="none"), "out": N("fused.add", ["mm", "$r"])},
             _residual(False), benefit=10),
     Pattern("matmul-residual-through-reshape", "out",
-            {"mm": N(MM, ["$a", "$w", ANY, ANY]), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$r"])},
+            {"mm": N(MM, ["$a", "$w", ANY], act="none"), "src": N("fused.reshape", ["mm"]), "out": N("fused.add", ["src", "$r"])},
             _residual(True), benefit=10),
     Pattern("add-layer-norm", "out", {"s": N("fused.add", ["$x", "$r"]), "out": N("fused.layer_norm", ["s", "$g?", "$b?"])},
             _add_layer_norm, benefit=5),
