@@ -338,6 +338,60 @@ def test_matmul_residual_is_output(M):
                 res_inplace=True)
 
 
+@SETTINGS
+@given(N=SIZES, K=SIZES, tb=st.booleans(), act=st.integers(0, 3), has_bias=st.booleans(),
+       res=st.sampled_from(["none", "other", "output"]), alpha=st.sampled_from([1.0, -0.5]),
+       pad=st.sampled_from([0, 3]), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16))
+def test_matmul_split(N, K, tb, act, has_bias, res, alpha, pad, threads, seed):
+    """One row times a constant B kept in the split form (3.5 bytes per float): whole 64-input chunks
+    and plain-float tails, every epilogue, strided B and C, any thread count."""
+    saved = get_num_threads()
+    set_num_threads(threads)
+    try:
+        assert_matmul_case(np.random.default_rng(seed), 1, 1, 1, N, K, 0, int(tb), act, has_bias,
+                           res != "none", alpha, False, pad, res_inplace=res == "output", b_mode="split")
+    finally:
+        set_num_threads(saved)
+
+
+@pytest.mark.parametrize("tb", [0, 1])
+def test_matmul_split_is_lossless_with_escaped_weights(tb):
+    """Weights outside the common exponent run (tiny, huge, zeros, a denormal, -0.0) are kept exactly:
+    the result equals a float64 product of the very same float32 weights."""
+    rng = np.random.default_rng(3)
+    N, K = 70, 200
+    w = (rng.standard_normal((N, K)) * 0.02).astype(np.float32)
+    odd = np.array([1e-30, -3e5, 0.0, -0.0, 1e-40, 7.5, -1e-12], np.float32)
+    w.flat[rng.choice(N * K, 300, replace=False)] = rng.choice(odd, 300)
+    w[5, :] = 1e-25                                  # a row that is all escapes
+    b = np.ascontiguousarray(w if tb else w.T)
+    x = rand(rng, 1, K)
+    out = empty((1, N))
+    ip = [1, 1, 1, N, K, 0, tb, K, b.shape[1], N, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES["split"]]
+    run_program("MATMUL", ip, [(x, 0), (b, 0), (None, 0), (None, 0), (out, 0)], fp=[1.0], constant=(1,))
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda ip: ip.__setitem__(2, 2), "one contiguous row"),
+    (lambda ip: ip.__setitem__(5, 1), "one contiguous row"),
+])
+def test_matmul_split_refuses_what_it_cannot_run(change, message):
+    ip = [1, 1, 1, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES["split"]]
+    change(ip)
+    a, b, out = np.ones((4, 4), np.float32), np.ones((4, 4), np.float32), empty((4, 4))
+    with pytest.raises(ValueError, match=message):
+        run_program("MATMUL", ip, [(a, 0), (b, 0), (None, 0), (None, 0), (out, 0)], fp=[1.0], constant=(1,))
+
+
+def test_matmul_split_needs_a_constant_b():
+    ip = [1, 1, 1, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES["split"]]
+    a, b, out = np.ones((1, 4), np.float32), np.ones((4, 4), np.float32), empty((1, 4))
+    with pytest.raises(ValueError, match="B must be a constant"):
+        run_program("MATMUL", ip, [(a, 0), (b, 0), (None, 0), (None, 0), (out, 0)], fp=[1.0])
+
+
 needs_onednn = pytest.mark.skipif(not HAVE_ONEDNN, reason="built without oneDNN (-Donednn=false)")
 
 

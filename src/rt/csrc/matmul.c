@@ -28,6 +28,8 @@ typedef struct {
     float alpha, beta; /* beta = 1 when the residual is the output itself */
     const float *bias;
     row_fn act;
+    const void *split; /* B in the split form (b_mode split; one row): read this, not b */
+    int64_t col0;      /* the block's first output column, for split */
 } mm_params;
 
 /* out rows += bias + residual, then activation, in one pass per row. */
@@ -52,6 +54,10 @@ static void gemm(const mm_params *p, const float *a, const float *b, float *c, i
 {
     if (m == 1 && p->K > 0) { /* a vector times a matrix: gemv avoids gemm's packing */
         int64_t incx = p->ta ? p->lda : 1;
+        if (p->split) { /* the checker allows it only with a contiguous x */
+            rt_split_matvec(p->split, p->col0, p->N, a, p->alpha, p->beta, c);
+            return;
+        }
         if (rt_matvec_small(a, incx, b, p->ldb, p->tb, p->N, p->K, p->alpha, p->beta, c)) return;
         if (p->tb)
             scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, p->N, p->K, p->alpha, b, p->ldb, a, incx,
@@ -96,6 +102,7 @@ static void one_matmul(const mm_params *p, const float *a, const float *b, const
         mm_params q = *p;
         if (len > 0 && split_n) {
             q.N = len;
+            q.col0 = p->col0 + lo;
             q.bias = p->bias ? p->bias + lo : NULL;
             block(&q, a, b + (p->tb ? lo * p->ldb : lo), res ? res + lo : NULL, c + lo);
         } else if (len > 0) {
@@ -116,8 +123,10 @@ int rt_k_matmul(const rt_op *op, char *const *arg)
                    .lda = ip[7], .ldb = ip[8], .ldc = ip[9], .alpha = (float)op->fp[0],
                    .bias = (const float *)arg[2], .act = acts[ip[16]]};
     if (p.M == 0 || p.N == 0 || nb == 0) return RT_OK;
+    if (ip[19] == RT_MATMUL_B_SPLIT) p.split = op->state;
 #ifdef RT_HAVE_ONEDNN
-    if (op->state) return rt_matmul_onednn(op, arg);
+    else if (op->state)
+        return rt_matmul_onednn(op, arg);
 #endif
     /* A residual that is the output itself (same layout by the ABI) goes through beta. */
     p.beta = res == c ? 1.f : 0.f;
@@ -151,12 +160,15 @@ int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     int ta = (int)ip[5], tb = (int)ip[6];
     RT_CHECK(ip[5] <= 1 && ip[6] <= 1, "trans_a/trans_b must be 0 or 1");
     RT_CHECK(ip[16] >= 0 && ip[16] < RT_ACT_COUNT, "unknown activation %lld", (long long)ip[16]);
-    RT_CHECK(ip[19] >= RT_MATMUL_B_BLAS && ip[19] <= RT_MATMUL_B_PACKED, "unknown b_mode %lld",
+    RT_CHECK(ip[19] >= RT_MATMUL_B_BLAS && ip[19] <= RT_MATMUL_B_SPLIT, "unknown b_mode %lld",
              (long long)ip[19]);
-    RT_CHECK(ip[19] == RT_MATMUL_B_BLAS || rt_have_onednn(), "b_mode %lld needs oneDNN; this build has none",
+    int onednn = ip[19] == RT_MATMUL_B_ONEDNN || ip[19] == RT_MATMUL_B_PACKED;
+    RT_CHECK(!onednn || rt_have_onednn(), "b_mode %lld needs oneDNN; this build has none",
              (long long)ip[19]);
-    RT_CHECK(ip[19] == RT_MATMUL_B_BLAS || (b1 == 1 && b2 == 1 && op->fp[0] == 1.0 && K > 0),
+    RT_CHECK(!onednn || (b1 == 1 && b2 == 1 && op->fp[0] == 1.0 && K > 0),
              "oneDNN matmuls take one batch, alpha 1 and K > 0");
+    RT_CHECK(ip[19] != RT_MATMUL_B_SPLIT || (b1 == 1 && b2 == 1 && M == 1 && K > 0 && !ta),
+             "split matmuls take one batch, one contiguous row (trans_a 0) and K > 0");
     RT_CHECK(ip[17] == (avail[2] >= 0), "has_bias=%lld but bias operand is %s", (long long)ip[17],
              avail[2] >= 0 ? "present" : "absent");
     RT_CHECK(ip[18] == (avail[3] >= 0), "has_res=%lld but residual operand is %s",
@@ -178,4 +190,30 @@ int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
            rt_need_opt(op, avail, 2, N, 4, "bias", msg, msglen) ||
            rt_need_opt(op, avail, 3, creach, 4, "residual", msg, msglen) ||
            rt_need(op, avail, 4, creach, 4, "out", msg, msglen);
+}
+
+int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen)
+{
+    const int64_t *ip = op->ip;
+    if (ip[19] == RT_MATMUL_B_SPLIT) {
+        RT_CHECK(arg[1], "split matmul: B must be a constant (bound when the program is built)");
+        op->state = rt_split_b_make((const float *)arg[1], ip[8], (int)ip[6], ip[3], ip[4]);
+        RT_CHECK(op->state, "out of memory storing a %lldx%lld weight in the split form",
+                 (long long)ip[4], (long long)ip[3]);
+        return 0;
+    }
+#ifdef RT_HAVE_ONEDNN
+    if (ip[19] != RT_MATMUL_B_BLAS) return rt_p_matmul_onednn(op, arg, msg, msglen);
+#endif
+    return 0;
+}
+
+void rt_r_matmul(rt_op *op)
+{
+    if (op->ip[19] == RT_MATMUL_B_SPLIT)
+        rt_split_b_free(op->state);
+#ifdef RT_HAVE_ONEDNN
+    else
+        rt_r_matmul_onednn(op->state);
+#endif
 }

@@ -90,7 +90,7 @@ static void destroy(onednn_mm *s)
     free(s);
 }
 
-void rt_r_matmul(void *state) { destroy((onednn_mm *)state); }
+void rt_r_matmul_onednn(void *state) { destroy((onednn_mm *)state); }
 
 /* oneDNN sizes its work for the calling thread's OpenMP thread count: set it to rt's while
  * oneDNN works (returns the caller's count, to restore). */
@@ -230,9 +230,8 @@ out:
     return st;
 }
 
-int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen)
+int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen)
 {
-    if (op->ip[19] == RT_MATMUL_B_BLAS) return 0;
     RT_CHECK(arg[1], "oneDNN matmul: B must be a constant (bound when the program is built)");
     pthread_once(&engine_once, make_engine);
     RT_CHECK(engine_status == dnnl_success, "oneDNN: cannot create a CPU engine: %s",

@@ -23,14 +23,12 @@ static const rt_checker_fn checkers[RT_OP_COUNT] = {
 
 /* Ops that make something once before they run (rt_op_prepare), and how it is freed. */
 typedef int (*rt_prepare_fn)(rt_op *op, char *const *arg, char *msg, size_t msglen);
-typedef void (*rt_release_fn)(void *state);
-#ifdef RT_HAVE_ONEDNN
+typedef void (*rt_release_fn)(rt_op *op);
 static const rt_prepare_fn preparers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_p_matmul};
 static const rt_release_fn releasers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_r_matmul};
+#ifdef RT_HAVE_ONEDNN
 int rt_have_onednn(void) { return 1; }
 #else
-static const rt_prepare_fn preparers[RT_OP_COUNT];
-static const rt_release_fn releasers[RT_OP_COUNT];
 int rt_have_onednn(void) { return 0; }
 #endif
 
@@ -44,7 +42,7 @@ void rt_program_prepared(const rt_op *ops, int64_t nops)
 {
 #ifdef RT_HAVE_ONEDNN
     for (int64_t i = 0; i < nops; i++)
-        if (ops[i].state && ops[i].code == RT_OP_MATMUL) {
+        if (ops[i].state && ops[i].code == RT_OP_MATMUL && ops[i].ip[19] != RT_MATMUL_B_SPLIT) {
             rt_onednn_trim();
             return;
         }
@@ -55,7 +53,7 @@ void rt_program_prepared(const rt_op *ops, int64_t nops)
 
 void rt_op_release(rt_op *op)
 {
-    if (op->state && releasers[op->code]) releasers[op->code](op->state);
+    if (op->state && releasers[op->code]) releasers[op->code](op);
     op->state = NULL;
 }
 

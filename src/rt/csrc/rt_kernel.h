@@ -44,18 +44,28 @@ extern int rt_nthreads;
             for (int64_t i = 0; i < rt_n_; i++) { __VA_ARGS__ }                        \
     } while (0)
 
-#ifdef RT_HAVE_ONEDNN
-/* matmul_onednn.c: MATMUL ops whose b_mode picks oneDNN (op->state made by rt_p_matmul). */
+/* matmul.c: what a MATMUL makes once from its constant B (op->state), by b_mode, and its release. */
 int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen);
-void rt_r_matmul(void *state);
+void rt_r_matmul(rt_op *op);
+
+/* matvec_split.c: a constant B ([N, K] when tb, else [K, N]) in the split form, or NULL when out
+ * of memory; y[0, n) = alpha * x B[:, col0 .. col0 + n) (+ y when beta = 1), x contiguous. */
+void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k);
+void rt_split_b_free(void *state);
+void rt_split_matvec(const void *state, int64_t col0, int64_t n, const float *x, float alpha,
+                     float beta, float *y);
+
+#ifdef RT_HAVE_ONEDNN
+/* matmul_onednn.c: MATMUL ops whose b_mode picks oneDNN. */
+int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_r_matmul_onednn(void *state);
 int rt_matmul_onednn(const rt_op *op, char *const *arg);
 void rt_onednn_trim(void);
 #endif
 
 /* matvec.c: y = alpha * x B (+ y when beta = 1) for one row x when B has at most
- * RT_MATVEC_SMALL_ELEMS elements (B read [N, K] when tb, else [K, N]); returns 0 and
- * does nothing for a larger B. */
-#define RT_MATVEC_SMALL_ELEMS (128 * 128)
+ * RT_MATVEC_SMALL_ELEMS elements (rt_program.h; B read [N, K] when tb, else [K, N]);
+ * returns 0 and does nothing for a larger B. */
 int rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
                     int64_t k, float alpha, float beta, float *y);
 

@@ -44,9 +44,19 @@ enum rt_act { RT_ACT_NONE = 0, RT_ACT_RELU = 1, RT_ACT_GELU_TANH = 2, RT_ACT_GEL
 /* Kernel return codes. */
 enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2, RT_ERR_BACKEND = 3 };
 
+/* One-row products on weights of at most this many elements run rt's own loops (matvec.c);
+ * larger constant ones are worth the split form (b_mode split). */
+#define RT_MATVEC_SMALL_ELEMS (128 * 128)
+
 /* How MATMUL reads B (ip[19]): BLAS; oneDNN reading the constant B in place; oneDNN reading
- * a copy of the constant B reordered once into the layout its kernel prefers. */
-enum rt_matmul_b { RT_MATMUL_B_BLAS = 0, RT_MATMUL_B_ONEDNN = 1, RT_MATMUL_B_PACKED = 2 };
+ * a copy of the constant B reordered once into the layout its kernel prefers; rt's one-row
+ * kernel reading a copy of the constant B stored in 3.5 bytes per float (matvec_split.c). */
+enum rt_matmul_b {
+    RT_MATMUL_B_BLAS = 0,
+    RT_MATMUL_B_ONEDNN = 1,
+    RT_MATMUL_B_PACKED = 2,
+    RT_MATMUL_B_SPLIT = 3
+};
 
 /* arg[i] = slot base + offset, or NULL when absent. Returns RT_OK or an rt_error. */
 typedef int (*rt_kernel_fn)(const rt_op *op, char *const *arg);
@@ -87,6 +97,8 @@ void rt_op_release(rt_op *op);
 void rt_program_prepared(const rt_op *ops, int64_t nops);
 /* Whether rt was built with oneDNN (MATMUL's ip[19] may then be nonzero). */
 int rt_have_onednn(void);
+/* 1 when this CPU runs the split form's fast decoder (b_mode split is chosen only then). */
+int rt_split_fast(void);
 
 /* Run a validated program; slots[i] is the base address of slot i. Returns status.code. */
 int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st);

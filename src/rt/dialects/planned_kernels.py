@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import LoweringError
-from ..kernels._runtime import (ACT_CODES, DTYPE_CODES, HAVE_ONEDNN, MATMUL_B_MODES, MAX_NDIM,  # from C
-                                attention_scratch_bytes)
+from ..kernels._runtime import (ACT_CODES, DTYPE_CODES, HAVE_ONEDNN, MATMUL_B_MODES,  # from C
+                                MATVEC_SMALL_ELEMS, MAX_NDIM, SPLIT_FAST, attention_scratch_bytes)
 from .ir import Operation, TensorType, padded
 from .registry import REGISTRY, Attr
 
@@ -121,21 +121,30 @@ def _matmul(op, args, out):
     alpha = float(at.get("alpha", 1.0))
     ip = [batch[0], batch[1], m, n, k, int(ta), int(tb), lda, ldb, ldc, sa[0], sa[1], sb[0], sb[1],
           sc[0], sc[1], ACT_CODES[at.get("act", "none")], int(bias is not None), int(res is not None),
-          MATMUL_B_MODES[_matmul_b_mode(op, m, k, batch, alpha)]]
+          MATMUL_B_MODES[_matmul_b_mode(op, m, n, k, ta, batch, alpha)]]
     return [a, b, bias, res, out], ip, [alpha]
 
 
-def _matmul_b_mode(op: Operation, m: int, k: int, batch: list[int], alpha: float) -> str:
-    """oneDNN, with B packed once, for a product of several rows with constant weights (its kernels
-    beat BLAS there, docs/dev.md "oneDNN vs OpenBLAS"); BLAS for the rest, and gemv for one row (bandwidth-bound: the
-    packed layout gains nothing). ProgramLayout.encode demotes "packed" to "onednn" (B read in place)
-    when another op reads the same constant, so weights are never held twice."""
+def split_worthy(n: int, k: int) -> bool:
+    """Whether a one-row product on a constant [K, N] weight (a contiguous row) reads it in the split
+    form: where this CPU decodes it fast and the weight is too big for matvec.c's small loops."""
+    return SPLIT_FAST and n * k > MATVEC_SMALL_ELEMS
+
+
+def _matmul_b_mode(op: Operation, m: int, n: int, k: int, ta: bool, batch: list[int], alpha: float) -> str:
+    """For a constant B: one contiguous row -> "split", rt's kernel on B stored losslessly in 3.5 bytes
+    per float (a one-row product is bound by reading B: csrc/matvec_split.c), where this CPU runs its
+    fast (AVX-512) decoder and B is too big for matvec.c's loops; several rows -> oneDNN with B packed once (its kernels beat BLAS there,
+    docs/dev.md "oneDNN vs OpenBLAS"). BLAS for the rest. ProgramLayout.encode demotes "packed" to
+    "onednn" (B read in place) when another op reads the same constant, so no weight is packed twice."""
     st = op.operands[1].storage
     if st.kind == "view":
         st = st.base.storage
-    if HAVE_ONEDNN and st.kind == "const" and m > 1 and k > 0 and batch == [1, 1] and alpha == 1.0:
-        return "packed"
-    return "blas"
+    if st.kind != "const" or batch != [1, 1] or k == 0:
+        return "blas"
+    if m == 1:
+        return "split" if not ta and split_worthy(n, k) else "blas"
+    return "packed" if HAVE_ONEDNN and alpha == 1.0 else "blas"
 
 
 # ---- elementwise ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ cnp.import_array()
 cdef extern from "rt_program.h" nogil:
     enum:
         RT_MAX_NDIM
+        RT_MATVEC_SMALL_ELEMS
         RT_DTYPE_F32
         RT_DTYPE_I64
         RT_DTYPE_BOOL
@@ -39,6 +40,7 @@ cdef extern from "rt_program.h" nogil:
         RT_MATMUL_B_BLAS
         RT_MATMUL_B_ONEDNN
         RT_MATMUL_B_PACKED
+        RT_MATMUL_B_SPLIT
 
     ctypedef struct rt_op:
         int32_t code
@@ -63,6 +65,7 @@ cdef extern from "rt_program.h" nogil:
     void rt_op_release(rt_op *op)
     void rt_program_prepared(const rt_op *ops, int64_t nops)
     int rt_have_onednn()
+    int rt_split_fast()
     void rt_set_num_threads(int n)
     int rt_get_num_threads()
 
@@ -88,10 +91,13 @@ MAX_ARGS = RT_MAX_ARGS
 MAX_IP = RT_MAX_IP
 MAX_FP = RT_MAX_FP
 MAX_NDIM = RT_MAX_NDIM
+MATVEC_SMALL_ELEMS = RT_MATVEC_SMALL_ELEMS
 DTYPE_CODES = {"f32": RT_DTYPE_F32, "i64": RT_DTYPE_I64, "bool": RT_DTYPE_BOOL, "i32": RT_DTYPE_I32}
 # MATMUL's ip[19]: how B is read (BLAS, or oneDNN in place / packed once); oneDNN only if built in.
-MATMUL_B_MODES = {"blas": RT_MATMUL_B_BLAS, "onednn": RT_MATMUL_B_ONEDNN, "packed": RT_MATMUL_B_PACKED}
+MATMUL_B_MODES = {"blas": RT_MATMUL_B_BLAS, "onednn": RT_MATMUL_B_ONEDNN, "packed": RT_MATMUL_B_PACKED,
+                  "split": RT_MATMUL_B_SPLIT}
 HAVE_ONEDNN = bool(rt_have_onednn())
+SPLIT_FAST = bool(rt_split_fast())     # this CPU decodes split weights with AVX-512 (matvec_split.c)
 ACT_CODES = {"none": RT_ACT_NONE, "relu": RT_ACT_RELU, "gelu_tanh": RT_ACT_GELU_TANH,
              "gelu_erf": RT_ACT_GELU_ERF}
 

@@ -91,23 +91,28 @@ class ProgramLayout:
         return records, ops
 
 
+_COPIES_B = (_runtime.MATMUL_B_MODES["packed"], _runtime.MATMUL_B_MODES["split"])
+
+
 def _packs_b(record) -> bool:
-    """Whether the op keeps a packed copy of its operand 1 (a MATMUL's constant B) and reads it no more."""
-    return (record["code"] == _runtime.op_codes()["MATMUL"]
-            and record["ip"][19] == _runtime.MATMUL_B_MODES["packed"])
+    """Whether the op keeps a copy of its operand 1 (a MATMUL's constant B: oneDNN-packed or split)
+    and reads the original no more."""
+    return record["code"] == _runtime.op_codes()["MATMUL"] and record["ip"][19] in _COPIES_B
 
 
 def _share_packed_constants(records: np.ndarray, const_slots: set[int]) -> None:
-    """A matmul packs its constant B into a copy of its own only when no other operand anywhere reads
-    that constant (e.g. GPT-2's tied embedding / LM-head table): else it reads B in place, so no weight
-    is ever held twice."""
+    """A matmul packs its constant B for oneDNN only when no other operand anywhere reads that constant
+    (e.g. GPT-2's tied embedding / LM-head table): else it reads B in place, so no weight is held twice
+    at full size. The split form stays even then: it is smaller than B, and the other readers of a
+    model loaded from its file fault in only the pages of B they touch (an embedding: a few rows)."""
     reads: dict[int, int] = {}
     for r in records:
         for slot in r["slot"][:r["nargs"]]:
             if slot in const_slots:
                 reads[int(slot)] = reads.get(int(slot), 0) + 1
     for r in records:
-        if _packs_b(r) and reads[int(r["slot"][1])] > 1:
+        if r["code"] == _runtime.op_codes()["MATMUL"] and r["ip"][19] == _runtime.MATMUL_B_MODES["packed"] \
+                and reads[int(r["slot"][1])] > 1:
             r["ip"][19] = _runtime.MATMUL_B_MODES["onednn"]
 
 def _outputs_for(module: Module) -> list[np.ndarray]:

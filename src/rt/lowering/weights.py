@@ -10,13 +10,15 @@ as [N, K] (nn.Linear, read with transpose_b) are turned whichever way wins, when
 reader or the others only gather rows from them (a tied embedding). Products of several rows keep their
 weights as they arrive: oneDNN packs either layout into its own when the program is built, so a transposed
 copy here would only cost memory. (With BLAS, in a `-Donednn=false` build, [N, K] was ~9% faster for
-N >= K: GPT-2 S=64 c_fc 2.62 -> 2.39 ms.)
+N >= K: GPT-2 S=64 c_fc 2.62 -> 2.39 ms.) One-row products that will read their weight in the split form
+(`planned_kernels.split_worthy`: rt re-lays it out when the program is built) keep it as it arrives too.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.planned_kernels import split_worthy
 from .passmanager import register_pass
 
 
@@ -42,7 +44,7 @@ def layout_weights(module: Module) -> None:
             continue
         stored_n_by_k = op.attrs.get("transpose_b", False)
         k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
-        if (k > n) == stored_n_by_k:      # [N, K] only for a narrow output
+        if (k > n) == stored_n_by_k or split_worthy(n, k):      # [N, K] only for a narrow output
             continue
         # The transposed copy takes the original's place (before every reader).
         at = module.ops.index(w.producer)
