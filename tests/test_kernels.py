@@ -373,6 +373,25 @@ def test_matmul_split_is_lossless_with_escaped_weights(tb):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+def test_matmul_split_falls_back_to_blas_for_spread_out_weights():
+    """Weights spanning far more binades than the form's window (more than 1 in 64 would be escapes)
+    are read through BLAS: the record says so once the program is built, and the answer is right."""
+    rng = np.random.default_rng(4)
+    N, K = 64, 256
+    w = (rng.choice([-1, 1], (N, K)) * 10.0 ** rng.uniform(-30, 30, (N, K))).astype(np.float32)
+    x, out = rand(rng, 1, K), empty((1, N))
+    rec = np.zeros(1, RECORD_DTYPE)
+    rec["code"], rec["nargs"], rec["slot"] = OPS["MATMUL"], 5, [[1, 2, -1, -1, 3, -1, -1, -1]]
+    ip = [1, 1, 1, N, K, 0, 1, K, K, N, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES["split"]]
+    rec["ip"][0, :len(ip)] = ip
+    rec["fp"][0, 0] = 1.0
+    prog = Program(rec, [0, x.nbytes, w.nbytes, out.nbytes], {2: w}, [1], [3])
+    assert prog.records["ip"][0, 19] == MATMUL_B_MODES["blas"]
+    prog.run([x], [out])
+    want = x.astype(np.float64) @ w.T.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda ip: ip.__setitem__(2, 2), "one contiguous row"),
     (lambda ip: ip.__setitem__(5, 1), "one contiguous row"),

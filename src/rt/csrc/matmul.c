@@ -197,7 +197,12 @@ int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen)
     const int64_t *ip = op->ip;
     if (ip[19] == RT_MATMUL_B_SPLIT) {
         RT_CHECK(arg[1], "split matmul: B must be a constant (bound when the program is built)");
-        op->state = rt_split_b_make((const float *)arg[1], ip[8], (int)ip[6], ip[3], ip[4]);
+        int unfit;
+        op->state = rt_split_b_make((const float *)arg[1], ip[8], (int)ip[6], ip[3], ip[4], &unfit);
+        if (unfit) { /* weights too spread out for the form: read them through BLAS instead */
+            op->ip[19] = RT_MATMUL_B_BLAS;
+            return 0;
+        }
         RT_CHECK(op->state, "out of memory storing a %lldx%lld weight in the split form",
                  (long long)ip[4], (long long)ip[3]);
         return 0;

@@ -47,8 +47,8 @@ static uint32_t code_of(uint32_t u, uint32_t base)
     return off < ESCAPE ? ((u >> 31) << 3) | off : ESCAPE;
 }
 
-/* The run of seven exponent prefixes that covers the most weights. */
-static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_t k)
+/* The run of seven exponent prefixes that covers the most weights; *escapes = the others. */
+static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_t k, int64_t *escapes)
 {
     int64_t count[128] = {0}, rows = tb ? n : k, cols = tb ? k : n;
     for (int64_t r = 0; r < rows; r++) /* in memory order */
@@ -60,6 +60,7 @@ static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_
         for (uint32_t o = 0; o < ESCAPE; o++) c += count[s + o];
         if (c > best_n) best = s, best_n = c;
     }
+    *escapes = n * k - best_n;
     return best;
 }
 
@@ -109,14 +110,21 @@ static int encode_row(split_b *s, int64_t j, const float *w, int64_t *nesc, int6
 /* Output rows at a time when B arrives [K, N]: their weights are gathered once per input row. */
 #define GATHER_ROWS 16
 
-void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k)
+/* Escapes cost 8 bytes each: beyond one weight in this many the form stops paying. */
+#define MAX_ESCAPE_SHARE 64
+
+void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k, int *unfit)
 {
+    int64_t escapes;
+    uint32_t base = pick_base(b, ldb, tb, n, k, &escapes);
+    *unfit = escapes > n * k / MAX_ESCAPE_SHARE;
+    if (*unfit) return NULL;
     split_b *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->n = n;
     s->k = k;
     s->kc = k / CHUNK * CHUNK;
-    s->base = pick_base(b, ldb, tb, n, k);
+    s->base = base;
     for (uint32_t c = 0; c < 16; c++)
         s->top[c] = (c & 7) == ESCAPE ? 0 : ((c >> 3) << 31) | (s->base + (c & 7)) << 24;
     s->lo = malloc((size_t)(n * s->kc) * sizeof *s->lo + 1);

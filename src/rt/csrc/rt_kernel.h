@@ -49,8 +49,9 @@ int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen);
 void rt_r_matmul(rt_op *op);
 
 /* matvec_split.c: a constant B ([N, K] when tb, else [K, N]) in the split form, or NULL when out
- * of memory; y[0, n) = alpha * x B[:, col0 .. col0 + n) (+ y when beta = 1), x contiguous. */
-void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k);
+ * of memory or when B does not fit the form (*unfit: too many weights outside its exponent
+ * range); y[0, n) = alpha * x B[:, col0 .. col0 + n) (+ y when beta = 1), x contiguous. */
+void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k, int *unfit);
 void rt_split_b_free(void *state);
 void rt_split_matvec(const void *state, int64_t col0, int64_t n, const float *x, float alpha,
                      float beta, float *y);
