@@ -373,6 +373,22 @@ def test_matmul_split_is_lossless_with_escaped_weights(tb):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("b_mode", ["split"] + (["packed"] if HAVE_ONEDNN else []))
+def test_matmul_prepared_b_at_an_offset_in_its_constant(b_mode):
+    """A constant B that starts inside its buffer (a view of a bigger constant) is prepared from
+    where it starts, not from the buffer's first byte."""
+    rng = np.random.default_rng(6)
+    M = 1 if b_mode == "split" else 4
+    N, K, skip = 72, 128, 3 * 72
+    store = rand(rng, skip + K * N)
+    w = store[skip:].reshape(K, N)
+    x, out = rand(rng, M, K), empty((M, N))
+    ip = [1, 1, M, N, K, 0, 0, K, N, N, 0, 0, 0, 0, 0, 0, 0, 0, 0, MATMUL_B_MODES[b_mode]]
+    run_program("MATMUL", ip, [(x, 0), (store, 4 * skip), (None, 0), (None, 0), (out, 0)], fp=[1.0],
+                constant=(1,))
+    assert_close(out, x.astype(np.float64) @ w)
+
+
 def test_matmul_split_falls_back_to_blas_for_spread_out_weights():
     """Weights spanning far more binades than the form's window (more than 1 in 64 would be escapes)
     are read through BLAS: the record says so once the program is built, and the answer is right."""

@@ -17,11 +17,17 @@
 
 #include "rt_kernel.h"
 
-#define CHUNK 64
+#define CHUNK RT_SPLIT_CHUNK
 #define ESCAPE 7
+
+/* sum_i x[i] * w[i] over a row's kc encoded weights: (lo, mid, codes, kc, top table, x). */
+typedef float (*row_dot_fn)(const uint16_t *, const uint8_t *, const uint8_t *, int64_t,
+                            const uint32_t *, const float *);
+static row_dot_fn row_dot(void);
 
 typedef struct {
     int64_t n, k, kc;      /* outputs, inputs, inputs in whole chunks */
+    row_dot_fn dot;        /* the fastest decoder this CPU runs */
     uint32_t base;         /* exponent prefix of offset 0 */
     uint32_t top[16];      /* code -> the float's top byte, in place (bits 24-31); 0 for escapes */
     uint16_t *lo;          /* [n][kc] */
@@ -47,10 +53,11 @@ static uint32_t code_of(uint32_t u, uint32_t base)
     return off < ESCAPE ? ((u >> 31) << 3) | off : ESCAPE;
 }
 
-/* The run of seven exponent prefixes that covers the most weights; *escapes = the others. */
-static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_t k, int64_t *escapes)
+/* The run of seven exponent prefixes that covers the most of the weights in whole chunks (the
+ * first kc inputs of each row); *escapes = the others there. */
+static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_t kc, int64_t *escapes)
 {
-    int64_t count[128] = {0}, rows = tb ? n : k, cols = tb ? k : n;
+    int64_t count[128] = {0}, rows = tb ? n : kc, cols = tb ? kc : n;
     for (int64_t r = 0; r < rows; r++) /* in memory order */
         for (int64_t c = 0; c < cols; c++) count[(bits(b[r * ldb + c]) >> 24) & 0x7f]++;
     uint32_t best = 0;
@@ -60,7 +67,7 @@ static uint32_t pick_base(const float *b, int64_t ldb, int tb, int64_t n, int64_
         for (uint32_t o = 0; o < ESCAPE; o++) c += count[s + o];
         if (c > best_n) best = s, best_n = c;
     }
-    *escapes = n * k - best_n;
+    *escapes = n * kc - best_n;
     return best;
 }
 
@@ -115,16 +122,17 @@ static int encode_row(split_b *s, int64_t j, const float *w, int64_t *nesc, int6
 
 void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k, int *unfit)
 {
-    int64_t escapes;
-    uint32_t base = pick_base(b, ldb, tb, n, k, &escapes);
-    *unfit = escapes > n * k / MAX_ESCAPE_SHARE;
+    int64_t escapes, kc = k / CHUNK * CHUNK;
+    uint32_t base = pick_base(b, ldb, tb, n, kc, &escapes);
+    *unfit = escapes > n * kc / MAX_ESCAPE_SHARE;
     if (*unfit) return NULL;
     split_b *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->n = n;
     s->k = k;
-    s->kc = k / CHUNK * CHUNK;
+    s->kc = kc;
     s->base = base;
+    s->dot = row_dot();
     for (uint32_t c = 0; c < 16; c++)
         s->top[c] = (c & 7) == ESCAPE ? 0 : ((c >> 3) << 31) | (s->base + (c & 7)) << 24;
     s->lo = malloc((size_t)(n * s->kc) * sizeof *s->lo + 1);
@@ -181,9 +189,9 @@ static float row_dot_c(const uint16_t *lo, const uint8_t *mid, const uint8_t *co
 #include <immintrin.h>
 #define HAVE_AVX512_KERNEL 1
 
-/* The same with AVX-512 (F + BW): the top bytes come from one 16-entry permute, ~0.6 instructions
+/* The same with AVX-512F (and AVX2): the top bytes come from one 16-entry permute, ~0.6 instructions
  * per weight, so the memory stream sets the pace. */
-__attribute__((target("avx512f,avx512bw,avx512vl"))) static float
+__attribute__((target("avx512f,avx2"))) static float
 row_dot_avx512(const uint16_t *lo, const uint8_t *mid, const uint8_t *codes, int64_t kc,
                const uint32_t *top, const float *x)
 {
@@ -211,15 +219,10 @@ row_dot_avx512(const uint16_t *lo, const uint8_t *mid, const uint8_t *codes, int
 }
 #endif
 
-typedef float (*row_dot_fn)(const uint16_t *, const uint8_t *, const uint8_t *, int64_t,
-                            const uint32_t *, const float *);
-
 static row_dot_fn row_dot(void)
 {
 #ifdef HAVE_AVX512_KERNEL
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl"))
-        return row_dot_avx512;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2")) return row_dot_avx512;
 #endif
     return row_dot_c;
 }
@@ -231,9 +234,8 @@ void rt_split_matvec(const void *state, int64_t col0, int64_t n, const float *x,
 {
     const split_b *s = (const split_b *)state;
     int64_t k = s->k, kc = s->kc, nt = k - kc;
-    row_dot_fn dot = row_dot();
     for (int64_t j = col0; j < col0 + n; j++) {
-        float acc = dot(s->lo + j * kc, s->mid + j * kc, s->codes + j * (kc / 2), kc, s->top, x);
+        float acc = s->dot(s->lo + j * kc, s->mid + j * kc, s->codes + j * (kc / 2), kc, s->top, x);
         for (int64_t t = 0; t < nt; t++) acc += s->tail[j * nt + t] * x[kc + t];
         for (int64_t e = s->esc_start[j]; e < s->esc_start[j + 1]; e++) acc += s->esc_w[e] * x[s->esc_at[e]];
         float *yj = y + (j - col0);

@@ -47,6 +47,8 @@ enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2, RT_ERR_BACKEND = 
 /* One-row products on weights of at most this many elements run rt's own loops (matvec.c);
  * larger constant ones are worth the split form (b_mode split). */
 #define RT_MATVEC_SMALL_ELEMS (128 * 128)
+/* Inputs per encoded chunk of the split form; a row's last k % RT_SPLIT_CHUNK stay plain floats. */
+#define RT_SPLIT_CHUNK 64
 
 /* How MATMUL reads B (ip[19]): BLAS; oneDNN reading the constant B in place; oneDNN reading
  * a copy of the constant B reordered once into the layout its kernel prefers; rt's one-row

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import LoweringError
 from ..kernels._runtime import (ACT_CODES, DTYPE_CODES, HAVE_ONEDNN, MATMUL_B_MODES,  # from C
-                                MATVEC_SMALL_ELEMS, MAX_NDIM, SPLIT_FAST, attention_scratch_bytes)
+                                MATVEC_SMALL_ELEMS, MAX_NDIM, SPLIT_CHUNK, SPLIT_FAST,
+                                attention_scratch_bytes)
 from .ir import Operation, TensorType, padded
 from .registry import REGISTRY, Attr
 
@@ -127,8 +128,9 @@ def _matmul(op, args, out):
 
 def split_worthy(n: int, k: int) -> bool:
     """Whether a one-row product on a constant [K, N] weight (a contiguous row) reads it in the split
-    form: where this CPU decodes it fast and the weight is too big for matvec.c's small loops."""
-    return SPLIT_FAST and n * k > MATVEC_SMALL_ELEMS
+    form: where this CPU decodes it fast, the weight is too big for matvec.c's small loops and a row
+    holds at least one encoded chunk (the rest of a row stays plain floats)."""
+    return SPLIT_FAST and k >= SPLIT_CHUNK and n * k > MATVEC_SMALL_ELEMS
 
 
 def _matmul_b_mode(op: Operation, m: int, n: int, k: int, ta: bool, batch: list[int], alpha: float) -> str:

@@ -20,6 +20,7 @@ cdef extern from "rt_program.h" nogil:
     enum:
         RT_MAX_NDIM
         RT_MATVEC_SMALL_ELEMS
+        RT_SPLIT_CHUNK
         RT_DTYPE_F32
         RT_DTYPE_I64
         RT_DTYPE_BOOL
@@ -92,6 +93,7 @@ MAX_IP = RT_MAX_IP
 MAX_FP = RT_MAX_FP
 MAX_NDIM = RT_MAX_NDIM
 MATVEC_SMALL_ELEMS = RT_MATVEC_SMALL_ELEMS
+SPLIT_CHUNK = RT_SPLIT_CHUNK
 DTYPE_CODES = {"f32": RT_DTYPE_F32, "i64": RT_DTYPE_I64, "bool": RT_DTYPE_BOOL, "i32": RT_DTYPE_I32}
 # MATMUL's ip[19]: how B is read (BLAS, or oneDNN in place / packed once); oneDNN only if built in.
 MATMUL_B_MODES = {"blas": RT_MATMUL_B_BLAS, "onednn": RT_MATMUL_B_ONEDNN, "packed": RT_MATMUL_B_PACKED,
@@ -281,7 +283,7 @@ cdef class Program:
         for i in range(self.nops):
             for a in range(RT_MAX_ARGS):
                 s = self.ops[i].slot[a] if a < self.ops[i].nargs else -1
-                arg[a] = self.template[s] if s > 0 else NULL
+                arg[a] = self.template[s] + self.ops[i].offset[a] if s > 0 else NULL
             if rt_op_prepare(&self.ops[i], arg, msg, sizeof(msg)):
                 raise ValueError(f"op #{i} ({self._name(i)}): {msg.decode()}")
             self.nprepared = i + 1
