@@ -343,6 +343,11 @@ def test_unsupported_dtype_inside_the_model_names_the_op_and_line():
     assert "test_frontend.py:" in msg and "x.to(torch.float16)" in msg
 
 
+def test_import_module_takes_one_example_tensor_without_a_tuple():
+    mod = import_module(nn.Linear(3, 2), rnd(4, 3))
+    assert [v.type.shape for v in mod.inputs] == [(4, 3)]
+
+
 def test_supported_overloads_listed():
     ov = supported_overloads()
     for name in ("aten.linear.default", "aten.scaled_dot_product_attention.default", "aten.split.Tensor",

@@ -94,7 +94,8 @@ class MappedWeights:
 
 
 def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
-    """Read a saved model: (stages, plan facts). The planned stage's constants are views of the mapped file."""
+    """Read a saved model: (stages, plan facts, the mapped weights). The planned stage's constants are
+    views of the mapped file; MappedWeights gives their pages back once the runtime holds its own copies."""
     try:
         f = open(path, "rb")
     except OSError as e:

@@ -84,22 +84,14 @@ static void split_free(split_b *s)
     free(s);
 }
 
-/* Encode output row j (its k weights in w) into s; escapes go to esc_at/esc_w from *nesc. */
-static int encode_row(split_b *s, int64_t j, const float *w, int64_t *nesc, int64_t *cap)
+/* Encode output row j (its k weights in w) into s; its escapes go to esc_at/esc_w from *nesc. */
+static void encode_row(split_b *s, int64_t j, const float *w, int64_t *nesc)
 {
     uint16_t *lo = s->lo + j * s->kc;
     uint8_t *mid = s->mid + j * s->kc, *codes = s->codes + j * (s->kc / 2);
     for (int64_t i = 0; i < s->kc; i++) {
         uint32_t u = bits(w[i]), c = code_of(u, s->base);
         if (c == ESCAPE) {
-            if (*nesc == *cap) {
-                *cap = *cap ? 2 * *cap : 1024;
-                int32_t *at = realloc(s->esc_at, (size_t)*cap * sizeof *at);
-                if (at) s->esc_at = at;
-                float *ew = realloc(s->esc_w, (size_t)*cap * sizeof *ew);
-                if (ew) s->esc_w = ew;
-                if (!at || !ew) return 1;
-            }
             s->esc_at[*nesc] = (int32_t)i;
             s->esc_w[(*nesc)++] = w[i];
             u = 0;
@@ -111,7 +103,6 @@ static int encode_row(split_b *s, int64_t j, const float *w, int64_t *nesc, int6
         *cb = (uint8_t)(b < CHUNK / 2 ? (*cb & 0xf0) | c : (*cb & 0x0f) | (c << 4));
     }
     memcpy(s->tail + j * (s->k - s->kc), w + s->kc, (size_t)(s->k - s->kc) * sizeof(float));
-    return 0;
 }
 
 /* Output rows at a time when B arrives [K, N]: their weights are gathered once per input row. */
@@ -140,24 +131,26 @@ void *rt_split_b_make(const float *b, int64_t ldb, int tb, int64_t n, int64_t k,
     s->codes = calloc((size_t)(n * s->kc / 2) + 1, 1);
     s->tail = malloc((size_t)(n * (k - s->kc)) * sizeof(float) + 1);
     s->esc_start = malloc((size_t)(n + 1) * sizeof *s->esc_start);
+    s->esc_at = malloc((size_t)escapes * sizeof *s->esc_at + 1); /* pick_base counted them */
+    s->esc_w = malloc((size_t)escapes * sizeof *s->esc_w + 1);
     float *rows = tb ? NULL : malloc((size_t)(GATHER_ROWS * k) * sizeof(float));
-    int64_t nesc = 0, cap = 0;
-    int ok = s->lo && s->mid && s->codes && s->tail && s->esc_start && (tb || rows);
-    for (int64_t j0 = 0; ok && j0 < n; j0 += GATHER_ROWS) {
+    if (!(s->lo && s->mid && s->codes && s->tail && s->esc_start && s->esc_at && s->esc_w && (tb || rows))) {
+        free(rows);
+        split_free(s);
+        return NULL;
+    }
+    int64_t nesc = 0;
+    for (int64_t j0 = 0; j0 < n; j0 += GATHER_ROWS) {
         int64_t nr = n - j0 < GATHER_ROWS ? n - j0 : GATHER_ROWS;
         if (!tb) /* [K, N]: gather these outputs' columns, one contiguous run per input row */
             for (int64_t i = 0; i < k; i++)
                 for (int64_t r = 0; r < nr; r++) rows[r * k + i] = b[i * ldb + j0 + r];
-        for (int64_t r = 0; ok && r < nr; r++) {
+        for (int64_t r = 0; r < nr; r++) {
             s->esc_start[j0 + r] = nesc;
-            ok = !encode_row(s, j0 + r, tb ? b + (j0 + r) * ldb : rows + r * k, &nesc, &cap);
+            encode_row(s, j0 + r, tb ? b + (j0 + r) * ldb : rows + r * k, &nesc);
         }
     }
     free(rows);
-    if (!ok) {
-        split_free(s);
-        return NULL;
-    }
     s->esc_start[n] = nesc;
     return s;
 }

@@ -97,7 +97,7 @@ void rt_op_release(rt_op *op);
 /* Called once a program's ops are all prepared: gives back memory only preparing needed
  * (when some op made oneDNN primitives: the library code their creation touched). */
 void rt_program_prepared(const rt_op *ops, int64_t nops);
-/* Whether rt was built with oneDNN (MATMUL's ip[19] may then be nonzero). */
+/* Whether rt was built with oneDNN (MATMUL's b_mode may then be oneDNN or packed). */
 int rt_have_onednn(void);
 /* 1 when this CPU runs the split form's fast decoder (b_mode split is chosen only then). */
 int rt_split_fast(void);

@@ -192,11 +192,13 @@ def shorten(text: str, limit: int = 600) -> str:
     return short
 
 
-def export_program(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
+def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: dict | None = None,
                    strict: bool = False) -> torch.export.ExportedProgram:
+    """args: the example inputs, a tuple or one tensor."""
+    args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     try:
         with torch.no_grad():
-            return torch.export.export(model, tuple(args), kwargs=kwargs or {}, strict=strict)
+            return torch.export.export(model, args, kwargs=kwargs or {}, strict=strict)
     except Exception as e:  # torch's own reason, shortened, plus a hint
         text = str(e) or type(e).__name__
         raise ExportError(f"torch.export could not capture the model ({type(e).__name__}): {shorten(text)}\n"
@@ -314,7 +316,7 @@ def _map(x, env):
 
 def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
                   strict: bool = False) -> Module:
-    """nn.Module + example inputs (a tuple) -> verified torch dialect module."""
+    """nn.Module + example inputs (a tuple or one tensor) -> verified torch dialect module."""
     model = model.eval()
     ep = export_program(model, args, kwargs, strict)
     module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()))

@@ -205,7 +205,8 @@ cdef class Program:
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
                  after_prepare=None):
-        """after_prepare(i), when given, is called once op i has made what it needs (see _prepare)."""
+        """after_prepare(i), when given, is called once op i has made something of its own (its
+        state: a primitive, a packed or split copy of a constant; see _prepare)."""
         if self.slot_nbytes != NULL:
             raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
@@ -287,7 +288,7 @@ cdef class Program:
             if rt_op_prepare(&self.ops[i], arg, msg, sizeof(msg)):
                 raise ValueError(f"op #{i} ({self._name(i)}): {msg.decode()}")
             self.nprepared = i + 1
-            if after_prepare is not None:
+            if after_prepare is not None and self.ops[i].state != NULL:
                 after_prepare(i)
         rt_program_prepared(self.ops, self.nops)
 
@@ -473,20 +474,20 @@ cdef tuple _torch_as_numpy(tuple args):
 
 cdef class FastCallable:
     """A model's calling convention (rt's CompiledModel derives from it): a call of positional numpy
-    arrays, or CPU torch tensors, of exactly the program's input types runs `program` from here, with
+    arrays, or CPU torch tensors, of exactly the program's input types runs `_fast_program` from here, with
     no Python frame on the way (a tiny model's whole call is ~1 us; tensors in give tensors out, sharing
     memory); any other call goes to self._call(args, kwargs), which converts or explains."""
-    cdef public Program program
+    cdef public Program _fast_program
 
     def __call__(self, *args, **kwargs):
         cdef list outs = None
         cdef tuple arrays
-        if not kwargs and self.program is not None:
-            outs = self.program._call_exact(args)
+        if not kwargs and self._fast_program is not None:
+            outs = self._fast_program._call_exact(args)
             if outs is None:
                 arrays = _torch_as_numpy(args)
                 if arrays is not None:
-                    outs = self.program._call_exact(arrays)
+                    outs = self._fast_program._call_exact(arrays)
                     if outs is not None:
                         outs = [sys.modules["torch"].from_numpy(o) for o in outs]
         if outs is None:

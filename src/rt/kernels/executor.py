@@ -91,13 +91,14 @@ class ProgramLayout:
         return records, ops
 
 
+_MATMUL = _runtime.op_codes()["MATMUL"]
 _COPIES_B = (_runtime.MATMUL_B_MODES["packed"], _runtime.MATMUL_B_MODES["split"])
 
 
 def _packs_b(record) -> bool:
     """Whether the op keeps a copy of its operand 1 (a MATMUL's constant B: oneDNN-packed or split)
     and reads the original no more."""
-    return record["code"] == _runtime.op_codes()["MATMUL"] and record["ip"][19] in _COPIES_B
+    return record["code"] == _MATMUL and record["ip"][19] in _COPIES_B
 
 
 def _share_packed_constants(records: np.ndarray, const_slots: set[int]) -> None:
@@ -111,9 +112,9 @@ def _share_packed_constants(records: np.ndarray, const_slots: set[int]) -> None:
             if slot in const_slots:
                 reads[int(slot)] = reads.get(int(slot), 0) + 1
     for r in records:
-        if r["code"] == _runtime.op_codes()["MATMUL"] and r["ip"][19] == _runtime.MATMUL_B_MODES["packed"] \
-                and reads[int(r["slot"][1])] > 1:
+        if r["code"] == _MATMUL and r["ip"][19] == _runtime.MATMUL_B_MODES["packed"] and reads[int(r["slot"][1])] > 1:
             r["ip"][19] = _runtime.MATMUL_B_MODES["onednn"]
+
 
 def _outputs_for(module: Module) -> list[np.ndarray]:
     return [np.empty(v.type.shape, dtype=v.type.np_dtype) for v in module.outputs]
@@ -123,18 +124,20 @@ class CompiledProgram:
     """The production executor: one C call per run, GIL released inside."""
 
     def __init__(self, planned: Module, drop_packed: Callable[[np.ndarray], None] | None = None):
-        """drop_packed(constant) is called as soon as a matmul has packed that constant (its only
-        reader, by _share_packed_constants), so the original may be given back before the next is packed."""
+        """drop_packed(constant) is called as soon as a matmul holds its own copy of that constant
+        (oneDNN-packed or split), so the original's pages may be given back before the next is made
+        (a split table's other reader, an embedding, faults back in only the rows it gathers)."""
         self.layout = ProgramLayout(planned)
-        self.records, _ = self.layout.encode()
+        records, _ = self.layout.encode()
         lay = self.layout
         after_prepare = None
         if drop_packed is not None:
             def after_prepare(i: int) -> None:
-                if _packs_b(self.records[i]):
-                    drop_packed(lay.constants[int(self.records[i]["slot"][1])])
-        self.program = _runtime.Program(self.records, lay.slot_nbytes, lay.constants,
+                if _packs_b(records[i]):
+                    drop_packed(lay.constants[int(records[i]["slot"][1])])
+        self.program = _runtime.Program(records, lay.slot_nbytes, lay.constants,
                                         lay.input_slots, lay.output_slots, after_prepare)
+        self.records = self.program.records    # as they run (a split weight may have fallen back to BLAS)
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
                                    [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
 

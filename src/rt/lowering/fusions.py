@@ -148,7 +148,7 @@ def _scale_out(divide: bool, through_reshape: bool):
         s = m.scalar("$s")
         if divide and s == 0:
             return None
-        src = m.get("src", m["mm"])        # the reshape in between, when there is one
+        src = m["src"] if through_reshape else m["mm"]
         if m["$s"].type.dtype != "f32" or m["u"].type.shape != src.type.shape:
             return None
         alpha = m.attr("mm", "alpha") * (1.0 / s if divide else s)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.ir import Module, Operation, Value
 from ..dialects.planned_kernels import split_worthy
 from .passmanager import register_pass
+from .rewrite import Builder
 
 
 def _one_row(op: Operation) -> bool:
@@ -36,6 +37,7 @@ def _other_readers_are_embeddings(op: Operation, w: Value, readers: list[Operati
 @register_pass("layout-weights", dialect="fused")
 def layout_weights(module: Module) -> None:
     users = module.users()
+    names = {v.name for v in module.values()}
     for op in list(module.ops):
         w = op.operands[1] if op.name == "fused.matmul" else None
         arr = module.const_value(w)
@@ -46,12 +48,9 @@ def layout_weights(module: Module) -> None:
         k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
         if (k > n) == stored_n_by_k or split_worthy(n, k):      # [N, K] only for a narrow output
             continue
-        # The transposed copy takes the original's place (before every reader).
-        at = module.ops.index(w.producer)
-        name = module.add_constant(np.ascontiguousarray(arr.T), hint=w.producer.attrs["name"] + ".T")
-        wt = Value(module.fresh_name(w.name + "_t"), TensorType(arr.shape[::-1], w.type.dtype))
-        wt.producer = Operation("const", [], {"name": name}, wt)
-        module.ops.insert(at + 1, wt.producer)
+        # The transposed copy (and the tables' permuted view of it) take the original's place.
+        b = Builder(module, names, w.name)
+        wt = b.const(np.ascontiguousarray(arr.T), hint=w.producer.attrs["name"] + ".T")
         op.operands[1] = wt
         if stored_n_by_k:
             del op.attrs["transpose_b"]
@@ -59,8 +58,9 @@ def layout_weights(module: Module) -> None:
             op.attrs["transpose_b"] = True
         tables = [u for u in users[w] if u is not op]
         if tables:
-            table = Value(module.fresh_name(w.name + "_table"), w.type)
-            table.producer = Operation("fused.permute", [wt], {"perm": [1, 0]}, table)
-            module.ops.insert(at + 2, table.producer)
+            table = b.op("fused.permute", [wt], {"perm": [1, 0]})
             for u in tables:
                 u.operands[0] = table
+        at = module.ops.index(w.producer)
+        module.ops[at + 1:at + 1] = b.new_ops
+    module.invalidate_names()
