@@ -1,5 +1,8 @@
-"""Every error rt raises, in one place. Messages say what went wrong and what the user can do."""
+"""Every error rt raises, in one place. Messages say what went wrong and what the user can do.
+Everything that leaves rt's public API or the `rt` command is an RtError; anything else is a bug in rt."""
 from __future__ import annotations
+
+import importlib
 
 
 class RtError(Exception):
@@ -36,8 +39,42 @@ class InputError(RtError, ValueError):
 
 
 class ModelFileError(RtError):
-    """A saved model file that is truncated, corrupt, foreign or from a newer rt."""
+    """A saved model file that cannot be read, or is truncated, corrupt, foreign or from a newer rt."""
 
 
 class LoweringError(RtError):
     """A lowering step met IR it cannot handle."""
+
+
+class KernelError(RtError, RuntimeError):
+    """A kernel failed at run time (names the op)."""
+
+
+class IndexOutOfRangeError(KernelError, IndexError):
+    """An index (e.g. a token id) out of range at run time: names the input and the index."""
+
+
+class ProgramError(RtError, ValueError):
+    """An op-record program the runtime's checker refuses (names the op and what is wrong)."""
+
+
+class SaveError(RtError, OSError):
+    """Writing a file failed (names the path and the OS's reason); the destination is left as it was."""
+
+
+class MissingDependencyError(RtError, ImportError):
+    """A feature needs an optional package that is not installed; says which `pip install` fixes it."""
+
+
+class UsageError(RtError, ValueError):
+    """A public function or the `rt` command got an argument it cannot use."""
+
+
+def require(module: str, feature: str, pip: str | None = None):
+    """Import the optional package `module` for `feature`, or raise MissingDependencyError saying
+    `pip install <pip>` (default: the module's name)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingDependencyError(f"{feature} needs {module.split('.')[0]}, which cannot be imported ({e}): "
+                                     f"pip install {pip or module.split('.')[0]}") from None
