@@ -4,9 +4,11 @@
 
 #include "rt_kernel.h"
 
-#define BQ 32       /* query rows per block: the online-softmax state kept in cache */
-#define BK 64       /* keys per block */
-#define RT_LANES 16 /* register tile width: one AVX-512 register, two AVX2 ones */
+/* Tiles (rt/abi.py, which sizes the scratch from them): query rows per block (the online-softmax
+ * state kept in cache), keys per block, register tile width (one AVX-512 register, two AVX2 ones). */
+#define BQ RT_ATTENTION_BQ
+#define BK RT_ATTENTION_BK
+#define RT_LANES RT_ATTENTION_LANES
 #define RT_ROWS 4   /* register tile height: rows sharing each loaded K/V vector */
 #define RT_DIRECT_ROWS 8 /* tasks with fewer query rows skip packing (attn_direct) */
 
@@ -176,8 +178,8 @@ RT_SIMD static void attn_task(const attn_head *p, int64_t qa, int64_t qb, float 
 
 int rt_k_attention(const rt_op *op, char *const *arg)
 {
-    const int64_t *ip = op->ip;
-    int64_t B = ip[0], H = ip[1], Sq = ip[2], Sk = ip[3], D = ip[4], Dv = ip[5];
+    const rt_attention_ints *ip = &op->ip.attention;
+    int64_t B = ip->B, H = ip->H, Sq = ip->Sq, Sk = ip->Sk, D = ip->D, Dv = ip->Dv;
     if (B * H * Sq == 0 || Dv == 0) return RT_OK;
     /* One task per head when there are enough heads (K/V packed once per head);
      * otherwise heads are split into query chunks so every thread has work. */
@@ -187,23 +189,25 @@ int rt_k_attention(const rt_op *op, char *const *arg)
     chunks = (nqb + blocks_per_chunk - 1) / blocks_per_chunk; /* none left empty */
     int64_t rows_per_chunk = blocks_per_chunk * BQ, ntasks = heads * chunks;
     int64_t per_thread = rt_attention_scratch_floats(Sk, D, Dv);
-    /* The plan provides scratch for ip[23] threads; never run more than that. */
-    int64_t slots = ip[23] < ntasks ? ip[23] : ntasks;
+    /* The plan provides scratch for ip->threads threads; never run more than that. */
+    int64_t slots = ip->threads < ntasks ? ip->threads : ntasks;
     int nth = rt_nthreads < slots ? rt_nthreads : (int)slots;
-    float *scratch = (float *)arg[4];
+    float *scratch = (float *)arg[RT_ATTENTION_SCRATCH];
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
     for (int64_t t = 0; t < ntasks; t++) {
         int64_t b = t / (H * chunks), h = t / chunks % H, qa = t % chunks * rows_per_chunk;
         int64_t qb = qa + rows_per_chunk < Sq ? qa + rows_per_chunk : Sq;
         attn_head p = {
-            .q = (const float *)arg[0] + b * ip[6] + h * ip[7],
-            .k = (const float *)arg[1] + b * ip[9] + h * ip[10],
-            .v = (const float *)arg[2] + b * ip[12] + h * ip[13],
-            .mask = arg[3] ? (const float *)arg[3] + b * ip[19] + h * ip[20] : NULL,
-            .o = (float *)arg[5] + b * ip[15] + h * ip[16],
+            .q = (const float *)arg[RT_ATTENTION_Q] + b * ip->q_sb + h * ip->q_sh,
+            .k = (const float *)arg[RT_ATTENTION_K] + b * ip->k_sb + h * ip->k_sh,
+            .v = (const float *)arg[RT_ATTENTION_V] + b * ip->v_sb + h * ip->v_sh,
+            .mask = arg[RT_ATTENTION_MASK] ? (const float *)arg[RT_ATTENTION_MASK] + b * ip->m_sb + h * ip->m_sh
+                                           : NULL,
+            .o = (float *)arg[RT_ATTENTION_OUT] + b * ip->o_sb + h * ip->o_sh,
             .Sq = Sq, .Sk = Sk, .D = D, .Dv = Dv,
-            .q_ss = ip[8], .k_ss = ip[11], .v_ss = ip[14], .o_ss = ip[17],
-            .m_sq = ip[21], .m_sk = ip[22], .causal = (int)ip[18], .scale = (float)op->fp[0]};
+            .q_ss = ip->q_ss, .k_ss = ip->k_ss, .v_ss = ip->v_ss, .o_ss = ip->o_ss,
+            .m_sq = ip->m_sq, .m_sk = ip->m_sk, .causal = (int)ip->causal,
+            .scale = (float)op->fp.attention.scale};
         float *mine = scratch + rt_thread_id() * per_thread;
         if (qb - qa < RT_DIRECT_ROWS)
             attn_direct(&p, qa, qb, mine);
@@ -215,25 +219,23 @@ int rt_k_attention(const rt_op *op, char *const *arg)
 
 int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    const int64_t *ip = op->ip;
-    if (rt_check_nargs(op, 6, msg, msglen) || rt_check_dims(op, 0, 24, msg, msglen)) return 1;
-    int64_t B = ip[0], H = ip[1], Sq = ip[2], Sk = ip[3], D = ip[4], Dv = ip[5];
-    RT_CHECK(ip[18] <= 1, "causal must be 0 or 1");
+    const rt_attention_ints *ip = &op->ip.attention;
+    int64_t B = ip->B, H = ip->H, Sq = ip->Sq, Sk = ip->Sk, D = ip->D, Dv = ip->Dv;
     RT_CHECK(D <= 4096 && Dv <= 4096, "head dims above 4096 are not supported");
-    RT_CHECK(ip[23] >= 1, "scratch must hold at least one thread's share");
+    RT_CHECK(ip->threads >= 1, "scratch must hold at least one thread's share");
     /* Output rows are written by different tasks, so they must not coincide. */
-    RT_CHECK((B <= 1 || ip[15] > 0) && (H <= 1 || ip[16] > 0) && (Sq <= 1 || ip[17] > 0),
+    RT_CHECK((B <= 1 || ip->o_sb > 0) && (H <= 1 || ip->o_sh > 0) && (Sq <= 1 || ip->o_ss > 0),
              "output strides must be nonzero");
     int64_t qs[4] = {B, H, Sq, D}, ks[4] = {B, H, Sk, D}, vs[4] = {B, H, Sk, Dv},
             os[4] = {B, H, Sq, Dv}, ms[4] = {B, H, Sq, Sk};
-    int64_t qst[4] = {ip[6], ip[7], ip[8], 1}, kst[4] = {ip[9], ip[10], ip[11], 1},
-            vst[4] = {ip[12], ip[13], ip[14], 1}, ost[4] = {ip[15], ip[16], ip[17], 1},
-            mst[4] = {ip[19], ip[20], ip[21], ip[22]};
-    return rt_need(op, avail, 0, rt_reach(4, qs, qst), 4, "q", msg, msglen) ||
-           rt_need(op, avail, 1, rt_reach(4, ks, kst), 4, "k", msg, msglen) ||
-           rt_need(op, avail, 2, rt_reach(4, vs, vst), 4, "v", msg, msglen) ||
-           rt_need_opt(op, avail, 3, rt_reach(4, ms, mst), 4, "mask", msg, msglen) ||
-           rt_need(op, avail, 4, rt_mul(rt_attention_scratch_floats(Sk, D, Dv), ip[23]), 4,
-                   "scratch", msg, msglen) ||
-           rt_need(op, avail, 5, rt_reach(4, os, ost), 4, "out", msg, msglen);
+    int64_t qst[4] = {ip->q_sb, ip->q_sh, ip->q_ss, 1}, kst[4] = {ip->k_sb, ip->k_sh, ip->k_ss, 1},
+            vst[4] = {ip->v_sb, ip->v_sh, ip->v_ss, 1}, ost[4] = {ip->o_sb, ip->o_sh, ip->o_ss, 1},
+            mst[4] = {ip->m_sb, ip->m_sh, ip->m_sq, ip->m_sk};
+    return rt_need(op, avail, RT_ATTENTION_Q, rt_reach(4, qs, qst), 4, "q", msg, msglen) ||
+           rt_need(op, avail, RT_ATTENTION_K, rt_reach(4, ks, kst), 4, "k", msg, msglen) ||
+           rt_need(op, avail, RT_ATTENTION_V, rt_reach(4, vs, vst), 4, "v", msg, msglen) ||
+           rt_need_opt(op, avail, RT_ATTENTION_MASK, rt_reach(4, ms, mst), 4, "mask", msg, msglen) ||
+           rt_need(op, avail, RT_ATTENTION_SCRATCH, rt_mul(rt_attention_scratch_floats(Sk, D, Dv), ip->threads),
+                   4, "scratch", msg, msglen) ||
+           rt_need(op, avail, RT_ATTENTION_OUT, rt_reach(4, os, ost), 4, "out", msg, msglen);
 }

@@ -56,20 +56,21 @@ static void copy_tiled(const char *x, char *y, const rt_space *s, int k, int64_t
 
 int rt_k_copy(const rt_op *op, char *const *arg)
 {
-    int nd0 = (int)op->ip[0];
-    const int64_t *shape = op->ip + 1;
-    int64_t out_stride[RT_MAX_NDIM], isz = op->ip[13];
+    const rt_copy_ints *ip = &op->ip.copy;
+    int nd0 = (int)ip->ndim;
+    const int64_t *shape = ip->shape;
+    int64_t out_stride[RT_MAX_NDIM], isz = ip->itemsize;
     for (int d = nd0 - 1; d >= 0; d--) /* the output is contiguous */
         out_stride[d] = d == nd0 - 1 ? 1 : out_stride[d + 1] * shape[d + 1];
     rt_space s;
-    const int64_t *strides[2] = {op->ip + 7, out_stride};
+    const int64_t *strides[2] = {ip->stride, out_stride};
     rt_collapse(&s, nd0, shape, 2, strides);
     int nd = s.ndim;
     int64_t cols = s.shape[nd - 1], rows = 1, inner = s.stride[0][nd - 1];
     for (int d = 0; d < nd - 1; d++) rows *= s.shape[d];
     if (rows == 0 || cols == 0) return RT_OK;
-    const char *x = arg[0];
-    char *y = arg[1];
+    const char *x = arg[RT_COPY_X];
+    char *y = arg[RT_COPY_OUT];
     for (int k = 0; k < nd - 1 && inner != 1; k++)
         if (s.stride[0][k] == 1) {
             copy_tiled(x, y, &s, k, isz);
@@ -91,16 +92,16 @@ int rt_k_copy(const rt_op *op, char *const *arg)
 
 int rt_c_copy(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 2, msg, msglen)) return 1;
-    int64_t nd = op->ip[0], isz = op->ip[13];
-    RT_CHECK(nd >= 0 && nd <= RT_MAX_NDIM, "ndim %lld not in [0, %d]", (long long)nd, RT_MAX_NDIM);
+    const rt_copy_ints *ip = &op->ip.copy;
+    int nd = (int)ip->ndim;
+    int64_t isz = ip->itemsize;
+    RT_CHECK(nd <= RT_MAX_NDIM, "ndim %d above %d", nd, RT_MAX_NDIM);
     RT_CHECK(isz == 1 || isz == 2 || isz == 4 || isz == 8, "itemsize %lld not 1, 2, 4 or 8",
              (long long)isz);
-    if (rt_check_dims(op, 1, 12, msg, msglen)) return 1;
     int64_t n = 1;
-    for (int d = 0; d < nd; d++) n = rt_mul(n, op->ip[1 + d]);
-    return rt_need(op, avail, 0, rt_reach((int)nd, op->ip + 1, op->ip + 7), isz, "x", msg, msglen) ||
-           rt_need(op, avail, 1, n, isz, "out", msg, msglen);
+    for (int d = 0; d < nd; d++) n = rt_mul(n, ip->shape[d]);
+    return rt_need(op, avail, RT_COPY_X, rt_reach(nd, ip->shape, ip->stride), isz, "x", msg, msglen) ||
+           rt_need(op, avail, RT_COPY_OUT, n, isz, "out", msg, msglen);
 }
 
 /* ---- CAST: every (src, dst) pair from one table of converters ---- */
@@ -135,17 +136,14 @@ static const int64_t dtype_size[RT_DTYPE_COUNT] = {4, 8, 1, 4};
 
 int rt_k_cast(const rt_op *op, char *const *arg)
 {
-    int64_t n = op->ip[0], s = op->ip[1], d = op->ip[2];
-    casts[s][d](arg[0], arg[1], n);
+    const rt_cast_ints *ip = &op->ip.cast;
+    casts[ip->src][ip->dst](arg[RT_CAST_X], arg[RT_CAST_OUT], ip->n);
     return RT_OK;
 }
 
 int rt_c_cast(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 2, msg, msglen) || rt_check_dims(op, 0, 1, msg, msglen)) return 1;
-    int64_t s = op->ip[1], d = op->ip[2];
-    RT_CHECK(s >= 0 && s < RT_DTYPE_COUNT && d >= 0 && d < RT_DTYPE_COUNT,
-             "unknown dtype code (src %lld, dst %lld)", (long long)s, (long long)d);
-    return rt_need(op, avail, 0, op->ip[0], dtype_size[s], "x", msg, msglen) ||
-           rt_need(op, avail, 1, op->ip[0], dtype_size[d], "out", msg, msglen);
+    const rt_cast_ints *ip = &op->ip.cast; /* src and dst are valid dtypes (generic check) */
+    return rt_need(op, avail, RT_CAST_X, ip->n, dtype_size[ip->src], "x", msg, msglen) ||
+           rt_need(op, avail, RT_CAST_OUT, ip->n, dtype_size[ip->dst], "out", msg, msglen);
 }

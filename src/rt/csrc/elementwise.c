@@ -16,7 +16,7 @@
     }                                                                             \
     int rt_k_##name(const rt_op *op, char *const *arg)                            \
     {                                                                             \
-        unary_run(rt_row_##name, (const float *)arg[0], (float *)arg[1], op->ip[0]); \
+        unary_run(rt_row_##name, (const float *)arg[RT_UNARY_X], (float *)arg[RT_UNARY_OUT], op->ip.unary.n); \
         return RT_OK;                                                             \
     }
 
@@ -34,9 +34,9 @@ RT_UNARY_LIST(RT_UNARY_DEF)
 
 int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 2, msg, msglen) || rt_check_dims(op, 0, 1, msg, msglen)) return 1;
-    return rt_need(op, avail, 0, op->ip[0], 4, "x", msg, msglen) ||
-           rt_need(op, avail, 1, op->ip[0], 4, "out", msg, msglen);
+    int64_t n = op->ip.unary.n;
+    return rt_need(op, avail, RT_UNARY_X, n, 4, "x", msg, msglen) ||
+           rt_need(op, avail, RT_UNARY_OUT, n, 4, "out", msg, msglen);
 }
 
 /* ---- binary ---- */
@@ -60,18 +60,19 @@ int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     }                                                                                   \
     int rt_k_##name(const rt_op *op, char *const *arg)                                  \
     {                                                                                   \
-        bin_run(name##_row, op, (const float *)arg[0], (const float *)arg[1], (float *)arg[2]); \
+        bin_run(name##_row, &op->ip.binary, (const float *)arg[RT_BINARY_A], (const float *)arg[RT_BINARY_B], \
+                (float *)arg[RT_BINARY_OUT]);                                          \
         return RT_OK;                                                                   \
     }
 
 typedef void (*bin_row_fn)(const float *a, int64_t as, const float *b, int64_t bs, float *y,
                            int64_t n);
 
-static void bin_run(bin_row_fn f, const rt_op *op, const float *a, const float *b, float *y)
+static void bin_run(bin_row_fn f, const rt_binary_ints *ip, const float *a, const float *b, float *y)
 {
     rt_space s;
-    const int64_t *strides[2] = {op->ip + 7, op->ip + 13};
-    rt_collapse(&s, (int)op->ip[0], op->ip + 1, 2, strides);
+    const int64_t *strides[2] = {ip->a_stride, ip->b_stride};
+    rt_collapse(&s, (int)ip->ndim, ip->shape, 2, strides);
     int last = s.ndim - 1;
     int64_t cols = s.shape[last], rows = 1, as = s.stride[0][last], bs = s.stride[1][last];
     for (int d = 0; d < last; d++) rows *= s.shape[d];
@@ -94,14 +95,12 @@ RT_BIN_ROWS(div, /)
 
 int rt_c_binary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 3, msg, msglen)) return 1;
-    int64_t nd = op->ip[0];
-    RT_CHECK(nd >= 0 && nd <= RT_MAX_NDIM, "ndim %lld not in [0, %d]", (long long)nd, RT_MAX_NDIM);
-    if (rt_check_dims(op, 1, 18, msg, msglen)) return 1;
-    const int64_t *shape = op->ip + 1;
+    const rt_binary_ints *ip = &op->ip.binary;
+    int nd = (int)ip->ndim;
+    RT_CHECK(nd <= RT_MAX_NDIM, "ndim %d above %d", nd, RT_MAX_NDIM);
     int64_t n = 1;
-    for (int d = 0; d < nd; d++) n = rt_mul(n, shape[d]);
-    return rt_need(op, avail, 0, rt_reach(nd, shape, op->ip + 7), 4, "a", msg, msglen) ||
-           rt_need(op, avail, 1, rt_reach(nd, shape, op->ip + 13), 4, "b", msg, msglen) ||
-           rt_need(op, avail, 2, n, 4, "out", msg, msglen);
+    for (int d = 0; d < nd; d++) n = rt_mul(n, ip->shape[d]);
+    return rt_need(op, avail, RT_BINARY_A, rt_reach(nd, ip->shape, ip->a_stride), 4, "a", msg, msglen) ||
+           rt_need(op, avail, RT_BINARY_B, rt_reach(nd, ip->shape, ip->b_stride), 4, "b", msg, msglen) ||
+           rt_need(op, avail, RT_BINARY_OUT, n, 4, "out", msg, msglen);
 }

@@ -4,10 +4,11 @@
 
 int rt_k_embedding(const rt_op *op, char *const *arg)
 {
-    const float *table = (const float *)arg[0];
-    const int64_t *idx = (const int64_t *)arg[1];
-    float *out = (float *)arg[2];
-    int64_t n = op->ip[0], vocab = op->ip[1], dim = op->ip[2], rs = op->ip[3], cs = op->ip[4];
+    const rt_embedding_ints *ip = &op->ip.embedding;
+    const float *table = (const float *)arg[RT_EMBEDDING_TABLE];
+    const int64_t *idx = (const int64_t *)arg[RT_EMBEDDING_IDX];
+    float *out = (float *)arg[RT_EMBEDDING_OUT];
+    int64_t n = ip->n, vocab = ip->vocab, dim = ip->dim, rs = ip->row_stride, cs = ip->col_stride;
     for (int64_t i = 0; i < n; i++)
         if (idx[i] < 0 || idx[i] >= vocab) {
             rt_set_error_detail(idx[i]);
@@ -26,10 +27,9 @@ int rt_k_embedding(const rt_op *op, char *const *arg)
 
 int rt_c_embedding(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 3, msg, msglen) || rt_check_dims(op, 0, 5, msg, msglen)) return 1;
-    int64_t n = op->ip[0], vocab = op->ip[1], dim = op->ip[2];
-    int64_t shape[2] = {vocab, dim}, stride[2] = {op->ip[3], op->ip[4]};
-    return rt_need(op, avail, 0, rt_reach(2, shape, stride), 4, "table", msg, msglen) ||
-           rt_need(op, avail, 1, n, 8, "idx", msg, msglen) ||
-           rt_need(op, avail, 2, rt_mul(n, dim), 4, "out", msg, msglen);
+    const rt_embedding_ints *ip = &op->ip.embedding;
+    int64_t shape[2] = {ip->vocab, ip->dim}, stride[2] = {ip->row_stride, ip->col_stride};
+    return rt_need(op, avail, RT_EMBEDDING_TABLE, rt_reach(2, shape, stride), 4, "table", msg, msglen) ||
+           rt_need(op, avail, RT_EMBEDDING_IDX, ip->n, 8, "idx", msg, msglen) ||
+           rt_need(op, avail, RT_EMBEDDING_OUT, rt_mul(ip->n, ip->dim), 4, "out", msg, msglen);
 }

@@ -29,10 +29,11 @@ RT_SIMD static void layer_norm_row(const float *x, const float *gamma, const flo
 
 int rt_k_layer_norm(const rt_op *op, char *const *arg)
 {
-    const float *x = (const float *)arg[0], *g = (const float *)arg[1], *b = (const float *)arg[2];
-    float *y = (float *)arg[3];
-    int64_t rows = op->ip[0], cols = op->ip[1];
-    double eps = op->fp[0];
+    const float *x = (const float *)arg[RT_LAYER_NORM_X], *g = (const float *)arg[RT_LAYER_NORM_GAMMA],
+                *b = (const float *)arg[RT_LAYER_NORM_BETA];
+    float *y = (float *)arg[RT_LAYER_NORM_OUT];
+    int64_t rows = op->ip.layer_norm.rows, cols = op->ip.layer_norm.cols;
+    double eps = op->fp.layer_norm.eps;
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows,
            layer_norm_row(x + r * cols, g, b, y + r * cols, cols, eps););
     return RT_OK;
@@ -49,11 +50,13 @@ RT_SIMD static void add_layer_norm_row(const float *x, const float *r, const flo
 
 int rt_k_add_layer_norm(const rt_op *op, char *const *arg)
 {
-    const float *x = (const float *)arg[0], *res = (const float *)arg[1],
-                *g = (const float *)arg[2], *b = (const float *)arg[3];
-    float *sum = (float *)arg[4], *y = (float *)arg[5];
-    int64_t rows = op->ip[0], cols = op->ip[1];
-    double eps = op->fp[0];
+    const float *x = (const float *)arg[RT_ADD_LAYER_NORM_X],
+                *res = (const float *)arg[RT_ADD_LAYER_NORM_RESIDUAL],
+                *g = (const float *)arg[RT_ADD_LAYER_NORM_GAMMA],
+                *b = (const float *)arg[RT_ADD_LAYER_NORM_BETA];
+    float *sum = (float *)arg[RT_ADD_LAYER_NORM_SUM], *y = (float *)arg[RT_ADD_LAYER_NORM_OUT];
+    int64_t rows = op->ip.add_layer_norm.rows, cols = op->ip.add_layer_norm.cols;
+    double eps = op->fp.add_layer_norm.eps;
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, {
         int64_t o = r * cols;
         add_layer_norm_row(x + o, res + o, g, b, (sum ? sum : y) + o, y + o, cols, eps);
@@ -61,29 +64,33 @@ int rt_k_add_layer_norm(const rt_op *op, char *const *arg)
     return RT_OK;
 }
 
-/* Both norms: operand count, rows/cols/eps, and gamma/beta (at `affine`) plus the out operand. */
-static int check_norm(const rt_op *op, const int64_t *avail, int nargs, int affine, char *msg,
-                      size_t msglen)
+/* Both norms: rows/cols/eps, x, gamma, beta and out (their operand indices given). */
+static int check_norm(const rt_op *op, const int64_t *avail, int64_t rows, int64_t cols, double eps,
+                      const int idx[4], char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, nargs, msg, msglen) || rt_check_dims(op, 0, 2, msg, msglen)) return 1;
-    RT_CHECK(op->ip[1] > 0 || op->ip[0] == 0, "cols must be positive");
-    RT_CHECK(op->fp[0] >= 0., "eps must be >= 0");
-    int64_t n = rt_mul(op->ip[0], op->ip[1]);
-    return rt_need(op, avail, 0, n, 4, "x", msg, msglen) ||
-           rt_need_opt(op, avail, affine, op->ip[1], 4, "gamma", msg, msglen) ||
-           rt_need_opt(op, avail, affine + 1, op->ip[1], 4, "beta", msg, msglen) ||
-           rt_need(op, avail, nargs - 1, n, 4, "out", msg, msglen);
+    RT_CHECK(cols > 0 || rows == 0, "cols must be positive");
+    RT_CHECK(eps >= 0., "eps must be >= 0");
+    int64_t n = rt_mul(rows, cols);
+    return rt_need(op, avail, idx[0], n, 4, "x", msg, msglen) ||
+           rt_need_opt(op, avail, idx[1], cols, 4, "gamma", msg, msglen) ||
+           rt_need_opt(op, avail, idx[2], cols, 4, "beta", msg, msglen) ||
+           rt_need(op, avail, idx[3], n, 4, "out", msg, msglen);
 }
 
 int rt_c_add_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (check_norm(op, avail, 6, 2, msg, msglen)) return 1;
-    int64_t n = rt_mul(op->ip[0], op->ip[1]);
-    return rt_need(op, avail, 1, n, 4, "residual", msg, msglen) ||
-           rt_need_opt(op, avail, 4, n, 4, "sum", msg, msglen);
+    const rt_add_layer_norm_ints *ip = &op->ip.add_layer_norm;
+    static const int idx[4] = {RT_ADD_LAYER_NORM_X, RT_ADD_LAYER_NORM_GAMMA, RT_ADD_LAYER_NORM_BETA,
+                               RT_ADD_LAYER_NORM_OUT};
+    if (check_norm(op, avail, ip->rows, ip->cols, op->fp.add_layer_norm.eps, idx, msg, msglen)) return 1;
+    int64_t n = rt_mul(ip->rows, ip->cols);
+    return rt_need(op, avail, RT_ADD_LAYER_NORM_RESIDUAL, n, 4, "residual", msg, msglen) ||
+           rt_need_opt(op, avail, RT_ADD_LAYER_NORM_SUM, n, 4, "sum", msg, msglen);
 }
 
 int rt_c_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    return check_norm(op, avail, 4, 1, msg, msglen);
+    static const int idx[4] = {RT_LAYER_NORM_X, RT_LAYER_NORM_GAMMA, RT_LAYER_NORM_BETA, RT_LAYER_NORM_OUT};
+    return check_norm(op, avail, op->ip.layer_norm.rows, op->ip.layer_norm.cols, op->fp.layer_norm.eps,
+                      idx, msg, msglen);
 }

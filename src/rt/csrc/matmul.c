@@ -29,6 +29,7 @@ typedef struct {
     const float *bias;
     row_fn act;
     const void *split; /* B in the split form (b_mode split; one row): read this, not b */
+    int small;         /* b_mode small: rt's one-row loops (matvec.c) */
     int64_t col0;      /* the block's first output column, for split */
 } mm_params;
 
@@ -58,8 +59,9 @@ static void gemm(const mm_params *p, const float *a, const float *b, float *c, i
             rt_split_matvec(p->split, p->col0, p->N, a, p->alpha, p->beta, c);
             return;
         }
-        if (rt_matvec_small(a, incx, b, p->ldb, p->tb, p->N, p->K, p->alpha, p->beta, c)) return;
-        if (p->tb)
+        if (p->small)
+            rt_matvec_small(a, incx, b, p->ldb, p->tb, p->N, p->K, p->alpha, p->beta, c);
+        else if (p->tb)
             scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, p->N, p->K, p->alpha, b, p->ldb, a, incx,
                               p->beta, c, 1);
         else
@@ -113,20 +115,30 @@ static void one_matmul(const mm_params *p, const float *a, const float *b, const
     });
 }
 
+/* How a prepared MATMUL reads B: its b_mode, but a split weight the form could not hold (state
+ * NULL after preparing) runs on BLAS. */
+static int effective_b_mode(const rt_op *op)
+{
+    int mode = (int)op->ip.matmul.b_mode;
+    return mode == RT_B_MODE_SPLIT && !op->state ? RT_B_MODE_BLAS : mode;
+}
+
 int rt_k_matmul(const rt_op *op, char *const *arg)
 {
-    const int64_t *ip = op->ip;
-    int64_t b1 = ip[0], b2 = ip[1], nb = b1 * b2;
-    const float *a = (const float *)arg[0], *b = (const float *)arg[1], *res = (const float *)arg[3];
-    float *c = (float *)arg[4];
-    mm_params p = {.M = ip[2], .N = ip[3], .K = ip[4], .ta = (int)ip[5], .tb = (int)ip[6],
-                   .lda = ip[7], .ldb = ip[8], .ldc = ip[9], .alpha = (float)op->fp[0],
-                   .bias = (const float *)arg[2], .act = acts[ip[16]]};
+    const rt_matmul_ints *ip = &op->ip.matmul;
+    int64_t nb = ip->b1 * ip->b2;
+    const float *a = (const float *)arg[RT_MATMUL_A], *b = (const float *)arg[RT_MATMUL_B],
+                *res = (const float *)arg[RT_MATMUL_RESIDUAL];
+    float *c = (float *)arg[RT_MATMUL_OUT];
+    int mode = effective_b_mode(op);
+    mm_params p = {.M = ip->M, .N = ip->N, .K = ip->K, .ta = (int)ip->trans_a, .tb = (int)ip->trans_b,
+                   .lda = ip->lda, .ldb = ip->ldb, .ldc = ip->ldc, .alpha = (float)op->fp.matmul.alpha,
+                   .bias = (const float *)arg[RT_MATMUL_BIAS], .act = acts[ip->act],
+                   .split = mode == RT_B_MODE_SPLIT ? op->state : NULL,
+                   .small = mode == RT_B_MODE_SMALL};
     if (p.M == 0 || p.N == 0 || nb == 0) return RT_OK;
-    if (ip[19] == RT_MATMUL_B_SPLIT) p.split = op->state;
 #ifdef RT_HAVE_ONEDNN
-    else if (op->state)
-        return rt_matmul_onednn(op, arg);
+    if (mode == RT_B_MODE_ONEDNN || mode == RT_B_MODE_PACKED) return rt_matmul_onednn(op, arg);
 #endif
     /* A residual that is the output itself (same layout by the ABI) goes through beta. */
     p.beta = res == c ? 1.f : 0.f;
@@ -136,12 +148,14 @@ int rt_k_matmul(const rt_op *op, char *const *arg)
     /* Big products: one after another, each split over threads. Small ones: whole
      * products spread over threads. */
     RT_FOR(!big && nb > 1, t, nb, {
-        int64_t i1 = t / b2, i2 = t % b2, co = i1 * ip[14] + i2 * ip[15];
-        one_matmul(&p, a + i1 * ip[10] + i2 * ip[11], b + i1 * ip[12] + i2 * ip[13],
+        int64_t i1 = t / ip->b2, i2 = t % ip->b2, co = i1 * ip->sc1 + i2 * ip->sc2;
+        one_matmul(&p, a + i1 * ip->sa1 + i2 * ip->sa2, b + i1 * ip->sb1 + i2 * ip->sb2,
                    res ? res + co : NULL, c + co, nth);
     });
     return RT_OK;
 }
+
+int rt_v_matmul(const rt_op *op) { return effective_b_mode(op); }
 
 /* Elements one operand spans: batch dims plus a rows x cols matrix with leading dim ld. */
 static int64_t mat_reach(int64_t b1, int64_t b2, int64_t s1, int64_t s2, int64_t rows,
@@ -153,72 +167,68 @@ static int64_t mat_reach(int64_t b1, int64_t b2, int64_t s1, int64_t s2, int64_t
 
 int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    const int64_t *ip = op->ip;
-    if (rt_check_nargs(op, 5, msg, msglen) || rt_check_dims(op, 0, 20, msg, msglen)) return 1;
-    int64_t b1 = ip[0], b2 = ip[1], M = ip[2], N = ip[3], K = ip[4], lda = ip[7], ldb = ip[8],
-            ldc = ip[9];
-    int ta = (int)ip[5], tb = (int)ip[6];
-    RT_CHECK(ip[5] <= 1 && ip[6] <= 1, "trans_a/trans_b must be 0 or 1");
-    RT_CHECK(ip[16] >= 0 && ip[16] < RT_ACT_COUNT, "unknown activation %lld", (long long)ip[16]);
-    RT_CHECK(ip[19] >= RT_MATMUL_B_BLAS && ip[19] <= RT_MATMUL_B_SPLIT, "unknown b_mode %lld",
-             (long long)ip[19]);
-    int onednn = ip[19] == RT_MATMUL_B_ONEDNN || ip[19] == RT_MATMUL_B_PACKED;
-    RT_CHECK(!onednn || rt_have_onednn(), "b_mode %lld needs oneDNN; this build has none",
-             (long long)ip[19]);
-    RT_CHECK(!onednn || (b1 == 1 && b2 == 1 && op->fp[0] == 1.0 && K > 0),
+    const rt_matmul_ints *ip = &op->ip.matmul;
+    int64_t b1 = ip->b1, b2 = ip->b2, M = ip->M, N = ip->N, K = ip->K, lda = ip->lda,
+            ldb = ip->ldb, ldc = ip->ldc, mode = ip->b_mode;
+    int ta = (int)ip->trans_a, tb = (int)ip->trans_b;
+    int onednn = mode == RT_B_MODE_ONEDNN || mode == RT_B_MODE_PACKED;
+    int one_row = b1 == 1 && b2 == 1 && M == 1 && K > 0;
+    RT_CHECK(!onednn || rt_have_onednn(), "b_mode %lld needs oneDNN; this build has none", (long long)mode);
+    RT_CHECK(!onednn || (b1 == 1 && b2 == 1 && op->fp.matmul.alpha == 1.0 && K > 0),
              "oneDNN matmuls take one batch, alpha 1 and K > 0");
-    RT_CHECK(ip[19] != RT_MATMUL_B_SPLIT || (b1 == 1 && b2 == 1 && M == 1 && K > 0 && !ta),
+    RT_CHECK(mode != RT_B_MODE_SPLIT || (one_row && !ta),
              "split matmuls take one batch, one contiguous row (trans_a 0) and K > 0");
-    RT_CHECK(ip[17] == (avail[2] >= 0), "has_bias=%lld but bias operand is %s", (long long)ip[17],
-             avail[2] >= 0 ? "present" : "absent");
-    RT_CHECK(ip[18] == (avail[3] >= 0), "has_res=%lld but residual operand is %s",
-             (long long)ip[18], avail[3] >= 0 ? "present" : "absent");
-    for (int i = 2; i <= 9; i++)
-        RT_CHECK(ip[i] <= INT32_MAX, "ip[%d] = %lld exceeds the BLAS int range", i, (long long)ip[i]);
+    RT_CHECK(mode != RT_B_MODE_SPLIT || rt_split_fast(),
+             "split matmuls need AVX-512F and AVX2, which this CPU lacks");
+    RT_CHECK(mode != RT_B_MODE_SMALL || (M == 1 && rt_mul(N, K) <= RT_MATVEC_SMALL_ELEMS),
+             "small matmuls take one row and at most %d weights", RT_MATVEC_SMALL_ELEMS);
+    RT_CHECK(M <= INT32_MAX && N <= INT32_MAX && K <= INT32_MAX && lda <= INT32_MAX &&
+                 ldb <= INT32_MAX && ldc <= INT32_MAX,
+             "a dim or leading dim exceeds the BLAS int range");
     int64_t arows = ta ? K : M, acols = ta ? M : K, brows = tb ? N : K, bcols = tb ? K : N;
     RT_CHECK(lda >= (acols > 1 ? acols : 1), "lda %lld < %lld", (long long)lda, (long long)acols);
     RT_CHECK(ldb >= (bcols > 1 ? bcols : 1), "ldb %lld < %lld", (long long)ldb, (long long)bcols);
     RT_CHECK(ldc >= (N > 1 ? N : 1), "ldc %lld < N = %lld", (long long)ldc, (long long)N);
     /* Output batches written in parallel must not coincide. */
-    RT_CHECK((b1 <= 1 || ip[14] > 0) && (b2 <= 1 || ip[15] > 0),
-             "output batch strides must be nonzero");
-    int64_t creach = mat_reach(b1, b2, ip[14], ip[15], M, N, ldc);
-    return rt_need(op, avail, 0, mat_reach(b1, b2, ip[10], ip[11], arows, acols, lda), 4, "a",
-                   msg, msglen) ||
-           rt_need(op, avail, 1, mat_reach(b1, b2, ip[12], ip[13], brows, bcols, ldb), 4, "b",
-                   msg, msglen) ||
-           rt_need_opt(op, avail, 2, N, 4, "bias", msg, msglen) ||
-           rt_need_opt(op, avail, 3, creach, 4, "residual", msg, msglen) ||
-           rt_need(op, avail, 4, creach, 4, "out", msg, msglen);
+    RT_CHECK((b1 <= 1 || ip->sc1 > 0) && (b2 <= 1 || ip->sc2 > 0), "output batch strides must be nonzero");
+    int64_t creach = mat_reach(b1, b2, ip->sc1, ip->sc2, M, N, ldc);
+    return rt_need(op, avail, RT_MATMUL_A, mat_reach(b1, b2, ip->sa1, ip->sa2, arows, acols, lda), 4,
+                   "a", msg, msglen) ||
+           rt_need(op, avail, RT_MATMUL_B, mat_reach(b1, b2, ip->sb1, ip->sb2, brows, bcols, ldb), 4,
+                   "b", msg, msglen) ||
+           rt_need_opt(op, avail, RT_MATMUL_BIAS, N, 4, "bias", msg, msglen) ||
+           rt_need_opt(op, avail, RT_MATMUL_RESIDUAL, creach, 4, "residual", msg, msglen) ||
+           rt_need(op, avail, RT_MATMUL_OUT, creach, 4, "out", msg, msglen);
 }
 
+/* What a MATMUL makes once from its constant B, by b_mode. A split weight the form cannot hold
+ * leaves state NULL and runs on BLAS (effective_b_mode): the validated record is never changed. */
 int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen)
 {
-    const int64_t *ip = op->ip;
-    if (ip[19] == RT_MATMUL_B_SPLIT) {
-        RT_CHECK(arg[1], "split matmul: B must be a constant (bound when the program is built)");
+    const rt_matmul_ints *ip = &op->ip.matmul;
+    int mode = (int)ip->b_mode;
+    if (mode == RT_B_MODE_SPLIT) {
+        RT_CHECK(arg[RT_MATMUL_B], "split matmul: B must be a constant (bound when the program is built)");
         int unfit;
-        op->state = rt_split_b_make((const float *)arg[1], ip[8], (int)ip[6], ip[3], ip[4], &unfit);
-        if (unfit) { /* weights too spread out for the form: read them through BLAS instead */
-            op->ip[19] = RT_MATMUL_B_BLAS;
-            return 0;
-        }
-        RT_CHECK(op->state, "out of memory storing a %lldx%lld weight in the split form",
-                 (long long)ip[4], (long long)ip[3]);
+        op->state = rt_split_b_make((const float *)arg[RT_MATMUL_B], ip->ldb, (int)ip->trans_b, ip->N,
+                                    ip->K, &unfit);
+        RT_CHECK(op->state || unfit, "out of memory storing a %lldx%lld weight in the split form",
+                 (long long)ip->K, (long long)ip->N);
         return 0;
     }
 #ifdef RT_HAVE_ONEDNN
-    if (ip[19] != RT_MATMUL_B_BLAS) return rt_p_matmul_onednn(op, arg, msg, msglen);
+    if (mode == RT_B_MODE_ONEDNN || mode == RT_B_MODE_PACKED) return rt_p_matmul_onednn(op, arg, msg, msglen);
 #endif
     return 0;
 }
 
 void rt_r_matmul(rt_op *op)
 {
-    if (op->ip[19] == RT_MATMUL_B_SPLIT)
+    int mode = (int)op->ip.matmul.b_mode;
+    if (mode == RT_B_MODE_SPLIT)
         rt_split_b_free(op->state);
 #ifdef RT_HAVE_ONEDNN
-    else
+    else if (mode == RT_B_MODE_ONEDNN || mode == RT_B_MODE_PACKED)
         rt_r_matmul_onednn(op->state);
 #endif
 }

@@ -62,17 +62,17 @@ static dnnl_status_t make_pd(const rt_op *op, const onednn_mm *s, const_dnnl_mem
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_status_t st = dnnl_post_ops_create(&po);
-    if (st == dnnl_success && op->ip[18])
+    if (st == dnnl_success && op->slot[RT_MATMUL_RESIDUAL] >= 0)
         st = s->res_is_out ? dnnl_post_ops_append_sum(po, 1.f, 0, dnnl_data_type_undef)
                            : dnnl_post_ops_append_binary(po, dnnl_binary_add, s->c_md);
-    if (st == dnnl_success && op->ip[16] != RT_ACT_NONE)
-        st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip[16]], 0.f, 0.f);
+    if (st == dnnl_success && op->ip.matmul.act != RT_ACT_NONE)
+        st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip.matmul.act], 0.f, 0.f);
     if (st == dnnl_success) st = dnnl_primitive_attr_create(&attr);
     if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
     if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
     if (st == dnnl_success)
         st = dnnl_matmul_primitive_desc_create(pd, engine, s->a_md, b_md,
-                                               op->ip[17] ? s->bias_md : NULL, s->c_md, attr);
+                                               op->slot[RT_MATMUL_BIAS] >= 0 ? s->bias_md : NULL, s->c_md, attr);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (po) dnnl_post_ops_destroy(po);
     return st;
@@ -200,17 +200,17 @@ static dnnl_status_t pack(onednn_mm *s, const_dnnl_memory_desc_t src_md, const f
 
 static dnnl_status_t setup(rt_op *op, onednn_mm *s, const float *b)
 {
-    const int64_t *ip = op->ip;
-    int64_t M = ip[2], N = ip[3], K = ip[4];
+    const rt_matmul_ints *ip = &op->ip.matmul;
+    int64_t M = ip->M, N = ip->N, K = ip->K;
     dnnl_memory_desc_t plain_b = NULL;
     dnnl_dims_t bias_dims = {1, N};
-    dnnl_status_t st = matrix_md(&s->a_md, M, K, (int)ip[5], ip[7]);
-    if (st == dnnl_success) st = matrix_md(&plain_b, K, N, (int)ip[6], ip[8]);
-    if (st == dnnl_success) st = matrix_md(&s->c_md, M, N, 0, ip[9]);
+    dnnl_status_t st = matrix_md(&s->a_md, M, K, (int)ip->trans_a, ip->lda);
+    if (st == dnnl_success) st = matrix_md(&plain_b, K, N, (int)ip->trans_b, ip->ldb);
+    if (st == dnnl_success) st = matrix_md(&s->c_md, M, N, 0, ip->ldc);
     if (st == dnnl_success)
         st = dnnl_memory_desc_create_with_tag(&s->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab);
     if (st != dnnl_success) goto out;
-    if (ip[19] == RT_MATMUL_B_PACKED) {
+    if (ip->b_mode == RT_B_MODE_PACKED) {
         /* Let the primitive pick B's layout, then reorder B into it once. */
         dnnl_memory_desc_t any = NULL;
         dnnl_dims_t dims = {K, N};
@@ -232,23 +232,24 @@ out:
 
 int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen)
 {
-    RT_CHECK(arg[1], "oneDNN matmul: B must be a constant (bound when the program is built)");
+    RT_CHECK(arg[RT_MATMUL_B], "oneDNN matmul: B must be a constant (bound when the program is built)");
     pthread_once(&engine_once, make_engine);
     RT_CHECK(engine_status == dnnl_success, "oneDNN: cannot create a CPU engine: %s",
              dnnl_status2str(engine_status));
     onednn_mm *s = calloc(1, sizeof *s);
     RT_CHECK(s, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
-    s->res_is_out = op->ip[18] && op->slot[3] == op->slot[4] && op->offset[3] == op->offset[4];
+    s->res_is_out = op->slot[RT_MATMUL_RESIDUAL] >= 0 && op->slot[RT_MATMUL_RESIDUAL] == op->slot[RT_MATMUL_OUT] &&
+                     op->offset[RT_MATMUL_RESIDUAL] == op->offset[RT_MATMUL_OUT];
     int caller_threads = use_rt_threads();
-    dnnl_status_t st = setup(op, s, (const float *)arg[1]);
+    dnnl_status_t st = setup(op, s, (const float *)arg[RT_MATMUL_B]);
     size_t scratch;
     if (st == dnnl_success && !primitive(op, s, &scratch)) st = dnnl_runtime_error;
     omp_set_num_threads(caller_threads);
     if (st != dnnl_success) {
         destroy(s);
         return rt_fail(msg, msglen, "oneDNN cannot build this %lldx%lldx%lld matmul: %s",
-                       (long long)op->ip[2], (long long)op->ip[3], (long long)op->ip[4], dnnl_status2str(st));
+                       (long long)op->ip.matmul.M, (long long)op->ip.matmul.N, (long long)op->ip.matmul.K, dnnl_status2str(st));
     }
     op->state = s;
     return 0;
@@ -277,14 +278,14 @@ static int run(const rt_op *op, char *const *arg)
     dnnl_dims_t scratch_dims = {(dnnl_dim_t)scratch_bytes};
     if (scratch && dnnl_memory_desc_create_with_tag(&scratch_md, 1, scratch_dims, dnnl_u8, dnnl_a) != dnnl_success)
         return RT_ERR_BACKEND;
-    void *b = s->packed ? s->packed : arg[1];
+    void *b = s->packed ? s->packed : arg[RT_MATMUL_B];
     int res_arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1;
     struct { int arg; const_dnnl_memory_desc_t md; void *ptr; } want[6] = {
-        {DNNL_ARG_SRC, s->a_md, arg[0]},
+        {DNNL_ARG_SRC, s->a_md, arg[RT_MATMUL_A]},
         {DNNL_ARG_WEIGHTS, s->b_md, b},
-        {DNNL_ARG_DST, s->c_md, arg[4]},
-        {DNNL_ARG_BIAS, s->bias_md, arg[2]},
-        {res_arg, s->c_md, s->res_is_out ? NULL : arg[3]},
+        {DNNL_ARG_DST, s->c_md, arg[RT_MATMUL_OUT]},
+        {DNNL_ARG_BIAS, s->bias_md, arg[RT_MATMUL_BIAS]},
+        {res_arg, s->c_md, s->res_is_out ? NULL : arg[RT_MATMUL_RESIDUAL]},
         {DNNL_ARG_SCRATCHPAD, scratch_md, scratch},
     };
     dnnl_exec_arg_t args[6];

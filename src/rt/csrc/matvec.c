@@ -65,13 +65,11 @@ RT_SIMD static void matvec_nk(const float *x, int64_t incx, const float *b, int6
     }
 }
 
-int rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
-                    int64_t k, float alpha, float beta, float *y)
+void rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
+                     int64_t k, float alpha, float beta, float *y)
 {
-    if (n * k > RT_MATVEC_SMALL_ELEMS) return 0;
     if (tb)
         matvec_nk(x, incx, b, ldb, n, k, alpha, beta, y);
     else
         matvec_kn(x, incx, b, ldb, n, k, alpha, beta, y);
-    return 1;
 }

@@ -1,31 +1,35 @@
 /* The dispatch tables built from rt_ops.def, program validation and the run loop. */
 #include <cblas.h>
 
+#define RT_ABI_FIELD_TABLES /* rt_op_families, for the generic check */
 #include "rt_kernel.h"
 
 static const char *const op_names[RT_OP_COUNT] = {
-#define RT_OP(name, kernel, checker) #name,
-#include "rt_ops.def"
-#undef RT_OP
+#define RT_NAME(name, family, kernel, checker) #name,
+    RT_OPS(RT_NAME)
+#undef RT_NAME
 };
 
 static const rt_kernel_fn kernels[RT_OP_COUNT] = {
-#define RT_OP(name, kernel, checker) kernel,
-#include "rt_ops.def"
-#undef RT_OP
+#define RT_KERNEL(name, family, kernel, checker) kernel,
+    RT_OPS(RT_KERNEL)
+#undef RT_KERNEL
 };
 
 static const rt_checker_fn checkers[RT_OP_COUNT] = {
-#define RT_OP(name, kernel, checker) checker,
-#include "rt_ops.def"
-#undef RT_OP
+#define RT_CHECKER(name, family, kernel, checker) checker,
+    RT_OPS(RT_CHECKER)
+#undef RT_CHECKER
 };
 
-/* Ops that make something once before they run (rt_op_prepare), and how it is freed. */
+/* Ops that make something once before they run (rt_op_prepare), how it is freed, and how a
+ * prepared op reports a run-time choice (rt_op_variant). */
 typedef int (*rt_prepare_fn)(rt_op *op, char *const *arg, char *msg, size_t msglen);
 typedef void (*rt_release_fn)(rt_op *op);
+typedef int (*rt_variant_fn)(const rt_op *op);
 static const rt_prepare_fn preparers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_p_matmul};
 static const rt_release_fn releasers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_r_matmul};
+static const rt_variant_fn variants[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_v_matmul};
 #ifdef RT_HAVE_ONEDNN
 int rt_have_onednn(void) { return 1; }
 #else
@@ -42,7 +46,7 @@ void rt_program_prepared(const rt_op *ops, int64_t nops)
 {
 #ifdef RT_HAVE_ONEDNN
     for (int64_t i = 0; i < nops; i++)
-        if (ops[i].state && ops[i].code == RT_OP_MATMUL && ops[i].ip[19] != RT_MATMUL_B_SPLIT) {
+        if (ops[i].state && rt_op_variant(&ops[i]) != RT_B_MODE_SPLIT) { /* a oneDNN matmul */
             rt_onednn_trim();
             return;
         }
@@ -57,18 +61,28 @@ void rt_op_release(rt_op *op)
     op->state = NULL;
 }
 
+int rt_op_variant(const rt_op *op) { return variants[op->code] ? variants[op->code](op) : -1; }
+
 const char *rt_op_name(int32_t code)
 {
     return code >= 0 && code < RT_OP_COUNT ? op_names[code] : NULL;
 }
 
-/* Generic part of the check (code, operand count, slots, offsets), then the op's own. */
+/* Generic part of the check (code, operand count, slots, offsets, every int field against its
+ * declared range), then the family's own. */
 static int check_op(const rt_op *op, const int64_t *slot_nbytes, int64_t nslots, char *msg,
                     size_t msglen)
 {
     RT_CHECK(op->code >= 0 && op->code < RT_OP_COUNT, "unknown op code %d", (int)op->code);
-    RT_CHECK(op->nargs >= 0 && op->nargs <= RT_MAX_ARGS, "nargs %d not in [0, %d]",
-             (int)op->nargs, RT_MAX_ARGS);
+    const rt_family_desc *fam = &rt_op_families[op->code];
+    RT_CHECK(op->nargs == fam->nargs, "expects %d operands, got %d", (int)fam->nargs, (int)op->nargs);
+    for (int f = 0; f < fam->nfields; f++)
+        for (int e = 0; e < fam->fields[f].count; e++) {
+            int64_t v = op->ip.all[fam->fields[f].offset + e];
+            RT_CHECK(v >= 0 && v <= fam->fields[f].limit, "%s field %s%s = %lld is not in [0, %lld]",
+                     fam->name, fam->fields[f].name, fam->fields[f].count > 1 ? "[]" : "", (long long)v,
+                     (long long)fam->fields[f].limit);
+        }
     int64_t avail[RT_MAX_ARGS];
     for (int i = 0; i < RT_MAX_ARGS; i++) avail[i] = -1;
     for (int i = 0; i < op->nargs; i++) {
@@ -126,3 +140,16 @@ void rt_set_num_threads(int n)
 }
 
 int rt_get_num_threads(void) { return rt_nthreads; }
+
+int64_t rt_cpu_features(void)
+{
+    int64_t bits = 0, bit = 1;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+#define RT_FEATURE(NAME, name) if (__builtin_cpu_supports(name)) bits |= bit; bit <<= 1;
+    RT_CPU_FEATURES(RT_FEATURE)
+#undef RT_FEATURE
+#endif
+    (void)bit;
+    return bits;
+}

@@ -47,6 +47,8 @@ extern int rt_nthreads;
 /* matmul.c: what a MATMUL makes once from its constant B (op->state), by b_mode, and its release. */
 int rt_p_matmul(rt_op *op, char *const *arg, char *msg, size_t msglen);
 void rt_r_matmul(rt_op *op);
+/* matmul.c: the b_mode a prepared MATMUL runs (rt_op_variant). */
+int rt_v_matmul(const rt_op *op);
 
 /* matvec_split.c: a constant B ([N, K] when tb, else [K, N]) in the split form, or NULL when out
  * of memory or when B does not fit the form (*unfit: too many weights outside its exponent
@@ -65,9 +67,8 @@ void rt_onednn_trim(void);
 #endif
 
 /* matvec.c: y = alpha * x B (+ y when beta = 1) for one row x when B has at most
- * RT_MATVEC_SMALL_ELEMS elements (rt_program.h; B read [N, K] when tb, else [K, N]);
- * returns 0 and does nothing for a larger B. */
-int rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
+ * RT_MATVEC_SMALL_ELEMS elements (B read [N, K] when tb, else [K, N]). */
+void rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, int tb, int64_t n,
                     int64_t k, float alpha, float beta, float *y);
 
 /* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
@@ -125,7 +126,10 @@ static inline void rt_row_offsets(const rt_space *s, int64_t r, int skip, int64_
     }
 }
 
-/* ---- checker helpers: they write msg and return nonzero on failure ---- */
+/* ---- checker helpers: they write msg and return nonzero on failure ----
+ * A family's checker runs after program.c's generic one, which has already checked the operand
+ * count, slots and offsets, and every int field against its declared range (extents in
+ * [0, RT_MAX_EXTENT], flags 0/1, enums in range: rt/abi.py). */
 
 static inline int rt_fail(char *msg, size_t msglen, const char *fmt, ...)
 {
@@ -141,11 +145,6 @@ static inline int rt_fail(char *msg, size_t msglen, const char *fmt, ...)
     do {                                                      \
         if (!(cond)) return rt_fail(msg, msglen, __VA_ARGS__); \
     } while (0)
-
-/* Dims and strides above this are rejected, so extent arithmetic cannot overflow. */
-#define RT_MAX_EXTENT (INT64_C(1) << 40)
-
-static inline int rt_in_range(int64_t v) { return v >= 0 && v <= RT_MAX_EXTENT; }
 
 /* Products and sums of checked extents saturate at RT_HUGE (fails any size check
  * without overflowing when later multiplied by an item size). */
@@ -192,21 +191,6 @@ static inline int rt_need_opt(const rt_op *op, const int64_t *avail, int i, int6
                               int64_t itemsize, const char *what, char *msg, size_t msglen)
 {
     return avail[i] < 0 ? 0 : rt_need(op, avail, i, nelem, itemsize, what, msg, msglen);
-}
-
-static inline int rt_check_nargs(const rt_op *op, int n, char *msg, size_t msglen)
-{
-    RT_CHECK(op->nargs == n, "expects %d operands, got %d", n, (int)op->nargs);
-    return 0;
-}
-
-/* ip[first .. first+n) must all be in [0, RT_MAX_EXTENT]. */
-static inline int rt_check_dims(const rt_op *op, int first, int n, char *msg, size_t msglen)
-{
-    for (int i = first; i < first + n; i++)
-        RT_CHECK(rt_in_range(op->ip[i]), "ip[%d] = %lld is negative or too large", i,
-                 (long long)op->ip[i]);
-    return 0;
 }
 
 #endif

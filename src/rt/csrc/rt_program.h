@@ -5,59 +5,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RT_MAX_ARGS 8
-#define RT_MAX_IP 40
-#define RT_MAX_FP 4
-#define RT_MAX_NDIM 6
+#include "rt_abi.h"
 
-/* One op of a program. Mirrored by rt.kernels._runtime.RECORD_DTYPE. */
+/* One op of a program: operands, then its family's fields (rt/abi.py). Mirrored by
+ * rt.kernels.records.RECORD_DTYPE, checked against it at import. */
 typedef struct rt_op {
     int32_t code;
     int32_t nargs;
     int32_t slot[RT_MAX_ARGS];   /* buffer slot of each operand; -1 = absent optional operand */
     int64_t offset[RT_MAX_ARGS]; /* byte offset inside the slot */
-    int64_t ip[RT_MAX_IP];       /* integer params, layout per op in rt_ops.def */
-    double fp[RT_MAX_FP];        /* float params */
+    rt_op_ints ip;               /* ip.<family>.<field> */
+    rt_op_floats fp;             /* fp.<family>.<field> */
     void *state;                 /* what rt_op_prepare made for the op (NULL from Python) */
 } rt_op;
 
-/* Changing the record is an ABI break for saved programs: these pin it. */
-_Static_assert(sizeof(rt_op) == 464, "rt_op size");
-_Static_assert(offsetof(rt_op, slot) == 8, "rt_op.slot");
-_Static_assert(offsetof(rt_op, offset) == 40, "rt_op.offset");
-_Static_assert(offsetof(rt_op, ip) == 104, "rt_op.ip");
-_Static_assert(offsetof(rt_op, fp) == 424, "rt_op.fp");
-_Static_assert(offsetof(rt_op, state) == 456, "rt_op.state");
-
 enum rt_op_code {
-#define RT_OP(name, kernel, checker) RT_OP_##name,
-#include "rt_ops.def"
-#undef RT_OP
+#define RT_OP_ENUM(name, family, kernel, checker) RT_OP_##name,
+    RT_OPS(RT_OP_ENUM)
+#undef RT_OP_ENUM
     RT_OP_COUNT
-};
-
-enum rt_dtype { RT_DTYPE_F32 = 0, RT_DTYPE_I64 = 1, RT_DTYPE_BOOL = 2, RT_DTYPE_I32 = 3, RT_DTYPE_COUNT };
-
-/* MATMUL epilogue activations (ip[16]). */
-enum rt_act { RT_ACT_NONE = 0, RT_ACT_RELU = 1, RT_ACT_GELU_TANH = 2, RT_ACT_GELU_ERF = 3, RT_ACT_COUNT };
-
-/* Kernel return codes. */
-enum rt_error { RT_OK = 0, RT_ERR_INDEX = 1, RT_ERR_NOMEM = 2, RT_ERR_BACKEND = 3 };
-
-/* One-row products on weights of at most this many elements run rt's own loops (matvec.c);
- * larger constant ones are worth the split form (b_mode split). */
-#define RT_MATVEC_SMALL_ELEMS (128 * 128)
-/* Inputs per encoded chunk of the split form; a row's last k % RT_SPLIT_CHUNK stay plain floats. */
-#define RT_SPLIT_CHUNK 64
-
-/* How MATMUL reads B (ip[19]): BLAS; oneDNN reading the constant B in place; oneDNN reading
- * a copy of the constant B reordered once into the layout its kernel prefers; rt's one-row
- * kernel reading a copy of the constant B stored in 3.5 bytes per float (matvec_split.c). */
-enum rt_matmul_b {
-    RT_MATMUL_B_BLAS = 0,
-    RT_MATMUL_B_ONEDNN = 1,
-    RT_MATMUL_B_PACKED = 2,
-    RT_MATMUL_B_SPLIT = 3
 };
 
 /* arg[i] = slot base + offset, or NULL when absent. Returns RT_OK or an rt_error. */
@@ -66,11 +32,11 @@ typedef int (*rt_kernel_fn)(const rt_op *op, char *const *arg);
  * Returns 0, or nonzero with a message in msg. */
 typedef int (*rt_checker_fn)(const rt_op *op, const int64_t *avail, char *msg, size_t msglen);
 
-#define RT_OP(name, kernel, checker)                           \
+#define RT_OP_DECL(name, family, kernel, checker)              \
     int kernel(const rt_op *op, char *const *arg);             \
     int checker(const rt_op *op, const int64_t *avail, char *msg, size_t msglen);
-#include "rt_ops.def"
-#undef RT_OP
+RT_OPS(RT_OP_DECL)
+#undef RT_OP_DECL
 
 /* Why a run stopped: kernel error code, failing op, and a detail (e.g. the bad index). */
 typedef struct rt_status {
@@ -99,8 +65,14 @@ void rt_op_release(rt_op *op);
 void rt_program_prepared(const rt_op *ops, int64_t nops);
 /* Whether rt was built with oneDNN (MATMUL's b_mode may then be oneDNN or packed). */
 int rt_have_onednn(void);
-/* 1 when this CPU runs the split form's fast decoder (b_mode split is chosen only then). */
+/* 1 when this CPU runs the split form's fast decoder (b_mode split is accepted only then). */
 int rt_split_fast(void);
+/* This CPU's features: bit i set when RT_CPU_FEATURES' i-th feature is present. */
+int64_t rt_cpu_features(void);
+/* How a prepared op runs when that differs from its record (state, never a rewritten record):
+ * MATMUL's b_mode after preparing (split weights too spread out for the form run on BLAS);
+ * -1 for ops that have no such choice. */
+int rt_op_variant(const rt_op *op);
 
 /* Run a validated program; slots[i] is the base address of slot i. Returns status.code. */
 int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st);

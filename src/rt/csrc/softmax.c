@@ -20,17 +20,16 @@ RT_SIMD static void softmax_row(const float *x, float *y, int64_t n)
 
 int rt_k_softmax(const rt_op *op, char *const *arg)
 {
-    const float *x = (const float *)arg[0];
-    float *y = (float *)arg[1];
-    int64_t rows = op->ip[0], cols = op->ip[1];
+    const float *x = (const float *)arg[RT_SOFTMAX_X];
+    float *y = (float *)arg[RT_SOFTMAX_OUT];
+    int64_t rows = op->ip.softmax.rows, cols = op->ip.softmax.cols;
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, softmax_row(x + r * cols, y + r * cols, cols););
     return RT_OK;
 }
 
 int rt_c_softmax(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
-    if (rt_check_nargs(op, 2, msg, msglen) || rt_check_dims(op, 0, 2, msg, msglen)) return 1;
-    int64_t n = rt_mul(op->ip[0], op->ip[1]);
-    return rt_need(op, avail, 0, n, 4, "x", msg, msglen) ||
-           rt_need(op, avail, 1, n, 4, "out", msg, msglen);
+    int64_t n = rt_mul(op->ip.softmax.rows, op->ip.softmax.cols);
+    return rt_need(op, avail, RT_SOFTMAX_X, n, 4, "x", msg, msglen) ||
+           rt_need(op, avail, RT_SOFTMAX_OUT, n, 4, "out", msg, msglen);
 }

@@ -3,11 +3,10 @@ arena, and two buffers live at the same step never overlap (except an in-place o
 operand that dies at that op)."""
 from __future__ import annotations
 
+from ..abi import ALIGN
 from ..errors import VerificationError
 from .ir import Module, Value
 from .registry import REGISTRY
-
-ALIGN = 64
 
 
 def _root(v: Value) -> Value:

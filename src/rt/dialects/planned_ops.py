@@ -1,8 +1,8 @@
 """The planned dialect: the fused ops with every value given a storage, plus copies.
 
 Each fused op `fused.X` has a planned twin `planned.X` with the same facts (derived here, so nothing is
-declared twice). A planned op may also declare how the compiled loop runs it: `extra["kernel"]`, an
-encoder registered in rt.kernels.encode. `planned.copy` materialises a value (e.g. a strided view or
+declared twice); kernel_facts.py adds what the planner must know of each op's C kernel (the records
+step, rt.kernels.encode, turns planned ops into C op records). `planned.copy` materialises a value (e.g. a strided view or
 an output that is also an input) into a fresh contiguous buffer.
 """
 from __future__ import annotations
@@ -24,4 +24,4 @@ _derive_planned_twins()
 
 op("planned.copy", ("x",), same_as_first, lambda a, at: np.ascontiguousarray(a[0]).copy())
 
-from . import planned_kernels  # noqa: E402,F401  (attaches each planned op's C encoding)
+from . import kernel_facts  # noqa: E402,F401  (what the planner knows of each planned op's kernel)

@@ -1,37 +1,28 @@
-"""Compiled runtime: op codes, the op-record dtype, and Program (see docs/dev.md)."""
+"""Compiled runtime (Program, threads, this machine's facts) and the records step (see docs/dev.md)."""
 
 from rt.kernels._runtime import (
-    DTYPE_CODES,
     HAVE_ONEDNN,
-    MATMUL_B_MODES,
-    MAX_ARGS,
-    MAX_FP,
-    MAX_IP,
-    RECORD_DTYPE,
     SPLIT_FAST,
     Program,
-    attention_scratch_bytes,
+    attention_scratch_floats,
+    cpu_features,
     get_num_threads,
-    op_codes,
     record_layout,
-    run_single,
     set_num_threads,
 )
+from rt.kernels.records import RECORD_DTYPE, make_record, operand_places, read_fields
 
 __all__ = [
-    "DTYPE_CODES",
     "HAVE_ONEDNN",
-    "MATMUL_B_MODES",
-    "MAX_ARGS",
-    "MAX_FP",
-    "MAX_IP",
-    "RECORD_DTYPE",
     "SPLIT_FAST",
     "Program",
-    "attention_scratch_bytes",
+    "RECORD_DTYPE",
+    "attention_scratch_floats",
+    "cpu_features",
     "get_num_threads",
-    "op_codes",
+    "make_record",
+    "operand_places",
+    "read_fields",
     "record_layout",
-    "run_single",
     "set_num_threads",
 ]

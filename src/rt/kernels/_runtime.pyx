@@ -1,8 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
-"""Python face of the C runtime: op codes, the record dtype, and Program.
+"""Python face of the C runtime: Program (validate, prepare and run op records), threads, and this
+machine's facts (CPU features, oneDNN in the build).
 
-Everything about ops (codes, names, parameter layouts, checks) lives in C
-(csrc/rt_ops.def); this module only asks C and binds buffers.
+Ops, record fields and constants are declared in rt/abi.py (C reads them as the generated rt_abi.h);
+records are written by rt.kernels.records; this module checks both sides agree, then binds buffers.
 """
 import os
 import sys
@@ -16,40 +17,24 @@ from libc.string cimport memcmp, memcpy, memset
 
 cnp.import_array()
 
+from rt.abi import OPS
+from rt.errors import KernelError, ProgramError, UsageError
+from rt.kernels.records import RECORD_DTYPE
+
 cdef extern from "rt_program.h" nogil:
     enum:
-        RT_MAX_NDIM
-        RT_MATVEC_SMALL_ELEMS
-        RT_SPLIT_CHUNK
-        RT_DTYPE_F32
-        RT_DTYPE_I64
-        RT_DTYPE_BOOL
-        RT_DTYPE_I32
-        RT_ACT_NONE
-        RT_ACT_RELU
-        RT_ACT_GELU_TANH
-        RT_ACT_GELU_ERF
         RT_MAX_ARGS
-        RT_MAX_IP
-        RT_MAX_FP
         RT_OP_COUNT
         RT_OK
         RT_ERR_INDEX
         RT_ERR_NOMEM
         RT_ERR_BACKEND
-        RT_OP_EMBEDDING
-        RT_MATMUL_B_BLAS
-        RT_MATMUL_B_ONEDNN
-        RT_MATMUL_B_PACKED
-        RT_MATMUL_B_SPLIT
 
-    ctypedef struct rt_op:
+    ctypedef struct rt_op:       # the fields Python touches; ip/fp are filled by rt.kernels.records
         int32_t code
         int32_t nargs
         int32_t slot[8]
         int64_t offset[8]
-        int64_t ip[40]
-        double fp[4]
         void *state
 
     ctypedef struct rt_status:
@@ -64,9 +49,11 @@ cdef extern from "rt_program.h" nogil:
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
     int rt_op_prepare(rt_op *op, char *const *arg, char *msg, size_t msglen)
     void rt_op_release(rt_op *op)
+    int rt_op_variant(const rt_op *op)
     void rt_program_prepared(const rt_op *ops, int64_t nops)
     int rt_have_onednn()
     int rt_split_fast()
+    int64_t rt_cpu_features()
     void rt_set_num_threads(int n)
     int rt_get_num_threads()
 
@@ -78,9 +65,9 @@ cdef extern from *:
         sizeof(rt_op), offsetof(rt_op, code), offsetof(rt_op, nargs), offsetof(rt_op, slot),
         offsetof(rt_op, offset), offsetof(rt_op, ip), offsetof(rt_op, fp), offsetof(rt_op, state)};
     static void *rt_arena_alloc(size_t n) {
-        /* 64-byte aligned; touched once here so runs never page-fault on it. */
-        size_t size = (n + 63) & ~(size_t)63;
-        void *p = aligned_alloc(64, size ? size : 64);
+        /* RT_ALIGN-aligned; touched once here so runs never page-fault on it. */
+        size_t size = (n + RT_ALIGN - 1) & ~(size_t)(RT_ALIGN - 1);
+        void *p = aligned_alloc(RT_ALIGN, size ? size : RT_ALIGN);
         if (p) memset(p, 0, size);
         return p;
     }
@@ -88,33 +75,15 @@ cdef extern from *:
     const size_t rt_record_layout_[8]
     void *rt_arena_alloc(size_t n) nogil
 
-MAX_ARGS = RT_MAX_ARGS
-MAX_IP = RT_MAX_IP
-MAX_FP = RT_MAX_FP
-MAX_NDIM = RT_MAX_NDIM
-MATVEC_SMALL_ELEMS = RT_MATVEC_SMALL_ELEMS
-SPLIT_CHUNK = RT_SPLIT_CHUNK
-DTYPE_CODES = {"f32": RT_DTYPE_F32, "i64": RT_DTYPE_I64, "bool": RT_DTYPE_BOOL, "i32": RT_DTYPE_I32}
-# MATMUL's ip[19]: how B is read (BLAS, or oneDNN in place / packed once); oneDNN only if built in.
-MATMUL_B_MODES = {"blas": RT_MATMUL_B_BLAS, "onednn": RT_MATMUL_B_ONEDNN, "packed": RT_MATMUL_B_PACKED,
-                  "split": RT_MATMUL_B_SPLIT}
-HAVE_ONEDNN = bool(rt_have_onednn())
+HAVE_ONEDNN = bool(rt_have_onednn())   # this build has oneDNN
 SPLIT_FAST = bool(rt_split_fast())     # this CPU decodes split weights with AVX-512 (matvec_split.c)
-ACT_CODES = {"none": RT_ACT_NONE, "relu": RT_ACT_RELU, "gelu_tanh": RT_ACT_GELU_TANH,
-             "gelu_erf": RT_ACT_GELU_ERF}
 
-RECORD_DTYPE = np.dtype(
-    [
-        ("code", "<i4"),
-        ("nargs", "<i4"),
-        ("slot", "<i4", (RT_MAX_ARGS,)),
-        ("offset", "<i8", (RT_MAX_ARGS,)),
-        ("ip", "<i8", (RT_MAX_IP,)),
-        ("fp", "<f8", (RT_MAX_FP,)),
-        ("state", "<u8"),           # C's own (rt_op_prepare); whatever Python puts here is ignored
-    ],
-    align=True,
-)
+
+def cpu_features():
+    """This CPU's features among rt.abi.CPU_FEATURES (C asks the CPU)."""
+    from rt.abi import CPU_FEATURES
+    bits = rt_cpu_features()
+    return tuple(f for i, f in enumerate(CPU_FEATURES) if bits >> i & 1)
 
 
 def record_layout():
@@ -123,34 +92,30 @@ def record_layout():
     return {n: int(rt_record_layout_[i]) for i, n in enumerate(names)}
 
 
-def _check_record_dtype():
+def _check_abi():
     layout = record_layout()
     mine = {"itemsize": RECORD_DTYPE.itemsize}
     mine.update({n: RECORD_DTYPE.fields[n][1] for n in RECORD_DTYPE.names})
     if mine != layout:
         raise ImportError(f"RECORD_DTYPE {mine} does not match the C rt_op layout {layout}")
+    names = tuple(rt_op_name(i).decode() for i in range(RT_OP_COUNT))
+    if names != tuple(o.name for o in OPS):
+        raise ImportError(f"the compiled runtime's ops {names} are not rt.abi's: rebuild rt")
 
 
-_check_record_dtype()
-
-_OP_NAMES = tuple(rt_op_name(i).decode() for i in range(RT_OP_COUNT))
+_check_abi()
 
 
-def op_codes():
-    """Op name -> code, as C numbers them (csrc/rt_ops.def)."""
-    return {name: code for code, name in enumerate(_OP_NAMES)}
+def attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv):
+    """C's own count of ATTENTION's per-thread scratch floats (rt.abi mirrors it)."""
+    return rt_attention_scratch_floats(Sk, D, Dv)
 
 
 def set_num_threads(int n):
     """Threads for rt's OpenMP loops and for OpenBLAS, set together."""
     if n < 1:
-        raise ValueError(f"need at least one thread, got {n}")
+        raise UsageError(f"need at least one thread, got {n}")
     rt_set_num_threads(n)
-
-
-def attention_scratch_bytes(int64_t Sk, int64_t D, int64_t Dv, int threads):
-    """Bytes of scratch ATTENTION needs to run on `threads` threads (the formula lives in C)."""
-    return rt_attention_scratch_floats(Sk, D, Dv) * threads * 4
 
 
 def get_num_threads():
@@ -161,7 +126,7 @@ def _default_threads():
     env = os.environ.get("RT_NUM_THREADS")
     if env:
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"RT_NUM_THREADS must be a positive integer, got {env!r}")
+            raise UsageError(f"RT_NUM_THREADS must be a positive integer, got {env!r}")
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -202,11 +167,15 @@ cdef class Program:
     cdef int npool
     cdef tuple _in_types, _out_types
     cdef list _in_dims, _out_dims      # per input / output: its shape as npy_intp (C-level checks, PyArray_EMPTY)
+    cdef object _explain
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
-                 after_prepare=None):
+                 after_prepare=None, explain=None):
         """after_prepare(i), when given, is called once op i has made something of its own (its
-        state: a primitive, a packed or split copy of a constant; see _prepare)."""
+        state: a primitive, a packed or split copy of a constant; see _prepare). explain(error, i,
+        detail), when given, makes the exception a failed run raises (error: a name of
+        rt.abi.ENUMS["error"]; i: the failing op; detail: e.g. the bad index), so the message can
+        speak of the model rather than of records."""
         if self.slot_nbytes != NULL:
             raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
@@ -214,10 +183,11 @@ cdef class Program:
         sizes = np.array(slot_nbytes, dtype=np.int64, copy=True).reshape(-1)
         cdef int64_t i, nslots = sizes.shape[0]
         if nslots < 1:
-            raise ValueError("need at least slot 0 (the arena)")
+            raise ProgramError("need at least slot 0 (the arena)")
         if (sizes < 0).any():
-            raise ValueError(f"negative slot size in {sizes.tolist()}")
+            raise ProgramError(f"negative slot size in {sizes.tolist()}")
         self._records = recs
+        self._explain = explain
         self.nops = recs.shape[0]
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
@@ -240,9 +210,9 @@ cdef class Program:
         bindings += [(s, OUTPUT, "output") for s in output_slots]
         for slot, k, what in bindings:
             if not 0 < slot < nslots:
-                raise ValueError(f"{what} slot {slot} out of range [1, {nslots})")
+                raise ProgramError(f"{what} slot {slot} out of range [1, {nslots})")
             if kind[slot] != UNBOUND:
-                raise ValueError(f"{what} slot {slot} is bound twice")
+                raise ProgramError(f"{what} slot {slot} is bound twice")
             kind[slot] = k
 
         for slot, arr in constants.items():
@@ -259,7 +229,7 @@ cdef class Program:
         cdef int64_t bad = rt_program_check(self.ops, self.nops, self.slot_nbytes, nslots,
                                             msg, sizeof(msg))
         if bad >= 0:
-            raise ValueError(f"op #{bad} ({self._name(bad)}): {msg.decode()}")
+            raise ProgramError(f"op #{bad} ({self._name(bad)}): {msg.decode()}")
         cdef int a
         for i in range(self.nops):
             for a in range(self.ops[i].nargs):
@@ -267,10 +237,10 @@ cdef class Program:
                 if s < 0:
                     continue
                 if kind[s] == UNBOUND:
-                    raise ValueError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
+                    raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
                 # out is the last operand; kernels never write anything else.
                 if a == self.ops[i].nargs - 1 and kind[s] in (CONSTANT, INPUT):
-                    raise ValueError(f"op #{i} ({self._name(i)}): writes into "
+                    raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
                                      f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
         self._prepare(after_prepare)
 
@@ -286,11 +256,18 @@ cdef class Program:
                 s = self.ops[i].slot[a] if a < self.ops[i].nargs else -1
                 arg[a] = self.template[s] + self.ops[i].offset[a] if s > 0 else NULL
             if rt_op_prepare(&self.ops[i], arg, msg, sizeof(msg)):
-                raise ValueError(f"op #{i} ({self._name(i)}): {msg.decode()}")
+                raise ProgramError(f"op #{i} ({self._name(i)}): {msg.decode()}")
             self.nprepared = i + 1
             if after_prepare is not None and self.ops[i].state != NULL:
                 after_prepare(i)
         rt_program_prepared(self.ops, self.nops)
+
+    def variant(self, int64_t i):
+        """How prepared op i runs where that differs by state from its record: a MATMUL's b_mode
+        (rt.abi.ENUMS["b_mode"] index) after preparing; -1 for ops without such a choice."""
+        if not 0 <= i < self.nops:
+            raise IndexError(i)
+        return rt_op_variant(&self.ops[i])
 
     @property
     def records(self):
@@ -316,19 +293,19 @@ cdef class Program:
 
     cdef int _check_array(self, object obj, int64_t slot, str what, bint writable) except -1:
         if not isinstance(obj, cnp.ndarray):
-            raise TypeError(f"{what}: expected a numpy array, got {type(obj).__name__}")
+            raise ProgramError(f"{what}: expected a numpy array, got {type(obj).__name__}")
         cdef cnp.ndarray arr = <cnp.ndarray>obj
         cdef int need = cnp.NPY_ARRAY_C_CONTIGUOUS | cnp.NPY_ARRAY_ALIGNED
         if writable:
             need |= cnp.NPY_ARRAY_WRITEABLE
         if (cnp.PyArray_FLAGS(arr) & need) != need:
-            raise ValueError(f"{what}: array must be C-contiguous, aligned"
+            raise ProgramError(f"{what}: array must be C-contiguous, aligned"
                              f"{' and writeable' if writable else ''}")
         if not cnp.PyArray_ISNOTSWAPPED(arr):
-            raise ValueError(f"{what}: array is in non-native byte order ({arr.dtype.str}); "
+            raise ProgramError(f"{what}: array is in non-native byte order ({arr.dtype.str}); "
                              "convert it with .astype(arr.dtype.newbyteorder('='))")
         if cnp.PyArray_NBYTES(arr) != self.slot_nbytes[slot]:
-            raise ValueError(f"{what}: has {cnp.PyArray_NBYTES(arr)} bytes, "
+            raise ProgramError(f"{what}: has {cnp.PyArray_NBYTES(arr)} bytes, "
                              f"slot {slot} holds {self.slot_nbytes[slot]}")
         return 0
 
@@ -340,7 +317,7 @@ cdef class Program:
         if p == NULL:
             p = rt_arena_alloc(self.arena_nbytes)
             if p == NULL:
-                raise MemoryError(f"cannot allocate an arena of {self.arena_nbytes} bytes")
+                raise KernelError(f"out of memory: cannot allocate an arena of {self.arena_nbytes} bytes")
         return p
 
     cdef void _give_arena(self, void *p):
@@ -353,7 +330,7 @@ cdef class Program:
     def run(self, list inputs, list outputs):
         """Run the program on input arrays, writing into output arrays (exact sizes)."""
         if len(inputs) != self.nin or len(outputs) != self.nout:
-            raise ValueError(f"expected {self.nin} inputs and {self.nout} outputs, "
+            raise ProgramError(f"expected {self.nin} inputs and {self.nout} outputs, "
                              f"got {len(inputs)} and {len(outputs)}")
         cdef Py_ssize_t i
         for i in range(self.nin):
@@ -365,13 +342,13 @@ cdef class Program:
     def set_signature(self, list input_types, list output_types):
         """Declare each input's and output's exact (shape, dtype): enables call()."""
         if len(input_types) != self.nin or len(output_types) != self.nout:
-            raise ValueError("one (shape, dtype) per input and per output")
+            raise ProgramError("one (shape, dtype) per input and per output")
         for i, (shape, dtype) in enumerate(input_types):
             if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.in_slots[i]]:
-                raise ValueError(f"input {i}: {shape} {dtype} does not fill its slot")
+                raise ProgramError(f"input {i}: {shape} {dtype} does not fill its slot")
         for i, (shape, dtype) in enumerate(output_types):
             if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != self.slot_nbytes[self.out_slots[i]]:
-                raise ValueError(f"output {i}: {shape} {dtype} does not fill its slot")
+                raise ProgramError(f"output {i}: {shape} {dtype} does not fill its slot")
         self._in_types = tuple((len(s), np.dtype(d).num) for s, d in input_types)
         self._in_dims = [np.array(s, dtype=np.intp).reshape(-1) for s, _ in input_types]
         self._out_types = tuple((len(s), np.dtype(d).num) for s, d in output_types)
@@ -438,18 +415,13 @@ cdef class Program:
             self._raise(st)
 
     cdef _raise(self, rt_status st):
-        cdef str where = f"op #{st.op_index} ({self._name(st.op_index)})"
-        cdef const rt_op *op = &self.ops[st.op_index]
-        if st.code == RT_ERR_INDEX:
-            if op.code == RT_OP_EMBEDDING:
-                raise IndexError(f"{where}: index {st.detail} is out of range for an "
-                                 f"embedding table of {op.ip[1]} rows")
-            raise IndexError(f"{where}: index {st.detail} out of range")
-        if st.code == RT_ERR_BACKEND:
-            raise RuntimeError(f"{where}: oneDNN failed to run the op (dnnl_status_t {st.detail})")
-        if st.code == RT_ERR_NOMEM:
-            raise MemoryError(f"{where}: out of memory")
-        raise RuntimeError(f"{where}: kernel failed with code {st.code}")
+        from rt.abi import ENUMS
+        errors = ENUMS["error"]
+        error = errors[st.code] if 0 <= st.code < len(errors) else f"code {st.code}"
+        if self._explain is not None:
+            raise self._explain(error, st.op_index, st.detail)
+        raise KernelError(f"op #{st.op_index} ({self._name(st.op_index)}) failed: {error} "
+                          f"(detail {st.detail})")
 
 
 cdef tuple _torch_as_numpy(tuple args):
@@ -493,33 +465,3 @@ cdef class FastCallable:
         if outs is None:
             return self._call(args, kwargs)
         return outs[0] if len(outs) == 1 else tuple(outs)
-
-
-def run_single(int code, record, list arrays):
-    """Run one op where operand i is arrays[i] (None = absent), each its own slot.
-
-    record supplies ip/fp (a RECORD_DTYPE scalar or 1-element array); code, nargs,
-    slots and offsets are filled in here. The last array is the output.
-    """
-    rec = np.zeros(1, RECORD_DTYPE)
-    rec[0] = record
-    n = len(arrays)
-    if not 0 < n <= RT_MAX_ARGS:
-        raise ValueError(f"need 1..{RT_MAX_ARGS} operands, got {n}")
-    rec["code"] = code
-    rec["nargs"] = n
-    rec["slot"] = -1
-    rec["offset"] = 0
-    sizes = [0]  # slot 0: an empty arena
-    inputs, in_slots = [], []
-    for i, arr in enumerate(arrays):
-        if arr is None:
-            continue
-        rec["slot"][0, i] = len(sizes)
-        if i < n - 1:
-            in_slots.append(len(sizes))
-            inputs.append(arr)
-        sizes.append(arr.nbytes)
-    if arrays[n - 1] is None:
-        raise ValueError("the output operand cannot be absent")
-    Program(rec, np.array(sizes, np.int64), {}, in_slots, [len(sizes) - 1]).run(inputs, [arrays[n - 1]])

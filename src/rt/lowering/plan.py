@@ -11,17 +11,13 @@ from dataclasses import dataclass
 
 from ..dialects.ir import Module, Operation, Storage, Value
 from ..dialects.registry import REGISTRY, VIEW
+from ..abi import ALIGN, align
 from ..errors import LoweringError
-from ..kernels import get_num_threads
+from ..target import Target
 from ..dialects.strides import contiguous_strides, is_contiguous
 from .plan_offsets import assign_offsets, lower_bound
 from .plan_order import choose_order
 
-ALIGN = 64
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 # ---- 1. clone the fused module into planned ops -----------------------------------------------
@@ -149,32 +145,35 @@ def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
         end = max(last_use.get(r, start), start)
         lo_hi = spans.setdefault(rep, [start, end])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], start), max(lo_hi[1], end)
-    sizes = {rep: _align(rep.type.nbytes) for rep in spans}
+    sizes = {rep: align(rep.type.nbytes) for rep in spans}
     return group, spans, sizes
 
 
-def _scratch_buffers(m: Module, spans: dict, sizes: dict) -> dict:
+def _scratch_buffers(m: Module, spans: dict, sizes: dict, threads: int) -> dict:
     """Kernel scratch (registry fact `scratch(op, threads)`) as buffers live at their op's step only,
-    sized for the current thread count (a kernel never runs on more threads than its scratch holds)."""
-    threads = get_num_threads()
+    sized for the target's thread count (a kernel never runs on more threads than its scratch holds)."""
     keys = {}
     for step, op in enumerate(m.ops):
         need = REGISTRY[op.name].extra.get("scratch") if op.name != "const" else None
         if need is not None:
             key = ("scratch", step, threads)
             spans[key] = [step, step]
-            sizes[key] = _align(need(op, threads))
+            sizes[key] = align(need(op, threads))
             keys[op] = key
     return keys
 
 
-def to_planned(fused: Module) -> Module:
+def to_planned(fused: Module, target: Target | None = None) -> Module:
+    """Plan a fused module for `target` (default: the one the fused module was lowered for, else a
+    generic one-thread target); the result records it in meta["target"]."""
     m = fused.clone(_planned_name)
+    target = target or fused.meta.get("target") or Target()
+    m.meta["target"] = target
     layout = _resolve_views(m)
     out_index = _own_outputs(m, layout)
     m.ops = choose_order(m, layout_root=lambda v: layout[v].root, outputs=set(out_index))
     group, spans, sizes = _buffers(m, layout, out_index)
-    scratch = _scratch_buffers(m, spans, sizes)
+    scratch = _scratch_buffers(m, spans, sizes, target.threads)
     offsets, arena = assign_offsets(spans, sizes, ALIGN)
     for op, key in scratch.items():
         op.attrs["scratch"] = [offsets[key], sizes[key], key[2]]
@@ -196,7 +195,7 @@ def to_planned(fused: Module) -> Module:
     m.meta["plan"] = {
         "arena_bytes": arena,
         "lower_bound_bytes": lower_bound(spans, sizes),
-        "no_reuse_bytes": sum(_align(op.result.type.nbytes) for op in m.ops
+        "no_reuse_bytes": sum(align(op.result.type.nbytes) for op in m.ops
                               if op.result.storage.kind == "arena") + sum(sizes[k] for k in scratch.values()),
     }
     m.invalidate_names()

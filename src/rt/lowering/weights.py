@@ -11,16 +11,16 @@ reader or the others only gather rows from them (a tied embedding). Products of 
 weights as they arrive: oneDNN packs either layout into its own when the program is built, so a transposed
 copy here would only cost memory. (With BLAS, in a `-Donednn=false` build, [N, K] was ~9% faster for
 N >= K: GPT-2 S=64 c_fc 2.62 -> 2.39 ms.) One-row products that will read their weight in the split form
-(`planned_kernels.split_worthy`: rt re-lays it out when the program is built) keep it as it arrives too.
+(`Target.split_worthy` for the module's meta["target"]: rt re-lays it out when the program is built) keep it as it arrives too.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..dialects.ir import Module, Operation, Value
-from ..dialects.planned_kernels import split_worthy
+from ..target import Target
 from .passmanager import register_pass
-from .rewrite import Builder
+from ..dialects.builder import Builder
 
 
 def _one_row(op: Operation) -> bool:
@@ -36,6 +36,7 @@ def _other_readers_are_embeddings(op: Operation, w: Value, readers: list[Operati
 
 @register_pass("layout-weights", dialect="fused")
 def layout_weights(module: Module) -> None:
+    target = module.meta.get("target") or Target()
     users = module.users()
     names = {v.name for v in module.values()}
     for op in list(module.ops):
@@ -46,7 +47,7 @@ def layout_weights(module: Module) -> None:
             continue
         stored_n_by_k = op.attrs.get("transpose_b", False)
         k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
-        if (k > n) == stored_n_by_k or split_worthy(n, k):      # [N, K] only for a narrow output
+        if (k > n) == stored_n_by_k or target.split_worthy(n, k):      # [N, K] only for a narrow output
             continue
         # The transposed copy (and the tables' permuted view of it) take the original's place.
         b = Builder(module, names, w.name)

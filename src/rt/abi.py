@@ -1,0 +1,211 @@
+"""The runtime's ABI, declared once: constants, enums, op codes and every C op's record fields.
+
+C reads this file as `rt_abi.h`, which the build generates from it (`rt/abi_header.py`); Python reads it
+directly, so the records step and the planner need nothing compiled. A record is `rt_op`: operand
+slots/offsets, then the op family's int fields (`op->ip.<family>.<field>` in C) and float fields
+(`op->fp.<family>.<field>`). Records are rebuilt from the planned IR whenever a program is built (saved
+files hold IR, not records), so fields may be added, removed or reordered freely.
+
+Field specs: args `"a b bias? out"` (`?` = optional: absent is slot -1), ints `"M N act:act shape[6]"`
+(plain ints are extents, checked to lie in [0, MAX_EXTENT] by the generic checker; `:bool` is 0/1;
+`:<enum>` one of ENUMS' names, filled by name from Python; `[n]` an array of n extents), floats `"eps"`.
+The C checker of each family checks everything else (buffer sizes, consistency).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_ARGS = 8          # operands per record
+MAX_IP = 40           # int64 slots per record
+MAX_FP = 4            # double slots per record
+MAX_NDIM = 6          # rank limit of strided kernels
+ALIGN = 64            # bytes: arena offsets, the arena itself, saved weights
+MAX_EXTENT = 1 << 40  # dims and strides above this are refused, so extent arithmetic cannot overflow
+
+
+
+def align(n: int) -> int:
+    """n rounded up to a multiple of ALIGN."""
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+# One-row products on weights of at most this many elements run rt's own loops (matvec.c).
+MATVEC_SMALL_ELEMS = 128 * 128
+# Inputs per encoded chunk of the split form; a row's last k % SPLIT_CHUNK stay plain floats.
+SPLIT_CHUNK = 64
+
+ENUMS: dict[str, tuple[str, ...]] = {
+    "dtype": ("f32", "i64", "bool", "i32"),
+    # MATMUL epilogue activation
+    "act": ("none", "relu", "gelu_tanh", "gelu_erf"),
+    # How MATMUL reads B: BLAS; oneDNN reading the constant B in place; oneDNN reading a copy of the
+    # constant B reordered once into its preferred layout; rt's one-row kernel on a copy of the
+    # constant B in 3.5 bytes per float (matvec_split.c); rt's register-blocked one-row loops for a
+    # B of at most MATVEC_SMALL_ELEMS (matvec.c).
+    "b_mode": ("blas", "onednn", "packed", "split", "small"),
+    # Why a kernel stopped (rt_status.code)
+    "error": ("ok", "index", "nomem", "backend"),
+}
+
+# CPU features the target records (C asks __builtin_cpu_supports for each, by this name).
+CPU_FEATURES = ("sse4.2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq",
+                "avx512vnni", "avx512bf16")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    count: int = 1            # > 1: an array
+    enum: str | None = None   # "bool", or a key of ENUMS
+    optional: bool = False    # args only
+
+    @property
+    def limit(self) -> int:
+        """Largest valid value of an int field."""
+        if self.enum == "bool":
+            return 1
+        return len(ENUMS[self.enum]) - 1 if self.enum else MAX_EXTENT
+
+
+def _args(spec: str) -> tuple[Field, ...]:
+    return tuple(Field(w.rstrip("?"), optional=w.endswith("?")) for w in spec.split())
+
+
+def _ints(spec: str) -> tuple[Field, ...]:
+    fields = []
+    for w in spec.split():
+        name, _, enum = w.partition(":")
+        count = 1
+        if name.endswith("]"):
+            name, n = name[:-1].split("[")
+            count = int(n)
+        if enum and enum != "bool" and enum not in ENUMS:
+            raise ValueError(f"field {name}: unknown enum {enum!r}")
+        fields.append(Field(name, count, enum or None))
+    return tuple(fields)
+
+
+@dataclass(frozen=True)
+class Family:
+    """Ops that share one record layout (and one C checker, `rt_c_<name>`)."""
+    name: str
+    args: tuple[Field, ...]
+    ints: tuple[Field, ...]
+    floats: tuple[Field, ...]
+    doc: str
+
+    def int_offsets(self) -> dict[str, tuple[int, Field]]:
+        """Field name -> (first index in ip, field)."""
+        out, i = {}, 0
+        for f in self.ints:
+            out[f.name] = (i, f)
+            i += f.count
+        return out
+
+
+def family(name: str, doc: str, args: str, ints: str = "", floats: str = "") -> Family:
+    fam = Family(name, _args(args), _ints(ints), tuple(Field(w) for w in floats.split()), doc)
+    if len(fam.args) > MAX_ARGS or sum(f.count for f in fam.ints) > MAX_IP or len(fam.floats) > MAX_FP:
+        raise ValueError(f"family {name} has more fields than a record holds")
+    return fam
+
+
+ND = f"[{MAX_NDIM}]"
+
+MATMUL = family("matmul", """
+out[i1,i2] = act(alpha * op(A[i1,i2]) @ op(B[i1,i2]) + bias[N] + residual[i1,i2])
+A[i1,i2] starts at a + i1*sa1 + i2*sa2 (likewise B, C); batch strides may be 0. op(A) is MxK: stored
+MxK (leading dim lda) or, with trans_a, KxM; op(B) is KxN likewise. residual has out's layout (ldc,
+sc1, sc2); it may be out itself, or not overlap it. b_mode other than blas needs a constant B
+(bound when the program is built), one batch and K > 0; oneDNN modes also alpha 1; split and small
+one row.""",
+    "a b bias? residual? out",
+    "b1 b2 M N K trans_a:bool trans_b:bool lda ldb ldc sa1 sa2 sb1 sb2 sc1 sc2 act:act b_mode:b_mode",
+    "alpha")
+
+UNARY = family("unary", "out[i] = f(x[i]) over n floats; x may be out (in place).", "x out", "n")
+
+BINARY = family("binary", """
+out = a (op) b with broadcasting: out is contiguous with `shape` (first ndim entries used), a and b are
+read through their strides (a stride of 0 broadcasts). out may be a or b when that input is
+contiguous with out's shape; no other overlap.""",
+    "a b out", f"ndim shape{ND} a_stride{ND} b_stride{ND}")
+
+SOFTMAX = family("softmax", "Softmax over the last dim of [rows, cols]; x may be out. A row of all -inf "
+                 "gives NaN, as torch.softmax does.", "x out", "rows cols")
+
+LAYER_NORM = family("layer_norm", "Layer norm over the last dim of [rows, cols] (biased variance, as "
+                    "torch); x may be out.", "x gamma? beta? out", "rows cols", "eps")
+
+ADD_LAYER_NORM = family("add_layer_norm", """
+sum = x + residual (stored when the sum operand is present: the next residual), out = layer_norm(sum).
+Any operands may alias each other exactly; no partial overlap.""",
+    "x residual gamma? beta? sum? out", "rows cols", "eps")
+
+ATTENTION = family("attention", """
+q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv] through their (batch, head, seq) strides
+(last dim stride 1); mask [B,H,Sq,Sk] additive float, broadcast by 0 strides. causal: query i sees keys
+j <= i (top-left, as torch SDPA is_causal=True). A query row that sees no key gives zeros, as torch
+SDPA does. scratch holds `threads` shares of rt_attention_scratch_floats(Sk, D, Dv) floats (planned
+by the memory planner); the kernel runs on at most that many threads.""",
+    "q k v mask? scratch out",
+    "B H Sq Sk D Dv q_sb q_sh q_ss k_sb k_sh k_ss v_sb v_sh v_ss o_sb o_sh o_ss causal:bool "
+    "m_sb m_sh m_sq m_sk threads",
+    "scale")
+
+EMBEDDING = family("embedding", "out[i] = table[idx[i]] (idx int64, table read through its strides); an "
+                   "index outside [0, vocab) stops the run with error index (detail = the index).",
+                   "table idx out", "n vocab dim row_stride col_stride")
+
+COPY = family("copy", "Strided gather of x into a contiguous out; items of itemsize bytes (1, 2, 4, 8).",
+              "x out", f"ndim shape{ND} stride{ND} itemsize")
+
+CAST = family("cast", "out = x converted (float -> int truncates toward zero; to bool is x != 0).",
+              "x out", "n src:dtype dst:dtype")
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str          # C op name (rt_op.code = its index in OPS)
+    family: Family
+
+    @property
+    def kernel(self) -> str:
+        return f"rt_k_{self.name.lower()}"
+
+
+# Op codes are positions in this list.
+OPS: tuple[Op, ...] = (
+    Op("MATMUL", MATMUL),
+    *(Op(n, UNARY) for n in ("RELU", "GELU_TANH", "GELU_ERF", "TANH", "SIGMOID", "NEG", "EXP", "SQRT",
+                             "RSQRT")),
+    *(Op(n, BINARY) for n in ("ADD", "SUB", "MUL", "DIV")),
+    Op("SOFTMAX", SOFTMAX),
+    Op("LAYER_NORM", LAYER_NORM),
+    Op("ATTENTION", ATTENTION),
+    Op("EMBEDDING", EMBEDDING),
+    Op("COPY", COPY),
+    Op("CAST", CAST),
+    Op("ADD_LAYER_NORM", ADD_LAYER_NORM),
+)
+
+OP_CODES: dict[str, int] = {o.name: i for i, o in enumerate(OPS)}
+OP_BY_NAME: dict[str, Op] = {o.name: o for o in OPS}
+FAMILIES: tuple[Family, ...] = tuple(dict.fromkeys(o.family for o in OPS))
+
+
+def enum_code(enum: str, name: str) -> int:
+    return ENUMS[enum].index(name)
+
+
+def attention_scratch_floats(sk: int, d: int, dv: int) -> int:
+    """Scratch floats one thread of ATTENTION needs: packed K^T and V for all keys plus one query block.
+    Mirrors rt_attention_scratch_floats in csrc/attention.c, whose checker refuses less
+    (tests/test_kernels.py compares the two)."""
+    up = lambda x, m: (x + m - 1) // m * m     # noqa: E731
+    skp, dvp = up(sk, ATTENTION_BK), up(dv, ATTENTION_LANES)
+    return up(d * skp + skp * dvp + ATTENTION_BQ * d + ATTENTION_BQ * ATTENTION_BK + ATTENTION_BQ * dvp, 16)
+
+
+# ATTENTION's tiles: query rows per block, keys per block, register tile width (floats).
+ATTENTION_BQ, ATTENTION_BK, ATTENTION_LANES = 32, 64, 16

@@ -1,0 +1,344 @@
+"""The records step: a planned module and a target become the op-record array the C loop runs.
+
+Each planned op's encoder (registered here, by planned op name) turns the op plus the resolved layout
+of its operands (slot, byte offset, element strides) into its C op, operands and fields by name;
+`rt.kernels.records` writes them. Decisions that depend on the machine or on the whole program
+(MATMUL's b_mode) are made here, once, from the target and the program's facts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..abi import MATVEC_SMALL_ELEMS, MAX_NDIM
+from ..dialects.ir import Module, Operation, TensorType, Value, padded
+from ..dialects.registry import REGISTRY, VIEW
+from ..dialects.strides import contiguous_strides
+from ..errors import LoweringError
+from ..target import Target
+from .records import RECORD_DTYPE, fill
+
+
+@dataclass(frozen=True)
+class Operand:
+    slot: int
+    offset: int                     # bytes from the slot's base
+    strides: tuple[int, ...]        # elements
+    type: TensorType
+
+    @property
+    def place(self) -> tuple[int, int]:
+        return self.slot, self.offset
+
+
+@dataclass
+class Context:
+    """What an encoder may ask beyond its own op: the target, and how many ops read each constant."""
+    target: Target
+    const_reads: dict[int, int]
+    const_slots: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    c_op: str
+    operands: dict[str, Operand | None]
+    fields: dict
+
+
+Encoder = Callable[[Operation, list["Operand | None"], Operand, Context], Encoded]
+ENCODERS: dict[str, Encoder] = {}
+
+
+def encoder(*names: str):
+    def deco(fn: Encoder) -> Encoder:
+        for name in names:
+            ENCODERS[name] = fn
+        return fn
+    return deco
+
+
+class ProgramLayout:
+    """Slot table of a planned module: 0 = arena, then inputs, outputs, constants."""
+
+    def __init__(self, planned: Module):
+        self.module = planned
+        self.arena_bytes = planned.meta["plan"]["arena_bytes"]
+        self.input_slots = [1 + i for i in range(len(planned.inputs))]
+        self.output_slots = [1 + len(planned.inputs) + i for i in range(len(planned.outputs))]
+        self.const_slot: dict[str, int] = {}
+        self.constants: dict[int, np.ndarray] = {}
+        nbytes = [self.arena_bytes] + [v.type.nbytes for v in planned.inputs] + \
+                 [v.type.nbytes for v in planned.outputs]
+        for op in planned.ops:
+            if op.name == "const" and op.attrs["name"] not in self.const_slot:
+                arr = np.ascontiguousarray(planned.constants[op.attrs["name"]]).reshape(op.result.type.shape)
+                self.const_slot[op.attrs["name"]] = len(nbytes)
+                self.constants[len(nbytes)] = arr
+                nbytes.append(arr.nbytes)
+        self.slot_nbytes = np.array(nbytes, dtype=np.int64)
+
+    def operand(self, v: Value) -> Operand:
+        """Where a value lives: slot, byte offset and element strides. A view's storage is relative to
+        its root (the planner resolves view chains)."""
+        offset, strides = 0, None
+        ttype = v.type
+        if v.storage.kind == "view":
+            offset, strides = v.storage.offset, v.storage.strides
+            v = v.storage.base
+        st = v.storage
+        if st.kind == "arena":
+            slot, offset = 0, offset + st.offset
+        elif st.kind == "input":
+            slot = self.input_slots[st.index]
+        elif st.kind == "output":
+            slot = self.output_slots[st.index]
+        elif st.kind == "const":
+            slot = self.const_slot[v.producer.attrs["name"]]
+        else:
+            raise LoweringError(f"%{v.name}: unknown storage {st.kind}")
+        return Operand(slot, offset, strides if strides is not None else contiguous_strides(ttype.shape), ttype)
+
+    def encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
+        """The op-record array, the planned op each record runs, and what each was encoded from."""
+        ops = [op for op in self.module.ops if op.name != "const" and not REGISTRY[op.name].has(VIEW)]
+        placed = []
+        reads: dict[int, int] = {}
+        for op in ops:
+            if op.name not in ENCODERS:
+                raise LoweringError(f"{op.name} (%{op.result.name}) has no C kernel yet")
+            args = [None if v is None else self.operand(v) for v in op.operands]
+            for a in args:
+                if a is not None and a.slot in self.constants:
+                    reads[a.slot] = reads.get(a.slot, 0) + 1
+            placed.append((op, args, self.operand(op.result)))
+        ctx = Context(target, reads, frozenset(self.constants))
+        encoded = [ENCODERS[op.name](op, args, out, ctx) for op, args, out in placed]
+        records = np.zeros(len(encoded), dtype=RECORD_DTYPE)
+        for rec, e in zip(records, encoded):
+            fill(rec, e.c_op, {k: None if v is None else v.place for k, v in e.operands.items()}, e.fields)
+        return records, ops, encoded
+
+
+def _need_f32(op: Operation, *vals: Operand | None) -> None:
+    for v in vals:
+        if v is not None and v.type.dtype != "f32":
+            raise LoweringError(f"{op.name} (%{op.result.name}): the C kernel takes float32, got {v.type}")
+
+
+def _fail(op: Operation, why: str) -> LoweringError:
+    return LoweringError(f"{op.name} (%{op.result.name}): {why}")
+
+
+# ---- matmul ---------------------------------------------------------------------------------
+def _blas_matrix(rows: int, cols: int, s_r: int, s_c: int, trans: bool):
+    """Row-major BLAS view of a stored (rows x cols) matrix: (trans, ld), or None if not expressible."""
+    if s_c == 1 or cols == 1:
+        return trans, max(s_r if rows > 1 else cols, cols, 1)
+    if s_r == 1 or rows == 1:          # stored transposed: read it as its transpose
+        return (not trans), max(s_c if cols > 1 else rows, rows, 1)
+    return None
+
+
+def _batch_strides(v: Operand, out_batch: tuple[int, ...]) -> list[int]:
+    shape, strides = v.type.shape[:-2], v.strides[:-2]
+    res = [0] * (len(out_batch) - len(shape))
+    for d, s in zip(shape, strides):
+        res.append(0 if d == 1 else s)
+    return res
+
+
+def matmul_b_mode(ctx: Context, b: Operand, m: int, n: int, k: int, ta: bool, batch: list[int],
+                  alpha: float) -> str:
+    """How a MATMUL reads B (rt.abi ENUMS["b_mode"]), the one place this is decided.
+    One row: "small" (matvec.c's loops: OpenBLAS's gemv set-up costs more than a 64x64 product) for a
+    B of at most MATVEC_SMALL_ELEMS, else for a constant B
+    "split" (B stored losslessly in 3.5 bytes per float: a one-row product is bound by reading B) where
+    the target decodes it fast. Several rows with a constant B: oneDNN (its kernels beat BLAS there,
+    docs/dev.md "oneDNN vs OpenBLAS"), with B "packed" once, or read in place ("onednn") when another
+    op also reads that constant, so no weight is held twice (GPT-2's tied embedding / LM head). The
+    split form stays even then: it is smaller than B, and the other readers of a model loaded from its
+    file fault in only the pages of B they touch (an embedding: a few rows). BLAS for the rest."""
+    if m == 1 and k > 0 and n * k <= MATVEC_SMALL_ELEMS:
+        return "small"
+    if b.slot not in ctx.const_slots or batch != [1, 1] or k == 0:
+        return "blas"
+    if m == 1:
+        return "split" if not ta and ctx.target.split_worthy(n, k) else "blas"
+    if not ctx.target.onednn or alpha != 1.0:
+        return "blas"
+    return "onednn" if ctx.const_reads[b.slot] > 1 else "packed"
+
+
+@encoder("planned.matmul")
+def _matmul(op, args, out, ctx):
+    a, b, bias, res = padded(args, 4)
+    _need_f32(op, a, b, bias, res)
+    at = op.attrs
+    ma = _blas_matrix(*a.type.shape[-2:], *a.strides[-2:], at.get("transpose_a", False))
+    mb = _blas_matrix(*b.type.shape[-2:], *b.strides[-2:], at.get("transpose_b", False))
+    if ma is None or mb is None:
+        raise _fail(op, "an operand has no unit stride in its matrix dims")
+    (ta, lda), (tb, ldb) = ma, mb
+    m, n = out.type.shape[-2:]
+    k = a.type.shape[-1] if not at.get("transpose_a", False) else a.type.shape[-2]
+    out_batch = out.type.shape[:-2]
+    sa, sb = _batch_strides(a, out_batch), _batch_strides(b, out_batch)
+    sc = list(out.strides[:-2])
+    batch = list(out_batch)
+    # fold a's batch into M when b is shared and a's rows run on contiguously: one big GEMM
+    if batch and all(s == 0 for s in sb) and not ta and all(
+            sa[i] == m * lda * int(np.prod(batch[i + 1:], dtype=np.int64)) for i in range(len(batch))):
+        m, batch, sa, sb, sc = m * int(np.prod(batch, dtype=np.int64)), [], [], [], []
+    while len(batch) > 2:   # merge leading batch dims that are contiguous in every operand
+        for s in (sa, sb, sc):
+            if s[0] != s[1] * batch[1] and not (s[0] == 0 and s[1] == 0):
+                raise _fail(op, f"batch dims {out_batch} cannot be flattened to two")
+        batch = [batch[0] * batch[1]] + batch[2:]
+        for s in (sa, sb, sc):
+            s[:] = [s[1]] + s[2:]
+    while len(batch) < 2:
+        batch.insert(0, 1)
+        for s in (sa, sb, sc):
+            s.insert(0, 0)
+    alpha = float(at.get("alpha", 1.0))
+    return Encoded("MATMUL", dict(a=a, b=b, bias=bias, residual=res, out=out), dict(
+        b1=batch[0], b2=batch[1], M=m, N=n, K=k, trans_a=ta, trans_b=tb, lda=lda, ldb=ldb, ldc=n,
+        sa1=sa[0], sa2=sa[1], sb1=sb[0], sb2=sb[1], sc1=sc[0], sc2=sc[1], act=at.get("act", "none"),
+        b_mode=matmul_b_mode(ctx, b, m, n, k, ta, batch, alpha), alpha=alpha))
+
+
+# ---- elementwise ----------------------------------------------------------------------------
+@encoder(*(f"planned.{n}" for n in ("relu", "gelu_tanh", "gelu_erf", "tanh", "sigmoid", "neg", "exp",
+                                    "sqrt", "rsqrt")))
+def _unary(op, args, out, ctx):
+    _need_f32(op, args[0], out)
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=args[0], out=out), dict(n=out.type.numel))
+
+
+def _check_rank(op: Operation, rank: int) -> None:
+    if rank > MAX_NDIM:
+        raise _fail(op, f"rank {rank} > {MAX_NDIM}")
+
+
+def _broadcast_strides(v: Operand, shape: tuple[int, ...]) -> list[int]:
+    pad = len(shape) - v.type.rank
+    return [0] * pad + [0 if d == 1 else s for d, s in zip(v.type.shape, v.strides)]
+
+
+@encoder("planned.add", "planned.sub", "planned.mul", "planned.div")
+def _binary(op, args, out, ctx):
+    a, b = args
+    _need_f32(op, a, b, out)
+    shape = out.type.shape
+    _check_rank(op, len(shape))
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(a=a, b=b, out=out), dict(
+        ndim=len(shape), shape=shape, a_stride=_broadcast_strides(a, shape),
+        b_stride=_broadcast_strides(b, shape)))
+
+
+@encoder("planned.copy")
+def _copy(op, args, out, ctx):
+    x = args[0]
+    _check_rank(op, x.type.rank)
+    return Encoded("COPY", dict(x=x, out=out), dict(ndim=x.type.rank, shape=x.type.shape, stride=x.strides,
+                                                    itemsize=x.type.np_dtype.itemsize))
+
+
+# ---- normalisations -------------------------------------------------------------------------
+def _rows_cols(t: TensorType) -> dict:
+    cols = t.shape[-1] if t.rank else 1
+    return dict(rows=t.numel // cols if cols else 0, cols=cols)
+
+
+@encoder("planned.softmax")
+def _softmax(op, args, out, ctx):
+    _need_f32(op, args[0], out)
+    return Encoded("SOFTMAX", dict(x=args[0], out=out), _rows_cols(out.type))
+
+
+@encoder("planned.layer_norm")
+def _layer_norm(op, args, out, ctx):
+    x, g, b = padded(args, 3)
+    _need_f32(op, x, g, b, out)
+    return Encoded("LAYER_NORM", dict(x=x, gamma=g, beta=b, out=out),
+                   dict(_rows_cols(out.type), eps=float(op.attrs.get("eps", 1e-5))))
+
+
+@encoder("planned.add_layer_norm")
+def _add_layer_norm(op, args, out, ctx):
+    x, r, g, b = padded(args, 4)
+    _need_f32(op, x, r, g, b, out)
+    return Encoded("ADD_LAYER_NORM", dict(x=x, residual=r, gamma=g, beta=b, sum=None, out=out),
+                   dict(_rows_cols(out.type), eps=float(op.attrs.get("eps", 1e-5))))
+
+
+# ---- attention ------------------------------------------------------------------------------
+def _bhs(v: Operand) -> tuple[int, int, int]:
+    """(batch, head, seq) strides of a rank-3 [B,S,D] or rank-4 [B,H,S,D] operand."""
+    if v.type.rank == 3:
+        return v.strides[0], 0, v.strides[1]
+    return tuple(v.strides[:3])
+
+
+def _scratch(op: Operation) -> tuple[Operand, int]:
+    """The arena scratch the planner gave `op`, and the thread count it was sized for."""
+    if op.attrs.get("scratch") is None:
+        raise _fail(op, "has no planned scratch")
+    offset, nbytes, threads = op.attrs["scratch"]
+    return Operand(0, offset, (1,), TensorType((nbytes // 4,), "f32")), threads
+
+
+@encoder("planned.attention")
+def _attention(op, args, out, ctx):
+    q, k, v, mask = padded(args, 4)
+    _need_f32(op, q, k, v, mask, out)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if t.strides[-1] != 1 and t.type.shape[-1] > 1:
+            raise _fail(op, f"{name} must have unit stride in its last dim")
+    four = q.type.rank == 4
+    b, h = (q.type.shape[0], q.type.shape[1]) if four else (q.type.shape[0], 1)
+    sq, d = q.type.shape[-2:]
+    sk, dv = k.type.shape[-2], v.type.shape[-1]
+    if op.attrs.get("merge_heads", False):      # out is [B, S, H*Dv]: head h writes columns h*Dv..
+        o = (sq * h * dv, dv, h * dv)
+    else:
+        o = _bhs(out)
+    m = (0, 0, 0, 0)
+    if mask is not None:
+        shape4 = (1,) * (4 - mask.type.rank) + mask.type.shape
+        strides4 = (0,) * (4 - mask.type.rank) + mask.strides
+        m = tuple(0 if dim == 1 else s for dim, s in zip(shape4, strides4))
+        if not four:    # a rank-3 problem has no head dim: [B, Sq, Sk] masks map to (b, -, q, k)
+            m = (m[1], 0, m[2], m[3])
+    scratch, threads = _scratch(op)
+    fields = dict(B=b, H=h, Sq=sq, Sk=sk, D=d, Dv=dv, causal=bool(op.attrs.get("causal", False)),
+                  threads=threads, scale=float(op.attrs.get("scale", 1.0)))
+    for prefix, st in (("q", _bhs(q)), ("k", _bhs(k)), ("v", _bhs(v)), ("o", o)):
+        fields.update({f"{prefix}_sb": st[0], f"{prefix}_sh": st[1], f"{prefix}_ss": st[2]})
+    fields.update(m_sb=m[0], m_sh=m[1], m_sq=m[2], m_sk=m[3])
+    return Encoded("ATTENTION", dict(q=q, k=k, v=v, mask=mask, scratch=scratch, out=out), fields)
+
+
+# ---- gathers and casts ----------------------------------------------------------------------
+@encoder("planned.embedding")
+def _embedding(op, args, out, ctx):
+    table, idx = args
+    _need_f32(op, table, out)
+    if idx.type.dtype != "i64":
+        raise _fail(op, f"indices must be int64, got {idx.type}")
+    vocab, dim = table.type.shape
+    return Encoded("EMBEDDING", dict(table=table, idx=idx, out=out), dict(
+        n=idx.type.numel, vocab=vocab, dim=dim, row_stride=table.strides[0], col_stride=table.strides[1]))
+
+
+@encoder("planned.cast")
+def _cast(op, args, out, ctx):
+    from ..abi import ENUMS
+    x = args[0]
+    for t in (x.type, out.type):
+        if t.dtype not in ENUMS["dtype"]:
+            raise _fail(op, f"no kernel casts {t.dtype}")
+    return Encoded("CAST", dict(x=x, out=out), dict(n=out.type.numel, src=x.type.dtype, dst=out.type.dtype))
