@@ -85,3 +85,18 @@ def test_constant_shape_checked_against_data():
     verify_module(parse_module(text, {"w": np.zeros((4, 4), np.float32)}), "fused")
     with pytest.raises(VerificationError, match="constant shape"):
         verify_module(parse_module(text, {"w": np.zeros((4, 3), np.float32)}), "fused")
+
+
+def test_one_naming_rule_and_builder():
+    from rt.dialects.builder import Builder
+    from rt.dialects.ir import unique_name
+    taken = {"linear", "linear_1"}
+    assert [unique_name(h, taken) for h in ("x", "linear", "linear", "w.T")] == ["x", "linear_0", "linear_2", "w_T"]
+    m = parse_module(MLP, {"0.weight": np.ones((512, 512), np.float32), "0.bias": np.zeros(512, np.float32)})
+    b = Builder(m, hint="y")
+    r = b.reshape(m.inputs[0], [32, 8, 64])
+    assert b.reshape(r, [32, 8, 64]) is r and b.cast(r, "f32") is r
+    mm = b.op("fused.matmul", [m.inputs[0], m.inputs[0], None, None], {"alpha": 1.0, "transpose_b": True})
+    assert mm.producer.attrs == {"transpose_b": True} and len(mm.producer.operands) == 2   # defaults dropped
+    assert [v.name for v in (r, mm, b.scalar(2.0))] == ["y", "y_0", "scalar"]
+    assert b.rename(mm, "out").name == "out" and "y_0" not in b.names

@@ -6,6 +6,7 @@ Each operation has exactly one result.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -173,16 +174,11 @@ class Module:
 
     # ---- building ------------------------------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
-        used = self.meta.setdefault("_names", None)
+        """A value name not yet used in this module (the one rule: `unique_name`)."""
+        used = self.meta.get("_names")
         if used is None:
-            used = {v.name for v in self.values()}
-            self.meta["_names"] = used
-        i = len(used)
-        while f"{hint}{i}" in used:
-            i += 1
-        name = f"{hint}{i}"
-        used.add(name)
-        return name
+            used = self.meta["_names"] = {v.name for v in self.values()}
+        return unique_name(hint, used)
 
     def add_constant(self, array: np.ndarray, hint: str = "c") -> str:
         name = hint
@@ -195,6 +191,23 @@ class Module:
 
     def invalidate_names(self) -> None:
         self.meta.pop("_names", None)
+
+
+_NOT_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+
+def unique_name(hint: str, taken: set[str]) -> str:
+    """The one naming rule for new values: hint (characters other than letters, digits and '_' as
+    '_') if not taken, else the first free hint_N (N = 0, 1, ...; torch.fx numbers its nodes from
+    _1, so a value derived from node `linear` is `linear_0`, never confused with node `linear_1`).
+    The name is added to `taken`."""
+    base = _NOT_NAME.sub("_", str(hint)) or "v"
+    name, i = base, 0
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
 
 
 def replace_all_uses(module: Module, old: Value, new: Value) -> None:

@@ -18,7 +18,8 @@ import re
 import numpy as np
 import torch
 
-from ..dialects.ir import Module, Operation, TensorType, Value, dtype_name
+from ..dialects.builder import Builder
+from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
 from ..dialects.verifier import verify_module
 from ..errors import ExportError, UnsupportedOpError
@@ -71,25 +72,16 @@ def where(node) -> str:
     return text
 
 
-class Builder:
-    """Emits torch dialect ops into a module while walking the FX graph."""
+class TorchBuilder(Builder):
+    """The shared Builder (rt.dialects.builder), appending torch dialect ops to the module while the
+    FX graph is walked; adds what only the frontend needs: torch values as attributes and operands,
+    one constant per distinct Python scalar, and each op's model source line."""
+
+    trim_absent = False     # torch ops keep every ATen schema operand, absent ones as `none`
 
     def __init__(self, module: Module):
-        self.module = module
-        self.names: set[str] = set()
+        super().__init__(module, names=set(), into=module.ops)
         self._scalars: dict[tuple, Value] = {}
-
-    def _name(self, hint: str) -> str:
-        base = re.sub(r"[^A-Za-z0-9_]", "_", str(hint)) or "v"
-        name, i = base, 0
-        while name in self.names:
-            i += 1
-            name = f"{base}_{i}"
-        self.names.add(name)
-        return name
-
-    def new_value(self, hint: str, ttype: TensorType) -> Value:
-        return Value(self._name(hint), ttype)
 
     def attr(self, v):
         if isinstance(v, torch.dtype):
@@ -104,13 +96,8 @@ class Builder:
             return v.item()
         return v
 
-    def constant(self, name: str, array: np.ndarray, hint: str | None = None) -> Value:
-        self.module.constants[name] = array
-        v = self.new_value(hint or name, TensorType.of(array))
-        op = Operation("const", [], {"name": name}, v)
-        v.producer = op
-        self.module.ops.append(op)
-        return v
+    def constant(self, name: str, array: np.ndarray) -> Value:
+        return self.const(array, name=name)
 
     def scalar(self, value) -> Value:
         """A 0-d constant for a Python scalar in a Tensor slot (float -> f32, int -> i64, bool -> bool)."""
@@ -119,7 +106,7 @@ class Builder:
         v = self._scalars.get(key)
         if v is None:
             name = f"scalar.{len(self._scalars)}"
-            v = self.constant(name, np.array(value, dtype=dt), hint="scalar")
+            v = self.constant(name, np.array(value, dtype=dt))
             self._scalars[key] = v
         return v
 
@@ -134,35 +121,19 @@ class Builder:
         raise TypeError(f"expected a tensor, got {type(x).__name__}: {x!r}")
 
     def emit(self, opname: str, operands: list, attrs: dict, node=None) -> Value:
-        opdef = REGISTRY[opname]
-        attrs = {k: v for k, v in attrs.items() if k in opdef.attrs}
-        # attributes equal to their declared default are left out (short, canonical text)
-        attrs = {k: v for k, v in attrs.items()
-                 if opdef.attrs[k].required or not _same(v, opdef.attrs[k].default)}
-        types = [None if o is None else o.type for o in operands]
-        rtype = opdef.infer(types, opdef.with_defaults(attrs))
-        v = self.new_value(node.name if node is not None else opname.split(".")[1], rtype)
-        op = Operation(opname, list(operands), attrs, v)
-        v.producer = op
-        self.module.ops.append(op)
+        """Build `opname` from a converter's operands and ATen arguments (those the op does not declare
+        are dropped), named after the FX node, which is recorded as its source."""
+        attrs = {k: v for k, v in attrs.items() if k in REGISTRY[opname].attrs}
+        v = self.op(opname, operands, attrs, hint=node.name if node is not None else opname.split(".")[1])
         if node is not None:
             self.module.meta.setdefault("source", {})[v.name] = where(node)
         return v
-
 
     def drop_last(self) -> None:
         """Undo the last emit (a converter found the op to be the identity)."""
         op = self.module.ops.pop()
         self.names.discard(op.result.name)
         self.module.meta.get("source", {}).pop(op.result.name, None)
-
-
-def _same(a, b) -> bool:
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a == b
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return list(a) == list(b)
-    return a == b
 
 
 # ---- capture ------------------------------------------------------------------------------
@@ -244,7 +215,7 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
-    b = Builder(module)
+    b = TorchBuilder(module)
     live = _live_nodes(gm.graph)
     nodes = [n for n in gm.graph.nodes if n in live]
     _check_supported(nodes)
@@ -274,7 +245,7 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
                 continue
             if n.name in param_of:
                 target = param_of[n.name]
-                env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"), hint=target)
+                env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"))
             else:
                 raise ExportError(f"unexpected graph input {n.name}")
         elif n.op == "call_function":

@@ -10,7 +10,6 @@ import math
 import numpy as np
 
 from ..dialects.ir import Module, padded
-from .legalize import reshape
 from .passmanager import register_pass
 from .rewrite import ANY, Approx, Const, Match, N, Pattern, Scalar, apply_patterns
 
@@ -93,7 +92,7 @@ CANONICALIZE = [
             _add_consts),
     Pattern("reshape-identity", "r", {"r": N("fused.reshape", ["$x"])}, _reshape_identity),
     Pattern("reshape-reshape", "r2", {"r1": N("fused.reshape", ["$x"]), "r2": N("fused.reshape", ["r1"])},
-            lambda m, b: reshape(b, m["$x"], m["r2"].type.shape), shared=("r1",)),
+            lambda m, b: b.reshape(m["$x"], m["r2"].type.shape), shared=("r1",)),
     Pattern("permute-permute", "p2", {"p1": N("fused.permute", ["$x"]), "p2": N("fused.permute", ["p1"])},
             _compose_perm, shared=("p1",)),
     Pattern("permute-identity", "p", {"p": N("fused.permute", ["$x"])},
@@ -153,7 +152,7 @@ def _scale_out(divide: bool, through_reshape: bool):
             return None
         alpha = m.attr("mm", "alpha") * (1.0 / s if divide else s)
         y = _mm_rebuild(m, b, "mm", alpha=float(alpha))
-        return reshape(b, y, m["u"].type.shape) if through_reshape else y
+        return b.reshape(y, m["u"].type.shape) if through_reshape else y
     return rw
 
 
@@ -271,7 +270,7 @@ def _ln(m, b):
         n = m["$x"].type.shape[-1]
         if g.type.numel != n or g.type.shape[-1:] != (n,) or m["out"].type != m["$x"].type:
             return None
-        g = reshape(b, g, [n])
+        g = b.reshape(g, [n])
     return b.op("fused.layer_norm", [m["$x"], g], {"eps": float(eps)})
 
 
@@ -307,10 +306,10 @@ def _ln_affine(kind):
         if kind == "gamma":
             if ops[1] is not None or ops[2] is not None:
                 return None
-            return b.op("fused.layer_norm", [ops[0], reshape(b, p, [n])], dict(ln.attrs))
+            return b.op("fused.layer_norm", [ops[0], b.reshape(p, [n])], dict(ln.attrs))
         if ops[2] is not None:
             return None
-        return b.op("fused.layer_norm", [ops[0], ops[1], reshape(b, p, [n])], dict(ln.attrs))
+        return b.op("fused.layer_norm", [ops[0], ops[1], b.reshape(p, [n])], dict(ln.attrs))
     return rw
 
 
@@ -444,15 +443,15 @@ def _bias(through: bool):
             return None
         if through and src.shape[-1] != n:
             return None
-        y = _mm_rebuild(m, b, "mm", {2: reshape(b, bias, [n])})
-        return reshape(b, y, out.shape) if through else y
+        y = _mm_rebuild(m, b, "mm", {2: b.reshape(bias, [n])})
+        return b.reshape(y, out.shape) if through else y
     return rw
 
 
 def _act(through: bool):
     def rw(m, b):
         y = _mm_rebuild(m, b, "mm", act=ACTS[m.op("out").name])
-        return reshape(b, y, m["out"].type.shape) if through else y
+        return b.reshape(y, m["out"].type.shape) if through else y
     return rw
 
 
@@ -464,8 +463,8 @@ def _residual(through: bool):
         src = m["src"] if through else mm.result
         if r.type != out or out != src.type or r is src:
             return None
-        y = _mm_rebuild(m, b, "mm", {3: reshape(b, r, mm.result.type.shape)})
-        return reshape(b, y, out.shape) if through else y
+        y = _mm_rebuild(m, b, "mm", {3: b.reshape(r, mm.result.type.shape)})
+        return b.reshape(y, out.shape) if through else y
     return rw
 
 
@@ -513,7 +512,7 @@ def _merge_heads(m, b):
     if m.attr("a", "merge_heads") or a.result.type.rank != 4 or list(m.attr("t", "perm")) != [0, 2, 1, 3]:
         return None
     y = b.op("fused.attention", list(a.operands), {**a.attrs, "merge_heads": True})
-    return reshape(b, y, m["t"].type.shape)
+    return b.reshape(y, m["t"].type.shape)
 
 
 VIEWS = [Pattern("attention-merge-heads", "t", {"a": N("fused.attention", ["$q", "$k", "$v", "$m?"]),
@@ -558,8 +557,8 @@ def _reduce_lower(m, b):
     rows = int(np.prod(x.type.shape[:-1], dtype=np.int64))
     ones = b.const(np.ones((n, 1), np.float32), "ones")
     alpha = 1.0 / n if r.name == "fused.mean" else 1.0
-    y = b.op(MM, [reshape(b, x, [rows, n]), ones], {"alpha": alpha})
-    return reshape(b, y, r.result.type.shape)
+    y = b.op(MM, [b.reshape(x, [rows, n]), ones], {"alpha": alpha})
+    return b.reshape(y, r.result.type.shape)
 
 
 LOWER_COMPOSITES = [

@@ -11,12 +11,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..dialects.builder import Builder
 from ..dialects.ir import Module, Operation, Value, padded, remap
 from ..dialects.registry import REGISTRY
 from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
 from .passmanager import register_pass
-from .rewrite import Builder, scalar_of
+from .rewrite import scalar_of
 
 Converter = Callable[[Builder, Operation, dict, Module], Value]
 CONVERTERS: dict[str, Converter] = {}
@@ -36,25 +37,9 @@ def _norm(d: int, rank: int) -> int:
     return d % max(rank, 1)
 
 
-# ---- helpers used by converters (and by fusion rewrites) ------------------------------------
-def reshape(b: Builder, x: Value, shape) -> Value:
-    shape = [int(s) for s in shape]
-    if tuple(shape) == x.type.shape:
-        return x
-    return b.op("fused.reshape", [x], {"shape": shape})
-
-
-def cast(b: Builder, x: Value, dtype: str) -> Value:
-    if x.type.dtype == dtype:
-        return x
-    arr = b.module.const_value(x)
-    if arr is not None and arr.ndim == 0:
-        return b.const(np.asarray(arr).astype(x.type.with_dtype(dtype).np_dtype), "scalar")
-    return b.op("fused.cast", [x], {"dtype": dtype})
-
-
+# ---- helpers used by converters -------------------------------------------------------------
 def binary(b: Builder, name: str, x: Value, y: Value, dtype: str) -> Value:
-    return b.op(name, [cast(b, x, dtype), cast(b, y, dtype)])
+    return b.op(name, [b.cast(x, dtype), b.cast(y, dtype)])
 
 
 def matmul(b: Builder, x: Value, w: Value, bias: Value | None = None, residual: Value | None = None,
@@ -65,10 +50,10 @@ def matmul(b: Builder, x: Value, w: Value, bias: Value | None = None, residual: 
     if w.type.rank == 2 and x.type.rank != 2:
         n = w.type.shape[0] if transpose_b else w.type.shape[1]
         m = int(np.prod(lead, dtype=np.int64))
-        x2 = reshape(b, x, [m, k])
-        r2 = None if residual is None else reshape(b, residual, [m, n])
+        x2 = b.reshape(x, [m, k])
+        r2 = None if residual is None else b.reshape(residual, [m, n])
         y = b.op("fused.matmul", [x2, w, bias, r2], {"transpose_b": transpose_b, "alpha": float(alpha)})
-        return reshape(b, y, list(lead) + [n])
+        return b.reshape(y, list(lead) + [n])
     return b.op("fused.matmul", [x, w, bias, residual], {"transpose_b": transpose_b, "alpha": float(alpha)})
 
 
@@ -86,7 +71,7 @@ def _bias_and_residual(b, c: Value, n: int, out_shape, beta):
     if beta != 1:
         c = b.op("fused.mul", [c, b.scalar(beta)])
     if c.type.numel == n and c.type.shape[-1:] == (n,) and c.type.rank >= 1:
-        return reshape(b, c, [n]), None, None
+        return b.reshape(c, [n]), None, None
     if c.type.shape == tuple(out_shape):
         return None, c, None
     return None, None, c
@@ -105,14 +90,14 @@ def _addmm(b, op, at, m):
 def _matmul(b, op, at, m):
     x, w = op.operands
     if x.type.rank == 1 and w.type.rank == 1:
-        y = b.op("fused.matmul", [reshape(b, x, [1, x.type.shape[0]]), reshape(b, w, [w.type.shape[0], 1])])
-        return reshape(b, y, [])
+        y = b.op("fused.matmul", [b.reshape(x, [1, x.type.shape[0]]), b.reshape(w, [w.type.shape[0], 1])])
+        return b.reshape(y, [])
     if x.type.rank == 1:
-        y = b.op("fused.matmul", [reshape(b, x, [1, x.type.shape[0]]), w])
-        return reshape(b, y, op.result.type.shape)
+        y = b.op("fused.matmul", [b.reshape(x, [1, x.type.shape[0]]), w])
+        return b.reshape(y, op.result.type.shape)
     if w.type.rank == 1:
-        y = matmul(b, x, reshape(b, w, [w.type.shape[0], 1]))
-        return reshape(b, y, op.result.type.shape)
+        y = matmul(b, x, b.reshape(w, [w.type.shape[0], 1]))
+        return b.reshape(y, op.result.type.shape)
     if w.type.rank == 2:
         return matmul(b, x, w)
     return b.op("fused.matmul", [x, w])
@@ -121,7 +106,7 @@ def _matmul(b, op, at, m):
 # ---- elementwise ----------------------------------------------------------------------------
 def _unary(fused_name):
     def conv(b, op, at, m):
-        return b.op(fused_name, [cast(b, op.operands[0], op.result.type.dtype)])
+        return b.op(fused_name, [b.cast(op.operands[0], op.result.type.dtype)])
     return conv
 
 
@@ -149,7 +134,7 @@ def _reciprocal(b, op, at, m):
 
 @converts("torch.pow.Tensor_Scalar")
 def _pow(b, op, at, m):
-    return b.op("fused.pow", [cast(b, op.operands[0], op.result.type.dtype)], {"exponent": float(at["exponent"])})
+    return b.op("fused.pow", [b.cast(op.operands[0], op.result.type.dtype)], {"exponent": float(at["exponent"])})
 
 
 @converts("torch.pow.Tensor_Tensor")
@@ -158,7 +143,7 @@ def _pow_tt(b, op, at, m):
     s = scalar_of(m, e)
     if s is None:
         raise LoweringError("pow with a tensor exponent is not supported")
-    return b.op("fused.pow", [cast(b, x, op.result.type.dtype)], {"exponent": s})
+    return b.op("fused.pow", [b.cast(x, op.result.type.dtype)], {"exponent": s})
 
 
 def _binary(fused_name, has_alpha=False):
@@ -166,7 +151,7 @@ def _binary(fused_name, has_alpha=False):
         x, y = op.operands
         dt = op.result.type.dtype
         if has_alpha and at.get("alpha", 1) != 1:
-            y = b.op("fused.mul", [cast(b, y, dt), b.const(np.array(at["alpha"], op.result.type.np_dtype), "scalar")])
+            y = b.op("fused.mul", [b.cast(y, dt), b.const(np.array(at["alpha"], op.result.type.np_dtype), "scalar")])
         return binary(b, fused_name, x, y, dt)
     return conv
 
@@ -183,7 +168,7 @@ def _rsub(b, op, at, m):
     dt = op.result.type.dtype
     npdt = op.result.type.np_dtype
     if at["alpha"] != 1:
-        x = b.op("fused.mul", [cast(b, x, dt), b.const(np.array(at["alpha"], npdt), "scalar")])
+        x = b.op("fused.mul", [b.cast(x, dt), b.const(np.array(at["alpha"], npdt), "scalar")])
     return binary(b, "fused.sub", b.const(np.array(at["other"], npdt), "scalar"), x, dt)
 
 
@@ -197,7 +182,7 @@ def _fill_select(b, x: Value, mask: Value, value: float, m: Module) -> Value:
         keep = b.const((~marr.astype(bool)).astype(dt), "keep")
         fill = b.const(np.where(marr, value, 0).astype(dt), "fill")
         return b.op("fused.add", [b.op("fused.mul", [x, keep]), fill])
-    mf = cast(b, mask, x.type.dtype)
+    mf = b.cast(mask, x.type.dtype)
     keep = b.op("fused.sub", [b.const(np.array(1, dt), "scalar"), mf])
     v = NEG_BIG if value == -math.inf else value
     return b.op("fused.add", [b.op("fused.mul", [x, keep]), b.op("fused.mul", [mf, b.const(np.array(v, dt), "scalar")])])
@@ -224,17 +209,17 @@ def _where(b, op, at, m):
     dt = op.result.type.dtype
     sx, sy = scalar_of(m, x), scalar_of(m, y)
     if sx is not None:           # where(c, s, y) = masked_fill(y, c, s)
-        return _fill_select(b, cast(b, y, dt), c, sx, m)
+        return _fill_select(b, b.cast(y, dt), c, sx, m)
     if sy is not None:           # where(c, x, s) = masked_fill(x, ~c, s)
         carr = m.const_value(c)
         if carr is None:
-            return _fill_select(b, cast(b, x, dt), _not(b, c), sy, m)
-        return _fill_select(b, cast(b, x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
+            return _fill_select(b, b.cast(x, dt), _not(b, c), sy, m)
+        return _fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
     raise LoweringError("torch.where between two tensors is not supported (no kernel)")
 
 
 def _not(b, c: Value) -> Value:
-    f = cast(b, c, "f32")
+    f = b.cast(c, "f32")
     return b.op("fused.sub", [b.const(np.array(1, np.float32), "scalar"), f])
 
 
@@ -245,7 +230,7 @@ def _logic(identity: bool):
         for keep, other in ((x, y), (y, x)):
             arr = m.const_value(other)
             if arr is not None and np.all(arr.astype(bool) == identity):
-                v = cast(b, keep, op.result.type.dtype)
+                v = b.cast(keep, op.result.type.dtype)
                 if v.type.shape != op.result.type.shape:
                     v = b.op("fused.expand", [v], {"shape": list(op.result.type.shape)})
                 return v
@@ -261,13 +246,13 @@ for _n in ("torch.__or__.Tensor", "torch.bitwise_or.Tensor", "torch.logical_or")
 
 @converts("torch.to.dtype", "torch.to.dtype_layout", "torch.to.device", "torch._to_copy", "torch.to.other")
 def _to(b, op, at, m):
-    return cast(b, op.operands[0], op.result.type.dtype)
+    return b.cast(op.operands[0], op.result.type.dtype)
 
 
 # ---- normalisation, softmax, reductions -----------------------------------------------------
 @converts("torch.softmax.int", "torch._softmax")
 def _softmax(b, op, at, m):
-    x = cast(b, op.operands[0], op.result.type.dtype)
+    x = b.cast(op.operands[0], op.result.type.dtype)
     d = _norm(at["dim"], x.type.rank)
     if d == x.type.rank - 1 or x.type.rank == 0:
         return b.op("fused.softmax", [x])
@@ -285,14 +270,14 @@ def _layer_norm(b, op, at, m):
         return b.op("fused.layer_norm", [x, g, beta], {"eps": float(at["eps"])})
     n = int(np.prod(ns))
     lead = list(x.type.shape[:-len(ns)])
-    y = b.op("fused.layer_norm", [reshape(b, x, lead + [n]), None if g is None else reshape(b, g, [n]),
-                                  None if beta is None else reshape(b, beta, [n])], {"eps": float(at["eps"])})
-    return reshape(b, y, x.type.shape)
+    y = b.op("fused.layer_norm", [b.reshape(x, lead + [n]), None if g is None else b.reshape(g, [n]),
+                                  None if beta is None else b.reshape(beta, [n])], {"eps": float(at["eps"])})
+    return b.reshape(y, x.type.shape)
 
 
 def _reduce(name):
     def conv(b, op, at, m):
-        x = cast(b, op.operands[0], op.result.type.dtype)
+        x = b.cast(op.operands[0], op.result.type.dtype)
         dims = at.get("dim")
         dims = list(range(x.type.rank)) if not dims else [_norm(d, x.type.rank) for d in dims]
         return b.op(name, [x], {"dims": dims, "keepdim": bool(at["keepdim"])})
@@ -317,9 +302,9 @@ def additive_mask(b: Builder, mask: Value, m: Module) -> Value:
             return b.const(np.where(arr, 0.0, -np.inf).astype(np.float32), "mask")
         return b.const(arr.astype(np.float32), "mask")
     if mask.type.dtype == "bool":
-        f = cast(b, mask, "f32")        # (m - 1) * FLT_MAX: 0 where attended, -FLT_MAX elsewhere
+        f = b.cast(mask, "f32")        # (m - 1) * FLT_MAX: 0 where attended, -FLT_MAX elsewhere
         return b.op("fused.mul", [b.op("fused.sub", [f, b.scalar(1.0)]), b.scalar(-NEG_BIG)])
-    return cast(b, mask, "f32")
+    return b.cast(mask, "f32")
 
 
 @converts("torch.scaled_dot_product_attention")
@@ -331,19 +316,19 @@ def _sdpa(b, op, at, m):
     rank = q.type.rank
     shape = op.result.type.shape
     if rank == 2:
-        q, k, v = (reshape(b, t, [1, *t.type.shape]) for t in (q, k, v))
+        q, k, v = (b.reshape(t, [1, *t.type.shape]) for t in (q, k, v))
     elif rank > 4:
-        q, k, v = (reshape(b, t, [int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
+        q, k, v = (b.reshape(t, [int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
                    for t in (q, k, v))
     madd = None
     if mask is not None:
         madd = additive_mask(b, mask, m)
         if rank > 4 or rank == 2:
             full = tuple(np.broadcast_shapes(madd.type.shape, op.result.type.shape[:-1] + (k.type.shape[-2],)))
-            madd = reshape(b, b.op("fused.expand", [madd], {"shape": list(full)}),
+            madd = b.reshape(b.op("fused.expand", [madd], {"shape": list(full)}),
                            [*q.type.shape[:-1], k.type.shape[-2]])
     y = b.op("fused.attention", [q, k, v, madd], {"scale": float(scale), "causal": bool(at["is_causal"])})
-    return reshape(b, y, shape)
+    return b.reshape(y, shape)
 
 
 # ---- gathers --------------------------------------------------------------------------------
@@ -357,7 +342,7 @@ def _embedding(b, op, at, m):
 def _index_select(b, op, at, m):
     x, idx = op.operands
     if _norm(at["dim"], x.type.rank) == 0 and x.type.rank == 2:
-        return b.op("fused.embedding", [x, reshape(b, idx, [max(idx.type.numel, 1)])])
+        return b.op("fused.embedding", [x, b.reshape(idx, [max(idx.type.numel, 1)])])
     raise LoweringError("index_select is only supported on dim 0 of a 2-D tensor")
 
 
@@ -400,7 +385,7 @@ def _index(b, op, at, m):
     shape = [1] * len(bshape)
     for d in order:
         shape[axes[d]] = x.type.shape[d]
-    y = reshape(b, y, shape + [x.type.shape[d] for d in rest])
+    y = b.reshape(y, shape + [x.type.shape[d] for d in rest])
     out = list(bshape) + [x.type.shape[d] for d in rest]
     if list(y.type.shape) != out:
         y = b.op("fused.expand", [y], {"shape": out})
@@ -413,7 +398,7 @@ def _index(b, op, at, m):
 @converts("torch.view", "torch.reshape", "torch._unsafe_view", "torch.flatten.using_ints", "torch.unsqueeze",
           "torch.squeeze.dim", "torch.squeeze.dims", "torch.squeeze")
 def _reshape(b, op, at, m):
-    return reshape(b, op.operands[0], op.result.type.shape)
+    return b.reshape(op.operands[0], op.result.type.shape)
 
 
 @converts("torch.transpose.int", "torch.permute", "torch.t")
@@ -450,7 +435,7 @@ def _select(b, op, at, m):
     d = _norm(at["dim"], x.type.rank)
     i = at["index"] % x.type.shape[d]
     y = b.op("fused.slice", [x], {"dim": d, "start": i, "end": i + 1}) if x.type.shape[d] > 1 else x
-    return reshape(b, y, op.result.type.shape)
+    return b.reshape(y, op.result.type.shape)
 
 
 # ---- the pass -------------------------------------------------------------------------------
@@ -478,10 +463,7 @@ def legalize(module: Module) -> None:
             raise LoweringError(f"{op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}: {e}") from None
         if new.type != op.result.type:
             raise LoweringError(f"converter for {op.name} gave {new.type}, expected {op.result.type}")
-        if new.producer is not None and new.producer in b.new_ops:
-            names.discard(new.name)
-            new.name = op.result.name
-            names.add(new.name)
+        b.rename(new, op.result.name)      # the result keeps the torch op's name
         out_ops.extend(b.new_ops)
         replace[op.result] = new
     if unsupported:

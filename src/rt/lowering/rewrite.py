@@ -34,7 +34,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, TensorType, Value, replace_all_uses
+from ..dialects.builder import Builder, same_attr
+from ..dialects.ir import Module, Operation, Value, replace_all_uses
 from ..dialects.registry import COMMUTATIVE, REGISTRY
 from ..errors import LoweringError
 
@@ -159,16 +160,12 @@ def scalar_of(module: Module, v: Value | None) -> float | None:
     return float(first)
 
 
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
 def _attr_ok(constraint, value) -> bool:
     if isinstance(constraint, Approx):
         return constraint.ok(value)
     if callable(constraint):
         return bool(constraint(value))
-    return _same(constraint, value, rel=1e-6)
+    return same_attr(constraint, value, rel=1e-6)
 
 
 def _capture(m, name, v):
@@ -268,72 +265,6 @@ class Matcher:
             raise TypeError(f"bad operand pattern {pat!r}")
 
 
-# ---- building replacements ------------------------------------------------------------------
-class Builder:
-    """Creates ops (types inferred through the registry) to insert before the anchor op."""
-
-    def __init__(self, module: Module, names: set[str], hint: str):
-        self.module = module
-        self.names = names
-        self.hint = hint
-        self.new_ops: list[Operation] = []
-
-    def fresh(self, hint: str | None = None) -> str:
-        base = hint or self.hint
-        i = 0
-        while True:
-            name = f"{base}_{i}"
-            if name not in self.names:
-                self.names.add(name)
-                return name
-            i += 1
-
-    def op(self, name: str, operands: list[Value | None], attrs: dict | None = None) -> Value:
-        opdef = REGISTRY[name]
-        attrs = dict(attrs or {})
-        # drop attributes equal to their default so the text stays short and canonical
-        for k in list(attrs):
-            spec = opdef.attrs.get(k)
-            if spec is None:
-                raise LoweringError(f"{name} has no attribute {k!r}")
-            if not spec.required and _same(spec.default, attrs[k]):
-                del attrs[k]
-        while len(operands) > opdef.operand_range()[0] and operands and operands[-1] is None:
-            operands = operands[:-1]
-        types = [None if v is None else v.type for v in operands]
-        try:
-            rtype = opdef.infer(types, opdef.with_defaults(attrs))
-        except Exception as e:
-            raise LoweringError(f"cannot build {name} from {[str(t) for t in types]} {attrs}: {e}") from e
-        v = Value(self.fresh(), rtype)
-        op = Operation(name, list(operands), attrs, v)
-        v.producer = op
-        self.new_ops.append(op)
-        return v
-
-    def const(self, array: np.ndarray, hint: str = "c") -> Value:
-        array = np.asarray(array)
-        cname = self.module.add_constant(array, hint)
-        v = Value(self.fresh(hint.replace(".", "_")), TensorType.of(array))
-        op = Operation("const", [], {"name": cname}, v)
-        v.producer = op
-        self.new_ops.append(op)
-        return v
-
-    def scalar(self, x: float, dtype=np.float32) -> Value:
-        return self.const(np.array(x, dtype=dtype), "scalar")
-
-
-def _same(a, b, rel: float = 0.0) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if _is_num(a) and _is_num(b):
-        return math.isclose(float(a), float(b), rel_tol=rel, abs_tol=0.0) if rel else float(a) == float(b)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y, rel) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
-
-
 # ---- driver ---------------------------------------------------------------------------------
 def _module_names(module: Module) -> set[str]:
     return {v.name for v in module.values()}
@@ -361,15 +292,13 @@ def apply_at(module: Module, pattern: Pattern, op: Operation, users, names: set[
             for nop in b.new_ops:
                 names.discard(nop.result.name)
             continue
+        b.rename(new, op.result.name)      # the replacement takes the anchor's name (the anchor goes)
         _commit(module, op, new, b.new_ops, m, pattern.shared)
         return True
     return False
 
 
 def _commit(module: Module, root: Operation, new: Value, new_ops: list[Operation], m: Match, shared) -> None:
-    # the replacement's final value takes the anchor's name (the anchor goes away)
-    if new.producer is not None and new.producer in new_ops and new is not root.result:
-        new.name = root.result.name
     idx = next(i for i, o in enumerate(module.ops) if o is root)
     module.ops[idx:idx] = new_ops
     if new is not root.result:
