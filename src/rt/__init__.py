@@ -1,9 +1,21 @@
 """rt: an ahead-of-time compiler and runtime that runs PyTorch models fast on the CPU."""
-from .api import CompiledModel, compile, load
 from .errors import (ExportError, IndexOutOfRangeError, InputError, IRParseError, KernelError, LoweringError,
                      MissingDependencyError, ModelFileError, ProgramError, RtError, SaveError, UnsupportedOpError,
                      UsageError, VerificationError)
+from .target import Target
 
-__all__ = ["compile", "load", "CompiledModel", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
+# The compiled runtime loads on first use of these, so the IR and lowering packages (rt.dialects,
+# rt.lowering) import without it.
+_API = ("compile", "load", "CompiledModel")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'rt' has no attribute {name!r}")
+
+
+__all__ = [*_API, "Target", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
            "ModelFileError", "UnsupportedOpError", "VerificationError", "KernelError", "IndexOutOfRangeError",
            "ProgramError", "SaveError", "MissingDependencyError", "UsageError"]

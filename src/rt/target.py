@@ -9,6 +9,10 @@ from dataclasses import dataclass, field, replace
 from .abi import CPU_FEATURES, MATVEC_SMALL_ELEMS, SPLIT_CHUNK
 from .errors import UsageError
 
+class TargetChangedWarning(UserWarning):
+    """A loaded model was compiled for another machine; what depends on the machine was decided again."""
+
+
 # x86-64 ISA levels by the features rt's kernels care about (the levels its C code is cloned for).
 _LEVELS = (("x86-64-v4", {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx2", "fma"}),
            ("x86-64-v3", {"avx2", "fma", "f16c", "avx"}),
