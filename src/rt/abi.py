@@ -8,7 +8,8 @@ files hold IR, not records), so fields may be added, removed or reordered freely
 
 Field specs: args `"a b bias? out"` (`?` = optional: absent is slot -1), ints `"M N act:act shape[6]"`
 (plain ints are extents, checked to lie in [0, MAX_EXTENT] by the generic checker; `:bool` is 0/1;
-`:<enum>` one of ENUMS' names, filled by name from Python; `[n]` an array of n extents), floats `"eps"`.
+`:<enum>` one of ENUMS' names, filled by name from Python; `[n]` an array of n extents), floats `"eps"`
+(`"alpha=0"`: a parameter only some ops of the family use, 0 when left out).
 The C checker of each family checks everything else (buffer sizes, consistency).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ SPLIT_CHUNK = 64
 ENUMS: dict[str, tuple[str, ...]] = {
     "dtype": ("f32", "i64", "bool", "i32"),
     # MATMUL epilogue activation
-    "act": ("none", "relu", "gelu_tanh", "gelu_erf"),
+    "act": ("none", "relu", "gelu_tanh", "gelu_erf", "silu"),
     # How MATMUL reads B: BLAS; oneDNN reading the constant B in place; oneDNN reading a copy of the
     # constant B reordered once into its preferred layout; rt's one-row kernel on a copy of the
     # constant B in 3.5 bytes per float (matvec_split.c); rt's register-blocked one-row loops for a
@@ -58,6 +59,7 @@ class Field:
     count: int = 1            # > 1: an array
     enum: str | None = None   # "bool", or a key of ENUMS
     optional: bool = False    # args only
+    default: float | None = None   # floats: the value when an encoder leaves the field out
 
     @property
     def limit(self) -> int:
@@ -69,6 +71,11 @@ class Field:
 
 def _args(spec: str) -> tuple[Field, ...]:
     return tuple(Field(w.rstrip("?"), optional=w.endswith("?")) for w in spec.split())
+
+
+def _float(w: str) -> Field:
+    name, eq, default = w.partition("=")
+    return Field(name, default=float(default) if eq else None)
 
 
 def _ints(spec: str) -> tuple[Field, ...]:
@@ -104,7 +111,7 @@ class Family:
 
 
 def family(name: str, doc: str, args: str, ints: str = "", floats: str = "") -> Family:
-    fam = Family(name, _args(args), _ints(ints), tuple(Field(w) for w in floats.split()), doc)
+    fam = Family(name, _args(args), _ints(ints), tuple(_float(w) for w in floats.split()), doc)
     if len(fam.args) > MAX_ARGS or sum(f.count for f in fam.ints) > MAX_IP or len(fam.floats) > MAX_FP:
         raise ValueError(f"family {name} has more fields than a record holds")
     return fam
@@ -123,13 +130,36 @@ one row.""",
     "b1 b2 M N K trans_a:bool trans_b:bool lda ldb ldc sa1 sa2 sb1 sb2 sc1 sc2 act:act b_mode:b_mode",
     "alpha")
 
-UNARY = family("unary", "out[i] = f(x[i]) over n floats; x may be out (in place).", "x out", "n")
+UNARY = family("unary", """
+out[i] = f(x[i]) over n floats; x may be out (in place). alpha, beta: the op's parameters (leaky_relu,
+elu: alpha the slope / scale; clamp: [alpha, beta]; pow: x ** alpha; softplus: beta alpha, threshold
+beta; others ignore them).""", "x out", "n", "alpha=0 beta=0")
+
+# The unary ops, by their fused/planned names; C op NAME = name.upper(), C row function rt_row_<name>
+# (csrc/rt_unary.h), numpy reference in rt.dialects.numerics.UNARY.
+UNARY_OPS = ("relu", "gelu_tanh", "gelu_erf", "tanh", "sigmoid", "neg", "exp", "sqrt", "rsqrt", "silu",
+             "sin", "cos", "erf", "abs", "log", "log1p", "expm1", "reciprocal", "floor", "ceil", "round",
+             "trunc", "sign", "hardswish", "hardsigmoid", "mish", "softplus", "elu", "leaky_relu", "clamp",
+             "pow")
 
 BINARY = family("binary", """
 out = a (op) b with broadcasting: out is contiguous with `shape` (first ndim entries used), a and b are
 read through their strides (a stride of 0 broadcasts). out may be a or b when that input is
 contiguous with out's shape; no other overlap.""",
     "a b out", f"ndim shape{ND} a_stride{ND} b_stride{ND}")
+
+BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor")
+
+REDUCE = family("reduce", """
+out[kept] = reduce over the last nred of ndim dims of x (read through its strides, the kept dims
+first): contiguous out with the kept dims' shape. mean divides the sum by the count; amax/amin
+propagate NaN, as torch does; an empty reduction gives 0 (sum, mean: NaN), 1 (prod), -inf/inf.""",
+    "x out", f"ndim nred shape{ND} stride{ND}")
+
+REDUCE_OPS = ("sum", "mean", "amax", "amin", "prod")
+
+RMS_NORM = family("rms_norm", "out = x / sqrt(mean(x^2 over the last dim) + eps) * gamma, rows of cols; x may "
+                  "be out.", "x gamma? out", "rows cols", "eps")
 
 SOFTMAX = family("softmax", "Softmax over the last dim of [rows, cols]; x may be out. A row of all -inf "
                  "gives NaN, as torch.softmax does.", "x out", "rows cols")
@@ -157,8 +187,11 @@ EMBEDDING = family("embedding", "out[i] = table[idx[i]] (idx int64, table read t
                    "index outside [0, vocab) stops the run with error index (detail = the index).",
                    "table idx out", "n vocab dim row_stride col_stride")
 
-COPY = family("copy", "Strided gather of x into a contiguous out; items of itemsize bytes (1, 2, 4, 8).",
-              "x out", f"ndim shape{ND} stride{ND} itemsize")
+COPY = family("copy", """
+Strided copy of x (strides `stride`) into out (strides `out_stride`: nonzero where a dim is above 1, so
+no item is written twice); items of itemsize bytes (1, 2, 4, 8). A contiguous out for a copy; a
+slice of a bigger out for each part of a concatenation.""",
+              "x out", f"ndim shape{ND} stride{ND} out_stride{ND} itemsize")
 
 CAST = family("cast", "out = x converted (float -> int truncates toward zero; to bool is x != 0).",
               "x out", "n src:dtype dst:dtype")
@@ -177,9 +210,10 @@ class Op:
 # Op codes are positions in this list.
 OPS: tuple[Op, ...] = (
     Op("MATMUL", MATMUL),
-    *(Op(n, UNARY) for n in ("RELU", "GELU_TANH", "GELU_ERF", "TANH", "SIGMOID", "NEG", "EXP", "SQRT",
-                             "RSQRT")),
-    *(Op(n, BINARY) for n in ("ADD", "SUB", "MUL", "DIV")),
+    *(Op(n.upper(), UNARY) for n in UNARY_OPS),
+    *(Op(n.upper(), BINARY) for n in BINARY_OPS),
+    *(Op(n.upper(), REDUCE) for n in REDUCE_OPS),
+    Op("RMS_NORM", RMS_NORM),
     Op("SOFTMAX", SOFTMAX),
     Op("LAYER_NORM", LAYER_NORM),
     Op("ATTENTION", ATTENTION),

@@ -1,4 +1,5 @@
-/* COPY: strided gather into a contiguous buffer. CAST: dtype conversion. */
+/* COPY: strided gather into a (usually contiguous) out; a concatenation is one COPY per part into
+ * its slice of the out. CAST: dtype conversion. */
 #include "rt_kernel.h"
 
 /* Gather one row of n items at stride s (in items) for each supported item size. */
@@ -34,7 +35,8 @@ COPY_TILED(uint16_t)
 COPY_TILED(uint32_t)
 COPY_TILED(uint64_t)
 
-/* Operand 0 of the space is x, operand 1 the (contiguous) output; x's dim k has unit stride. */
+/* Operand 0 of the space is x, operand 1 the output (unit stride in its last dim); x's dim k has
+ * unit stride. */
 static void copy_tiled(const char *x, char *y, const rt_space *s, int k, int64_t isz)
 {
     void (*tile)(const char *, char *, int64_t, int64_t, int64_t, int64_t) =
@@ -59,19 +61,17 @@ int rt_k_copy(const rt_op *op, char *const *arg)
     const rt_copy_ints *ip = &op->ip.copy;
     int nd0 = (int)ip->ndim;
     const int64_t *shape = ip->shape;
-    int64_t out_stride[RT_MAX_NDIM], isz = ip->itemsize;
-    for (int d = nd0 - 1; d >= 0; d--) /* the output is contiguous */
-        out_stride[d] = d == nd0 - 1 ? 1 : out_stride[d + 1] * shape[d + 1];
+    int64_t isz = ip->itemsize;
     rt_space s;
-    const int64_t *strides[2] = {ip->stride, out_stride};
+    const int64_t *strides[2] = {ip->stride, ip->out_stride};
     rt_collapse(&s, nd0, shape, 2, strides);
     int nd = s.ndim;
-    int64_t cols = s.shape[nd - 1], rows = 1, inner = s.stride[0][nd - 1];
+    int64_t cols = s.shape[nd - 1], rows = 1, inner = s.stride[0][nd - 1], oin = s.stride[1][nd - 1];
     for (int d = 0; d < nd - 1; d++) rows *= s.shape[d];
     if (rows == 0 || cols == 0) return RT_OK;
     const char *x = arg[RT_COPY_X];
     char *y = arg[RT_COPY_OUT];
-    for (int k = 0; k < nd - 1 && inner != 1; k++)
+    for (int k = 0; k < nd - 1 && inner != 1 && oin == 1; k++)
         if (s.stride[0][k] == 1) {
             copy_tiled(x, y, &s, k, isz);
             return RT_OK;
@@ -81,11 +81,14 @@ int rt_k_copy(const rt_op *op, char *const *arg)
     RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, {
         int64_t off[2];
         rt_row_offsets(&s, r, -1, off);
-        char *yr = y + r * cols * isz;
-        if (inner == 1)
-            memcpy(yr, x + off[0] * isz, (size_t)(cols * isz));
+        char *yr = y + off[1] * isz;
+        const char *xr = x + off[0] * isz;
+        if (inner == 1 && oin == 1)
+            memcpy(yr, xr, (size_t)(cols * isz));
+        else if (oin == 1)
+            gather(xr, inner, yr, cols);
         else
-            gather(x + off[0] * isz, inner, yr, cols);
+            for (int64_t j = 0; j < cols; j++) memcpy(yr + j * oin * isz, xr + j * inner * isz, (size_t)isz);
     });
     return RT_OK;
 }
@@ -99,9 +102,11 @@ int rt_c_copy(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     RT_CHECK(isz == 1 || isz == 2 || isz == 4 || isz == 8, "itemsize %lld not 1, 2, 4 or 8",
              (long long)isz);
     int64_t n = 1;
-    for (int d = 0; d < nd; d++) n = rt_mul(n, ip->shape[d]);
+    for (int d = 0; d < nd; d++)
+        RT_CHECK(ip->shape[d] <= 1 || ip->out_stride[d] > 0, "out_stride[%d] is 0 for a dim of %lld", d,
+                 (long long)ip->shape[d]);
     return rt_need(op, avail, RT_COPY_X, rt_reach(nd, ip->shape, ip->stride), isz, "x", msg, msglen) ||
-           rt_need(op, avail, RT_COPY_OUT, n, isz, "out", msg, msglen);
+           rt_need(op, avail, RT_COPY_OUT, rt_reach(nd, ip->shape, ip->out_stride), isz, "out", msg, msglen);
 }
 
 /* ---- CAST: every (src, dst) pair from one table of converters ---- */

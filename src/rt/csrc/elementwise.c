@@ -7,8 +7,9 @@
 /* ---- unary: x may equal y (in place), so no restrict here ---- */
 
 #define RT_UNARY_DEF(name, expr)                                                  \
-    RT_SIMD void rt_row_##name(const float *x_, float *y, int64_t n)              \
+    RT_SIMD void rt_row_##name(const float *x_, float *y, int64_t n, float a, float b) \
     {                                                                             \
+        (void)a, (void)b;                                                         \
         for (int64_t i = 0; i < n; i++) {                                         \
             float x = x_[i];                                                      \
             y[i] = (expr);                                                        \
@@ -16,21 +17,50 @@
     }                                                                             \
     int rt_k_##name(const rt_op *op, char *const *arg)                            \
     {                                                                             \
-        unary_run(rt_row_##name, (const float *)arg[RT_UNARY_X], (float *)arg[RT_UNARY_OUT], op->ip.unary.n); \
+        unary_run(rt_row_##name, op, arg);                                        \
         return RT_OK;                                                             \
     }
 
-typedef void (*row_fn)(const float *x, float *y, int64_t n);
-
-static void unary_run(row_fn f, const float *x, float *y, int64_t n)
+static void unary_run(rt_row_fn f, const rt_op *op, char *const *arg)
 {
+    const float *x = (const float *)arg[RT_UNARY_X];
+    float *y = (float *)arg[RT_UNARY_OUT];
+    int64_t n = op->ip.unary.n;
+    float a = (float)op->fp.unary.alpha, b = (float)op->fp.unary.beta;
     RT_FOR(n >= RT_PAR_MIN_ELEMS, c, (n + RT_CHUNK - 1) / RT_CHUNK, {
         int64_t lo = c * RT_CHUNK, len = n - lo < RT_CHUNK ? n - lo : RT_CHUNK;
-        f(x + lo, y + lo, len);
+        f(x + lo, y + lo, len, a, b);
     });
 }
 
 RT_UNARY_LIST(RT_UNARY_DEF)
+
+/* pow by a constant exponent: the common exponents as their own loops (a square, a root), any
+ * other through rt_powf. */
+#define RT_POW_ROW(name, expr)                                                    \
+    RT_SIMD static void name(const float *x_, float *y, int64_t n, float a, float b) \
+    {                                                                             \
+        (void)a, (void)b;                                                         \
+        for (int64_t i = 0; i < n; i++) {                                         \
+            float x = x_[i];                                                      \
+            y[i] = (expr);                                                        \
+        }                                                                         \
+    }
+RT_POW_ROW(pow_square, x * x)
+RT_POW_ROW(pow_cube, x * x * x)
+RT_POW_ROW(pow_sqrt, sqrtf(x))
+RT_POW_ROW(pow_rsqrt, 1.f / sqrtf(x))
+RT_POW_ROW(pow_recip, 1.f / x)
+RT_POW_ROW(pow_any, rt_powf(x, a))
+
+int rt_k_pow(const rt_op *op, char *const *arg)
+{
+    float p = (float)op->fp.unary.alpha;
+    rt_row_fn f = p == 2.f ? pow_square : p == 3.f ? pow_cube : p == 0.5f ? pow_sqrt
+                : p == -0.5f ? pow_rsqrt : p == -1.f ? pow_recip : pow_any;
+    unary_run(f, op, arg);
+    return RT_OK;
+}
 
 int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
@@ -43,20 +73,32 @@ int rt_c_unary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 
 /* One inner row per (op, stride case): unit/unit, unit/broadcast, broadcast/unit,
  * and any strides. out may alias a unit-stride input, so no restrict. */
-#define RT_BIN_ROWS(name, OP)                                                            \
-    RT_SIMD static void name##_row(const float *a, int64_t as, const float *b, int64_t bs, \
+#define RT_BIN_ROWS(name, expr)                                                          \
+    RT_SIMD static void name##_row(const float *a_, int64_t as, const float *b_, int64_t bs, \
                                    float *y, int64_t n)                                 \
     {                                                                                   \
         if (as == 1 && bs == 1)                                                         \
-            for (int64_t i = 0; i < n; i++) y[i] = a[i] OP b[i];                        \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                float a = a_[i], b = b_[i];                                             \
+                y[i] = (expr);                                                          \
+            }                                                                           \
         else if (as == 1 && bs == 0) {                                                  \
-            float bv = b[0];                                                            \
-            for (int64_t i = 0; i < n; i++) y[i] = a[i] OP bv;                          \
+            float b = b_[0];                                                            \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                float a = a_[i];                                                        \
+                y[i] = (expr);                                                          \
+            }                                                                           \
         } else if (as == 0 && bs == 1) {                                                \
-            float av = a[0];                                                            \
-            for (int64_t i = 0; i < n; i++) y[i] = av OP b[i];                          \
+            float a = a_[0];                                                            \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                float b = b_[i];                                                        \
+                y[i] = (expr);                                                          \
+            }                                                                           \
         } else                                                                          \
-            for (int64_t i = 0; i < n; i++) y[i] = a[i * as] OP b[i * bs];              \
+            for (int64_t i = 0; i < n; i++) {                                           \
+                float a = a_[i * as], b = b_[i * bs];                                   \
+                y[i] = (expr);                                                          \
+            }                                                                           \
     }                                                                                   \
     int rt_k_##name(const rt_op *op, char *const *arg)                                  \
     {                                                                                   \
@@ -88,10 +130,16 @@ static void bin_run(bin_row_fn f, const rt_binary_ints *ip, const float *a, cons
     });
 }
 
-RT_BIN_ROWS(add, +)
-RT_BIN_ROWS(sub, -)
-RT_BIN_ROWS(mul, *)
-RT_BIN_ROWS(div, /)
+/* maximum / minimum propagate NaN, as torch does. */
+#define RT_BINARY_LIST(X)                                                       \
+    X(add, a + b)                                                               \
+    X(sub, a - b)                                                               \
+    X(mul, a * b)                                                               \
+    X(div, a / b)                                                               \
+    X(maximum, a != a ? a : (b != b ? b : (a > b ? a : b)))                     \
+    X(minimum, a != a ? a : (b != b ? b : (a < b ? a : b)))                     \
+    X(pow_tensor, rt_powf(a, b))
+RT_BINARY_LIST(RT_BIN_ROWS)
 
 int rt_c_binary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {

@@ -94,3 +94,38 @@ int rt_c_layer_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msg
     return check_norm(op, avail, op->ip.layer_norm.rows, op->ip.layer_norm.cols, op->fp.layer_norm.eps,
                       idx, msg, msglen);
 }
+
+/* ---- RMS norm (Llama's): x / sqrt(mean(x^2) + eps) * gamma; the sum of squares in double, like
+ * layer_norm_row's statistics. ---- */
+RT_SIMD static void rms_norm_row(const float *x, const float *gamma, float *y, int64_t n, double eps)
+{
+    double ss = 0.;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = (float)(1. / sqrt(ss / (double)n + eps));
+    if (gamma)
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * r * gamma[i];
+    else
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * r;
+}
+
+int rt_k_rms_norm(const rt_op *op, char *const *arg)
+{
+    const float *x = (const float *)arg[RT_RMS_NORM_X], *g = (const float *)arg[RT_RMS_NORM_GAMMA];
+    float *y = (float *)arg[RT_RMS_NORM_OUT];
+    int64_t rows = op->ip.rms_norm.rows, cols = op->ip.rms_norm.cols;
+    double eps = op->fp.rms_norm.eps;
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, rms_norm_row(x + r * cols, g, y + r * cols, cols, eps););
+    return RT_OK;
+}
+
+int rt_c_rms_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    const rt_rms_norm_ints *ip = &op->ip.rms_norm;
+    RT_CHECK(ip->cols > 0 || ip->rows == 0, "cols must be positive");
+    RT_CHECK(op->fp.rms_norm.eps >= 0., "eps must be >= 0");
+    int64_t n = rt_mul(ip->rows, ip->cols);
+    return rt_need(op, avail, RT_RMS_NORM_X, n, 4, "x", msg, msglen) ||
+           rt_need_opt(op, avail, RT_RMS_NORM_GAMMA, ip->cols, 4, "gamma", msg, msglen) ||
+           rt_need(op, avail, RT_RMS_NORM_OUT, n, 4, "out", msg, msglen);
+}

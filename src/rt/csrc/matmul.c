@@ -17,17 +17,16 @@
 /* Split N (each thread packs only its columns of B) when every thread gets this many. */
 #define RT_SPLIT_N_MIN 128
 
-typedef void (*row_fn)(const float *x, float *y, int64_t n);
-static const row_fn acts[RT_ACT_COUNT] = {[RT_ACT_NONE] = NULL, [RT_ACT_RELU] = rt_row_relu,
-                                         [RT_ACT_GELU_TANH] = rt_row_gelu_tanh,
-                                         [RT_ACT_GELU_ERF] = rt_row_gelu_erf};
+static const rt_row_fn acts[RT_ACT_COUNT] = {[RT_ACT_NONE] = NULL, [RT_ACT_RELU] = rt_row_relu,
+                                            [RT_ACT_GELU_TANH] = rt_row_gelu_tanh,
+                                            [RT_ACT_GELU_ERF] = rt_row_gelu_erf, [RT_ACT_SILU] = rt_row_silu};
 
 typedef struct {
     int64_t M, N, K, lda, ldb, ldc;
     int ta, tb;
     float alpha, beta; /* beta = 1 when the residual is the output itself */
     const float *bias;
-    row_fn act;
+    rt_row_fn act;
     const void *split; /* B in the split form (b_mode split; one row): read this, not b */
     int small;         /* b_mode small: rt's one-row loops (matvec.c) */
     int64_t col0;      /* the block's first output column, for split */
@@ -47,7 +46,7 @@ RT_SIMD static void epilogue(const mm_params *p, float *c, const float *res, int
             for (int64_t j = 0; j < n; j++) cr[j] += bias[j];
         else if (rr)
             for (int64_t j = 0; j < n; j++) cr[j] += rr[j];
-        if (p->act) p->act(cr, cr, n);
+        if (p->act) p->act(cr, cr, n, 0.f, 0.f);
     }
 }
 

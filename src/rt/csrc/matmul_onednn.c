@@ -53,7 +53,8 @@ static dnnl_status_t matrix_md(dnnl_memory_desc_t *md, int64_t rows, int64_t col
 
 static const dnnl_alg_kind_t act_alg[RT_ACT_COUNT] = {
     [RT_ACT_NONE] = dnnl_alg_kind_undef, [RT_ACT_RELU] = dnnl_eltwise_relu,
-    [RT_ACT_GELU_TANH] = dnnl_eltwise_gelu_tanh, [RT_ACT_GELU_ERF] = dnnl_eltwise_gelu_erf};
+    [RT_ACT_GELU_TANH] = dnnl_eltwise_gelu_tanh, [RT_ACT_GELU_ERF] = dnnl_eltwise_gelu_erf,
+    [RT_ACT_SILU] = dnnl_eltwise_swish}; /* swish with alpha 1 */
 
 /* The primitive descriptor for op, B read as b_md, split for the current thread count. */
 static dnnl_status_t make_pd(const rt_op *op, const onednn_mm *s, const_dnnl_memory_desc_t b_md,
@@ -66,7 +67,8 @@ static dnnl_status_t make_pd(const rt_op *op, const onednn_mm *s, const_dnnl_mem
         st = s->res_is_out ? dnnl_post_ops_append_sum(po, 1.f, 0, dnnl_data_type_undef)
                            : dnnl_post_ops_append_binary(po, dnnl_binary_add, s->c_md);
     if (st == dnnl_success && op->ip.matmul.act != RT_ACT_NONE)
-        st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip.matmul.act], 0.f, 0.f);
+        st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip.matmul.act],
+                                           op->ip.matmul.act == RT_ACT_SILU ? 1.f : 0.f, 0.f);
     if (st == dnnl_success) st = dnnl_primitive_attr_create(&attr);
     if (st == dnnl_success) st = dnnl_primitive_attr_set_post_ops(attr, po);
     if (st == dnnl_success) st = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);

@@ -74,8 +74,9 @@ void rt_matvec_small(const float *x, int64_t incx, const float *b, int64_t ldb, 
 /* A kernel's error detail (e.g. the bad index), read by the run loop on failure. */
 void rt_set_error_detail(int64_t detail);
 
-/* Row kernels shared across files (elementwise.c); y may equal x. */
-#define RT_UNARY_DECL(name, expr) void rt_row_##name(const float *x, float *y, int64_t n);
+/* Row kernels shared across files (elementwise.c); y may equal x; a, b: the op's parameters. */
+typedef void (*rt_row_fn)(const float *x, float *y, int64_t n, float a, float b);
+#define RT_UNARY_DECL(name, expr) void rt_row_##name(const float *x, float *y, int64_t n, float a, float b);
 #include "rt_unary.h"
 RT_UNARY_LIST(RT_UNARY_DECL)
 #undef RT_UNARY_DECL

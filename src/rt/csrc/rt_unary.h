@@ -66,16 +66,143 @@ RT_INLINE float rt_gelu_tanhf(float x)
 
 RT_INLINE float rt_gelu_erff(float x) { return 0.5f * x * (1.f + rt_erff(x * 0.7071067811865476f)); }
 
-/* relu keeps NaN (x < 0 is false for NaN), as torch does. */
-#define RT_UNARY_LIST(X)                      \
-    X(relu, x < 0.f ? 0.f : x)                \
-    X(gelu_tanh, rt_gelu_tanhf(x))            \
-    X(gelu_erf, rt_gelu_erff(x))              \
-    X(tanh, rt_tanhf(x))                      \
-    X(sigmoid, 1.f / (1.f + rt_expf(-x)))     \
-    X(neg, -x)                                \
-    X(exp, rt_expf(x))                        \
-    X(sqrt, sqrtf(x))                         \
-    X(rsqrt, 1.f / sqrtf(x))
+/* log(x) for x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), then the Cephes polynomial in
+ * m - 1 (~1 ulp); subnormals are scaled up first. 0 gives -inf, x < 0 NaN, inf inf, NaN NaN. */
+RT_INLINE float rt_logf(float x)
+{
+    int sub = x < 1.17549435e-38f;
+    float xs = sub ? x * 8388608.f : x;
+    int32_t ix;
+    memcpy(&ix, &xs, 4);
+    float e = (float)(((ix >> 23) & 0xff) - 126) - (sub ? 23.f : 0.f);
+    ix = (ix & 0x007fffff) | 0x3f000000;
+    float m;
+    memcpy(&m, &ix, 4); /* m in [0.5, 1) */
+    int lo = m < 0.70710678f;
+    e = lo ? e - 1.f : e;
+    m = lo ? m + m - 1.f : m - 1.f;
+    float z = m * m;
+    float p = 7.0376836292e-2f;
+    p = p * m - 1.1514610310e-1f;
+    p = p * m + 1.1676998740e-1f;
+    p = p * m - 1.2420140846e-1f;
+    p = p * m + 1.4249322787e-1f;
+    p = p * m - 1.6668057665e-1f;
+    p = p * m + 2.0000714765e-1f;
+    p = p * m - 2.4999993993e-1f;
+    p = p * m + 3.3333331174e-1f;
+    float y = p * m * z - 2.12194440e-4f * e - 0.5f * z;
+    float r = m + y + 0.693359375f * e;
+    r = x == 0.f ? -INFINITY : r;
+    r = x < 0.f ? NAN : r;
+    r = x == INFINITY ? INFINITY : r;
+    return x != x ? x : r;
+}
+
+/* sin and cos: x = q pi/2 + z with |z| <= pi/4 (Cody-Waite in three parts, exact for |x| up to
+ * ~8e3, degrading slowly above), Cephes polynomials for sin z and cos z, chosen and signed by q mod 4.
+ * Float arithmetic throughout, so any x (inf, NaN give NaN) and the loops vectorise. */
+RT_INLINE void rt_sincos_parts(float x, float *s, float *c, float *q)
+{
+    float ax = fabsf(x);
+    float j = truncf(ax * 1.27323954473516f);
+    j += j - 2.f * truncf(j * 0.5f); /* up to even: octants 2k-1, 2k reduce around k pi/2 */
+    float z = ((ax - j * 0.78515625f) - j * 2.4187564849853515625e-4f) - j * 3.77489497744594108e-8f;
+    float zz = z * z;
+    *s = ((-1.9515295891e-4f * zz + 8.3321608736e-3f) * zz - 1.6666654611e-1f) * zz * z + z;
+    *c = ((2.443315711809948e-5f * zz - 1.388731625493765e-3f) * zz + 4.166664568298827e-2f) * zz * zz -
+         0.5f * zz + 1.f;
+    float k = j * 0.5f;
+    *q = k - 4.f * truncf(k * 0.25f); /* quadrant, 0..3 */
+}
+
+RT_INLINE float rt_sinf(float x)
+{
+    float s, c, q;
+    rt_sincos_parts(x, &s, &c, &q);
+    float r = (q == 1.f || q == 3.f) ? c : s;
+    r = q >= 2.f ? -r : r;
+    return x < 0.f ? -r : r;
+}
+
+RT_INLINE float rt_cosf(float x)
+{
+    float s, c, q;
+    rt_sincos_parts(x, &s, &c, &q);
+    float r = (q == 1.f || q == 3.f) ? s : c;
+    return (q == 1.f || q == 2.f) ? -r : r;
+}
+
+/* log(1 + x) and exp(x) - 1 without cancellation near 0 (Goldberg's / Kahan's corrections). */
+RT_INLINE float rt_log1pf(float x)
+{
+    float u = 1.f + x, d = u - 1.f;
+    float r = rt_logf(u) * (x / (d == 0.f ? 1.f : d));
+    r = d == 0.f ? x : r;
+    return x == INFINITY ? x : r;
+}
+
+RT_INLINE float rt_expm1f(float x)
+{
+    float u = rt_expf(x), l = rt_logf(u);
+    float r = (u - 1.f) * x / (l == 0.f ? 1.f : l);
+    r = u == 1.f ? x : r;
+    r = x > 80.f ? u : r;
+    return x < -17.f ? -1.f : r;
+}
+
+/* x ** p: exp(p log|x|), signed for odd integer p, NaN for x < 0 and non-integer p; x ** 0 = 1. */
+RT_INLINE float rt_powf(float x, float p)
+{
+    float r = rt_expf(p * rt_logf(fabsf(x)));
+    int integer = p == truncf(p);
+    int odd = integer && (p - 2.f * truncf(p * 0.5f)) != 0.f;
+    r = x < 0.f ? (integer ? (odd ? -r : r) : NAN) : r;
+    r = p == 0.f ? 1.f : r;
+    return x != x && p != 0.f ? x : r;
+}
+
+/* x limited to [lo, hi]; NaN stays NaN (fminf/fmaxf would drop it). */
+RT_INLINE float rt_clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
+
+RT_INLINE float rt_softplusf(float x, float beta, float threshold)
+{
+    return x * beta > threshold ? x : rt_log1pf(rt_expf(x * beta)) / beta;
+}
+
+/* The unary family, X(name, expression in x and the op's parameters a, b); pow has its own
+ * kernel (elementwise.c: a row function chosen by the exponent). NaN stays NaN through every op, as
+ * torch has it (comparisons with NaN are false). */
+#define RT_UNARY_LIST(X)                                                   \
+    X(relu, x < 0.f ? 0.f : x)                                             \
+    X(gelu_tanh, rt_gelu_tanhf(x))                                         \
+    X(gelu_erf, rt_gelu_erff(x))                                           \
+    X(tanh, rt_tanhf(x))                                                   \
+    X(sigmoid, 1.f / (1.f + rt_expf(-x)))                                  \
+    X(neg, -x)                                                             \
+    X(exp, rt_expf(x))                                                     \
+    X(sqrt, sqrtf(x))                                                      \
+    X(rsqrt, 1.f / sqrtf(x))                                               \
+    X(silu, x / (1.f + rt_expf(-x)))                                       \
+    X(sin, rt_sinf(x))                                                     \
+    X(cos, rt_cosf(x))                                                     \
+    X(erf, rt_erff(x))                                                     \
+    X(abs, fabsf(x))                                                       \
+    X(log, rt_logf(x))                                                     \
+    X(log1p, rt_log1pf(x))                                                 \
+    X(expm1, rt_expm1f(x))                                                 \
+    X(reciprocal, 1.f / x)                                                 \
+    X(floor, floorf(x))                                                    \
+    X(ceil, ceilf(x))                                                      \
+    X(round, rintf(x))                                                     \
+    X(trunc, truncf(x))                                                    \
+    X(sign, x > 0.f ? 1.f : (x < 0.f ? -1.f : x))                          \
+    X(hardswish, x * rt_clampf(x + 3.f, 0.f, 6.f) * (1.f / 6.f))           \
+    X(hardsigmoid, rt_clampf(x * (1.f / 6.f) + 0.5f, 0.f, 1.f))            \
+    X(mish, x * rt_tanhf(rt_softplusf(x, 1.f, 20.f)))                      \
+    X(softplus, rt_softplusf(x, a, b))                                     \
+    X(elu, x > 0.f ? x : a * rt_expm1f(x))                                 \
+    X(leaky_relu, x > 0.f ? x : a * x)                                     \
+    X(clamp, rt_clampf(x, a, b))
 
 #endif

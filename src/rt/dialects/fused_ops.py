@@ -1,20 +1,23 @@
 """The fused dialect: fewer, bigger ops; no fold-only op may appear here.
 
-Every op here maps onto one C kernel (rt_ops.def), is a view (trait VIEW, no kernel: the planner
-turns it into strided storage), or is a *composite* (`extra["composite"] = True`): an op the lowering
-needs as an intermediate step (pow, mean, sum, amax, ...) that has no kernel and is expected to be
-fused away (decomposed layer norm / softmax). A composite that survives lowering means the model uses
-a form rt does not fuse yet; the planner / encoder reports it.
+Every op here maps onto C kernels (rt/abi.py, encoded by rt.kernels.encode) or is a view (trait VIEW,
+no kernel: the planner turns it into strided storage). Decomposed forms (layer norm, softmax, GELU as
+a DAG of pow/mean/sum/...) are fused by the lowering where it recognises them, and run op by op
+where it does not.
 
 Compute ops
   fused.matmul a, b, bias?, residual? {transpose_a, transpose_b, alpha, act}
       act(alpha * op(a) @ op(b) + bias + residual); op() swaps the last two dims when its transpose
       flag is set; batch dims broadcast (numpy matmul). bias has shape [N]; residual has the result's
-      shape. act in {none, relu, gelu_tanh, gelu_erf}.
-  fused.{relu, gelu_tanh, gelu_erf, tanh, sigmoid, neg, exp, sqrt, rsqrt} x         elementwise
-  fused.{add, sub, mul, div} a, b                                    elementwise, numpy broadcasting
+      shape. act in {none, relu, gelu_tanh, gelu_erf, silu}.
+  fused.<unary> x {params}     elementwise, rt.abi.UNARY_OPS (relu, silu, sin, cos, pow {exponent},
+                               clamp {min, max}, leaky_relu {negative_slope}, ...; UNARY_PARAMS)
+  fused.<binary> a, b          elementwise with numpy broadcasting, rt.abi.BINARY_OPS (add, sub, mul,
+                               div, maximum, minimum, pow_tensor)
+  fused.<reduce> x {dims, keepdim}   rt.abi.REDUCE_OPS (sum, mean, amax, amin, prod) over any dims
   fused.softmax x                                                    over the last dim
   fused.layer_norm x, gamma?, beta? {eps}                            over the last dim, biased var
+  fused.rms_norm x, gamma? {eps}                                     x / sqrt(mean(x^2) + eps) * gamma
   fused.attention q, k, v, mask? {scale, causal, merge_heads}
       q [B,H,Sq,D] (or [B,Sq,D]), k [..,Sk,D], v [..,Sk,Dv]; mask additive float, broadcastable to
       [B,H,Sq,Sk]; causal: query i sees keys j <= i. Result [B,H,Sq,Dv]; with merge_heads (rank 4
@@ -22,17 +25,18 @@ Compute ops
       writes out[b, s, h*Dv + d] (strides o_sb = Sq*H*Dv, o_sh = Dv, o_ss = H*Dv).
   fused.embedding table, idx                                         table[idx], idx int64 any shape
   fused.cast x {dtype}                                               f32/i64/i32/bool
+  fused.cat xs* {dim}                                                concatenation
 View ops (trait VIEW; extra["view"](attrs, in_type, in_strides, out_type) -> (elem_offset, strides) | None)
   fused.reshape x {shape}             numpy reshape; a strided view when torch's view rules allow
   fused.permute x {perm}              result dim i = operand dim perm[i]
   fused.slice x {dim, start, end, step}   start/end normalised: 0 <= start <= end <= size, step >= 1
   fused.expand x {shape}              numpy broadcast_to (new dims on the left, size-1 dims stride 0)
-Composites (no kernel; fused away): fused.pow x {exponent}, fused.erf x, fused.mean / fused.sum / fused.amax x {dims, keepdim}
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
 from . import numerics
 from .ir import DTYPES, padded
 from .strides import contiguous_strides, reshape_strides
@@ -93,39 +97,51 @@ op("fused.matmul", ("a", "b", "bias?", "residual?"), _matmul_infer, _matmul_ref,
 
 
 # ---- elementwise ----------------------------------------------------------------------------
-def _f32_unary(fn):
+# Parameters of the unary ops that have them: attribute names (they fill the C record's alpha, beta)
+# with their defaults (torch's).
+UNARY_PARAMS: dict[str, tuple[tuple[str, float | None], ...]] = {
+    "softplus": (("beta", 1.0), ("threshold", 20.0)),
+    "elu": (("alpha", 1.0),),
+    "leaky_relu": (("negative_slope", 0.01),),
+    "clamp": (("min", -np.inf), ("max", np.inf)),
+    "pow": (("exponent", None),),
+}
+
+
+def _unary(name: str) -> None:
+    fn = numerics.UNARY[name]
+    params = UNARY_PARAMS.get(name, ())
+
     def ref(a, at):
         x = a[0]
-        return np.asarray(fn(x.astype(np.float64))).astype(x.dtype)
-    return ref
+        with np.errstate(all="ignore"):
+            y = fn(x.astype(np.float64), **{p: at[p] for p, _ in params})
+        return np.asarray(y).astype(x.dtype)
+    op(f"fused.{name}", ("x",), same_as_first, ref, traits=(ELEMENTWISE,),
+       attrs={p: Attr("float") if default is None else Attr("float", default) for p, default in params},
+       params=tuple(p for p, _ in params))
 
 
-def _unary(name, fn):
-    op(f"fused.{name}", ("x",), same_as_first, _f32_unary(fn), traits=(ELEMENTWISE,))
+for _name in UNARY_OPS:
+    _unary(_name)
 
 
-_unary("relu", numerics.relu)
-_unary("gelu_tanh", numerics.gelu_tanh)
-_unary("gelu_erf", numerics.gelu_erf)
-_unary("tanh", np.tanh)
-_unary("sigmoid", numerics.sigmoid)
-_unary("neg", np.negative)
-_unary("exp", np.exp)
-_unary("sqrt", np.sqrt)
-_unary("rsqrt", lambda x: 1.0 / np.sqrt(x))
+_BINARY = {"add": (np.add, True), "sub": (np.subtract, False), "mul": (np.multiply, True),
+           "div": (np.divide, False), "maximum": (np.maximum, True), "minimum": (np.minimum, True),
+           "pow_tensor": (np.power, False)}
 
 
 def _binary(name, fn, commutative):
     traits = (ELEMENTWISE,) + ((COMMUTATIVE,) if commutative else ())
-    op(f"fused.{name}", ("a", "b"), broadcast_infer,
-       lambda args, at: np.asarray(fn(args[0], args[1])).astype(np.result_type(args[0], args[1])),
-       traits=traits)
+
+    def ref(args, at):
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(args[0], args[1])).astype(np.result_type(args[0], args[1]))
+    op(f"fused.{name}", ("a", "b"), broadcast_infer, ref, traits=traits)
 
 
-_binary("add", np.add, True)
-_binary("sub", np.subtract, False)
-_binary("mul", np.multiply, True)
-_binary("div", np.divide, False)
+for _name in BINARY_OPS:
+    _binary(_name, *_BINARY[_name])
 
 
 # ---- normalisations -------------------------------------------------------------------------
@@ -166,6 +182,17 @@ def _add_layer_norm_verify(op, types):
     if types[1] != types[0]:
         return f"residual {types[1]} must have x's type {types[0]}"
     return _layer_norm_verify(op, [types[0]] + list(types[2:]))
+
+
+def _rms_norm_ref(args, attrs):
+    x, g = padded(args, 2)
+    x64 = x.astype(np.float64)
+    y = x64 / np.sqrt(np.mean(x64 * x64, axis=-1, keepdims=True) + attrs["eps"])
+    return (y if g is None else y * g).astype(x.dtype)
+
+
+op("fused.rms_norm", ("x", "gamma?"), same_as_first, _rms_norm_ref, attrs={"eps": Attr("float", 1e-6)},
+   verify=lambda o, t: _layer_norm_verify(o, list(t) + [None] * (3 - len(t))))
 
 
 # layer_norm(x + residual) where the sum has no other use (e.g. BERT's embeddings)
@@ -344,17 +371,7 @@ op("fused.expand", ("x",), _expand_infer, lambda a, at: np.broadcast_to(a[0], tu
    attrs={"shape": Attr("ints")}, traits=(VIEW,), view=_expand_view)
 
 
-# ---- composites (no kernel: intermediate forms the lowering fuses away) ---------------------
-def _pow_ref(args, attrs):
-    x = args[0]
-    return np.power(x.astype(np.float64), attrs["exponent"]).astype(x.dtype)
-
-
-op("fused.pow", ("x",), same_as_first, _pow_ref, attrs={"exponent": Attr("float")},
-   traits=(ELEMENTWISE,), composite=True)
-op("fused.erf", ("x",), same_as_first, _f32_unary(numerics.erf), traits=(ELEMENTWISE,), composite=True)
-
-
+# ---- reductions -----------------------------------------------------------------------------
 def _reduce_infer(types, attrs):
     t = types[0]
     dims = {d % t.rank for d in attrs["dims"]} if t.rank else set()
@@ -363,15 +380,34 @@ def _reduce_infer(types, attrs):
     return t.with_shape(tuple(s for i, s in enumerate(t.shape) if i not in dims))
 
 
+_REDUCE = {"sum": np.sum, "mean": np.mean, "amax": np.max, "amin": np.min, "prod": np.prod}
+
+
 def _reduce(name, fn):
     def ref(args, attrs):
         x = args[0]
         axes = tuple(d % x.ndim for d in attrs["dims"]) if x.ndim else None
-        return np.asarray(fn(x.astype(np.float64), axis=axes, keepdims=attrs["keepdim"])).astype(x.dtype)
-    op(f"fused.{name}", ("x",), _reduce_infer, ref,
-       attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False)}, composite=True)
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(x.astype(np.float64), axis=axes, keepdims=attrs["keepdim"])).astype(x.dtype)
+    op(f"fused.{name}", ("x",), _reduce_infer, ref, attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False)})
 
 
-_reduce("mean", np.mean)
-_reduce("sum", np.sum)
-_reduce("amax", np.max)
+for _name in REDUCE_OPS:
+    _reduce(_name, _REDUCE[_name])
+
+
+# ---- concatenation --------------------------------------------------------------------------
+def _cat_infer(types, attrs):
+    first, d = types[0], attrs["dim"]
+    if not 0 <= d < first.rank:
+        raise ValueError(f"dim {d} out of range for {first}")
+    for t in types[1:]:
+        if t.rank != first.rank or t.dtype != first.dtype or any(
+                a != b for i, (a, b) in enumerate(zip(t.shape, first.shape)) if i != d):
+            raise ValueError(f"cannot concatenate {t} with {first} along dim {d}")
+    shape = list(first.shape)
+    shape[d] = sum(t.shape[d] for t in types)
+    return first.with_shape(tuple(shape))
+
+
+op("fused.cat", ("xs*",), _cat_infer, lambda a, at: np.concatenate(a, axis=at["dim"]), attrs={"dim": Attr("int")})

@@ -1,8 +1,8 @@
 """What the planner must know of the C kernel that runs each planned op (no record layouts here:
 those belong to the records step, rt.kernels.encode).
 
-`extra["strided_operands"]`: operands the kernel reads through strides (the planner copies any other
-non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
+`extra["strided_operands"]`: operands the kernel reads through strides, or "all" (the planner copies
+any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
 result (the planner reuses such an operand's buffer when it dies at the op); `extra["scratch"]`:
 `scratch(op, threads) -> bytes` of arena scratch the kernel needs, which the planner places and
 records in the op's `scratch = [offset, bytes, threads]` attribute.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..abi import attention_scratch_floats
+from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS, attention_scratch_floats
 from .ir import Operation
 from .registry import REGISTRY, Attr
 
 
-def kernel_facts(name: str, strided: tuple[int, ...] = (), inplace: tuple[int, ...] = (),
+def kernel_facts(name: str, strided: tuple[int, ...] | str = (), inplace: tuple[int, ...] = (),
                  scratch: Callable[[Operation, int], int] | None = None) -> None:
     opdef = REGISTRY[name]
     opdef.extra.update(strided_operands=strided, inplace_operands=inplace)
@@ -30,19 +30,19 @@ def _attention_scratch(op: Operation, threads: int) -> int:
     return attention_scratch_floats(k.shape[-2], q.shape[-1], v.shape[-1]) * threads * 4
 
 
-UNARY = ("relu", "gelu_tanh", "gelu_erf", "tanh", "sigmoid", "neg", "exp", "sqrt", "rsqrt")
-BINARY = ("add", "sub", "mul", "div")
-
 kernel_facts("planned.matmul", strided=(0, 1), inplace=(3,))
-for _name in UNARY:
-    if f"planned.{_name}" in REGISTRY:
-        kernel_facts(f"planned.{_name}", inplace=(0,))
-for _name in BINARY:
+for _name in UNARY_OPS:
+    kernel_facts(f"planned.{_name}", inplace=(0,))
+for _name in BINARY_OPS:
     kernel_facts(f"planned.{_name}", strided=(0, 1), inplace=(0, 1))
+for _name in REDUCE_OPS:
+    kernel_facts(f"planned.{_name}", strided=(0,))
 kernel_facts("planned.copy", strided=(0,))
+kernel_facts("planned.cat", strided="all")
 kernel_facts("planned.softmax", inplace=(0,))
 kernel_facts("planned.layer_norm", inplace=(0,))
 kernel_facts("planned.add_layer_norm", inplace=(0, 1))
+kernel_facts("planned.rms_norm", inplace=(0,))
 kernel_facts("planned.attention", strided=(0, 1, 2, 3), scratch=_attention_scratch)
 kernel_facts("planned.embedding", strided=(0,))
 kernel_facts("planned.cast")

@@ -42,6 +42,7 @@ ACTIVATIONS = {
     "relu": relu,
     "gelu_tanh": gelu_tanh,
     "gelu_erf": gelu_erf,
+    "silu": lambda x: (x.astype(np.float64) * sigmoid(x.astype(np.float64))).astype(x.dtype),
 }
 
 
@@ -57,3 +58,45 @@ def layer_norm(x: np.ndarray, gamma, beta, eps: float, n_axes: int = 1) -> np.nd
     if beta is not None:
         y = y + beta
     return y.astype(x.dtype)
+
+
+def _softplus(x, beta, threshold):
+    with np.errstate(over="ignore"):
+        return np.where(x * beta > threshold, x, np.log1p(np.exp(x * beta)) / beta)
+
+
+# The unary ops' references, float64 in and out, by name (rt.abi.UNARY_OPS), each taking the op's
+# parameter attributes (fused_ops.UNARY_PARAMS) as keywords.
+UNARY = {
+    "relu": lambda x: relu(x),
+    "gelu_tanh": lambda x: gelu_tanh(x),
+    "gelu_erf": lambda x: gelu_erf(x),
+    "tanh": np.tanh,
+    "sigmoid": lambda x: sigmoid(x),
+    "neg": np.negative,
+    "exp": np.exp,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda x: 1.0 / np.sqrt(x),
+    "silu": lambda x: x * sigmoid(x),
+    "sin": np.sin,
+    "cos": np.cos,
+    "erf": lambda x: erf(x),
+    "abs": np.abs,
+    "log": np.log,
+    "log1p": np.log1p,
+    "expm1": np.expm1,
+    "reciprocal": lambda x: 1.0 / x,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "round": np.rint,
+    "trunc": np.trunc,
+    "sign": lambda x: np.where(np.isnan(x), x, np.sign(x)),
+    "hardswish": lambda x: x * np.clip(x + 3.0, 0.0, 6.0) / 6.0,
+    "hardsigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "mish": lambda x: x * np.tanh(_softplus(x, 1.0, 20.0)),
+    "softplus": lambda x, beta, threshold: _softplus(x, beta, threshold),
+    "elu": lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0))),
+    "leaky_relu": lambda x, negative_slope: np.where(x > 0, x, negative_slope * x),
+    "clamp": lambda x, min, max: np.where(x < min, min, np.where(x > max, max, x)),
+    "pow": lambda x, exponent: np.power(x, exponent),
+}

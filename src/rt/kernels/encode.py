@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..abi import MATVEC_SMALL_ELEMS, MAX_NDIM
+from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, UNARY_OPS
 from ..dialects.ir import Module, Operation, TensorType, Value, padded
 from ..dialects.registry import REGISTRY, VIEW
 from ..dialects.strides import contiguous_strides
@@ -48,7 +48,8 @@ class Encoded:
     fields: dict
 
 
-Encoder = Callable[[Operation, list["Operand | None"], Operand, Context], Encoded]
+# An encoder gives one record, or several (a concatenation: one COPY per part).
+Encoder = Callable[[Operation, list["Operand | None"], Operand, Context], "Encoded | list[Encoded]"]
 ENCODERS: dict[str, Encoder] = {}
 
 
@@ -102,7 +103,8 @@ class ProgramLayout:
         return Operand(slot, offset, strides if strides is not None else contiguous_strides(ttype.shape), ttype)
 
     def encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
-        """The op-record array, the planned op each record runs, and what each was encoded from."""
+        """The op-record array, the planned op each record runs (a planned op may run as several), and
+        what each was encoded from."""
         ops = [op for op in self.module.ops if op.name != "const" and not REGISTRY[op.name].has(VIEW)]
         placed = []
         reads: dict[int, int] = {}
@@ -115,11 +117,16 @@ class ProgramLayout:
                     reads[a.slot] = reads.get(a.slot, 0) + 1
             placed.append((op, args, self.operand(op.result)))
         ctx = Context(target, reads, frozenset(self.constants))
-        encoded = [ENCODERS[op.name](op, args, out, ctx) for op, args, out in placed]
+        encoded, rec_ops = [], []
+        for op, args, out in placed:
+            e = ENCODERS[op.name](op, args, out, ctx)
+            for one in e if isinstance(e, list) else [e]:
+                encoded.append(one)
+                rec_ops.append(op)
         records = np.zeros(len(encoded), dtype=RECORD_DTYPE)
         for rec, e in zip(records, encoded):
             fill(rec, e.c_op, {k: None if v is None else v.place for k, v in e.operands.items()}, e.fields)
-        return records, ops, encoded
+        return records, rec_ops, encoded
 
 
 def _need_f32(op: Operation, *vals: Operand | None) -> None:
@@ -211,11 +218,13 @@ def _matmul(op, args, out, ctx):
 
 
 # ---- elementwise ----------------------------------------------------------------------------
-@encoder(*(f"planned.{n}" for n in ("relu", "gelu_tanh", "gelu_erf", "tanh", "sigmoid", "neg", "exp",
-                                    "sqrt", "rsqrt")))
+@encoder(*(f"planned.{n}" for n in UNARY_OPS))
 def _unary(op, args, out, ctx):
     _need_f32(op, args[0], out)
-    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=args[0], out=out), dict(n=out.type.numel))
+    opdef = REGISTRY[op.name]
+    attrs = opdef.with_defaults(op.attrs)
+    params = dict(zip(("alpha", "beta"), (float(attrs[p]) for p in opdef.extra.get("params", ()))))
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=args[0], out=out), dict(n=out.type.numel, **params))
 
 
 def _check_rank(op: Operation, rank: int) -> None:
@@ -228,7 +237,7 @@ def _broadcast_strides(v: Operand, shape: tuple[int, ...]) -> list[int]:
     return [0] * pad + [0 if d == 1 else s for d, s in zip(v.type.shape, v.strides)]
 
 
-@encoder("planned.add", "planned.sub", "planned.mul", "planned.div")
+@encoder(*(f"planned.{n}" for n in BINARY_OPS))
 def _binary(op, args, out, ctx):
     a, b = args
     _need_f32(op, a, b, out)
@@ -239,12 +248,41 @@ def _binary(op, args, out, ctx):
         b_stride=_broadcast_strides(b, shape)))
 
 
-@encoder("planned.copy")
-def _copy(op, args, out, ctx):
-    x = args[0]
+def _copy_into(op: Operation, x: Operand, out: Operand) -> Encoded:
+    """COPY of x into out, which has x's shape and its own strides."""
     _check_rank(op, x.type.rank)
     return Encoded("COPY", dict(x=x, out=out), dict(ndim=x.type.rank, shape=x.type.shape, stride=x.strides,
-                                                    itemsize=x.type.np_dtype.itemsize))
+                                                    out_stride=out.strides, itemsize=x.type.np_dtype.itemsize))
+
+
+@encoder("planned.copy")
+def _copy(op, args, out, ctx):
+    return _copy_into(op, args[0], out)
+
+
+@encoder("planned.cat")
+def _cat(op, args, out, ctx):
+    """One COPY per part, each into its slice of the result."""
+    d = op.attrs["dim"]
+    records, start = [], 0
+    for x in args:
+        at = out.offset + start * out.strides[d] * out.type.np_dtype.itemsize
+        records.append(_copy_into(op, x, Operand(out.slot, at, out.strides, x.type)))
+        start += x.type.shape[d]
+    return records
+
+
+@encoder(*(f"planned.{n}" for n in REDUCE_OPS))
+def _reduce(op, args, out, ctx):
+    """x's dims reordered kept-first, reduced-last (the kernel reads x through its strides)."""
+    x = args[0]
+    _need_f32(op, x, out)
+    _check_rank(op, x.type.rank)
+    red = sorted({d % x.type.rank for d in op.attrs["dims"]}) if x.type.rank else []
+    order = [d for d in range(x.type.rank) if d not in red] + red
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=x, out=out), dict(
+        ndim=len(order), nred=len(red), shape=[x.type.shape[d] for d in order],
+        stride=[x.strides[d] for d in order]))
 
 
 # ---- normalisations -------------------------------------------------------------------------
@@ -265,6 +303,14 @@ def _layer_norm(op, args, out, ctx):
     _need_f32(op, x, g, b, out)
     return Encoded("LAYER_NORM", dict(x=x, gamma=g, beta=b, out=out),
                    dict(_rows_cols(out.type), eps=float(op.attrs.get("eps", 1e-5))))
+
+
+@encoder("planned.rms_norm")
+def _rms_norm(op, args, out, ctx):
+    x, g = padded(args, 2)
+    _need_f32(op, x, g, out)
+    return Encoded("RMS_NORM", dict(x=x, gamma=g, out=out),
+                   dict(_rows_cols(out.type), eps=float(op.attrs.get("eps", 1e-6))))
 
 
 @encoder("planned.add_layer_norm")

@@ -46,7 +46,7 @@ def fill(rec: np.void, op: str, operands: Mapping[str, Place | None], fields: Ma
     unknown = (set(operands) - names) | (set(fields) - {f.name for f in fam.ints + fam.floats})
     if unknown:
         raise ProgramError(f"{op} ({fam.name}) has no field(s) {sorted(unknown)}")
-    missing = [f.name for f in fam.ints + fam.floats if f.name not in fields]
+    missing = [f.name for f in fam.ints + fam.floats if f.name not in fields and f.default is None]
     if missing:
         raise ProgramError(f"{op} ({fam.name}) record misses field(s) {missing}")
     rec["code"] = OP_CODES[op]
@@ -69,7 +69,7 @@ def fill(rec: np.void, op: str, operands: Mapping[str, Place | None], fields: Ma
             rec["ip"][at] = _int_value(fam, f, v)
     rec["fp"][:] = 0.0
     for at, f in enumerate(fam.floats):
-        rec["fp"][at] = float(fields[f.name])
+        rec["fp"][at] = float(fields.get(f.name, f.default))
 
 
 def make_record(op: str, operands: Mapping[str, Place | None], **fields) -> np.ndarray:

@@ -64,12 +64,12 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
             i += 1
             continue
         opdef = REGISTRY[op.name]
-        strided_ok = set(opdef.extra.get("strided_operands", ()))
+        strided_ok = opdef.extra.get("strided_operands", ())
         for j, v in enumerate(op.operands):
             if v is None:
                 continue
             lv = of(v)
-            if opdef.has(VIEW) or j in strided_ok:
+            if opdef.has(VIEW) or strided_ok == "all" or j in strided_ok:
                 continue
             if not is_contiguous(v.type.shape, lv.strides):
                 op.operands[j] = _insert_copy(m, v, i)   # materialise, then revisit this op

@@ -1,0 +1,165 @@
+"""Every op of the kernel families (unary, binary, reductions, norms, concatenation) against its own
+numpy reference, through the planner and both executors, from fused IR text."""
+
+import numpy as np
+import pytest
+
+from rt.abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
+from rt.api import CompiledModel
+from rt.dialects import parse_module
+from rt.dialects.fused_ops import UNARY_PARAMS
+from rt.interpreter import run_reference
+from rt.lowering.plan import to_planned
+from rt.target import Target
+
+# Inputs where each op is defined (and away from rounding ties of floor/round/...).
+_DOMAIN = {"log": (0.01, 20), "sqrt": (0.0, 20), "rsqrt": (0.05, 20), "reciprocal": (0.05, 4),
+           "log1p": (-0.9, 20), "pow": (0.05, 5)}
+_PARAMS = {"clamp": {"min": -0.5, "max": 0.75}, "leaky_relu": {"negative_slope": 0.2}, "elu": {"alpha": 1.5},
+           "softplus": {"beta": 2.0, "threshold": 5.0}, "pow": {"exponent": 1.7}}
+_SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 1e4, -1e4, 3.0e7, np.inf, -np.inf, np.nan]
+
+
+def _attrs(attrs: dict) -> str:
+    return " {" + ", ".join(f"{k} = {v!r}" for k, v in attrs.items()) + "}" if attrs else ""
+
+
+def _compile(text: str) -> CompiledModel:
+    fused = parse_module(text)
+    planned = to_planned(fused, Target.host())
+    return CompiledModel({"fused": fused, "planned": planned})
+
+
+def _check(text: str, inputs: list[np.ndarray], rtol: float = 2e-6, atol: float = 1e-6):
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], inputs)[0]
+    for got in (model(*inputs), model.run_op_by_op(*inputs)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * max(1.0, np.nanmax(np.abs(want[np.isfinite(want)]), initial=0)),
+                                   equal_nan=True)
+
+
+@pytest.mark.parametrize("name", UNARY_OPS)
+def test_unary(name):
+    rng = np.random.default_rng(0)
+    lo, hi = _DOMAIN.get(name, (-6.0, 6.0))
+    x = rng.uniform(lo, hi, 4099).astype(np.float32)   # odd size: vector tails
+    attrs = dict(_PARAMS.get(name, {}))
+    text = f"""module @m(%x: tensor<4099xf32>) -> (tensor<4099xf32>) {{
+  %y = fused.{name} %x{_attrs(attrs)} : tensor<4099xf32>
+  return %y
+}}"""
+    rtol = 5e-6 if name in ("pow", "expm1", "log1p", "elu", "softplus", "mish") else 2e-6
+    _check(text, [x], rtol=rtol)
+
+
+@pytest.mark.parametrize("name", [n for n in UNARY_OPS if n not in _DOMAIN])
+def test_unary_special_values(name):
+    """inf, NaN, signed zeros, tiny and huge values: the same class of result as the reference."""
+    x = np.array(_SPECIAL, np.float32)
+    text = f"""module @m(%x: tensor<{len(x)}xf32>) -> (tensor<{len(x)}xf32>) {{
+  %y = fused.{name} %x{_attrs(_PARAMS.get(name, {}))} : tensor<{len(x)}xf32>
+  return %y
+}}"""
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], [x])[0]
+    got = model(x)
+    assert (np.isnan(got) == np.isnan(want)).all(), (got, want)
+    fin = np.isfinite(want)
+    assert (np.isinf(got) == np.isinf(want)).all() and (np.sign(got[~fin & ~np.isnan(want)]) == np.sign(want[~fin & ~np.isnan(want)])).all()
+    big = np.abs(x) > 1e4        # sin/cos of huge arguments: float reduction error, as any float32 code
+    ok = fin & ~(big if name in ("sin", "cos") else False)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-6)
+
+
+def test_unary_params_default_to_torchs():
+    assert UNARY_PARAMS["leaky_relu"] == (("negative_slope", 0.01),)
+
+
+@pytest.mark.parametrize("name", BINARY_OPS)
+@pytest.mark.parametrize("shapes", [((3, 5), (3, 5)), ((4, 1, 7), (6, 1)), ((1,), (2, 33)), ((5, 3), ())])
+def test_binary(name, shapes):
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.1, 3, shapes[0]).astype(np.float32)
+    b = rng.uniform(-2, 2, shapes[1]).astype(np.float32)
+    out = np.broadcast_shapes(a.shape, b.shape)
+    t = lambda s: "tensor<" + "x".join(map(str, s)) + ("x" if s else "") + "f32>"   # noqa: E731
+    text = f"""module @m(%a: {t(a.shape)}, %b: {t(b.shape)}) -> ({t(out)}) {{
+  %y = fused.{name} %a, %b : {t(out)}
+  return %y
+}}"""
+    _check(text, [a, b], rtol=5e-6)
+
+
+def test_binary_maximum_and_minimum_propagate_nan():
+    a = np.array([1.0, np.nan, 3.0, np.nan], np.float32)
+    b = np.array([np.nan, 2.0, 1.0, np.nan], np.float32)
+    for name in ("maximum", "minimum"):
+        text = f"""module @m(%a: tensor<4xf32>, %b: tensor<4xf32>) -> (tensor<4xf32>) {{
+  %y = fused.{name} %a, %b : tensor<4xf32>
+  return %y
+}}"""
+        _check(text, [a, b])
+
+
+@pytest.mark.parametrize("name", REDUCE_OPS)
+@pytest.mark.parametrize("dims, keepdim", [([-1], True), ([0], False), ([1], False), ([0, 2], True),
+                                           ([0, 1, 2], False), ([1, 2], False)])
+def test_reduce(name, dims, keepdim):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0.5, 1.5, (6, 35, 17)).astype(np.float32)
+    ref_shape = np.sum(x, axis=tuple(dims), keepdims=keepdim).shape
+    t = lambda s: "tensor<" + "x".join(map(str, s)) + ("x" if s else "") + "f32>"   # noqa: E731
+    text = f"""module @m(%x: {t(x.shape)}) -> ({t(ref_shape)}) {{
+  %y = fused.{name} %x {{dims = {dims}, keepdim = {str(keepdim).lower()}}} : {t(ref_shape)}
+  return %y
+}}"""
+    _check(text, [x], rtol=1e-4 if name == "prod" else 2e-5)
+
+
+def test_reduce_of_a_strided_view():
+    """The kernel reads its input through strides: a permuted input needs no copy."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((8, 5, 9)).astype(np.float32)
+    text = """module @m(%x: tensor<8x5x9xf32>) -> (tensor<9x8xf32>) {
+  %p = fused.permute %x {perm = [2, 0, 1]} : tensor<9x8x5xf32>
+  %y = fused.mean %p {dims = [2]} : tensor<9x8xf32>
+  return %y
+}"""
+    model = _compile(text)
+    assert "planned.copy" not in model.ir("planned")
+    _check(text, [x], rtol=1e-5)
+
+
+def test_rms_norm():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 96)).astype(np.float32)
+    g = rng.standard_normal(96).astype(np.float32)
+    text = """module @m(%x: tensor<7x96xf32>, %g: tensor<96xf32>) -> (tensor<7x96xf32>, tensor<7x96xf32>) {
+  %y = fused.rms_norm %x, %g {eps = 1e-05} : tensor<7x96xf32>
+  %z = fused.rms_norm %x : tensor<7x96xf32>
+  return %y, %z
+}"""
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], [x, g])
+    for got in (model(x, g), model.run_op_by_op(x, g)):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_cat_of_strided_parts_along_any_dim():
+    """rotate_half's shape: two halves of the last dim, one negated, concatenated the other way round."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    text = """module @m(%x: tensor<2x3x8xf32>) -> (tensor<2x3x8xf32>, tensor<4x3x8xf32>) {
+  %a = fused.slice %x {dim = 2, start = 0, end = 4} : tensor<2x3x4xf32>
+  %b = fused.slice %x {dim = 2, start = 4, end = 8} : tensor<2x3x4xf32>
+  %nb = fused.neg %b : tensor<2x3x4xf32>
+  %r = fused.cat %nb, %a {dim = 2} : tensor<2x3x8xf32>
+  %s = fused.cat %x, %x {dim = 0} : tensor<4x3x8xf32>
+  return %r, %s
+}"""
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], [x])
+    for got in (model(x), model.run_op_by_op(x)):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
