@@ -163,3 +163,19 @@ def test_cat_of_strided_parts_along_any_dim():
     for got in (model(x), model.run_op_by_op(x)):
         for a, b in zip(got, want):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_grouped_query_attention_reads_each_kv_head_for_its_query_group(causal):
+    rng = np.random.default_rng(6)
+    q = rng.standard_normal((2, 6, 40, 16)).astype(np.float32)
+    k = rng.standard_normal((2, 40, 2, 16)).astype(np.float32)     # [B, S, Hkv, D]: read by strides
+    v = rng.standard_normal((2, 2, 40, 8)).astype(np.float32)
+    text = f"""module @m(%q: tensor<2x6x40x16xf32>, %k: tensor<2x40x2x16xf32>, %v: tensor<2x2x40x8xf32>) -> (tensor<2x6x40x8xf32>) {{
+  %kt = fused.permute %k {{perm = [0, 2, 1, 3]}} : tensor<2x2x40x16xf32>
+  %y = fused.attention %q, %kt, %v {{scale = 0.25, causal = {str(causal).lower()}, kv_group = 3}} : tensor<2x6x40x8xf32>
+  return %y
+}}"""
+    model = _compile(text)
+    assert "planned.copy" not in model.ir("planned")
+    _check(text, [q, k, v], rtol=1e-5, atol=1e-6)

@@ -176,11 +176,11 @@ ATTENTION = family("attention", """
 q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv] through their (batch, head, seq) strides
 (last dim stride 1); mask [B,H,Sq,Sk] additive float, broadcast by 0 strides. causal: query i sees keys
 j <= i (top-left, as torch SDPA is_causal=True). A query row that sees no key gives zeros, as torch
-SDPA does. scratch holds `threads` shares of rt_attention_scratch_floats(Sk, D, Dv) floats (planned
+SDPA does. Grouped-query attention: query head h reads k/v head h / kv_group. scratch holds `threads` shares of rt_attention_scratch_floats(Sk, D, Dv) floats (planned
 by the memory planner); the kernel runs on at most that many threads.""",
     "q k v mask? scratch out",
     "B H Sq Sk D Dv q_sb q_sh q_ss k_sb k_sh k_ss v_sb v_sh v_ss o_sb o_sh o_ss causal:bool "
-    "m_sb m_sh m_sq m_sk threads",
+    "m_sb m_sh m_sq m_sk threads kv_group",
     "scale")
 
 EMBEDDING = family("embedding", "out[i] = table[idx[i]] (idx int64, table read through its strides); an "

@@ -199,8 +199,8 @@ int rt_k_attention(const rt_op *op, char *const *arg)
         int64_t qb = qa + rows_per_chunk < Sq ? qa + rows_per_chunk : Sq;
         attn_head p = {
             .q = (const float *)arg[RT_ATTENTION_Q] + b * ip->q_sb + h * ip->q_sh,
-            .k = (const float *)arg[RT_ATTENTION_K] + b * ip->k_sb + h * ip->k_sh,
-            .v = (const float *)arg[RT_ATTENTION_V] + b * ip->v_sb + h * ip->v_sh,
+            .k = (const float *)arg[RT_ATTENTION_K] + b * ip->k_sb + h / ip->kv_group * ip->k_sh,
+            .v = (const float *)arg[RT_ATTENTION_V] + b * ip->v_sb + h / ip->kv_group * ip->v_sh,
             .mask = arg[RT_ATTENTION_MASK] ? (const float *)arg[RT_ATTENTION_MASK] + b * ip->m_sb + h * ip->m_sh
                                            : NULL,
             .o = (float *)arg[RT_ATTENTION_OUT] + b * ip->o_sb + h * ip->o_sh,
@@ -223,10 +223,12 @@ int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msgl
     int64_t B = ip->B, H = ip->H, Sq = ip->Sq, Sk = ip->Sk, D = ip->D, Dv = ip->Dv;
     RT_CHECK(D <= 4096 && Dv <= 4096, "head dims above 4096 are not supported");
     RT_CHECK(ip->threads >= 1, "scratch must hold at least one thread's share");
+    RT_CHECK(ip->kv_group >= 1, "kv_group must be at least 1");
     /* Output rows are written by different tasks, so they must not coincide. */
     RT_CHECK((B <= 1 || ip->o_sb > 0) && (H <= 1 || ip->o_sh > 0) && (Sq <= 1 || ip->o_ss > 0),
              "output strides must be nonzero");
-    int64_t qs[4] = {B, H, Sq, D}, ks[4] = {B, H, Sk, D}, vs[4] = {B, H, Sk, Dv},
+    int64_t Hkv = (H + ip->kv_group - 1) / ip->kv_group; /* k/v heads read */
+    int64_t qs[4] = {B, H, Sq, D}, ks[4] = {B, Hkv, Sk, D}, vs[4] = {B, Hkv, Sk, Dv},
             os[4] = {B, H, Sq, Dv}, ms[4] = {B, H, Sq, Sk};
     int64_t qst[4] = {ip->q_sb, ip->q_sh, ip->q_ss, 1}, kst[4] = {ip->k_sb, ip->k_sh, ip->k_ss, 1},
             vst[4] = {ip->v_sb, ip->v_sh, ip->v_ss, 1}, ost[4] = {ip->o_sb, ip->o_sh, ip->o_ss, 1},

@@ -18,8 +18,9 @@ Compute ops
   fused.softmax x                                                    over the last dim
   fused.layer_norm x, gamma?, beta? {eps}                            over the last dim, biased var
   fused.rms_norm x, gamma? {eps}                                     x / sqrt(mean(x^2) + eps) * gamma
-  fused.attention q, k, v, mask? {scale, causal, merge_heads}
-      q [B,H,Sq,D] (or [B,Sq,D]), k [..,Sk,D], v [..,Sk,Dv]; mask additive float, broadcastable to
+  fused.attention q, k, v, mask? {scale, causal, merge_heads, kv_group}
+      q [B,H,Sq,D] (or [B,Sq,D]), k [..,Sk,D], v [..,Sk,Dv] (with kv_group g, k and v have H/g heads:
+      query head h reads kv head h // g); mask additive float, broadcastable to
       [B,H,Sq,Sk]; causal: query i sees keys j <= i. Result [B,H,Sq,Dv]; with merge_heads (rank 4
       only) the result is [B,Sq,H*Dv] (= out.transpose(1,2).reshape(B,Sq,H*Dv)), i.e. the kernel
       writes out[b, s, h*Dv + d] (strides o_sb = Sq*H*Dv, o_sh = Dv, o_ss = H*Dv).
@@ -201,12 +202,23 @@ op("fused.add_layer_norm", ("x", "residual", "gamma?", "beta?"), same_as_first, 
 
 
 # ---- attention ------------------------------------------------------------------------------
+def _kv_heads(q, attrs) -> tuple:
+    """The batch dims k and v must have: q's, with q's heads / kv_group (grouped-query attention)."""
+    g = attrs["kv_group"]
+    if g == 1:
+        return q.shape[:-2]
+    if q.rank != 4 or g < 1 or q.shape[1] % g:
+        raise ValueError(f"kv_group {g} needs rank-4 q with a multiple of {g} heads, got {q}")
+    return (q.shape[0], q.shape[1] // g)
+
+
 def _attention_infer(types, attrs):
     q, k, v = types[0], types[1], types[2]
     if q.rank not in (3, 4) or k.rank != q.rank or v.rank != q.rank:
         raise ValueError("q, k, v need the same rank, 3 or 4")
-    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        raise ValueError(f"q {q}, k {k}, v {v} do not fit together")
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2] or not (
+            _kv_heads(q, attrs) == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(f"q {q}, k {k}, v {v} do not fit together (kv_group {attrs['kv_group']})")
     if attrs["merge_heads"]:
         if q.rank != 4:
             raise ValueError("merge_heads needs rank-4 q, k, v")
@@ -246,6 +258,8 @@ def attention_reference(q, k, v, mask, scale, causal):
 
 def _attention_ref(args, attrs):
     q, k, v, mask = padded(args, 4)
+    if attrs["kv_group"] > 1:
+        k, v = (np.repeat(t, attrs["kv_group"], axis=1) for t in (k, v))
     out = attention_reference(q, k, v, mask, attrs["scale"], attrs["causal"])
     if attrs["merge_heads"]:
         b, h, s, d = out.shape
@@ -254,7 +268,8 @@ def _attention_ref(args, attrs):
 
 
 op("fused.attention", ("q", "k", "v", "mask?"), _attention_infer, _attention_ref,
-   attrs={"scale": Attr("float", 1.0), "causal": Attr("bool", False), "merge_heads": Attr("bool", False)},
+   attrs={"scale": Attr("float", 1.0), "causal": Attr("bool", False), "merge_heads": Attr("bool", False),
+          "kv_group": Attr("int", 1)},
    verify=_attention_verify)
 
 

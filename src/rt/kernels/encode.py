@@ -361,7 +361,7 @@ def _attention(op, args, out, ctx):
             m = (m[1], 0, m[2], m[3])
     scratch, threads = _scratch(op)
     fields = dict(B=b, H=h, Sq=sq, Sk=sk, D=d, Dv=dv, causal=bool(op.attrs.get("causal", False)),
-                  threads=threads, scale=float(op.attrs.get("scale", 1.0)))
+                  threads=threads, kv_group=int(op.attrs.get("kv_group", 1)), scale=float(op.attrs.get("scale", 1.0)))
     for prefix, st in (("q", _bhs(q)), ("k", _bhs(k)), ("v", _bhs(v)), ("o", o)):
         fields.update({f"{prefix}_sb": st[0], f"{prefix}_sh": st[1], f"{prefix}_ss": st[2]})
     fields.update(m_sb=m[0], m_sh=m[1], m_sq=m[2], m_sk=m[3])
