@@ -62,12 +62,13 @@ def bind(node, args, kwargs) -> dict:
     return bound
 
 
-def schema_converter(builder, node, args, kwargs, name: str | None = None):
+def schema_converter(builder, node, args, kwargs, name: str | None = None, schema=None, extra=None):
     """Tensor args -> operands (a Python scalar in a Tensor slot becomes a 0-d const; a Tensor list is
-    the variadic tail), everything else -> attributes, by the ATen schema."""
-    schema = node.target._schema
+    the variadic tail), everything else -> attributes, by the ATen schema (`schema`: another overload's,
+    whose arguments have the same names: add.Scalar read as add.Tensor). extra: attributes to add."""
     bound = bind(node, args, kwargs)
-    operands, attrs = [], {}
+    schema = schema or node.target._schema
+    operands, attrs = [], dict(extra or {})
     for a in schema.arguments:
         v = bound[a.name]
         if _is_tensor_list_type(a.type):
@@ -82,12 +83,45 @@ def schema_converter(builder, node, args, kwargs, name: str | None = None):
 
 
 def lookup(target) -> Converter | None:
+    """The converter of an ATen overload: its own (@converter), the schema converter when its torch
+    dialect op is declared (a multi-result op: one op per result used), the `.Tensor` form for a
+    `.Scalar` overload (the scalar as a 0-d constant), else None."""
     fn = CONVERTERS.get(target)
     if fn is not None:
         return fn
-    if isinstance(target, torch._ops.OpOverload) and ir_name(target) in REGISTRY:
-        return schema_converter
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    name = ir_name(target)
+    if name in REGISTRY:
+        return multi_result_converter if REGISTRY[name].extra.get("results") else schema_converter
+    tensor_form = _tensor_form(target)
+    if tensor_form is not None:
+        return lambda b, node, args, kwargs: schema_converter(b, node, args, kwargs, ir_name(tensor_form),
+                                                              schema=tensor_form._schema)
     return None
+
+
+def _tensor_form(target):
+    """aten.fmod.Scalar -> aten.fmod.Tensor (div.Scalar_mode -> div.Tensor_mode) when rt declares it."""
+    over = target._overloadname
+    if over not in ("Scalar", "Scalar_mode"):
+        return None
+    packet = getattr(torch.ops.aten, target._schema.name.split("::")[1])
+    tensor = getattr(packet, over.replace("Scalar", "Tensor"), None)
+    return tensor if tensor is not None and ir_name(tensor) in REGISTRY else None
+
+
+def multi_result_converter(builder, node, args, kwargs, name: str | None = None, whole: dict | None = None):
+    """An ATen op with several results: one torch dialect op per result used, with `result` = its index.
+    whole: {index: fn(builder, node, bound)} for results that rt builds as a whole op instead
+    (native_layer_norm's output is torch.layer_norm)."""
+    name = name or ir_name(node.target)
+
+    def make(i, use):
+        if whole and i in whole:
+            return whole[i](builder, node, bind(node, args, kwargs))
+        return schema_converter(builder, node, args, kwargs, name, extra={"result": i})
+    return MultiResult(builder, make, REGISTRY[name].extra["results"])
 
 
 def supported_overloads() -> list[str]:
@@ -108,22 +142,13 @@ HINTS = {
     "fft": "rt has no FFT; precompute a DFT matrix as a constant and use torch.matmul",
     "rfft": "rt has no FFT; precompute a DFT matrix as a constant and use torch.matmul",
     "real": "rt has no complex tensors; keep complex math outside the model",
-    "conv": "rt has no convolution yet; a 1x1 convolution is an nn.Linear over the channel dim",
-    "batch_norm": "fold eval-mode BatchNorm into the preceding Linear (scale the weight, shift the bias)",
-    "group_norm": "rt has no GroupNorm; nn.LayerNorm over the last dim is supported",
-    "rms_norm": "write RMSNorm as x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight",
-    "einsum": "write the contraction with torch.matmul/bmm and permute",
-    "max": "use torch.amax (values only)",
-    "min": "use torch.minimum or -amax(-x)",
-    "var": "write it as ((x - x.mean(d, keepdim=True)) ** 2).mean(d)",
-    "std": "write it as torch.sqrt of the variance written with mean",
-    "sort": "rt has no sorting; do it outside the model",
-    "topk": "rt has no top-k; do it outside the model",
-    "argmax": "rt returns values only; take argmax of rt's output outside the model",
+    "view_as_real": "rt has no complex tensors; keep complex math outside the model",
+    "view_as_complex": "rt has no complex tensors; keep complex math outside the model",
+    "local_scalar_dense": "tensor.item() reads a value into Python; compute it outside the model or keep it a tensor",
+    "item": "tensor.item() reads a value into Python; compute it outside the model or keep it a tensor",
     "nonzero": "data-dependent shapes are not supported; use masks (torch.where) instead",
     "masked_select": "data-dependent shapes are not supported; use torch.where",
-    "scatter": "rt has no scatter; use torch.where with a mask",
-    "index_put": "rt has no in-place indexing; use torch.where with a mask",
+    "unique": "data-dependent shapes are not supported; do it outside the model",
     "copy_": "avoid in-place writes into tensors; build the result with torch.cat or torch.where",
 }
 
@@ -177,15 +202,7 @@ def _type_as(builder, node, args, kwargs):
     return builder.emit("torch.to.other", [x, other], {}, node)
 
 
-# ---- Scalar overloads of arithmetic: the .Tensor op with a 0-d constant -------------------------
-@converter(aten.add.Scalar, aten.sub.Scalar, aten.mul.Scalar, aten.div.Scalar)
-def _arith_scalar(builder, node, args, kwargs):
-    b = bind(node, args, kwargs)
-    name = ir_name(node.target).rsplit(".", 1)[0] + ".Tensor"
-    attrs = {"alpha": b["alpha"]} if "alpha" in b and b["alpha"] not in (None, 1) else {}
-    return builder.emit(name, [builder.as_value(b["self"]), builder.as_value(b["other"])], attrs, node)
-
-
+# (Scalar overloads of arithmetic, add.Scalar, fmod.Scalar, ...: the .Tensor op with a 0-d constant, in lookup)
 @converter(aten.where.Scalar, aten.where.ScalarSelf, aten.where.ScalarOther)
 def _where_scalar(builder, node, args, kwargs):
     b = bind(node, args, kwargs)
@@ -193,12 +210,72 @@ def _where_scalar(builder, node, args, kwargs):
                         node)
 
 
-@converter(aten.mean.default, aten.sum.default)
+_FULL_REDUCE = {aten.mean.default: "torch.mean.dim", aten.sum.default: "torch.sum.dim_IntList",
+                aten.max.default: "torch.amax", aten.min.default: "torch.amin"}
+
+
+@converter(*_FULL_REDUCE)
 def _full_reduce(builder, node, args, kwargs):
     b = bind(node, args, kwargs)
-    name = "torch.mean.dim" if node.target is aten.mean.default else "torch.sum.dim_IntList"
     attrs = {"dtype": builder.attr(b["dtype"])} if b.get("dtype") is not None else {}
-    return builder.emit(name, [builder.as_value(b["self"])], attrs, node)
+    return builder.emit(_FULL_REDUCE[node.target], [builder.as_value(b["self"])], attrs, node)
+
+
+# ---- overloads that are another op of the dialect under another name --------------------------
+_SAME_AS = {
+    aten.max.other: "torch.maximum", aten.min.other: "torch.minimum",
+    aten.clamp_min.Tensor: "torch.clamp.Tensor", aten.clamp_max.Tensor: "torch.clamp.Tensor",
+    aten.adaptive_avg_pool2d.default: "torch._adaptive_avg_pool2d",
+    aten.adaptive_avg_pool3d.default: "torch._adaptive_avg_pool3d",
+    aten.divide.Tensor: "torch.div.Tensor", aten.true_divide.Tensor: "torch.div.Tensor",
+    aten.multiply.Tensor: "torch.mul.Tensor", aten.subtract.Tensor: "torch.sub.Tensor",
+}
+
+
+@converter(*_SAME_AS)
+def _same_as(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    name = _SAME_AS[node.target]
+    operands = [builder.as_value(b["self"])]
+    if node.target in (aten.clamp_min.Tensor, aten.clamp_max.Tensor):
+        bound = b["min"] if node.target is aten.clamp_min.Tensor else b["max"]
+        operands += [builder.as_value(bound), None] if node.target is aten.clamp_min.Tensor else \
+            [None, builder.as_value(bound)]
+        return builder.emit(name, operands, {}, node)
+    attrs = {k: builder.attr(v) for k, v in b.items() if k not in ("self", "other") and v is not None}
+    if "other" in b:
+        operands.append(builder.as_value(b["other"]))
+    return builder.emit(name, operands, attrs, node)
+
+
+@converter(aten.clamp_min.default, aten.clamp_max.default)
+def _clamp_bound(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    key = "min" if node.target is aten.clamp_min.default else "max"
+    return builder.emit("torch.clamp", [builder.as_value(b["self"])], {key: b[key]}, node)
+
+
+@converter(aten.div.Tensor_mode, aten.floor_divide.default)
+def _div_mode(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    mode = "floor" if node.target is aten.floor_divide.default else b["rounding_mode"]
+    operands = [builder.as_value(b["self"]), builder.as_value(b["other"])]
+    if mode is None:
+        return builder.emit("torch.div.Tensor", operands, {}, node)
+    return builder.emit("torch.div.Tensor_mode", operands, {"rounding_mode": mode}, node)
+
+
+# ---- symbolic-size queries: static shapes make them Python ints ---------------------------------
+@converter(aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int, aten.sym_storage_offset.default)
+def _sym_query(builder, node, args, kwargs):
+    from ..dialects.strides import contiguous_strides
+    b = bind(node, args, kwargs)
+    t = builder.as_value(b["self"]).type
+    if node.target is aten.sym_size.int:
+        return t.shape[_norm(b["dim"], t.rank)]
+    if node.target is aten.sym_stride.int:
+        return contiguous_strides(t.shape)[_norm(b["dim"], t.rank)]
+    return t.numel if node.target is aten.sym_numel.default else 0
 
 
 # ---- slicing: clamp bounds so the attributes are plain in-range ints -------------------------
@@ -220,7 +297,8 @@ def _slice(builder, node, args, kwargs):
 
 
 # ---- reshapes and expands that keep the shape are the identity -------------------------------
-@converter(aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default)
+@converter(aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.expand.default,
+           aten.unflatten.int)
 def _same_shape(builder, node, args, kwargs):
     v = schema_converter(builder, node, args, kwargs)
     x = builder.as_value(args[0])
@@ -314,3 +392,120 @@ def _sdpa(builder, node, args, kwargs):
     if b.get("enable_gqa"):
         attrs["enable_gqa"] = True
     return builder.emit("torch.scaled_dot_product_attention", operands, attrs, node)
+
+
+
+# ---- ops with several results -----------------------------------------------------------------
+def _emit_bound(name: str, operand_keys, attr_keys, rename=None):
+    """A `whole` builder for multi_result_converter: emits `name` from the bound ATen arguments."""
+    def build(builder, node, b):
+        operands = [None if b.get(k) is None else builder.as_value(b[k]) for k in operand_keys]
+        attrs = {(rename or {}).get(k, k): builder.attr(b[k]) for k in attr_keys if b.get(k) is not None}
+        return builder.emit(name, operands, attrs, node)
+    return build
+
+
+@converter(aten.native_layer_norm.default)
+def _native_layer_norm(builder, node, args, kwargs):
+    return multi_result_converter(builder, node, args, kwargs, whole={0: _emit_bound(
+        "torch.layer_norm", ("input", "weight", "bias"), ("normalized_shape", "eps"))})
+
+
+def _batch_norm_whole(training):
+    def build(builder, node, b):
+        operands = [None if b.get(k) is None else builder.as_value(b[k])
+                    for k in ("input", "weight", "bias", "running_mean", "running_var")]
+        train = b["training"] if training is None else training
+        return builder.emit("torch.batch_norm", operands,
+                            {"training": bool(train), "momentum": b["momentum"], "eps": b["eps"]}, node)
+    return build
+
+
+@converter(aten._native_batch_norm_legit_no_training.default, aten._native_batch_norm_legit.default,
+           aten._native_batch_norm_legit.no_stats, aten.native_batch_norm.default)
+def _native_batch_norm(builder, node, args, kwargs):
+    training = False if node.target is aten._native_batch_norm_legit_no_training.default else None
+    return multi_result_converter(builder, node, args, kwargs, whole={0: _batch_norm_whole(training)})
+
+
+@converter(aten.native_group_norm.default)
+def _native_group_norm(builder, node, args, kwargs):
+    return multi_result_converter(builder, node, args, kwargs, whole={0: _emit_bound(
+        "torch.group_norm", ("input", "weight", "bias"), ("group", "eps"), rename={"group": "num_groups"})})
+
+
+@converter(aten.max_pool1d_with_indices.default, aten.max_pool2d_with_indices.default,
+           aten.max_pool3d_with_indices.default)
+def _max_pool_with_indices(builder, node, args, kwargs):
+    values_only = ir_name(node.target).replace("_with_indices", "")        # torch.max_pool2d
+    return multi_result_converter(builder, node, args, kwargs, whole={0: lambda builder_, node_, bound: (
+        schema_converter(builder, node, args, kwargs, values_only))})
+
+
+@converter(aten.max.dim, aten.min.dim)
+def _max_dim(builder, node, args, kwargs):
+    """(values, indices) = torch.amax / torch.argmax over one dim (min: amin / argmin)."""
+    b = bind(node, args, kwargs)
+    x = builder.as_value(b["self"])
+    stem = "max" if node.target is aten.max.dim else "min"
+
+    def make(i, use):
+        if i == 0:
+            return builder.emit(f"torch.a{stem}", [x], {"dim": [b["dim"]], "keepdim": b["keepdim"]}, node)
+        return builder.emit(f"torch.arg{stem}", [x], {"dim": b["dim"], "keepdim": b["keepdim"]}, node)
+    return MultiResult(builder, make, 2)
+
+
+@converter(aten.native_dropout.default)
+def _native_dropout(builder, node, args, kwargs):
+    """(output, keep-mask) of dropout: in eval mode, the input and a mask of ones."""
+    b = bind(node, args, kwargs)
+    if b.get("train") is not False:
+        from ..errors import ExportError
+        raise ExportError("the model was exported in training mode (dropout active); call model.eval()")
+    x = builder.as_value(b["input"])
+    return MultiResult(builder, lambda i, use: x if i == 0 else builder.emit(
+        "torch.ones_like", [x], {"dtype": "bool"}, node), 2)
+
+
+# ---- convolutions: every conv*d is torch.convolution -----------------------------------------------
+@converter(aten.conv1d.default, aten.conv2d.default, aten.conv3d.default, aten.conv1d.padding,
+           aten.conv2d.padding, aten.conv3d.padding, aten.conv_transpose1d.default, aten.conv_transpose2d.input,
+           aten.conv_transpose3d.input, aten._convolution.default)
+def _conv(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    x, w = builder.as_value(b["input"]), builder.as_value(b["weight"])
+    bias = None if b.get("bias") is None else builder.as_value(b["bias"])
+    nd = w.type.rank - 2
+
+    def full(v, default):
+        v = default if v is None else v
+        v = [v] if isinstance(v, int) else list(v)
+        return v * nd if len(v) == 1 else v
+    transposed = "transpose" in str(node.target) or bool(b.get("transposed"))
+    stride, dilation = full(b.get("stride"), 1), full(b.get("dilation"), 1)
+    padding = b.get("padding")
+    if isinstance(padding, str):                     # conv*d.padding: "valid" or "same"
+        if padding == "valid":
+            padding = [0] * nd
+        elif padding == "same":
+            total = [d * (k - 1) for d, k in zip(dilation, w.type.shape[2:])]
+            padding = [t // 2 for t in total]
+            extra = [t - 2 * (t // 2) for t in total]
+            if any(extra):                           # an even kernel: the odd pixel goes on the right
+                pad = [p for e in reversed(extra) for p in (0, e)]
+                x = builder.emit("torch.constant_pad_nd", [x], {"pad": pad}, node)
+        else:
+            raise ValueError(f"padding {padding!r} is not 'same' or 'valid'")
+    attrs = {"stride": stride, "padding": full(padding, 0), "dilation": dilation, "transposed": transposed,
+             "output_padding": full(b.get("output_padding"), 0), "groups": b.get("groups") or 1}
+    return builder.emit("torch.convolution", [x, w, bias], attrs, node)
+
+
+# ---- index_put: the variadic indices go last ------------------------------------------------------
+@converter(aten.index_put.default)
+def _index_put(builder, node, args, kwargs):
+    b = bind(node, args, kwargs)
+    indices = [None if i is None else builder.as_value(i) for i in b["indices"]]
+    return builder.emit("torch.index_put", [builder.as_value(b["self"]), builder.as_value(b["values"])] + indices,
+                        {"accumulate": bool(b["accumulate"])}, node)

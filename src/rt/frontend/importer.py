@@ -4,8 +4,11 @@
 - Parameters, buffers and lifted constants become named constants (numpy arrays sharing the tensors'
   memory where the tensor is a contiguous CPU tensor of a supported dtype).
 - Only nodes that reach the output are imported (dead code such as an unused pooler vanishes).
-- Every live call is checked against the converter table first; all unsupported overloads are reported
-  together in one UnsupportedOpError, each with the module path and source line it came from.
+- Every live call is checked against the converter table first. An op rt has no converter for (or whose
+  converter refuses one of its uses) is decomposed by torch's core-ATen table, that op only, and the
+  check repeats (decompose.py); all overloads still unsupported are reported together in one
+  UnsupportedOpError, each with the module path and source line it came from, saying which ops were
+  decomposed. `module.meta["decomposed"]` lists the decomposed overloads.
 - Module inputs: the user's tensor inputs in export order (positional args, then kwargs), named as the
   forward() arguments.
 """
@@ -24,6 +27,7 @@ from ..dialects.registry import REGISTRY
 from ..dialects.verifier import verify_module
 from ..errors import ExportError, UnsupportedOpError
 from .converters import MultiResult, hint_for, lookup
+from .decompose import decompose_unsupported, has_decomposition
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
@@ -189,36 +193,69 @@ def _live_nodes(graph) -> set:
     return live
 
 
-def _check_supported(nodes) -> None:
+def _supported(target) -> bool:
+    return target is operator.getitem or target in _METADATA_ONLY or lookup(target) is not None
+
+
+def _unsupported_error(items, decomposed: list[str]) -> UnsupportedOpError:
+    err = UnsupportedOpError(items)
+    err.decomposed = list(decomposed)
+    if decomposed:
+        err.args = (f"{err.args[0]}\nrt decomposed these ops with torch's core-ATen decompositions first: "
+                    f"{', '.join(decomposed)}",)
+    return err
+
+
+class _Refused(Exception):
+    """A converter refused one use of an op that torch's table can decompose: decompose it and retry."""
+
+    def __init__(self, target):
+        super().__init__(str(target))
+        self.target = target
+
+
+def _check_supported(nodes, decomposed: list[str] = ()) -> None:
     found: dict[str, list[str]] = {}
     hints: dict[str, str] = {}
     for n in nodes:
-        if n.op != "call_function" or n.target is operator.getitem or n.target in _METADATA_ONLY:
+        if n.op != "call_function" or _supported(n.target):
             continue
-        if lookup(n.target) is None:
-            key = str(n.target)
-            locs = found.setdefault(key, [])
-            loc = where(n)
-            if loc not in locs:
-                locs.append(loc)
-            hints.setdefault(key, hint_for(n.target))
+        key = str(n.target)
+        locs = found.setdefault(key, [])
+        loc = where(n)
+        if loc not in locs:
+            locs.append(loc)
+        hints.setdefault(key, hint_for(n.target))
     if found:
         items = []
         for key, locs in found.items():
             shown = "; ".join(locs[:3]) + (f"; and {len(locs) - 3} more place(s)" if len(locs) > 3 else "")
             items.append((key, shown, hints[key]))
-        raise UnsupportedOpError(items)
+        raise _unsupported_error(items, decomposed)
 
 
 def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Module:
-    """ExportedProgram -> torch dialect module."""
+    """ExportedProgram -> torch dialect module; ops rt lacks are decomposed first (decompose.py)."""
+    force: set = set()
+    while True:
+        program, decomposed = decompose_unsupported(ep, _supported, force)
+        try:
+            module = _import(program, name, decomposed, force)
+        except _Refused as r:
+            force.add(r.target)
+            continue
+        module.meta["decomposed"] = decomposed
+        return module
+
+
+def _import(ep: torch.export.ExportedProgram, name: str, decomposed: list[str], force: set) -> Module:
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
     b = TorchBuilder(module)
     live = _live_nodes(gm.graph)
     nodes = [n for n in gm.graph.nodes if n in live]
-    _check_supported(nodes)
+    _check_supported(nodes, decomposed)
 
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
@@ -264,7 +301,10 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
             except ExportError as e:       # e.g. a dtype rt lacks: say where the model asked for it
                 raise ExportError(f"{e}; needed by {n.target} at {where(n)}") from e
             except Exception as e:
-                raise UnsupportedOpError([(str(n.target), where(n), f"this use cannot be converted: {e}")]) from e
+                if has_decomposition(n.target) and n.target not in force:
+                    raise _Refused(n.target) from e
+                raise _unsupported_error([(str(n.target), where(n), f"this use cannot be converted: {e}")],
+                                         decomposed) from e
         elif n.op == "get_attr":
             env[n] = b.constant(n.target, tensor_to_numpy(getattr(gm, n.target), n.target))
         elif n.op == "output":

@@ -244,5 +244,63 @@ def bert(n_layer: int = 2, seq: int = 16, batch: int = 2, hidden: int = 128, n_h
     return wrapped, (ids, mask)
 
 
+# ---- Llama-family causal LMs (Llama 3, Qwen2, Qwen3, Mistral) -------------------------------
+LLAMA_FAMILY = {
+    # family: (config class, model class, extra config of that family)
+    "llama": ("LlamaConfig", "LlamaForCausalLM",
+              dict(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", dict(sliding_window=8)),
+}
+
+
+def causal_lm(family: str = "llama", n_layer: int = 2, seq: int = 16, batch: int = 1, hidden: int = 64,
+              intermediate: int = 128, n_heads: int = 4, n_kv_heads: int = 2, head_dim: int | None = None,
+              vocab_size: int = 256, tie_word_embeddings: bool = False, max_positions: int = 256, seed: int = 0,
+              **config):
+    """A small HF causal LM of the Llama family, built from its config class with random weights,
+    returning logits (B, S, vocab) and called with use_cache=False. family: 'llama' (Llama 3 rope
+    scaling), 'qwen2', 'qwen3' (q/k RMSNorm per head) or 'mistral' (sliding window 8). GQA ratio =
+    n_heads / n_kv_heads; head_dim defaults to hidden / n_heads; `config` overrides config fields."""
+    import transformers
+    cfg_name, cls_name, extra = LLAMA_FAMILY[family]
+    fields = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate,
+                  num_hidden_layers=n_layer, num_attention_heads=n_heads, num_key_value_heads=n_kv_heads,
+                  max_position_embeddings=max_positions, tie_word_embeddings=tie_word_embeddings,
+                  use_cache=False, attn_implementation="sdpa", bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    if head_dim is not None:
+        fields["head_dim"] = head_dim
+    fields.update(extra)
+    fields.update(config)
+    cfg = getattr(transformers, cfg_name)(**fields)
+    model = _build_hf(getattr(transformers, cls_name), cfg, seed)
+    wrapped = _HFOutput(model, "logits", use_cache=False).eval()
+    return wrapped, (torch.randint(0, vocab_size, (batch, seq), generator=_gen(seed + 1)),)
+
+
+def llama_lm(**kw):
+    """HF LlamaForCausalLM (small config, Llama 3 rope scaling): see causal_lm."""
+    return causal_lm("llama", **kw)
+
+
+def qwen2_lm(**kw):
+    """HF Qwen2ForCausalLM (small config): see causal_lm."""
+    return causal_lm("qwen2", **kw)
+
+
+def qwen3_lm(**kw):
+    """HF Qwen3ForCausalLM (small config, head_dim 16 unless given): see causal_lm."""
+    kw.setdefault("head_dim", 16)
+    return causal_lm("qwen3", **kw)
+
+
+def mistral_lm(**kw):
+    """HF MistralForCausalLM (small config, sliding window 8): see causal_lm."""
+    return causal_lm("mistral", **kw)
+
+
 __all__ = ["mlp", "transformer_block", "tiny_lm", "gpt2_body", "gpt2_lm", "bert", "padding_mask",
-           "Block", "Attention", "TinyLM"]
+           "Block", "Attention", "TinyLM", "causal_lm", "llama_lm", "qwen2_lm", "qwen3_lm", "mistral_lm",
+           "LLAMA_FAMILY"]
