@@ -179,3 +179,34 @@ def test_grouped_query_attention_reads_each_kv_head_for_its_query_group(causal):
     model = _compile(text)
     assert "planned.copy" not in model.ir("planned")
     _check(text, [q, k, v], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rot, interleaved, table", [(-1, False, "2x16x8"), (4, False, "16x8"),
+                                                      (8, True, "1x1x16x8")])
+def test_rope_rotates_q_read_by_strides(rot, interleaved, table):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 16, 3, 8)).astype(np.float32)        # [B, S, H, D]: heads by strides
+    shape = tuple(int(v) for v in table.split("x"))
+    cos = rng.standard_normal(shape).astype(np.float32)
+    sin = rng.standard_normal(shape).astype(np.float32)
+    text = f"""module @m(%x: tensor<2x16x3x8xf32>, %c: tensor<{table}xf32>, %s: tensor<{table}xf32>) -> (tensor<2x3x16x8xf32>) {{
+  %q = fused.permute %x {{perm = [0, 2, 1, 3]}} : tensor<2x3x16x8xf32>
+  %y = fused.rope %q, %c, %s {{rot = {rot}, interleaved = {str(interleaved).lower()}}} : tensor<2x3x16x8xf32>
+  return %y
+}}"""
+    model = _compile(text)
+    assert "planned.copy" not in model.ir("planned")
+    _check(text, [x, cos, sin], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["silu_mul", "gelu_tanh_mul", "gelu_erf_mul"])
+def test_gated_products_read_both_halves_of_one_matmul_by_strides(name):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 64)).astype(np.float32)
+    text = f"""module @m(%x: tensor<5x64xf32>) -> (tensor<5x32xf32>) {{
+  %g = fused.slice %x {{dim = 1, start = 0, end = 32}} : tensor<5x32xf32>
+  %u = fused.slice %x {{dim = 1, start = 32, end = 64}} : tensor<5x32xf32>
+  %y = fused.{name} %g, %u : tensor<5x32xf32>
+  return %y
+}}"""
+    _check(text, [x], rtol=1e-5)

@@ -148,7 +148,9 @@ read through their strides (a stride of 0 broadcasts). out may be a or b when th
 contiguous with out's shape; no other overlap.""",
     "a b out", f"ndim shape{ND} a_stride{ND} b_stride{ND}")
 
-BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor")
+# silu_mul, gelu_tanh_mul, gelu_erf_mul: act(a) * b, a gated MLP's gate (SwiGLU, GeGLU).
+BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor", "silu_mul", "gelu_tanh_mul",
+              "gelu_erf_mul")
 
 REDUCE = family("reduce", """
 out[kept] = reduce over the last nred of ndim dims of x (read through its strides, the kept dims
@@ -187,6 +189,14 @@ EMBEDDING = family("embedding", "out[i] = table[idx[i]] (idx int64, table read t
                    "index outside [0, vocab) stops the run with error index (detail = the index).",
                    "table idx out", "n vocab dim row_stride col_stride")
 
+ROPE = family("rope", """
+Rotary embedding: x [B, H, S, D] read through its (batch, head, seq) strides (last dim contiguous),
+cos and sin [B?, S, D] through theirs (c_sb 0 when shared by the batch), out [B, H, S, D] through its
+own. The first `rot` dims rotate, in halves (rotate_half: out[i] = x[i] cos[i] - x[i + rot/2] sin[i],
+out[i + rot/2] = x[i + rot/2] cos[i + rot/2] + x[i] sin[i + rot/2]) or, when interleaved, in pairs
+(2j, 2j + 1); the rest pass through. out may be x.""",
+    "x cos sin out", "B H S D rot interleaved:bool x_sb x_sh x_ss c_sb c_ss o_sb o_sh o_ss")
+
 COPY = family("copy", """
 Strided copy of x (strides `stride`) into out (strides `out_stride`: nonzero where a dim is above 1, so
 no item is written twice); items of itemsize bytes (1, 2, 4, 8). A contiguous out for a copy; a
@@ -214,6 +224,7 @@ OPS: tuple[Op, ...] = (
     *(Op(n.upper(), BINARY) for n in BINARY_OPS),
     *(Op(n.upper(), REDUCE) for n in REDUCE_OPS),
     Op("RMS_NORM", RMS_NORM),
+    Op("ROPE", ROPE),
     Op("SOFTMAX", SOFTMAX),
     Op("LAYER_NORM", LAYER_NORM),
     Op("ATTENTION", ATTENTION),

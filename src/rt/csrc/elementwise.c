@@ -138,7 +138,10 @@ static void bin_run(bin_row_fn f, const rt_binary_ints *ip, const float *a, cons
     X(div, a / b)                                                               \
     X(maximum, a != a ? a : (b != b ? b : (a > b ? a : b)))                     \
     X(minimum, a != a ? a : (b != b ? b : (a < b ? a : b)))                     \
-    X(pow_tensor, rt_powf(a, b))
+    X(pow_tensor, rt_powf(a, b))                                                \
+    X(silu_mul, a / (1.f + rt_expf(-a)) * b)                                    \
+    X(gelu_tanh_mul, rt_gelu_tanhf(a) * b)                                      \
+    X(gelu_erf_mul, rt_gelu_erff(a) * b)
 RT_BINARY_LIST(RT_BIN_ROWS)
 
 int rt_c_binary(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)

@@ -24,6 +24,9 @@ Compute ops
       [B,H,Sq,Sk]; causal: query i sees keys j <= i. Result [B,H,Sq,Dv]; with merge_heads (rank 4
       only) the result is [B,Sq,H*Dv] (= out.transpose(1,2).reshape(B,Sq,H*Dv)), i.e. the kernel
       writes out[b, s, h*Dv + d] (strides o_sb = Sq*H*Dv, o_sh = Dv, o_ss = H*Dv).
+  fused.rope x, cos, sin {rot, interleaved}
+      rotary embedding of x [B,H,S,D] with [S,D] tables (or [B,S,D], [B,1,S,D]): the first rot dims
+      (-1: all) as x*cos + rotate_half(x)*sin (interleaved: pairs 2j, 2j+1), the rest unchanged
   fused.embedding table, idx                                         table[idx], idx int64 any shape
   fused.cast x {dtype}                                               f32/i64/i32/bool
   fused.cat xs* {dim}                                                concatenation
@@ -127,9 +130,14 @@ for _name in UNARY_OPS:
     _unary(_name)
 
 
+def _gated(act):
+    return lambda a, b: numerics.ACTIVATIONS[act](a.astype(np.float64)) * b
+
+
 _BINARY = {"add": (np.add, True), "sub": (np.subtract, False), "mul": (np.multiply, True),
            "div": (np.divide, False), "maximum": (np.maximum, True), "minimum": (np.minimum, True),
-           "pow_tensor": (np.power, False)}
+           "pow_tensor": (np.power, False), "silu_mul": (_gated("silu"), False),
+           "gelu_tanh_mul": (_gated("gelu_tanh"), False), "gelu_erf_mul": (_gated("gelu_erf"), False)}
 
 
 def _binary(name, fn, commutative):
@@ -271,6 +279,49 @@ op("fused.attention", ("q", "k", "v", "mask?"), _attention_infer, _attention_ref
    attrs={"scale": Attr("float", 1.0), "causal": Attr("bool", False), "merge_heads": Attr("bool", False),
           "kv_group": Attr("int", 1)},
    verify=_attention_verify)
+
+
+# ---- rotary embedding -----------------------------------------------------------------------
+def _rope_table(t, x) -> bool:
+    """cos/sin: [S, D], [B or 1, S, D] or [B or 1, 1, S, D] for x [B, H, S, D]."""
+    shape = t.shape
+    if len(shape) == 4 and shape[1] == 1:
+        shape = (shape[0],) + shape[2:]
+    if len(shape) == 3 and shape[0] in (1, x.shape[0]):
+        shape = shape[1:]
+    return shape == x.shape[2:]
+
+
+def _rope_verify(op, types):
+    x, c, s = types
+    if x.rank != 4:
+        return f"x must be [B, H, S, D], got {x}"
+    if not (_rope_table(c, x) and _rope_table(s, x)) or c.shape != s.shape:
+        return f"cos {c} and sin {s} must be [S, D] tables for x {x}"
+    rot = op.attrs.get("rot", -1)
+    rot = x.shape[-1] if rot < 0 else rot
+    if rot % 2 or not 0 <= rot <= x.shape[-1]:
+        return f"rot {rot} must be even and at most {x.shape[-1]}"
+    return None
+
+
+def rope_reference(x, cos, sin, rot, interleaved):
+    x64 = x.astype(np.float64)
+    c = np.asarray(cos, np.float64).reshape((-1, 1) + cos.shape[-2:]) if cos.ndim > 2 else cos.astype(np.float64)
+    s = np.asarray(sin, np.float64).reshape((-1, 1) + sin.shape[-2:]) if sin.ndim > 2 else sin.astype(np.float64)
+    r = x64[..., :rot]
+    if interleaved:
+        rotated = np.stack([-r[..., 1::2], r[..., 0::2]], axis=-1).reshape(r.shape)
+    else:
+        rotated = np.concatenate([-r[..., rot // 2:], r[..., :rot // 2]], axis=-1)
+    out = x64.copy()
+    out[..., :rot] = r * c[..., :rot] + rotated * s[..., :rot]
+    return out.astype(x.dtype)
+
+
+op("fused.rope", ("x", "cos", "sin"), same_as_first,
+   lambda a, at: rope_reference(a[0], a[1], a[2], at["rot"] if at["rot"] >= 0 else a[0].shape[-1], at["interleaved"]),
+   attrs={"rot": Attr("int", -1), "interleaved": Attr("bool", False)}, verify=_rope_verify)
 
 
 # ---- gathers and casts ----------------------------------------------------------------------

@@ -368,6 +368,33 @@ def _attention(op, args, out, ctx):
     return Encoded("ATTENTION", dict(q=q, k=k, v=v, mask=mask, scratch=scratch, out=out), fields)
 
 
+# ---- rotary embedding -----------------------------------------------------------------------
+def _table_strides(t: Operand) -> tuple[int, int]:
+    """(batch, seq) strides of a [S, D], [B, S, D] or [B, 1, S, D] cos/sin table (batch 0 if shared)."""
+    shape, st = t.type.shape, t.strides
+    if t.type.rank == 2:
+        return 0, st[0]
+    return (0 if shape[0] == 1 else st[0]), st[-2]
+
+
+@encoder("planned.rope")
+def _rope(op, args, out, ctx):
+    x, c, s = args
+    _need_f32(op, x, c, s, out)
+    for name, t in (("x", x), ("cos", c), ("sin", s), ("out", out)):
+        if t.strides[-1] != 1 and t.type.shape[-1] > 1:
+            raise _fail(op, f"{name} must have unit stride in its last dim")
+    if c.strides != s.strides:
+        raise _fail(op, "cos and sin must share a layout")
+    b, h, sq, d = x.type.shape
+    rot = op.attrs.get("rot", -1)
+    cb, cs = _table_strides(c)
+    return Encoded("ROPE", dict(x=x, cos=c, sin=s, out=out), dict(
+        B=b, H=h, S=sq, D=d, rot=d if rot < 0 else rot, interleaved=bool(op.attrs.get("interleaved", False)),
+        x_sb=x.strides[0], x_sh=x.strides[1], x_ss=x.strides[2], c_sb=cb, c_ss=cs,
+        o_sb=out.strides[0], o_sh=out.strides[1], o_ss=out.strides[2]))
+
+
 # ---- gathers and casts ----------------------------------------------------------------------
 @encoder("planned.embedding")
 def _embedding(op, args, out, ctx):
