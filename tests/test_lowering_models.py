@@ -111,3 +111,10 @@ def test_bert_padding_mask_stays_an_operand():
     assert len(masks) == 1 and None not in masks          # one mask, computed once, shared by the layers
     assert not any(op.attrs.get("causal") for op in attn)
     assert fused.const_value(next(iter(masks))) is None   # it depends on the attention_mask input
+
+
+def test_op_counts_per_stage_dev_tool():
+    from rt.devtools.stats import format_counts, op_counts_per_stage
+    counts = op_counts_per_stage(*Z.mlp(d_in=16, d_hidden=16, d_out=8, n_layers=2, batch=2))
+    assert counts["fused"] == {"fused.matmul": 2} and counts["torch"]["torch.linear"] == 2
+    assert format_counts("mlp", counts).endswith("fused      2 ops: matmul 2")

@@ -1,7 +1,7 @@
 """Op counts per stage (torch, fused) for the reference models.
 
-    python -m rt.lowering.stats            # GPT-2 2-layer body, GPT-2 12-layer LM, BERT
-    python -m rt.lowering.stats --small    # smaller dims (fast)
+    python -m rt.devtools.stats            # GPT-2 2-layer body, GPT-2 12-layer LM, BERT
+    python -m rt.devtools.stats --small    # smaller dims (fast)
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 def op_counts_per_stage(model, args) -> dict[str, dict[str, int]]:
     """{'torch': {op: n}, 'fused': {op: n}} for a model and its example inputs (consts not counted)."""
     from ..frontend import import_module
-    from . import to_fused
+    from ..lowering import to_fused
     torch_ir = import_module(model, args)
     fused = to_fused(torch_ir)
     strip = lambda c: {k: v for k, v in sorted(c.items()) if k != "const"}   # noqa: E731

@@ -1,6 +1,7 @@
 """IR-text tests for passes, like MLIR's lit tests: IR in, passes, IR out, compared exactly.
 
-A fixture file holds cases separated by `// -----`:
+A fixture file (`tests/lowering/*.ir`) holds cases separated by `// -----`; each case names the
+passes it runs, so one runner (`tests/test_lowering_lit.py`) runs every fixture:
 
     // CASE: gelu in GPT-2's tanh form becomes one op
     // PASSES: fuse-dag, dce
@@ -16,11 +17,16 @@ A fixture file holds cases separated by `// -----`:
 
 `// const "name" = <python expression>` gives the data behind a `const "name"` op (numpy as `np`; the
 array is cast to the op's dtype and broadcast to its shape). The module is verified before and after
-the passes. `python -m rt.lowering.lit FILE... [--update]` runs fixtures; --update rewrites the
-EXPECT blocks with the current output (review the diff before committing it).
+the passes.
+
+    python -m rt.devtools.lit [FILE...] [--update]
+
+runs the given fixtures (default: every tests/lowering/*.ir under the current directory); --update
+rewrites their EXPECT blocks with the current output (review the diff before committing it).
 """
 from __future__ import annotations
 
+import glob
 import re
 import sys
 from dataclasses import dataclass
@@ -30,9 +36,10 @@ import numpy as np
 from ..dialects.ir import TensorType
 from ..dialects.text import parse_module, parse_type, print_module
 from ..dialects.verifier import verify_module
-from .passmanager import PassManager
+from ..lowering import PassManager      # the package, so that every pass is registered
 
 SEP = "// -----"
+DEFAULT_GLOB = "tests/lowering/*.ir"
 
 
 @dataclass
@@ -55,6 +62,14 @@ class Case:
         verify_module(module)
         out = PassManager.of(self.passes, verify=True).run(module)
         return print_module(out)
+
+    def format(self, expect: str | None = None) -> str:
+        """The case's fixture text, with `expect` (default: its own) as the EXPECT block."""
+        expect = self.expect if expect is None else expect
+        head = [f"// CASE: {self.name}", f"// PASSES: {', '.join(self.passes)}"]
+        head += [f'// const "{k}" = {v}' for k, v in self.consts.items()]
+        return ("\n".join(head) + "\n" + self.source.strip("\n") + "\n// EXPECT:\n"
+                + (expect or "").strip("\n") + "\n")
 
 
 def parse_cases(text: str) -> list[Case]:
@@ -84,26 +99,27 @@ def parse_cases(text: str) -> list[Case]:
     return cases
 
 
+def format_cases(cases: list[Case], expects: list[str] | None = None) -> str:
+    """A fixture file's text (the inverse of parse_cases)."""
+    expects = expects or [None] * len(cases)
+    return ("\n" + SEP + "\n\n").join(c.format(e) for c, e in zip(cases, expects))
+
+
 def run_file(path: str, update: bool = False) -> list[tuple[Case, str]]:
-    text = open(path).read()
-    cases = parse_cases(text)
+    cases = parse_cases(open(path).read())
     results = [(c, c.run()) for c in cases]
     if update:
-        chunks = []
-        for c, got in results:
-            head = [f"// CASE: {c.name}", f"// PASSES: {', '.join(c.passes)}"]
-            head += [f'// const "{k}" = {v}' for k, v in c.consts.items()]
-            chunks.append("\n".join(head) + "\n" + c.source.strip("\n") + "\n// EXPECT:\n" + got.strip("\n") + "\n")
         with open(path, "w") as f:
-            f.write(("\n" + SEP + "\n\n").join(chunks))
+            f.write(format_cases(cases, [got for _, got in results]))
     return results
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     update = "--update" in argv
+    paths = [a for a in argv if not a.startswith("--")] or sorted(glob.glob(DEFAULT_GLOB))
     bad = 0
-    for path in [a for a in argv if not a.startswith("--")]:
+    for path in paths:
         for c, got in run_file(path, update):
             ok = update or got == c.expect
             bad += not ok
