@@ -1,15 +1,103 @@
-"""One source of op codes: every C op a planned op runs as exists in the C table, and every C kernel
-is reachable from some planned op."""
+"""One source of op codes: every planned op the planner gives kernel facts has an encoder (the records
+step, rt.kernels.encode), every encoder writes a C op of rt.abi whose record C accepts, and every C
+kernel is reachable from some planned op."""
+import numpy as np
+import pytest
+
+from rt.abi import OP_CODES, attention_scratch_floats
+from rt.dialects.ir import Operation, TensorType, Value
 from rt.dialects.registry import REGISTRY
-from rt.kernels._runtime import op_codes
+from rt.dialects.strides import contiguous_strides
+from rt.kernels import Program, operand_places, read_fields
+from rt.kernels.encode import ENCODERS, Context, Encoded, Operand
+from rt.kernels.records import RECORD_DTYPE, fill
+from rt.target import Target
 
 
-def test_planned_ops_name_existing_c_ops():
-    codes = op_codes()
-    used = {d.extra["c_op"] for d in REGISTRY.dialect_ops("planned") if "c_op" in d.extra}
-    assert used <= set(codes), f"planned ops name C ops that do not exist: {used - set(codes)}"
+def with_kernel_facts() -> set[str]:
+    """Planned ops the planner knows a C kernel for (rt.dialects.kernel_facts)."""
+    return {d.name for d in REGISTRY.dialect_ops("planned") if "strided_operands" in d.extra}
+
+
+def test_planned_ops_with_kernel_facts_have_encoders():
+    missing = with_kernel_facts() - set(ENCODERS)
+    assert not missing, f"planned ops with kernel facts but no encoder: {sorted(missing)}"
+
+
+def test_encoders_are_for_planned_ops_with_kernel_facts():
+    stray = set(ENCODERS) - with_kernel_facts()
+    assert not stray, f"encoders for ops the planner has no kernel facts for: {sorted(stray)}"
+
+
+# One small op per encoder: (operand types, result type, attrs). Types: (shape, dtype). Ops sharing the
+# unary, binary or reduction encoder share its case (a unary op's parameters all 0.5).
+F = "f32"
+
+
+def _shared(example: str, case) -> dict:
+    return {name: case(name) for name, enc in ENCODERS.items() if enc is ENCODERS.get(example)}
+
+
+CASES = {
+    **_shared("planned.relu", lambda name: ([((3, 5), F)], ((3, 5), F),
+                                            {p: 0.5 for p in REGISTRY[name].extra.get("params", ())})),
+    **_shared("planned.add", lambda name: ([((3, 5), F), ((5,), F)], ((3, 5), F), {})),
+    **_shared("planned.sum", lambda name: ([((3, 5, 2), F)], ((3, 2), F), {"dims": [1]})),
+    "planned.cat": ([((2, 5), F), ((3, 5), F)], ((5, 5), F), {"dim": 0}),
+    "planned.rms_norm": ([((3, 5), F), ((5,), F)], ((3, 5), F), {"eps": 1e-6}),
+    "planned.rope": ([((1, 2, 4, 8), F), ((4, 8), F), ((4, 8), F)], ((1, 2, 4, 8), F), {}),
+    "planned.matmul": ([((2, 8), F), ((4, 8), F), ((4,), F)], ((2, 4), F), {"transpose_b": True}),
+    "planned.copy": ([((3, 5), F)], ((3, 5), F), {}),
+    "planned.softmax": ([((3, 5), F)], ((3, 5), F), {}),
+    "planned.layer_norm": ([((3, 5), F), ((5,), F), ((5,), F)], ((3, 5), F), {"eps": 1e-5}),
+    "planned.add_layer_norm": ([((3, 5), F), ((3, 5), F), ((5,), F), ((5,), F)], ((3, 5), F), {"eps": 1e-5}),
+    "planned.attention": ([((1, 2, 4, 8), F)] * 3, ((1, 2, 4, 8), F), {"scale": 0.25, "causal": True}),
+    "planned.embedding": ([((10, 4), F), ((3,), "i64")], ((3, 4), F), {}),
+    "planned.cast": ([((6,), F)], ((6,), "i64"), {}),
+}
+
+
+def encode_case(name: str) -> tuple[list[Encoded], list[Operand], Operand]:
+    """Run op `name`'s encoder on CASES[name], every operand in a slot of its own (1, 2, ...), the result
+    in the next; attention's scratch in the arena. The records it gives (one, or several)."""
+    types, out_type, attrs = CASES[name]
+    attrs = dict(attrs)
+    args = [Operand(1 + i, 0, contiguous_strides(shape), TensorType(shape, dt)) for i, (shape, dt) in enumerate(types)]
+    out = Operand(1 + len(args), 0, contiguous_strides(out_type[0]), TensorType(*out_type))
+    if name == "planned.attention":
+        q, k, v = (a.type.shape for a in args)
+        attrs["scratch"] = [0, attention_scratch_floats(k[-2], q[-1], v[-1]) * 4, 1]
+    op = Operation(name, [Value(f"v{i}", a.type) for i, a in enumerate(args)], attrs, Value("r", out.type))
+    ctx = Context(Target.host(), {}, frozenset())
+    e = ENCODERS[name](op, args, out, ctx)
+    return e if isinstance(e, list) else [e], args, out
+
+
+def test_every_encoder_has_a_case():
+    assert set(CASES) == set(ENCODERS), "add a case for each new encoder"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_encoder_writes_a_c_op_c_accepts(name):
+    """The encoder's C op is one of rt.abi.OPS, its operands and fields are that family's (fill refuses
+    any other, and any missing), and C's checker accepts the record for buffers of the operands' sizes."""
+    encoded, args, out = encode_case(name)
+    assert encoded
+    recs = np.zeros(len(encoded), RECORD_DTYPE)
+    arena = 0
+    for rec, e in zip(recs, encoded):
+        assert e.c_op in OP_CODES, f"{name} encodes to {e.c_op!r}, not an op of rt.abi"
+        fill(rec, e.c_op, {k: None if v is None else v.place for k, v in e.operands.items()}, e.fields)
+        places = operand_places(rec)
+        assert places["out"][0] == out.slot
+        assert {p[0] for p in places.values() if p is not None} <= {a.slot for a in args} | {out.slot, 0}
+        assert set(read_fields(rec)) >= set(e.fields)
+        if e.operands.get("scratch") is not None:
+            arena = max(arena, e.operands["scratch"].type.nbytes)
+    sizes = [arena] + [a.type.nbytes for a in args] + [out.type.nbytes]
+    Program(recs, sizes, {}, [a.slot for a in args], [out.slot])
 
 
 def test_every_c_kernel_is_reachable_from_a_planned_op():
-    used = {d.extra["c_op"] for d in REGISTRY.dialect_ops("planned") if "c_op" in d.extra}
-    assert set(op_codes()) <= used, f"C kernels no planned op runs: {set(op_codes()) - used}"
+    used = {e.c_op for name in CASES for e in encode_case(name)[0]}
+    assert used == set(OP_CODES), f"C kernels no planned op runs: {sorted(set(OP_CODES) - used)}"
