@@ -11,7 +11,7 @@ of leftover composites, dead-code elimination. Each pass is registered by name (
 from __future__ import annotations
 
 from ..dialects.ir import Module
-from . import fold, fusions, legalize, weights  # noqa: F401  (pass registration)
+from . import fold, legalize, patterns, weights  # noqa: F401  (pass registration)
 from .passmanager import PASSES, PIPELINES, Pass, PassManager, register_pass, register_pipeline
 from .rewrite import ANY, Approx, Const, N, Pattern, Scalar, apply_patterns
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..dialects.builder import Builder, same_attr
-from ..dialects.ir import Module, Operation, Value, replace_all_uses
+from ..dialects.ir import Module, Operation, Value, padded, replace_all_uses
 from ..dialects.registry import COMMUTATIVE, REGISTRY
 from ..errors import LoweringError
 
@@ -146,6 +146,15 @@ class Match:
 
     def scalar(self, key: str) -> float:
         return float(np.asarray(self.array(key)).reshape(-1)[0])
+
+    def rebuild(self, b: Builder, nid: str, operands: dict[int, Value | None] | None = None, **attrs) -> Value:
+        """The matched op `nid` built again with `b`, some operands (by position) and attributes
+        changed: the usual replacement when a fusion folds a neighbour into an op's operands/flags."""
+        op = self.ops[nid]
+        ops = padded(op.operands, max(len(op.operands), len(REGISTRY[op.name].operands)))
+        for i, v in (operands or {}).items():
+            ops[i] = v
+        return b.op(op.name, ops, {**op.attrs, **attrs})
 
 
 def scalar_of(module: Module, v: Value | None) -> float | None:
