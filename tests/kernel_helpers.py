@@ -18,11 +18,12 @@ def _array_and_offset(spec) -> tuple[np.ndarray | None, int]:
 
 
 def build_program(op: str, operands: Mapping[str, Any], constant: Iterable[str] = (),
-                  **fields) -> tuple[Program, list[np.ndarray], np.ndarray]:
+                  **fields) -> tuple[Program, list[np.ndarray], list[np.ndarray]]:
     """A one-op Program. operands: the family's arg names -> array, (array, byte offset), or None
     (absent; so is a name left out). Operands that are the same array share its slot; the operands
-    named in `constant` are bound as constants (when the program is built), `out` is the output and
-    every other array an input. Returns the program, its inputs (in slot order) and the output."""
+    named in `constant` are bound as constants (when the program is built); the arrays of operands the
+    kernel writes (rt.abi: the out, and e.g. ADD_LAYER_NORM's sum) are outputs, every other array an
+    input. Returns the program, its inputs and its outputs (in slot order)."""
     placed = {name: _array_and_offset(spec) for name, spec in operands.items()}
     arrays: list[np.ndarray] = []
     for arr, _ in placed.values():
@@ -34,18 +35,19 @@ def build_program(op: str, operands: Mapping[str, Any], constant: Iterable[str] 
 
     rec = make_record(op, {name: None if arr is None else (slot_of(arr), off)
                            for name, (arr, off) in placed.items()}, **fields)
-    out = placed["out"][0]
+    written = {f.name for f in OP_BY_NAME[op].family.args if f.written}
+    outs = [a for a in arrays if any(a is placed[n][0] for n in written if n in placed)]
     consts = {slot_of(placed[name][0]): placed[name][0] for name in constant}
-    inputs = [a for a in arrays if a is not out and slot_of(a) not in consts]
+    inputs = [a for a in arrays if not any(a is o for o in outs) and slot_of(a) not in consts]
     prog = Program(rec, [0] + [a.nbytes for a in arrays], consts, [slot_of(a) for a in inputs],
-                   [slot_of(out)])
-    return prog, inputs, out
+                   [slot_of(a) for a in outs])
+    return prog, inputs, outs
 
 
 def run_program(op: str, operands: Mapping[str, Any], constant: Iterable[str] = (), **fields) -> Program:
-    """build_program, then one run (writing into the `out` array); returns the program."""
-    prog, inputs, out = build_program(op, operands, constant, **fields)
-    prog.run(inputs, [out])
+    """build_program, then one run (writing into the written operands' arrays); returns the program."""
+    prog, inputs, outs = build_program(op, operands, constant, **fields)
+    prog.run(inputs, outs)
     return prog
 
 

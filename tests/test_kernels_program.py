@@ -153,8 +153,7 @@ def _ok_binary():
      rf"matmul field ldb = {MAX_EXTENT + 1} is not in \[0, {MAX_EXTENT}\]"),
     (make_record("MATMUL", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, **matmul_fields(4, 4, 4, sb1=-(2**62))),
      rf"matmul field sb1 = {-(2**62)} is not in \[0, {MAX_EXTENT}\]"),
-    (make_record("MATMUL", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, **matmul_fields(4, 4, 4, trans_a=2)),
-     r"matmul field trans_a = 2 is not in \[0, 1\]"),
+    (_with(_ok_matmul(), trans_a=2), r"matmul field trans_a = 2 is not in \[0, 1\]"),
     (_with(_ok_matmul(), trans_b=-1), r"matmul field trans_b = -1 is not in \[0, 1\]"),
     (_with(_ok_matmul(), act=len(ENUMS["act"])),
      rf"matmul field act = {len(ENUMS['act'])} is not in \[0, {len(ENUMS['act']) - 1}\]"),
@@ -332,3 +331,27 @@ def test_variant_is_minus_one_for_ops_without_a_choice():
     assert prog.variant(0) == ENUMS["b_mode"].index("blas") and prog.variant(1) == -1
     with pytest.raises(IndexError):
         prog.variant(3)
+
+
+def test_operands_a_kernel_writes_besides_its_out_never_land_in_inputs_or_constants():
+    """ADD_LAYER_NORM's sum and ATTENTION's scratch are written too (rt.abi marks them): a program
+    that binds them to an input or a constant is refused before it runs."""
+    from rt.errors import ProgramError
+    x = np.ones((2, 4), np.float32)
+    rec = make_record("ADD_LAYER_NORM", {"x": (1, 0), "residual": (2, 0), "sum": (2, 0), "out": (3, 0)},
+                      rows=2, cols=4, eps=1e-5)
+    with pytest.raises(ProgramError, match=r"ADD_LAYER_NORM\): writes into input slot 2"):
+        Program(rec, [0, x.nbytes, x.nbytes, x.nbytes], {}, [1, 2], [3])
+    rec = make_record("ADD_LAYER_NORM", {"x": (1, 0), "residual": (2, 0), "sum": (4, 0), "out": (3, 0)},
+                      rows=2, cols=4, eps=1e-5)
+    sum_ = np.zeros((2, 4), np.float32)
+    sum_.flags.writeable = False
+    with pytest.raises(ProgramError, match=r"writes into constant slot 4"):
+        Program(rec, [0, x.nbytes, x.nbytes, x.nbytes, x.nbytes], {4: sum_}, [1, 2], [3])
+
+
+def test_make_record_refuses_bad_flags_and_array_shapes():
+    with pytest.raises(ProgramError, match="trans_a is a flag"):
+        make_record("MATMUL", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, **matmul_fields(4, 4, 4, trans_a=2))
+    with pytest.raises(ProgramError, match="shape takes up to 6 ints"):
+        make_record("ADD", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, ndim=1, shape=4, a_stride=[1], b_stride=[1])

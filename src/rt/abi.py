@@ -6,7 +6,8 @@ slots/offsets, then the op family's int fields (`op->ip.<family>.<field>` in C) 
 (`op->fp.<family>.<field>`). Records are rebuilt from the planned IR whenever a program is built (saved
 files hold IR, not records), so fields may be added, removed or reordered freely.
 
-Field specs: args `"a b bias? out"` (`?` = optional: absent is slot -1), ints `"M N act:act shape[6]"`
+Field specs: args `"a b bias? >sum? out"` (`?` = optional: absent is slot -1; `>` = the kernel writes it
+besides the out, the last arg), ints `"M N act:act shape[6]"`
 (plain ints are extents, checked to lie in [0, MAX_EXTENT] by the generic checker; `:bool` is 0/1;
 `:<enum>` one of ENUMS' names, filled by name from Python; `[n]` an array of n extents), floats `"eps"`
 (`"alpha=0"`: a parameter only some ops of the family use, 0 when left out).
@@ -59,6 +60,7 @@ class Field:
     count: int = 1            # > 1: an array
     enum: str | None = None   # "bool", or a key of ENUMS
     optional: bool = False    # args only
+    written: bool = False     # args only: the kernel writes it (the out, the last arg, always is)
     default: float | None = None   # floats: the value when an encoder leaves the field out
 
     @property
@@ -70,7 +72,9 @@ class Field:
 
 
 def _args(spec: str) -> tuple[Field, ...]:
-    return tuple(Field(w.rstrip("?"), optional=w.endswith("?")) for w in spec.split())
+    words = spec.split()
+    return tuple(Field(w.lstrip(">").rstrip("?"), optional=w.endswith("?"), written=w.startswith(">") or
+                       i == len(words) - 1) for i, w in enumerate(words))
 
 
 def _float(w: str) -> Field:
@@ -172,7 +176,7 @@ LAYER_NORM = family("layer_norm", "Layer norm over the last dim of [rows, cols] 
 ADD_LAYER_NORM = family("add_layer_norm", """
 sum = x + residual (stored when the sum operand is present: the next residual), out = layer_norm(sum).
 Any operands may alias each other exactly; no partial overlap.""",
-    "x residual gamma? beta? sum? out", "rows cols", "eps")
+    "x residual gamma? beta? >sum? out", "rows cols", "eps")
 
 ATTENTION = family("attention", """
 q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv] through their (batch, head, seq) strides
@@ -180,7 +184,7 @@ q [B,H,Sq,D], k [B,H,Sk,D], v [B,H,Sk,Dv], out [B,H,Sq,Dv] through their (batch,
 j <= i (top-left, as torch SDPA is_causal=True). A query row that sees no key gives zeros, as torch
 SDPA does. Grouped-query attention: query head h reads k/v head h / kv_group. scratch holds `threads` shares of rt_attention_scratch_floats(Sk, D, Dv) floats (planned
 by the memory planner); the kernel runs on at most that many threads.""",
-    "q k v mask? scratch out",
+    "q k v mask? >scratch out",
     "B H Sq Sk D Dv q_sb q_sh q_ss k_sb k_sh k_ss v_sb v_sh v_ss o_sb o_sh o_ss causal:bool "
     "m_sb m_sh m_sq m_sk threads kv_group",
     "scale")

@@ -105,6 +105,9 @@ def _check_abi():
 
 _check_abi()
 
+# Per op code: the operand indices its kernel writes.
+_WRITTEN = tuple(frozenset(i for i, f in enumerate(o.family.args) if f.written) for o in OPS)
+
 
 def attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv):
     """C's own count of ATTENTION's per-thread scratch floats (rt.abi mirrors it)."""
@@ -238,8 +241,8 @@ cdef class Program:
                     continue
                 if kind[s] == UNBOUND:
                     raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
-                # out is the last operand; kernels never write anything else.
-                if a == self.ops[i].nargs - 1 and kind[s] in (CONSTANT, INPUT):
+                # the operands a kernel writes (its out, and those rt.abi marks written)
+                if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
                     raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
                                      f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
         self._prepare(after_prepare)

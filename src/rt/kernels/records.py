@@ -29,7 +29,13 @@ Place = tuple[int, int]     # (slot, byte offset)
 
 
 def _int_value(fam: Family, f: Field, v: Any) -> int:
-    if f.enum is None or f.enum == "bool":
+    if f.enum == "bool":
+        if v not in (0, 1):      # True, False, 0, 1
+            raise ProgramError(f"{fam.name} field {f.name} is a flag (0 or 1), got {v!r}")
+        return int(v)
+    if f.enum is None:
+        if isinstance(v, (list, tuple)):
+            raise ProgramError(f"{fam.name} field {f.name} takes one int, got {v!r}")
         return int(v)
     if not isinstance(v, str) or v not in ENUMS[f.enum]:
         raise ProgramError(f"{fam.name} field {f.name} takes one of {ENUMS[f.enum]}, got {v!r}")
@@ -61,6 +67,8 @@ def fill(rec: np.void, op: str, operands: Mapping[str, Place | None], fields: Ma
     for name, (at, f) in fam.int_offsets().items():
         v = fields[name]
         if f.count > 1:
+            if not isinstance(v, (list, tuple)):
+                raise ProgramError(f"{op} field {name} takes up to {f.count} ints, got {v!r}")
             vals = [int(x) for x in v]
             if len(vals) > f.count:
                 raise ProgramError(f"{op} field {name} holds {f.count} values, got {len(vals)}")
