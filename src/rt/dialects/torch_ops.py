@@ -34,8 +34,9 @@ import numpy as np
 from . import numerics
 from .ir import DTYPES, TensorType, dtype_name, padded
 from .strides import contiguous_strides, reshape_strides
-from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, SHAPE_ONLY, VIEW, Attr, broadcast_shapes, op,
-                       same_as_first)
+from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, REGISTRY, SHAPE_ONLY, VIEW, Attr, broadcast_shapes,
+                       op, same_as_first)
+from .registry import normalize_dim as _norm_dim
 
 # ---- helpers --------------------------------------------------------------------------------
 _CATEGORY = {"bool": 0, "i32": 1, "i64": 1, "f32": 2, "f64": 2}
@@ -59,14 +60,6 @@ def promote_dtypes(types) -> str:
     if zero is None or _CATEGORY[zero] <= _CATEGORY[dim]:
         return dim
     return zero
-
-
-def _norm_dim(d: int, rank: int) -> int:
-    if rank == 0:
-        rank = 1
-    if not -rank <= d < rank:
-        raise ValueError(f"dim {d} out of range for rank {rank}")
-    return d % rank
 
 
 def _resolve_shape(size, numel: int) -> tuple[int, ...]:
@@ -102,27 +95,6 @@ def _linear_ref(args, attrs):
 
 
 op("torch.linear", ("input", "weight", "bias?"), _linear_infer, _linear_ref)
-
-
-def _addmm_infer(types, attrs):
-    a, b = types[1], types[2]
-    if a.rank != 2 or b.rank != 2 or a.shape[1] != b.shape[0]:
-        raise ValueError(f"addmm: cannot multiply {a} by {b}")
-    return a.with_shape((a.shape[0], b.shape[1]))
-
-
-def _addmm_ref(args, attrs):
-    bias, a, b = args
-    y = a @ b
-    if attrs["alpha"] != 1:
-        y = y * np.float32(attrs["alpha"])
-    if attrs["beta"] != 0:
-        y = y + (bias if attrs["beta"] == 1 else np.float32(attrs["beta"]) * bias)
-    return y.astype(a.dtype)
-
-
-op("torch.addmm", ("self", "mat1", "mat2"), _addmm_infer, _addmm_ref,
-   attrs={"beta": Attr("scalar", 1), "alpha": Attr("scalar", 1)})
 
 
 def matmul_shape(a: tuple, b: tuple) -> tuple:
@@ -161,19 +133,49 @@ op("torch.mm", ("self", "mat2"), _mm_infer(2), lambda x, a: np.matmul(x[0], x[1]
 op("torch.bmm", ("self", "mat2"), _mm_infer(3), lambda x, a: np.matmul(x[0], x[1]).astype(x[0].dtype))
 
 
-def _baddbmm_ref(args, attrs):
-    bias, a, b = args
-    y = np.matmul(a, b)
-    if attrs["alpha"] != 1:
-        y = y * np.float32(attrs["alpha"])
-    if attrs["beta"] != 0:
-        y = y + (bias if attrs["beta"] == 1 else np.float32(attrs["beta"]) * bias)
-    return y.astype(a.dtype)
+# beta * self + alpha * (a op b): one helper for the whole family (self is ignored when beta is 0)
+def _product_shape(kind, a, b) -> tuple[int, ...]:
+    if kind == "mm" and a.rank == 2 and b.rank == 2 and a.shape[1] == b.shape[0]:
+        return (a.shape[0], b.shape[1])
+    if kind == "bmm" and a.rank == 3 and b.rank == 3 and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1]:
+        return (a.shape[0], a.shape[1], b.shape[2])
+    if kind == "mv" and a.rank == 2 and b.rank == 1 and a.shape[1] == b.shape[0]:
+        return (a.shape[0],)
+    if kind == "sum_bmm" and a.rank == 3 and b.rank == 3 and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1]:
+        return (a.shape[1], b.shape[2])
+    if kind == "outer" and a.rank == 1 and b.rank == 1:
+        return (a.shape[0], b.shape[0])
+    raise ValueError(f"cannot form the {kind} product of {a} and {b}")
 
 
-op("torch.baddbmm", ("self", "batch1", "batch2"),
-   lambda t, a: _mm_infer(3)([t[1], t[2]], a), _baddbmm_ref,
-   attrs={"beta": Attr("scalar", 1), "alpha": Attr("scalar", 1)})
+_PRODUCTS = {"mm": np.matmul, "bmm": np.matmul, "mv": np.matmul, "outer": np.outer,
+             "sum_bmm": lambda a, b: np.matmul(a, b).sum(axis=0)}
+
+
+def _scaled_product_op(name, operands, kind):
+    def infer(types, at):
+        shape = _product_shape(kind, types[1], types[2])
+        if broadcast_shapes(types[0].shape, shape) != shape:
+            raise ValueError(f"{name}: self {types[0]} does not broadcast to {list(shape)}")
+        return types[1].with_shape(shape)
+
+    def ref(args, at):
+        bias, a, b = args
+        y = _PRODUCTS[kind](a, b)
+        if at["alpha"] != 1:
+            y = y * np.asarray(at["alpha"]).astype(a.dtype)
+        if at["beta"] != 0:
+            y = y + (bias if at["beta"] == 1 else np.asarray(at["beta"]).astype(a.dtype) * bias)
+        return np.broadcast_to(y, infer([TensorType.of(x) for x in args], at).shape).astype(a.dtype)
+    op(f"torch.{name}", operands, infer, ref, attrs={"beta": Attr("scalar", 1), "alpha": Attr("scalar", 1)})
+
+
+for _name, _operands, _kind in (("addmm", ("self", "mat1", "mat2"), "mm"),
+                                ("baddbmm", ("self", "batch1", "batch2"), "bmm"),
+                                ("addmv", ("self", "mat", "vec"), "mv"),
+                                ("addbmm", ("self", "batch1", "batch2"), "sum_bmm"),
+                                ("addr", ("self", "vec1", "vec2"), "outer")):
+    _scaled_product_op(_name, _operands, _kind)
 
 
 # ---- elementwise: unary ---------------------------------------------------------------------
@@ -219,6 +221,13 @@ def _identity(x, at):
 
 def _sign(x, at):
     return np.where(np.isnan(x), 0, np.sign(x)) if x.dtype.kind == "f" else (x if x.dtype == np.bool_ else np.sign(x))
+
+
+def _lgamma(v: float) -> float:
+    try:
+        return math.lgamma(v)
+    except (ValueError, OverflowError):      # the poles: torch gives inf
+        return math.inf if not math.isnan(v) else v
 
 
 def _round_decimals(x, at):
@@ -281,6 +290,7 @@ _UNARY = [
     ("log_sigmoid", "float", lambda x, at: -np.logaddexp(0.0, -x), {}),
     ("erf", "float", lambda x, at: numerics.erf(x), {}),
     ("erfc", "float", lambda x, at: np.vectorize(math.erfc, otypes=[np.float64])(x), {}),
+    ("lgamma", "float", lambda x, at: np.vectorize(_lgamma, otypes=[np.float64])(x), {}),
     ("exp", "float", lambda x, at: np.exp(x), {}),
     ("exp2", "float", lambda x, at: np.exp2(x), {}),
     ("expm1", "float", lambda x, at: np.expm1(x), {}),
@@ -303,6 +313,7 @@ _UNARY = [
     ("acosh", "float", lambda x, at: np.arccosh(x), {}),
     ("atanh", "float", lambda x, at: np.arctanh(x), {}),
     ("deg2rad", "float", lambda x, at: np.deg2rad(x), {}),
+    ("angle", "float", lambda x, at: np.where(np.isnan(x), x, np.where(x < 0, np.pi, 0.0)), {}),
     ("rad2deg", "float", lambda x, at: np.rad2deg(x), {}),
     ("nan_to_num", "same", _nan_to_num, {"ints": _identity, "exact": True, "attrs": {"nan": Attr("float", None, optional=True),
                                                    "posinf": Attr("float", None, optional=True),
@@ -316,6 +327,17 @@ _UNARY = [
 ]
 for _name, _kind, _fn, _kw in _UNARY:
     unary_op(_name, _fn, _kind, **_kw)
+
+
+def _frexp_all(args, at):
+    m, e = np.frexp(args[0])
+    return [m.astype(args[0].dtype), e.astype(np.int32)]
+
+
+def _frexp_infer(types, at):
+    if _CATEGORY[types[0].dtype] != 2:
+        raise ValueError(f"frexp needs a float input, got {types[0]}")
+    return [types[0], types[0].with_dtype("i32")]
 
 
 def _scalar_type(v) -> TensorType:
@@ -352,6 +374,10 @@ unary_op("logical_not", lambda x, at: np.logical_not(x), exact=True, dtype_rule=
          traits=(ELEMENTWISE, FOLD_ONLY))
 
 
+op("torch.frexp.Tensor", ("self",), lambda t, at: _frexp_infer(t, at)[at["result"]],
+   lambda x, at: _frexp_all(x, at)[at["result"]], attrs={"result": Attr("int", 0)}, results=2)
+
+
 # ---- elementwise: binary --------------------------------------------------------------------
 # A binary op is one row too: both operands are cast to the dtype torch computes in (the promoted
 # dtype, or its float for true division) before the numpy function runs, so numpy's own promotion
@@ -372,7 +398,7 @@ _COMPUTE = {"promote": lambda dt, at: dt, "float": lambda dt, at: _float_of(dt),
 
 
 def binary_op(name: str, fn, compute: str = "promote", commutative=False, alpha=False, fold_only=False,
-              attrs=None, int_fn=None, f64=False, verify=None):
+              attrs=None, int_fn=None, f64=False, verify=None, operands=("self", "other")):
     """Declare torch.<name>(self, other). compute: "promote" (result in the promoted dtype), "float"
     (the promoted dtype's float: true division), "bool" (a comparison in the promoted dtype, bool
     result), "logical" (operands as bool, bool result). int_fn: the function for integer operands
@@ -405,7 +431,7 @@ def binary_op(name: str, fn, compute: str = "promote", commutative=False, alpha=
             else:
                 y = fn(a, b, at)
         return np.asarray(y).astype(_np(r))
-    op(f"torch.{name}", ("self", "other"), infer, ref, attrs=attrs, traits=traits, verify=verify)
+    op(f"torch.{name}", operands, infer, ref, attrs=attrs, traits=traits, verify=verify)
 
 
 def _div_trunc_int(a, b):
@@ -449,7 +475,7 @@ _BINARY = [
     ("minimum", lambda a, b, at: np.minimum(a, b), {"commutative": True}),
     ("fmax", lambda a, b, at: np.fmax(a, b), {"commutative": True}),
     ("fmin", lambda a, b, at: np.fmin(a, b), {"commutative": True}),
-    ("pow.Tensor_Tensor", _float_pow, {"int_fn": _int_pow, "f64": True}),
+    ("pow.Tensor_Tensor", _float_pow, {"int_fn": _int_pow, "f64": True, "operands": ("self", "exponent")}),
     ("atan2", lambda a, b, at: np.arctan2(a, b), {"compute": "float", "f64": True}),
     ("hypot", lambda a, b, at: np.hypot(a, b), {"compute": "float", "f64": True}),
     ("copysign.Tensor", lambda a, b, at: np.copysign(a, b), {"compute": "float"}),
@@ -459,6 +485,8 @@ _BINARY = [
     ("xlogy.Tensor", lambda a, b, at: np.where(np.isnan(b), np.nan, np.where(a == 0, 0.0, a * np.log(b))),
      {"compute": "float", "f64": True}),
     ("logaddexp", lambda a, b, at: np.logaddexp(a, b), {"compute": "float", "f64": True, "commutative": True}),
+    ("nextafter", lambda a, b, at: np.nextafter(a, b), {}),
+    ("ldexp.Tensor", lambda a, b, at: a * np.exp2(b), {"compute": "float", "f64": True}),
     ("bitwise_and.Tensor", lambda a, b, at: a & b, {"commutative": True, "fold_only": True}),
     ("__and__.Tensor", lambda a, b, at: a & b, {"commutative": True, "fold_only": True}),
     ("bitwise_or.Tensor", lambda a, b, at: a | b, {"commutative": True, "fold_only": True}),
@@ -700,6 +728,15 @@ def _logsumexp(x, axes, keepdims, at):
     return y if keepdims else np.squeeze(y, axis=axes)
 
 
+def _vector_norm(x, axes, keepdims, p):
+    a = np.abs(x)
+    if p == 0:
+        return np.sum(a != 0, axis=axes, keepdims=keepdims)
+    if math.isinf(p):
+        return (np.max if p > 0 else np.min)(a, axis=axes, keepdims=keepdims)
+    return np.sum(a ** p, axis=axes, keepdims=keepdims) ** (1.0 / p)
+
+
 _DTYPE = {"dtype": _DTYPE_ATTR}
 _REDUCTIONS = [
     # name, fn(x, axes, keepdims, attrs), kind, dim, attrs
@@ -724,9 +761,34 @@ _REDUCTIONS = [
     ("std.dim", lambda x, ax, k, at: np.sqrt(_var(_unbiased)(x, ax, k, at)), "float", "ints",
      {"unbiased": Attr("bool", True)}),
     ("logsumexp", _logsumexp, "tofloat", "ints_required", {}),
+    ("linalg_vector_norm", lambda x, ax, k, at: _vector_norm(x, ax, k, at["ord"]), "float", "ints",
+     {"ord": Attr("scalar", 2), **_DTYPE}),
 ]
 for _name, _fn, _kind, _dim, _attrs in _REDUCTIONS:
     reduction_op(_name, _fn, _kind, _dim, _attrs, keepdim=_dim != "none")
+
+
+def _moments_op(name, spread):
+    """var_mean / std_mean: (spread, mean) over the dims, with Bessel's `correction`."""
+    def infer(types, at):
+        x = types[0]
+        t = TensorType(_reduced_shape(x.shape, reduce_axes(x.rank, at["dim"]), at["keepdim"]), _mean_dtype(x.dtype, {}))
+        return [t, t]
+
+    def ref(args, at):
+        x = args[0].astype(np.float64)
+        axes = reduce_axes(x.ndim, at["dim"])
+        t = infer([TensorType.of(args[0])], at)[0]
+        with np.errstate(all="ignore"):
+            v = _var(_correction)(x, axes, at["keepdim"], at)
+            m = np.mean(x, axis=axes, keepdims=at["keepdim"])
+        return [np.asarray(spread(v)).astype(t.np_dtype).reshape(t.shape), np.asarray(m).astype(t.np_dtype).reshape(t.shape)]
+    multi_op(f"torch.{name}", ("self",), infer, ref,
+             attrs={"dim": _DIMS_OPT, "correction": _SCALAR_OPT, "keepdim": Attr("bool", False)})
+
+
+_moments_op("var_mean.correction", lambda v: v)
+_moments_op("std_mean.correction", np.sqrt)
 
 
 def _scan_infer(types, attrs):
@@ -747,6 +809,34 @@ def _scan_op(name, fn, traits=()):
 
 _scan_op("cumsum", np.cumsum, traits=(FOLD_ONLY,))
 _scan_op("cumprod", np.cumprod)
+_scan_op("logcumsumexp", lambda a, axis: np.logaddexp.accumulate(a, axis=axis if axis is not None else 0))
+
+
+def _search_infer(types, at):
+    seq, x = types[0], types[1]
+    if seq.rank > 1 and seq.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"searchsorted: sorted sequence {seq} and values {x} differ in their leading dims")
+    return x.with_dtype("i32" if at["out_int32"] else "i64")
+
+
+def _search_ref(seq, x, right):
+    side = "right" if right else "left"
+    if seq.ndim <= 1:
+        return np.searchsorted(seq, x, side=side)
+    rows = [np.searchsorted(s_, v, side=side) for s_, v in zip(seq.reshape(-1, seq.shape[-1]),
+                                                                 x.reshape(-1, x.shape[-1]))]
+    return np.array(rows).reshape(x.shape)
+
+
+op("torch.searchsorted.Tensor", ("sorted_sequence", "self", "sorter?"), _search_infer,
+   lambda x, at: _search_ref(x[0] if x[2] is None else np.take_along_axis(x[0], x[2], -1), x[1],
+                             at["right"] or at["side"] == "right").astype(np.int32 if at["out_int32"] else np.int64),
+   attrs={"out_int32": Attr("bool", False), "right": Attr("bool", False), "side": Attr("str", None, optional=True)})
+op("torch.bucketize.Tensor", ("self", "boundaries"),
+   lambda t, at: t[0].with_dtype("i32" if at["out_int32"] else "i64"),
+   lambda x, at: np.searchsorted(x[1], x[0], side="right" if at["right"] else "left").astype(
+       np.int32 if at["out_int32"] else np.int64),
+   attrs={"out_int32": Attr("bool", False), "right": Attr("bool", False)})
 
 
 def _diff_infer(types, attrs):
@@ -1053,11 +1143,16 @@ op("torch.embedding", ("weight", "indices"), _embedding_infer, lambda x, at: np.
 def _index_select_infer(types, attrs):
     x, idx = types
     d = _norm_dim(attrs["dim"], x.rank)
+    if _CATEGORY[idx.dtype] != 1 or idx.rank > 1:
+        raise ValueError(f"index_select: index {idx} must be a 0-d or 1-d integer tensor")
+    if x.rank == 0:
+        return x
     return x.with_shape(x.shape[:d] + (idx.shape[0] if idx.rank else 1,) + x.shape[d + 1:])
 
 
 op("torch.index_select", ("self", "index"), _index_select_infer,
-   lambda x, at: np.take(x[0], np.atleast_1d(x[1]), axis=at["dim"]), attrs={"dim": Attr("int")})
+   lambda x, at: np.array(x[0]) if x[0].ndim == 0 else np.take(x[0], np.atleast_1d(x[1]), axis=at["dim"]),
+   attrs={"dim": Attr("int")})
 
 
 def _gather_infer(types, attrs):
@@ -1399,33 +1494,74 @@ op("torch.masked_scatter", ("self", "mask", "source"),
    lambda t, at: t[0].with_shape(broadcast_shapes(t[0].shape, t[1].shape)), _masked_scatter_ref)
 
 
+def _view_scatter_op(name, view_name, attrs):
+    """torch.<name>(self, src): a copy of self whose view `view_name` (a VIEW op, read through its
+    registry view fact) is replaced by src (diagonal_scatter, as_strided_scatter)."""
+    def view_type(x, at):
+        vd = REGISTRY[view_name]
+        return vd.infer([x], vd.with_defaults(at))
+
+    def infer(types, at):
+        want = view_type(types[0], at)
+        if types[1].shape != want.shape:
+            raise ValueError(f"{name}: src {types[1]} is not the view's shape {want.shape}")
+        return types[0]
+
+    def ref(args, at):
+        x, src = args
+        out = np.array(x, copy=True, order="C")
+        if src.size:
+            xt = TensorType.of(x)
+            off, strides = REGISTRY[view_name].extra["view"](at, xt, contiguous_strides(x.shape), view_type(xt, at))
+            flat = out.reshape(-1)
+            np.lib.stride_tricks.as_strided(flat[off:], shape=src.shape, strides=[st * flat.itemsize for st in strides],
+                                            writeable=True)[...] = src
+        return out
+    op(f"torch.{name}", ("self", "src"), infer, ref, attrs=attrs)
+
+
+_view_scatter_op("diagonal_scatter", "torch.diagonal",
+                 {"offset": Attr("int", 0), "dim1": Attr("int", 0), "dim2": Attr("int", 1)})
+_view_scatter_op("as_strided_scatter", "torch.as_strided",
+                 {"size": Attr("ints"), "stride": Attr("ints"), "storage_offset": Attr("int", None, optional=True)})
+
+
 # ---- embedding bags -------------------------------------------------------------------------
 def _embedding_bag_infer(types, at):
     w, idx, offsets = types[0], types[1], types[2]
     if w.rank != 2 or idx.rank != 1 or offsets.rank != 1:
         raise ValueError(f"_embedding_bag needs a 2-D weight and 1-D indices and offsets, got {w} {idx} {offsets}")
-    if at["result"] != 0:
-        raise ValueError("only the bags (result 0) of _embedding_bag are supported, not its bookkeeping results")
     bags = offsets.shape[0] - (1 if at["include_last_offset"] else 0)
     out = w.with_shape((bags, w.shape[1]))
-    return [out, idx, idx, idx]
+    i64 = idx.with_dtype("i64")
+    return [out, i64, i64.with_shape((bags,)), i64.with_shape((bags, w.shape[1]) if at["mode"] == 2 else (bags,))]
 
 
 def _embedding_bag_ref(args, at):
+    """(bags, offset2bag, bag_size, max_indices). The last three are the bookkeeping torch keeps for
+    the backward pass: given here by their meaning (each index's bag, each bag's size, each max's row),
+    which need not be torch's exact layout for them."""
     w, idx, offsets, psw = padded(args, 4)
     bags = len(offsets) - (1 if at["include_last_offset"] else 0)
     ends = list(offsets[1:]) + ([] if at["include_last_offset"] else [len(idx)])
     out = np.zeros((bags, w.shape[1]), np.float64)
+    offset2bag = np.zeros(len(idx), np.int64)
+    size = np.zeros(bags, np.int64)
+    argmax = np.zeros((bags, w.shape[1]) if at["mode"] == 2 else (bags,), np.int64)
     for b in range(bags):
         sel = np.arange(int(offsets[b]), int(ends[b]))
+        offset2bag[sel] = b
         sel = sel[idx[sel] != at["padding_idx"]] if at["padding_idx"] >= 0 else sel
+        size[b] = len(sel)
         if not len(sel):
             continue
         rows = w[idx[sel]].astype(np.float64)
         if psw is not None:
             rows = rows * psw[sel, None]
         out[b] = rows.sum(0) if at["mode"] == 0 else rows.mean(0) if at["mode"] == 1 else rows.max(0)
-    return [out.astype(w.dtype)]
+        if at["mode"] == 2:
+            argmax[b] = idx[sel][np.argmax(rows, axis=0)]
+    return [out.astype(w.dtype), offset2bag, size, argmax]
 
 
 multi_op("torch._embedding_bag", ("weight", "indices", "offsets", "per_sample_weights?"), _embedding_bag_infer,
@@ -1961,7 +2097,8 @@ op("torch.unsqueeze", ("self",), _unsqueeze_infer,
 
 
 def _squeeze_dims(attrs, x):
-    dims = [attrs["dim"]] if "dim" in attrs else attrs.get("dims")
+    dims = attrs.get("dim")
+    dims = [dims] if isinstance(dims, int) else dims
     if dims is None:
         return [i for i, s in enumerate(x.shape) if s == 1]
     return [d for d in (_norm_dim(d, x.rank) for d in dims) if x.rank and x.shape[d] == 1]
@@ -1982,7 +2119,7 @@ def _squeeze_op(name, attrs):
 
 
 _squeeze_op("torch.squeeze.dim", {"dim": Attr("int")})
-_squeeze_op("torch.squeeze.dims", {"dims": Attr("ints")})
+_squeeze_op("torch.squeeze.dims", {"dim": Attr("ints")})
 _squeeze_op("torch.squeeze", {})
 
 
@@ -2328,7 +2465,7 @@ def _copy_infer(types, at):
 
 op("torch.copy", ("self", "src"), _copy_infer,
    lambda x, at: np.array(np.broadcast_to(x[1], x[0].shape), dtype=x[0].dtype),
-   attrs={"non_blocking": Attr("bool", False)}, traits=(ELEMENTWISE,))
+   traits=(ELEMENTWISE,))
 
 __all__ = ["promote_dtypes", "softmax_ref", "sdpa_ref", "layer_norm_ref", "matmul_shape", "slice_bounds",
            "reshape_strides", "contiguous_strides", "dtype_name"]

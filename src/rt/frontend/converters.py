@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..dialects.registry import REGISTRY
+from ..dialects.registry import normalize_dim as _norm
 
 if TYPE_CHECKING:
     from .importer import Builder
@@ -62,12 +63,11 @@ def bind(node, args, kwargs) -> dict:
     return bound
 
 
-def schema_converter(builder, node, args, kwargs, name: str | None = None, schema=None, extra=None):
+def schema_converter(builder, node, args, kwargs, name: str | None = None, extra=None):
     """Tensor args -> operands (a Python scalar in a Tensor slot becomes a 0-d const; a Tensor list is
-    the variadic tail), everything else -> attributes, by the ATen schema (`schema`: another overload's,
-    whose arguments have the same names: add.Scalar read as add.Tensor). extra: attributes to add."""
+    the variadic tail), everything else -> attributes, by the ATen schema. extra: attributes to add."""
     bound = bind(node, args, kwargs)
-    schema = schema or node.target._schema
+    schema = node.target._schema
     operands, attrs = [], dict(extra or {})
     for a in schema.arguments:
         v = bound[a.name]
@@ -94,21 +94,53 @@ def lookup(target) -> Converter | None:
     name = ir_name(target)
     if name in REGISTRY:
         return multi_result_converter if REGISTRY[name].extra.get("results") else schema_converter
-    tensor_form = _tensor_form(target)
-    if tensor_form is not None:
-        return lambda b, node, args, kwargs: schema_converter(b, node, args, kwargs, ir_name(tensor_form),
-                                                              schema=tensor_form._schema)
+    alt = same_call(target)
+    if alt is not None and alt is not target:
+        fn = lookup(alt)
+        if fn is not None:
+            return lambda b, node, args, kwargs: fn(b, _As(node, alt), args, kwargs)
     return None
 
 
-def _tensor_form(target):
-    """aten.fmod.Scalar -> aten.fmod.Tensor (div.Scalar_mode -> div.Tensor_mode) when rt declares it."""
-    over = target._overloadname
-    if over not in ("Scalar", "Scalar_mode"):
-        return None
-    packet = getattr(torch.ops.aten, target._schema.name.split("::")[1])
-    tensor = getattr(packet, over.replace("Scalar", "Tensor"), None)
-    return tensor if tensor is not None and ir_name(tensor) in REGISTRY else None
+class _As:
+    """An FX node seen as a call of another overload with the same arguments (view_copy as view)."""
+
+    def __init__(self, node, target):
+        self._node, self.target = node, target
+
+    def __getattr__(self, key):
+        return getattr(self._node, key)
+
+
+SAME_CALL = {aten._embedding_bag_forward_only.default: aten._embedding_bag.default}
+
+
+def same_call(target):
+    """The overload that computes the same from the same arguments, rt's spelling: aten.fmod.Scalar ->
+    aten.fmod.Tensor (the scalar a 0-d constant; div.Scalar_mode -> div.Tensor_mode), aten.view_copy ->
+    aten.view (rt's values are never aliased, so a copy is its view), SAME_CALL's pairs."""
+    if target in SAME_CALL:
+        return SAME_CALL[target]
+    packet_name, over = target._schema.name.split("::")[1], target._overloadname
+    if over in ("Scalar", "Scalar_mode"):
+        packet = getattr(torch.ops.aten, packet_name, None)
+        return getattr(packet, over.replace("Scalar", "Tensor"), None)
+    if packet_name.endswith("_copy"):
+        packet = getattr(torch.ops.aten, packet_name[:-len("_copy")], None)
+        return getattr(packet, over, None) if packet is not None else None
+    if is_inplace(target):
+        packet = getattr(torch.ops.aten, packet_name[:-1], None)
+        return getattr(packet, over, None) if packet is not None else None
+    return None
+
+
+def is_inplace(target) -> bool:
+    """An in-place ATen overload (x.masked_fill_(...)): it returns its first argument, updated."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return False
+    name = target._schema.name.split("::")[1]
+    return name.endswith("_") and not name.endswith("__") and bool(target._schema.arguments) and \
+        target._schema.arguments[0].alias_info is not None and target._schema.arguments[0].alias_info.is_write
 
 
 def multi_result_converter(builder, node, args, kwargs, name: str | None = None, whole: dict | None = None):
@@ -279,10 +311,6 @@ def _sym_query(builder, node, args, kwargs):
 
 
 # ---- slicing: clamp bounds so the attributes are plain in-range ints -------------------------
-def _norm(d, rank):
-    return d % max(rank, 1)
-
-
 @converter(aten.slice.Tensor)
 def _slice(builder, node, args, kwargs):
     from ..dialects.torch_ops import slice_bounds

@@ -1,20 +1,26 @@
-"""The decomposition fallback: an ATen op rt has no converter for is rewritten by torch's own core-ATen
-decomposition table (the one `ExportedProgram.run_decompositions` uses), for that op only, so every op
-rt knows stays whole (linear, scaled_dot_product_attention, layer_norm, convolution, ...).
+"""The decomposition fallback: an ATen call rt has no converter for (or whose converter refuses that use)
+is rewritten by torch's own core-ATen decomposition table (the one `ExportedProgram.run_decompositions`
+uses), for that call only, so every op rt knows stays whole (linear, scaled_dot_product_attention,
+layer_norm, convolution, ...).
 
-`decompose_unsupported` repeats until every live op has a converter or no decomposition is left: a
-decomposition may itself produce ops rt lacks, which are decomposed in turn. What is left is reported
-unsupported by the importer, and its error says which ops were decomposed on the way.
+`decompose_call` traces the table's function (or, for an op outside the table that torch implements by
+other ops, that composite kernel, as run_decompositions does) for one FX node on stand-ins of the node's
+own inputs (their recorded shapes and dtypes), functionalised, into a small graph of ATen ops, which the
+importer converts in the node's place; an op of that graph rt lacks is decomposed in turn (up to MAX_DEPTH levels). The graph
+is traced once per node (`node.meta`) and carries the node's source location.
 """
 from __future__ import annotations
 
 import functools
-import operator
-from typing import Callable
+import warnings
 
 import torch
+import torch.fx as fx
+from torch.utils import _pytree as pytree
 
-MAX_ROUNDS = 8          # decompositions of decompositions; torch's table reaches core ATen in 2-3
+MAX_DEPTH = 8           # decompositions of decompositions; torch's table reaches core ATen in 2-3
+_META_KEY = "rt_decomposition"
+_SOURCE_META = ("stack_trace", "nn_module_stack")
 
 
 @functools.lru_cache(maxsize=1)
@@ -23,40 +29,115 @@ def decomposition_table() -> dict:
     return dict(torch.export.default_decompositions().items())
 
 
+def _composite(target) -> bool:
+    """An op torch implements by other ops (CompositeImplicitAutograd), like run_decompositions does."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(target.name(), "CompositeImplicitAutograd")
+
+
+def decomposition_of(target):
+    """torch's decomposition function of an ATen overload: the table's, else its composite kernel."""
+    if not isinstance(target, torch._ops.OpOverload):
+        return None
+    fn = decomposition_table().get(target)
+    if fn is None and _composite(target):
+        fn = target.decompose
+    return fn
+
+
 def has_decomposition(target) -> bool:
-    return isinstance(target, torch._ops.OpOverload) and target in decomposition_table()
+    return decomposition_of(target) is not None
 
 
-def live_call_targets(graph) -> list:
-    """The call_function targets of the nodes that reach the graph's output, in graph order."""
-    out = [n for n in graph.nodes if n.op == "output"]
-    live, stack = set(out), list(out)
-    while stack:
-        for a in stack.pop().all_input_nodes:
-            if a not in live:
-                live.add(a)
-                stack.append(a)
-    seen = {}
-    for n in graph.nodes:
-        if n in live and n.op == "call_function" and n.target is not operator.getitem:
-            seen.setdefault(n.target, None)
-    return list(seen)
+class Decomposition:
+    """A traced decomposition of one call: `graph` (an fx.GraphModule of ATen ops) whose placeholders
+    take, in order, the leaves at `tensor_leaves` of the flattened (args, kwargs) of the call."""
+
+    def __init__(self, graph: fx.GraphModule, tensor_leaves: list[int]):
+        self.graph, self.tensor_leaves = graph, tensor_leaves
+
+    def inputs(self, args, kwargs) -> list:
+        """The call's (mapped) arguments at the placeholders' positions."""
+        leaves = pytree.tree_flatten((args, kwargs))[0]
+        return [leaves[i] for i in self.tensor_leaves]
 
 
-def decompose_unsupported(ep: torch.export.ExportedProgram, supported: Callable[[object], bool],
-                          force=()) -> tuple[torch.export.ExportedProgram, list[str]]:
-    """(program, decomposed): `ep` with every live op that `supported` refuses (and every op in `force`:
-    ops whose converter refused one use) decomposed by torch's table, repeatedly; `decomposed` names
-    them ('aten.hardswish.default', ...) in the order they were decomposed."""
-    decomposed: list[str] = []
-    done: set = set()
-    for _ in range(MAX_ROUNDS):
-        missing = [t for t in live_call_targets(ep.graph_module.graph)
-                   if t not in done and (t in force or not supported(t))]
-        todo = {t: decomposition_table()[t] for t in missing if has_decomposition(t)}
-        if not todo:
-            break
-        ep = ep.run_decompositions(todo)
-        done.update(todo)
-        decomposed.extend(str(t) for t in todo)
-    return ep, decomposed
+def _stand_in(x):
+    """A real (uninitialised) tensor of a node's recorded shape and dtype, or its static value."""
+    if isinstance(x, fx.Node):
+        val = x.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            return torch.empty(tuple(int(s) for s in val.shape), dtype=val.dtype)
+        if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            raise ValueError("a symbolic value")
+        return val
+    return x
+
+
+def _mutable(x):
+    """FX's immutable argument lists and dicts as plain ones (decompositions may edit their arguments)."""
+    if isinstance(x, (list, tuple)):
+        return (list if isinstance(x, list) else tuple)(_mutable(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _mutable(v) for k, v in x.items()}
+    return x
+
+
+def decompose_call(node: fx.Node) -> Decomposition | None:
+    """torch's decomposition of one call, traced (None when the table has none or it cannot be traced:
+    e.g. a data-dependent decomposition)."""
+    if _META_KEY in node.meta:
+        return node.meta[_META_KEY]
+    result = None
+    fn = decomposition_of(node.target)
+    if fn is not None:
+        leaves, spec = pytree.tree_flatten((_mutable(node.args), _mutable(node.kwargs)))
+        positions = [i for i, x in enumerate(leaves)
+                     if isinstance(x, fx.Node) and isinstance(x.meta.get("val"), torch.Tensor)]
+        try:
+            concrete = [_stand_in(x) for x in leaves]
+
+            def call(*tensors):
+                filled = list(concrete)
+                for i, t in zip(positions, tensors):
+                    filled[i] = t
+                args, kwargs = pytree.tree_unflatten(filled, spec)
+                out = fn(*args, **kwargs)
+                return tuple(out) if isinstance(out, tuple) else out     # not a torch.return_types class
+            from torch.fx.experimental.proxy_tensor import make_fx
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm = _functional(make_fx(call, tracing_mode="fake")(*[concrete[i] for i in positions]))
+        except Exception:
+            gm = None
+        if gm is not None:
+            for sub in gm.graph.nodes:
+                for key in _SOURCE_META:
+                    if key in node.meta:
+                        sub.meta[key] = node.meta[key]
+            result = Decomposition(gm, positions)
+    node.meta[_META_KEY] = result
+    return result
+
+
+def _functional(gm: fx.GraphModule) -> fx.GraphModule:
+    """In-place ATen calls of a decomposition (x.clamp_min_(0) on a fresh intermediate) as their
+    functional overloads, later uses of the mutated tensor reading the result instead."""
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    for n in list(gm.graph.nodes):
+        t = n.target
+        if n.op != "call_function" or not isinstance(t, torch._ops.OpOverload):
+            continue
+        name = t._schema.name.split("::")[1]
+        if not name.endswith("_") or name.startswith("_") and name.endswith("__"):
+            continue
+        packet = getattr(torch.ops.aten, name[:-1], None)
+        func = getattr(packet, t._overloadname, None) if packet is not None else None
+        if func is None or not n.args or not isinstance(n.args[0], fx.Node):
+            continue
+        mutated = n.args[0]
+        n.target = func
+        for user in list(mutated.users):
+            if user is not n and order[user] > order[n]:
+                user.replace_input_with(mutated, n)
+    gm.recompile()
+    return gm

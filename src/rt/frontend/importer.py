@@ -20,14 +20,15 @@ import re
 
 import numpy as np
 import torch
+import torch.fx as fx
 
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
 from ..dialects.verifier import verify_module
 from ..errors import ExportError, UnsupportedOpError
-from .converters import MultiResult, hint_for, lookup
-from .decompose import decompose_unsupported, has_decomposition
+from .converters import MultiResult, hint_for, is_inplace, lookup
+from .decompose import MAX_DEPTH, decompose_call
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
@@ -193,69 +194,66 @@ def _live_nodes(graph) -> set:
     return live
 
 
-def _supported(target) -> bool:
-    return target is operator.getitem or target in _METADATA_ONLY or lookup(target) is not None
-
-
-def _unsupported_error(items, decomposed: list[str]) -> UnsupportedOpError:
+def _unsupported_error(items, decomposed: dict[str, int]) -> UnsupportedOpError:
     err = UnsupportedOpError(items)
-    err.decomposed = list(decomposed)
+    err.decomposed = dict(decomposed)
     if decomposed:
         err.args = (f"{err.args[0]}\nrt decomposed these ops with torch's core-ATen decompositions first: "
                     f"{', '.join(decomposed)}",)
     return err
 
 
-class _Refused(Exception):
-    """A converter refused one use of an op that torch's table can decompose: decompose it and retry."""
+class _Support:
+    """Which calls rt converts, which it decomposes (and into what), which it cannot: the check that
+    runs before conversion, so that every unsupported op is reported at once."""
 
-    def __init__(self, target):
-        super().__init__(str(target))
-        self.target = target
+    def __init__(self):
+        self.found: dict[str, list[str]] = {}       # unsupported overload -> places in the model
+        self.tried: dict[str, None] = {}            # overloads the check decomposed (ordered set)
+        self.decomposed: dict[str, int] = {}        # decomposed overload -> calls (counted at conversion)
 
+    def check(self, nodes, depth: int = 0) -> None:
+        for n in nodes:
+            if n.op != "call_function" or n.target is operator.getitem or n.target in _METADATA_ONLY:
+                continue
+            if lookup(n.target) is not None:
+                continue
+            dec = decompose_call(n) if depth < MAX_DEPTH else None
+            if dec is None:
+                locs = self.found.setdefault(str(n.target), [])
+                if where(n) not in locs:
+                    locs.append(where(n))
+                continue
+            self.tried[str(n.target)] = None
+            self.check(_live_in(dec.graph.graph), depth + 1)
 
-def _check_supported(nodes, decomposed: list[str] = ()) -> None:
-    found: dict[str, list[str]] = {}
-    hints: dict[str, str] = {}
-    for n in nodes:
-        if n.op != "call_function" or _supported(n.target):
-            continue
-        key = str(n.target)
-        locs = found.setdefault(key, [])
-        loc = where(n)
-        if loc not in locs:
-            locs.append(loc)
-        hints.setdefault(key, hint_for(n.target))
-    if found:
-        items = []
-        for key, locs in found.items():
-            shown = "; ".join(locs[:3]) + (f"; and {len(locs) - 3} more place(s)" if len(locs) > 3 else "")
-            items.append((key, shown, hints[key]))
-        raise _unsupported_error(items, decomposed)
+    def count(self, n) -> None:
+        self.decomposed[str(n.target)] = self.decomposed.get(str(n.target), 0) + 1
+
+    def error(self, items) -> UnsupportedOpError:
+        return _unsupported_error(items, {**dict.fromkeys(self.tried, 0), **self.decomposed})
+
+    def raise_if_any(self) -> None:
+        if self.found:
+            items = []
+            for key, locs in self.found.items():
+                shown = "; ".join(locs[:3]) + (f"; and {len(locs) - 3} more place(s)" if len(locs) > 3 else "")
+                items.append((key, shown, hint_for(key)))
+            raise self.error(items)
 
 
 def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Module:
-    """ExportedProgram -> torch dialect module; ops rt lacks are decomposed first (decompose.py)."""
-    force: set = set()
-    while True:
-        program, decomposed = decompose_unsupported(ep, _supported, force)
-        try:
-            module = _import(program, name, decomposed, force)
-        except _Refused as r:
-            force.add(r.target)
-            continue
-        module.meta["decomposed"] = decomposed
-        return module
-
-
-def _import(ep: torch.export.ExportedProgram, name: str, decomposed: list[str], force: set) -> Module:
+    """ExportedProgram -> torch dialect module. A call rt has no converter for is replaced by torch's
+    decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload."""
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
     b = TorchBuilder(module)
     live = _live_nodes(gm.graph)
     nodes = [n for n in gm.graph.nodes if n in live]
-    _check_supported(nodes, decomposed)
+    support = _Support()
+    support.check(nodes)
+    support.raise_if_any()
 
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})
@@ -277,15 +275,40 @@ def _import(ep: torch.export.ExportedProgram, name: str, decomposed: list[str], 
         module.inputs.append(v)
         env[n] = v
     for n in nodes:
-        if n.op == "placeholder":
-            if n in env:
-                continue
-            if n.name in param_of:
-                target = param_of[n.name]
-                env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"))
-            else:
+        if n.op == "placeholder" and n not in env:
+            if n.name not in param_of:
                 raise ExportError(f"unexpected graph input {n.name}")
-        elif n.op == "call_function":
+            target = param_of[n.name]
+            env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"))
+    outs = _convert(b, gm, [n for n in nodes if n.op != "placeholder"], env, support, 0)
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    module.outputs = [b.as_value(o) for o in outs if o is not None]
+    module.meta["decomposed"] = support.decomposed
+    _drop_dead(module)
+    return module
+
+
+def _drop_dead(module: Module) -> None:
+    """Remove ops whose result reaches no output (results of a decomposition the model does not use)."""
+    live, keep = set(module.outputs), []
+    for op in reversed(module.ops):
+        if op.result in live:
+            keep.append(op)
+            live.update(op.present_operands())
+    if len(keep) < len(module.ops):
+        used = {op.attrs["name"] for op in keep if op.name == "const"}
+        for op in module.ops:
+            if op.name == "const" and op.attrs["name"] not in used:
+                module.constants.pop(op.attrs["name"], None)
+        module.ops = keep[::-1]
+
+
+def _convert(b: TorchBuilder, gm, nodes, env: dict, support: _Support, depth: int):
+    """Convert FX nodes (of the program or of a decomposition) into b; returns what the output node
+    returns, mapped."""
+    result = None
+    for n in nodes:
+        if n.op == "call_function":
             if n.target in _METADATA_ONLY:
                 continue
             args = _map(n.args, env)
@@ -294,28 +317,51 @@ def _import(ep: torch.export.ExportedProgram, name: str, decomposed: list[str], 
                 base, idx = args
                 env[n] = base.get(idx, n) if isinstance(base, MultiResult) else base[idx]
                 continue
-            try:
-                env[n] = lookup(n.target)(b, n, args, kwargs)
-            except UnsupportedOpError:
-                raise
-            except ExportError as e:       # e.g. a dtype rt lacks: say where the model asked for it
-                raise ExportError(f"{e}; needed by {n.target} at {where(n)}") from e
-            except Exception as e:
-                if has_decomposition(n.target) and n.target not in force:
-                    raise _Refused(n.target) from e
-                raise _unsupported_error([(str(n.target), where(n), f"this use cannot be converted: {e}")],
-                                         decomposed) from e
+            env[n] = _call(b, n, args, kwargs, support, depth)
+            if is_inplace(n.target) and isinstance(n.args[0], fx.Node):
+                env[n.args[0]] = env[n]      # later reads of the tensor an in-place op updated see the update
         elif n.op == "get_attr":
-            env[n] = b.constant(n.target, tensor_to_numpy(getattr(gm, n.target), n.target))
+            arr = tensor_to_numpy(getattr(gm, n.target), n.target)
+            env[n] = b.constant(n.target if depth == 0 else b.module.add_constant(arr, "decomposition"), arr)
         elif n.op == "output":
-            outs = n.args[0]
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            module.outputs = [b.as_value(env[o]) for o in outs if o is not None]
-    return module
+            result = _map(n.args[0], env)
+    return result
+
+
+def _call(b: TorchBuilder, n, args, kwargs, support: _Support, depth: int):
+    """One ATen call: its converter, else (or when the converter refuses this use) its decomposition."""
+    fn = lookup(n.target)
+    if fn is not None:
+        mark, names = len(b.module.ops), set(b.names)
+        try:
+            return fn(b, n, args, kwargs)
+        except UnsupportedOpError:
+            raise
+        except ExportError as e:       # e.g. a dtype rt lacks: say where the model asked for it
+            raise ExportError(f"{e}; needed by {n.target} at {where(n)}") from e
+        except Exception as e:
+            if decompose_call(n) is None or depth >= MAX_DEPTH:
+                raise support.error([(str(n.target), where(n), f"this use cannot be converted: {e}")]) from e
+            source = b.module.meta.get("source", {})
+            for op in b.module.ops[mark:]:  # what the refusing converter emitted before it gave up
+                source.pop(op.result.name, None)
+            del b.module.ops[mark:]
+            b.names.intersection_update(names)
+    dec = decompose_call(n) if depth < MAX_DEPTH else None
+    if dec is None:
+        raise support.error([(str(n.target), where(n), hint_for(n.target))])
+    support.count(n)
+    sub_env = dict(zip((p for p in dec.graph.graph.nodes if p.op == "placeholder"), dec.inputs(args, kwargs)))
+    inner = [m for m in _live_in(dec.graph.graph) if m.op != "placeholder"]
+    return _convert(b, dec.graph, inner, sub_env, support, depth + 1)
+
+
+def _live_in(graph) -> list:
+    live = _live_nodes(graph)
+    return [n for n in graph.nodes if n in live]
 
 
 def _map(x, env):
-    import torch.fx as fx
     if isinstance(x, fx.Node):
         return env[x]
     if isinstance(x, (list, tuple)):

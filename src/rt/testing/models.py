@@ -304,3 +304,151 @@ def mistral_lm(**kw):
 __all__ = ["mlp", "transformer_block", "tiny_lm", "gpt2_body", "gpt2_lm", "bert", "padding_mask",
            "Block", "Attention", "TinyLM", "causal_lm", "llama_lm", "qwen2_lm", "qwen3_lm", "mistral_lm",
            "LLAMA_FAMILY"]
+
+
+# ---- torch.nn attention and transformers ------------------------------------------------------
+class _MHA(nn.Module):
+    """nn.MultiheadAttention called as self-attention (or cross-attention on `memory`); returns the output.
+    mask: 'none' | 'causal' (a float attn_mask) | 'bool' (a bool attn_mask) | 'padding' (key_padding_mask)."""
+
+    def __init__(self, embed: int, heads: int, mask: str, need_weights: bool, seq: int, kdim: int | None = None):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(embed, heads, batch_first=True, kdim=kdim, vdim=kdim)
+        self.mask, self.need_weights, self.cross = mask, need_weights, kdim is not None
+        causal = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)
+        self.register_buffer("causal", causal, persistent=False)
+
+    def forward(self, x, *rest):
+        """rest: the memory (cross-attention), then the key_padding_mask (mask='padding')."""
+        kv = rest[0] if self.cross else x
+        key_padding_mask = rest[-1] if self.mask == "padding" else None
+        kw = {}
+        if self.mask == "causal":
+            kw["attn_mask"] = torch.zeros(self.causal.shape).masked_fill(self.causal, float("-inf"))
+        elif self.mask == "bool":
+            kw["attn_mask"] = self.causal
+        return self.attn(x, kv, kv, key_padding_mask=key_padding_mask, need_weights=self.need_weights, **kw)[0]
+
+
+def multihead_attention(embed: int = 64, heads: int = 4, seq: int = 16, batch: int = 2, mask: str = "none",
+                        need_weights: bool = False, cross: bool = False, seed: int = 0):
+    """nn.MultiheadAttention (batch_first) as self- or cross-attention (cross: memory of 2*seq-3 rows with
+    their own kdim), masks as in _MHA; mask='padding' passes a bool key_padding_mask (True = padded)."""
+    torch.manual_seed(seed)
+    model = _MHA(embed, heads, mask, need_weights, seq, kdim=embed // 2 if cross else None).eval()
+    g = _gen(seed + 1)
+    x = torch.randn(batch, seq, embed, generator=g)
+    args = [x]
+    if cross:
+        args.append(torch.randn(batch, 2 * seq - 3, embed // 2, generator=g))
+    if mask == "padding":
+        args.append(~padding_mask(batch, args[-1].shape[1], "bool").reshape(batch, -1))
+    return model, tuple(args)
+
+
+class _Transformer(nn.Module):
+    """nn.Transformer, its encoder or its decoder alone (batch_first), with a causal target mask."""
+
+    def __init__(self, part: str, d_model: int, nhead: int, layers: int, d_ff: int, activation: str, norm_first: bool):
+        super().__init__()
+        self.part = part
+        self.net = nn.Transformer(d_model, nhead, layers, layers, d_ff, dropout=0.1, activation=activation,
+                                  batch_first=True, norm_first=norm_first)
+
+    def forward(self, src, tgt=None):
+        if self.part == "encoder":
+            return self.net.encoder(src)
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1])
+        if self.part == "decoder":
+            return self.net.decoder(tgt, src, tgt_mask=mask, tgt_is_causal=True)
+        return self.net(src, tgt, tgt_mask=mask, tgt_is_causal=True)
+
+
+def transformer(part: str = "full", d_model: int = 64, nhead: int = 4, layers: int = 2, d_ff: int = 128,
+                seq: int = 12, tgt_seq: int = 9, batch: int = 2, activation: str = "relu", norm_first: bool = False,
+                seed: int = 0):
+    """torch.nn.Transformer (random weights): part 'encoder' (src), 'decoder' (memory, tgt) or 'full'
+    (src, tgt), causal target mask."""
+    torch.manual_seed(seed)
+    model = _Transformer(part, d_model, nhead, layers, d_ff, activation, norm_first).eval()
+    g = _gen(seed + 1)
+    src = torch.randn(batch, seq, d_model, generator=g)
+    if part == "encoder":
+        return model, (src,)
+    return model, (src, torch.randn(batch, tgt_seq, d_model, generator=g))
+
+
+def clip_text(n_layer: int = 2, seq: int = 16, batch: int = 2, hidden: int = 64, n_heads: int = 4,
+              intermediate: int = 128, vocab_size: int = 1000, output: str = "pooler_output", seed: int = 0):
+    """HF CLIPTextModel (small config, random weights, causal mask and quick-GELU) returning its pooled
+    output (the hidden state at each sequence's end-of-text token: an argmax over the ids) or
+    last_hidden_state."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+    cfg = CLIPTextConfig(num_hidden_layers=n_layer, hidden_size=hidden, num_attention_heads=n_heads,
+                         intermediate_size=intermediate, vocab_size=vocab_size, max_position_embeddings=77,
+                         attn_implementation="sdpa", eos_token_id=vocab_size - 1, bos_token_id=vocab_size - 2,
+                         pad_token_id=1)
+    model = _build_hf(CLIPTextModel, cfg, seed)
+    wrapped = _HFOutput(model, output).eval()
+    ids = torch.randint(0, vocab_size - 2, (batch, seq), generator=_gen(seed + 1))
+    ids[:, -1 - torch.arange(batch) % max(seq - 1, 1)] = vocab_size - 1    # end-of-text at different places
+    return wrapped, (ids,)
+
+
+# ---- convolutional nets ---------------------------------------------------------------------
+class _ConvBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride=1, groups=1, act=nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = act()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class ConvNet(nn.Module):
+    """A small image net touching every convolutional family: conv + batch norm + ReLU stem, max pool,
+    a residual block, a depthwise-separable block (hardswish), a strided conv, group norm, upsample
+    (nearest and bilinear) with reflection pad, average and adaptive pooling, a linear head."""
+
+    def __init__(self, c: int = 8, classes: int = 10):
+        super().__init__()
+        self.stem = _ConvBlock(3, c)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.res1, self.res2 = _ConvBlock(c, c), _ConvBlock(c, c)
+        self.dw = _ConvBlock(c, c, groups=c, act=nn.Hardswish)
+        self.pw = nn.Conv2d(c, 2 * c, 1)
+        self.down = nn.Conv2d(2 * c, 2 * c, 3, 2, 1)
+        self.gn = nn.GroupNorm(4, 2 * c)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.pad = nn.ReflectionPad2d(1)
+        self.smooth = nn.Conv2d(2 * c, 2 * c, 3)
+        self.avg = nn.AvgPool2d(2, ceil_mode=True, count_include_pad=False)
+        self.head = nn.Linear(2 * c, classes)
+
+    def forward(self, x):
+        x = self.pool(self.stem(x))
+        x = torch.relu(x + self.res2(self.res1(x)))
+        x = self.pw(self.dw(x))
+        y = F.silu(self.gn(self.down(x)))
+        x = x + self.smooth(self.pad(self.up(y)))
+        x = F.interpolate(self.avg(x), scale_factor=1.5, mode="bilinear", align_corners=False)
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def convnet(c: int = 8, classes: int = 10, size: int = 32, batch: int = 2, seed: int = 0):
+    """ConvNet with random weights and batch-norm statistics; input (B, 3, size, size)."""
+    torch.manual_seed(seed)
+    model = ConvNet(c, classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model.eval(), (torch.randn(batch, 3, size, size, generator=_gen(seed + 1)),)
+
+
+__all__ += ["multihead_attention", "transformer", "clip_text", "convnet", "ConvNet"]
