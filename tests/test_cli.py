@@ -1,4 +1,5 @@
-"""The `rt` command on a small model: compile a .pt2, run it, inspect it."""
+"""The `rt` command on a small model: compile a .pt2, run it, inspect it; how it ends on errors."""
+import pathlib
 import subprocess
 import sys
 
@@ -6,6 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+
+from rt import cli
+from rt.errors import ModelFileError
 
 
 def rt_cmd(*args, cwd):
@@ -39,8 +43,8 @@ def test_run_writes_the_output(workdir):
 def test_run_with_a_wrong_input_names_it(workdir):
     np.save(workdir / "bad.npy", np.zeros((3, 16), np.float32))
     r = rt_cmd("run", "m.rt", "--input", "bad.npy", cwd=workdir)
-    assert r.returncode == 2
-    assert "has shape [3, 16], expected [2, 16]" in r.stderr
+    assert r.returncode == 3
+    assert r.stderr == "rt run: input 'input' has shape [3, 16], expected [2, 16] (float32)\n"
 
 
 def test_inspect_shows_ir_plan_and_picture(workdir):
@@ -53,9 +57,9 @@ def test_inspect_shows_ir_plan_and_picture(workdir):
 
 def test_missing_file_is_a_clear_error(workdir):
     r = rt_cmd("run", "nope.rt", cwd=workdir)
-    assert r.returncode == 2 and "cannot open" in r.stderr
+    assert r.returncode == 5 and r.stderr == "rt run: nope.rt: cannot read: No such file or directory\n"
     r = rt_cmd("compile", "nope.pt2", "-o", "x.rt", cwd=workdir)
-    assert r.returncode != 0 and "cannot read nope.pt2" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 5 and r.stderr == "rt compile: cannot read nope.pt2: no such file\n"
 
 
 def test_demo_reports_stages_plan_latency_and_error(tmp_path):
@@ -64,3 +68,44 @@ def test_demo_reports_stages_plan_latency_and_error(tmp_path):
     for text in ("[stage] import", "torch ", "fused ", "planned ", "arena", "lower bound", "torch eager",
                  "max abs error relative"):
         assert text in r.stdout
+
+
+def test_exit_codes_are_documented():
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    r = rt_cmd("--help", cwd=".")
+    for code, families, what in cli.EXIT_CODES:
+        assert f"| {code} | {what} |" in readme
+        assert f"{code:>3}  {what}" in r.stdout
+
+
+def test_exit_code_of_each_family():
+    from rt import errors
+    assert cli.exit_code(errors.UsageError("x")) == 2
+    assert cli.exit_code(errors.IndexOutOfRangeError("x")) == 1
+    assert cli.exit_code(errors.ProgramError("x")) == 1
+    assert cli.exit_code(errors.UnsupportedOpError([])) == 4
+    assert cli.exit_code(errors.ModelFileError("x")) == 5
+
+
+def test_interrupt_exits_130_quietly(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["run", "m.rt"]) == 130
+    assert capsys.readouterr() == ("", "")
+
+
+def test_an_error_that_is_not_an_rt_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    def bug(args):
+        raise ZeroDivisionError("a bug in rt")
+    monkeypatch.setattr(cli, "_inspect", bug)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["inspect", "m.rt"])
+
+
+def test_an_rt_error_is_one_line_on_stderr(monkeypatch, capsys):
+    def refused(args):
+        raise ModelFileError("m.rt: corrupt header (checksum mismatch)")
+    monkeypatch.setattr(cli, "_inspect", refused)
+    assert cli.main(["inspect", "m.rt"]) == 5
+    assert capsys.readouterr() == ("", "rt inspect: m.rt: corrupt header (checksum mismatch)\n")

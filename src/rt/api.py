@@ -9,7 +9,7 @@ import numpy as np
 
 from .dialects.ir import Module
 from .dialects.text import print_module
-from .errors import InputError
+from .errors import InputError, ModelFileError, RtError, UsageError, require
 from .kernels._runtime import FastCallable
 
 
@@ -90,15 +90,15 @@ class CompiledModel(FastCallable):
                 self._op_by_op = OpByOpProgram(self.planned)
             outs = self._op_by_op.run(arrays, timings)
         else:
-            raise ValueError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
+            raise UsageError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def profile(self, *args, runs: int = 10, trace: str | None = None, **kwargs):
         """Run op by op through the C kernels `runs` times; returns a Profile (per-op table, by-kind
         totals) and writes a Chrome trace JSON to `trace` when given (opens in Perfetto)."""
         from .profile import build_profile
-        if runs < 1:
-            raise ValueError(f"runs must be at least 1, got {runs}")
+        if type(runs) is not int or runs < 1:
+            raise UsageError(f"runs must be at least 1 (a whole number of runs), got {runs!r}")
         samples = []
         for _ in range(runs + 1):           # the first run warms caches and is dropped
             timings: list = []
@@ -110,13 +110,16 @@ class CompiledModel(FastCallable):
         return prof
 
     # ---- inspecting ---------------------------------------------------------------------------
-    def ir(self, stage: str = "planned") -> str:
+    def _stage(self, stage: str) -> Module:
         if stage not in self.stages:
-            raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
-        return print_module(self.stages[stage])
+            raise UsageError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
+        return self.stages[stage]
+
+    def ir(self, stage: str = "planned") -> str:
+        return print_module(self._stage(stage))
 
     def plan_picture(self, path: str) -> str:
-        """Draw the memory plan to a PNG (needs matplotlib)."""
+        """Draw the memory plan to a PNG at `path` (needs matplotlib); returns the path."""
         from .plan_picture import draw_plan
         return draw_plan(self.planned, path)
 
@@ -143,7 +146,7 @@ class CompiledModel(FastCallable):
 
     def op_summary(self, stage: str = "planned", top: int | None = None) -> tuple[int, str]:
         """(number of ops, 'name×count, ...' most frequent first) of one stage, constants left out."""
-        counts = self.stages[stage].op_counts()
+        counts = self._stage(stage).op_counts()
         counts.pop("const", None)
         ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return sum(counts.values()), ", ".join(f"{k.split('.', 1)[1]}×{v}" for k, v in ranked)
@@ -175,6 +178,7 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
     stage's IR against its dialect (slower); print_ir_after_all: print the IR after each lowering pass;
     `progress(stage, seconds)` is called as each stage finishes."""
+    require("torch", "rt.compile")
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
     from .lowering import to_fused
@@ -197,13 +201,10 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
 
 def load(path: str) -> CompiledModel:
     """Load a model saved by `CompiledModel.save`. Needs neither torch nor the original model."""
-    from .dialects.verifier import verify_module
-    from .errors import ModelFileError, VerificationError
     from .serialize import load_model
 
     stages, _, weights = load_model(path)
     try:
-        verify_module(stages["planned"], "planned")
-    except VerificationError as e:
-        raise ModelFileError(f"{path}: the saved program does not verify: {e}") from None
-    return CompiledModel(stages, drop_packed=weights.drop)
+        return CompiledModel(stages, drop_packed=weights.drop)
+    except RtError as e:          # a program that verifies but that the runtime refuses
+        raise ModelFileError(f"{path}: the saved program cannot run: {e}") from None

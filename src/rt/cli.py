@@ -1,24 +1,54 @@
-"""The `rt` command: compile, run, inspect, bench, demo."""
+"""The `rt` command: compile, run, inspect, bench, demo.
+
+An rt error ends the command with one line, `rt <command>: <message>`, on stderr and the exit code of its
+family (EXIT_CODES); any other exception is a bug in rt and shows its traceback."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 import numpy as np
 
+from .errors import (ExportError, InputError, KernelError, LoweringError, MissingDependencyError, ModelFileError,
+                     RtError, SaveError, UnsupportedOpError, UsageError, require)
+
+# (exit code, the error families that end with it, what it means); README.md's "Command line" has the same table
+EXIT_CODES = [
+    (0, (), "success"),
+    (1, (KernelError, RtError), "a kernel failed at run time (or another rt error); `rt demo`: outputs disagree "
+                                "with torch"),
+    (2, (UsageError,), "bad command-line usage or argument"),
+    (3, (InputError,), "bad model input: wrong number, shape or dtype, or an unreadable `.npy`"),
+    (4, (UnsupportedOpError, ExportError, LoweringError), "rt cannot compile this model"),
+    (5, (ModelFileError,), "bad or unreadable model file (`.rt`, or `.pt2` for `rt compile`)"),
+    (6, (SaveError,), "an output file could not be written (the old file is left as it was)"),
+    (7, (MissingDependencyError,), "an optional package is missing (the message says what to `pip install`)"),
+    (130, (), "interrupted (Ctrl-C)"),
+]
+
+
+def exit_code(e: RtError) -> int:
+    """The exit code of an rt error: that of its most specific family."""
+    return next(code for cls in type(e).__mro__ for code, families, _ in EXIT_CODES if cls in families)
+
 
 def _compile(args) -> int:
-    import torch
-
+    torch = require("torch", "rt compile")
     import rt
     if not os.path.isfile(args.model):
-        raise SystemExit(f"rt compile: cannot read {args.model}: no such file")
+        raise ModelFileError(f"cannot read {args.model}: no such file")
+    torch_log = logging.getLogger("torch.export")     # it logs a traceback before raising on a bad file
+    level = torch_log.level
+    torch_log.setLevel(logging.CRITICAL)
     try:
         ep = torch.export.load(args.model)
     except Exception as e:  # noqa: BLE001 - any reason the file is not a saved ExportedProgram
-        raise SystemExit(f"rt compile: cannot read {args.model} ({type(e).__name__}: {e}); expected a file "
-                         "written by torch.export.save") from None
+        raise ModelFileError(f"cannot read {args.model} ({type(e).__name__}: {e}); expected a file written by "
+                             "torch.export.save") from None
+    finally:
+        torch_log.setLevel(level)
     compiled = rt.compile(ep)
     compiled.save(args.output)
     print(f"compiled {args.model} -> {args.output}: {compiled.op_summary()[0]} planned ops; "
@@ -35,17 +65,19 @@ def _parse_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
             name, path = "", spec
         if not name:
             if i >= len(names):
-                raise SystemExit(f"rt run: more --input files than the model's {len(names)} inputs")
+                raise InputError(f"more --input files than the model's {len(names)} inputs ({', '.join(names)})")
             name = names[i]
         try:
             bound[name] = np.load(path)
         except (OSError, ValueError) as e:
-            raise SystemExit(f"rt run: cannot read input {name!r} from {path}: {e}") from None
+            raise InputError(f"cannot read input {name!r} from {path}: {e}") from None
     return bound
 
 
 def _run(args) -> int:
     import rt
+
+    from .serialize import write_atomically
     model = rt.load(args.model)
     outs = model(**_parse_inputs(args.input, model.input_names))
     outs = outs if isinstance(outs, tuple) else (outs,)
@@ -53,11 +85,12 @@ def _run(args) -> int:
         print(f"output {i}: {y.dtype}{list(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
     if args.output:
         ext = ".npy" if len(outs) == 1 else ".npz"
-        path = args.output if args.output.endswith(ext) else args.output + ext    # numpy adds it
-        if len(outs) == 1:
-            np.save(path, outs[0])
-        else:
-            np.savez(path, *outs)
+        path = args.output if args.output.endswith(ext) else args.output + ext
+        with write_atomically(path) as f:
+            if len(outs) == 1:
+                np.save(f, outs[0])
+            else:
+                np.savez(f, *outs)
         print(f"saved to {path}")
     return 0
 
@@ -77,7 +110,7 @@ def _inspect(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import main as bench_main
+    from .bench.cli import main as bench_main
     return bench_main(args.rest)
 
 
@@ -86,11 +119,13 @@ def _demo(args) -> int:
     return run_demo(args.model, args.seq, repeat=args.repeat)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     from .demo import DEFAULT_MODEL, DEMO_MODELS
-    from .errors import RtError
 
-    parser = argparse.ArgumentParser(prog="rt", description="Compile PyTorch models to fast CPU programs.")
+    codes = "\n".join(f"  {code:>3}  {what}" for code, _, what in EXIT_CODES)
+    parser = argparse.ArgumentParser(prog="rt", description="Compile PyTorch models to fast CPU programs.",
+                                     epilog=f"exit codes:\n{codes}",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("compile", help="compile a torch.export.save file (.pt2) into an rt model file")
@@ -122,16 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq", type=int, default=None, help="sequence length (transformers)")
     p.add_argument("--repeat", type=int, default=20, help="timed calls per engine")
     p.set_defaults(func=_demo)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:      # the harness parses its own options (argparse's REMAINDER cannot)
-        return _bench(argparse.Namespace(rest=argv[1:]))
-    args = parser.parse_args(argv)
+        args = argparse.Namespace(command="bench", func=_bench, rest=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        return 130
     except RtError as e:
         print(f"rt {args.command}: {e}", file=sys.stderr)
-        return 2
+        return exit_code(e)
 
 
 if __name__ == "__main__":

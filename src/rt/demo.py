@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from .errors import RtError, require
+
 
 def _mlp(seq):
     from .testing.models import mlp
@@ -21,6 +23,7 @@ def _mlp(seq):
 
 
 def _gpt2(seq):
+    require("transformers", "rt demo --model gpt2")
     from .testing.models import gpt2_lm
     return gpt2_lm(n_layer=12, seq=seq or 128)
 
@@ -58,13 +61,13 @@ def _time_in_own_process(engine: str, args: list[str]) -> float:
             f"print(json.dumps(time_engine({engine!r}, *json.loads(sys.argv[1]))))")
     r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True, text=True)
     if r.returncode != 0:
-        raise RuntimeError(f"timing {engine} failed:\n{r.stderr[-2000:]}")
+        last = (r.stderr.strip().splitlines() or [f"exit code {r.returncode}"])[-1]
+        raise RtError(f"timing {engine} in its own process failed: {last}")
     return float(r.stdout.strip().splitlines()[-1])
 
 
 def run_demo(model_name: str, seq: int | None, repeat: int = 20) -> int:
-    import torch
-
+    torch = require("torch", "rt demo")
     import rt
 
     print(f"rt demo: {model_name} (random weights, built from its config; nothing is downloaded)")

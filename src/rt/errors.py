@@ -3,6 +3,7 @@ Everything that leaves rt's public API or the `rt` command is an RtError; anythi
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 
 class RtError(Exception):
@@ -39,7 +40,7 @@ class InputError(RtError, ValueError):
 
 
 class ModelFileError(RtError):
-    """A saved model file that cannot be read, or is truncated, corrupt, foreign or from a newer rt."""
+    """A model file (rt's, or a .pt2 for `rt compile`) unreadable, truncated, corrupt, foreign or newer: names what."""
 
 
 class LoweringError(RtError):
@@ -70,11 +71,20 @@ class UsageError(RtError, ValueError):
     """A public function or the `rt` command got an argument it cannot use."""
 
 
-def require(module: str, feature: str, pip: str | None = None):
-    """Import the optional package `module` for `feature`, or raise MissingDependencyError saying
-    `pip install <pip>` (default: the module's name)."""
+# what `pip install` needs for an optional package whose version rt pins (pyproject.toml's extras)
+_PIP_SPECS = {"torch": "torch==2.13.0", "transformers": "'transformers>=5,<6'"}
+
+
+def require(module: str, feature: str, load: bool = True):
+    """Import the optional package `module` for `feature` (e.g. "rt.compile"), or raise
+    MissingDependencyError saying which `pip install` provides it. load=False only checks that it is
+    installed, for a process that leaves the importing to its workers."""
+    top = module.split(".")[0]
     try:
-        return importlib.import_module(module)
+        if load:
+            return importlib.import_module(module)
+        if importlib.util.find_spec(top) is None:
+            raise ImportError(f"No module named {top!r}")
     except ImportError as e:
-        raise MissingDependencyError(f"{feature} needs {module.split('.')[0]}, which cannot be imported ({e}): "
-                                     f"pip install {pip or module.split('.')[0]}") from None
+        raise MissingDependencyError(f"{feature} needs {top}, which cannot be imported ({e}): "
+                                     f"pip install {_PIP_SPECS.get(top, top)}") from None

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from .dialects.ir import Module
 from .dialects.planned_check import arena_lifetimes
+from .errors import require
+from .serialize import write_atomically
 
 
 def draw_plan(planned: Module, path: str, title: str | None = None) -> str:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-    except ImportError as e:
-        raise ImportError("the plan picture needs matplotlib: pip install matplotlib") from e
+    """Write the picture of `planned`'s memory plan to `path` (PNG); returns the path."""
+    require("matplotlib", "the plan picture").use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
     plan = planned.meta["plan"]
     bufs = arena_lifetimes(planned)
     mib = 2 ** 20
@@ -35,6 +34,9 @@ def draw_plan(planned: Module, path: str, title: str | None = None) -> str:
                           f"lower bound {plan['lower_bound_bytes'] / mib:.2f} MiB")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with write_atomically(path) as f:
+            fig.savefig(f, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dialects.ir import Operation
+from .serialize import write_atomically
 
 
 @dataclass
@@ -32,14 +33,8 @@ class Profile:
         lines.append(f"{'total (op by op)':<70} {self.total_ms:>10.3f}")
         return "\n".join(lines)
 
-    def by_op_kind(self) -> dict[str, float]:
-        kinds: dict[str, float] = {}
-        for r in self.ops:
-            kinds[r.op] = kinds.get(r.op, 0.0) + r.median_ms
-        return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
-
     def save_trace(self, path: str) -> str:
-        with open(path, "w") as f:
+        with write_atomically(path, "w") as f:
             json.dump({"traceEvents": self.trace_events, "displayTimeUnit": "ms"}, f)
         return path
 

@@ -8,17 +8,22 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import mmap
 import os
+import secrets
 import struct
 import zlib
 
 import numpy as np
 
 from .dialects.ir import DTYPES, Module, dtype_name
+from .dialects.planned_check import arena_lifetimes
 from .dialects.text import parse_module, print_module
-from .errors import ModelFileError, RtError
+from .dialects.verifier import verify_module
+from .errors import ModelFileError, RtError, SaveError
 
 MAGIC = b"RTMODEL\x00"
 FORMAT_VERSION = 1
@@ -35,7 +40,7 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
     names = [op.attrs["name"] for op in planned.ops if op.name == "const"]
     entries, arrays, placed, offset = [], [], {}, 0
     for name in dict.fromkeys(names):
-        arr = np.ascontiguousarray(planned.constants[name])
+        arr = np.asarray(planned.constants[name], order="C")     # (ascontiguousarray makes a 0-d array 1-d)
         # tied weights (e.g. GPT-2's embedding and LM head) are one array under two names: store it once
         key = (arr.__array_interface__["data"][0], arr.shape, arr.dtype.str)
         if key not in placed:
@@ -56,15 +61,30 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
     }
     blob = json.dumps(header).encode()
     data_start = _align(_PREFIX.size + len(blob) + 4)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with write_atomically(path) as f:
         f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
         f.write(blob)
         f.write(struct.pack("<I", zlib.crc32(blob)))
         for arr, start in zip(arrays, sorted(set(placed.values()))):
             f.write(b"\0" * (data_start + start - f.tell()))
             f.write(memoryview(arr).cast("B"))
-    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def write_atomically(path: str, mode: str = "wb"):
+    """A new file to write `path` through: it is renamed over `path` once complete, so a failed write
+    leaves `path` as it was and no temporary file behind. Any OSError becomes SaveError naming `path`."""
+    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+    try:
+        with open(tmp, mode.replace("w", "x")) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise SaveError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
 
 
 def _refuse(path: str, why: str) -> ModelFileError:
@@ -93,46 +113,74 @@ class MappedWeights:
             self.mapped.madvise(mmap.MADV_DONTNEED)
 
 
+def _is_count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _check_header(path: str, header, data_start: int, size: int) -> None:
+    """Refuse a header whose fields are missing or of the wrong kind, naming the first wrong one."""
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise _refuse(path, f"corrupt header: {what}")
+
+    need(isinstance(header, dict), "not a JSON object")
+    for key, kind in (("ir", dict), ("plan", dict), ("constants", list), ("data_crc32", int)):
+        need(isinstance(header.get(key), kind), f"{key!r} is missing or not a JSON {kind.__name__}")
+    need(isinstance(header["ir"].get("planned"), str), "no planned program ('ir' has no text for 'planned')")
+    need(all(isinstance(text, str) for text in header["ir"].values()), "an 'ir' stage is not text")
+    for key in ("arena_bytes", "lower_bound_bytes", "no_reuse_bytes"):
+        need(_is_count(header["plan"].get(key)), f"plan {key!r} is missing or not a byte count")
+    for i, e in enumerate(header["constants"]):
+        need(isinstance(e, dict) and isinstance(e.get("name"), str), f"constant #{i} has no name")
+        where = f"constant {e['name']!r}"
+        need(isinstance(e.get("dtype"), str) and e["dtype"] in DTYPES, f"{where} has unknown dtype {e.get('dtype')!r}")
+        need(isinstance(e.get("shape"), list) and all(_is_count(d) for d in e["shape"]),
+             f"{where} has shape {e.get('shape')!r}, not a list of sizes")
+        need(_is_count(e.get("offset")) and e["offset"] % ALIGN == 0,
+             f"{where} has offset {e.get('offset')!r}, not a multiple of {ALIGN}")
+        nbytes = math.prod(e["shape"]) * DTYPES[e["dtype"]].itemsize
+        need(e.get("nbytes") == nbytes, f"{where} of shape {e['shape']} {e['dtype']} is {nbytes} bytes, "
+                                        f"the header says {e.get('nbytes')!r}")
+        end = data_start + e["offset"] + nbytes
+        if end > size:
+            raise _refuse(path, f"truncated ({where} ends at byte {end}, the file has {size})")
+
+
 def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
     """Read a saved model: (stages, plan facts, the mapped weights). The planned stage's constants are
-    views of the mapped file; MappedWeights gives their pages back once the runtime holds its own copies."""
+    views of the mapped file; MappedWeights gives their pages back once the runtime holds its own copies.
+    A file that cannot be read, or is malformed anywhere, raises ModelFileError naming the first fault."""
     try:
-        f = open(path, "rb")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < _PREFIX.size:
+                raise _refuse(path, "not an rt model file (too short)")
+            magic, version, hlen = _PREFIX.unpack(f.read(_PREFIX.size))
+            if magic != MAGIC:
+                raise _refuse(path, "not an rt model file (bad magic bytes)")
+            if version > FORMAT_VERSION:
+                raise _refuse(path, f"written by a newer rt (format {version}; this rt reads up to "
+                                    f"{FORMAT_VERSION}): upgrade rt")
+            if _PREFIX.size + hlen + 4 > size:
+                raise _refuse(path, "truncated (header cut short)")
+            blob = f.read(hlen)
+            (crc,) = struct.unpack("<I", f.read(4))
+            if zlib.crc32(blob) != crc:
+                raise _refuse(path, "corrupt header (checksum mismatch)")
+            try:
+                header = json.loads(blob)
+            except ValueError:
+                raise _refuse(path, "corrupt header (not JSON)") from None
+            data_start = _align(_PREFIX.size + hlen + 4)
+            _check_header(path, header, data_start, size)
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
-        raise _refuse(path, f"cannot open: {e.strerror}") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < _PREFIX.size:
-            raise _refuse(path, "not an rt model file (too short)")
-        magic, version, hlen = _PREFIX.unpack(f.read(_PREFIX.size))
-        if magic != MAGIC:
-            raise _refuse(path, "not an rt model file (bad magic bytes)")
-        if version > FORMAT_VERSION:
-            raise _refuse(path, f"written by a newer rt (format {version}; this rt reads up to "
-                                f"{FORMAT_VERSION}): upgrade rt")
-        if _PREFIX.size + hlen + 4 > size:
-            raise _refuse(path, "truncated (header cut short)")
-        blob = f.read(hlen)
-        (crc,) = struct.unpack("<I", f.read(4))
-        if zlib.crc32(blob) != crc:
-            raise _refuse(path, "corrupt header (checksum mismatch)")
-        try:
-            header = json.loads(blob)
-        except ValueError:
-            raise _refuse(path, "corrupt header (not JSON)") from None
-        data_start = _align(_PREFIX.size + hlen + 4)
-        entries = header["constants"]
-        end = max((data_start + e["offset"] + e["nbytes"] for e in entries), default=data_start)
-        if end > size:
-            raise _refuse(path, f"truncated (weights end at byte {end}, the file has {size})")
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        raise _refuse(path, f"cannot read: {e.strerror or e}") from None
     constants = {}
     data_crc = 0
     checked = set()
-    for e in entries:
-        if e["dtype"] not in DTYPES:
-            raise _refuse(path, f"constant {e['name']!r} has unknown dtype {e['dtype']!r}")
-        arr = np.frombuffer(mapped, dtype=DTYPES[e["dtype"]], count=int(np.prod(e["shape"], dtype=np.int64)),
+    for e in header["constants"]:
+        arr = np.frombuffer(mapped, dtype=DTYPES[e["dtype"]], count=math.prod(e["shape"]),
                             offset=data_start + e["offset"]).reshape(e["shape"])
         if e["offset"] not in checked:
             checked.add(e["offset"])
@@ -147,5 +195,24 @@ def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
                   for stage, text in header["ir"].items()}
     except RtError as e:
         raise _refuse(path, f"corrupt IR: {e}") from None
-    stages["planned"].meta["plan"] = header["plan"]
-    return stages, header["plan"], weights
+    planned, plan = stages["planned"], header["plan"]
+    for op in planned.ops:
+        if op.name == "const" and op.attrs["name"] not in constants:
+            raise _refuse(path, f"the planned program reads constant {op.attrs['name']!r}, which the file lacks")
+    planned.meta["plan"] = plan
+    try:
+        verify_module(planned, "planned")
+    except RtError as e:
+        raise _refuse(path, f"the planned program does not verify: {e}") from None
+    counts = {"input": len(planned.inputs), "output": len(planned.outputs)}
+    for v in planned.inputs + [op.result for op in planned.ops]:
+        st = v.storage
+        if st.kind in counts and not (type(st.index) is int and 0 <= st.index < counts[st.kind]):
+            raise _refuse(path, f"%{v.name} is stored in {st.kind}[{st.index}]; the program has "
+                                f"{counts[st.kind]} {st.kind}(s)")
+    ends = [v.storage.offset + v.storage.size for v, _, _ in arena_lifetimes(planned)]
+    ends += [op.attrs["scratch"][0] + op.attrs["scratch"][1] for op in planned.ops if op.attrs.get("scratch")]
+    if plan["arena_bytes"] > _align(max(ends, default=0)):
+        raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
+                            f"{max(ends, default=0)}")
+    return stages, plan, weights

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import main as _main
-    return _main(argv)
+    """`rt bench` with these arguments (default: the command line's), an rt error ending it with one line."""
+    import sys
+
+    from ..cli import main as rt_main
+    return rt_main(["bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 __all__ = ["main"]

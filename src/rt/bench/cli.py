@@ -6,6 +6,7 @@ import datetime
 import os
 import sys
 
+from ..errors import SaveError, UsageError, require
 from .cases import CASES, select
 from .engines import MODEL_ENGINES
 
@@ -40,8 +41,13 @@ def show(path: str) -> int:
     import json
 
     from .report import LEGEND, table
-    with open(path) as f:
-        doc = json.load(f)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read --show {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise UsageError(f"--show {path}: not a results file written by rt bench (no 'results' list)")
     m = doc.get("machine", {})
     print(f"rt bench {doc.get('started', '?')} -> {doc.get('finished', '?')} | {m.get('cpu', '?')}, {m.get('cores')} "
           f"cores, avx512f={m.get('avx512f')} | {doc.get('settings', {}).get('threads')} threads | torch "
@@ -61,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     bad = [e for e in args.engines if e not in MODEL_ENGINES]
     if bad:
-        print(f"unknown engine(s) {bad}; choose from {list(MODEL_ENGINES)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(MODEL_ENGINES)}")
     engines = [e for e in MODEL_ENGINES if e in args.engines]     # fixed round order
     cases = select(args.cases, args.quick)
     if not cases:
-        print(f"no case matches {args.cases}; see --list", file=sys.stderr)
-        return 2
+        raise UsageError(f"no case matches {' '.join(args.cases)}; see --list")
+    if not all(c.is_sgemm for c in cases):
+        require("torch", "rt bench's model cases", load=False)    # the workers import it
     from .report import LEGEND, case_block, table, write_json
     from .runner import Options, run_case
     q = args.quick
@@ -77,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                    timeout_s=args.timeout or (240 if q else 900), settle_s=0.2 if q else 0.5,
                    log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"),
                    quiet_wait_s=args.quiet_wait if args.quiet_wait is not None else (2.0 if q else 5.0))
+    try:
+        os.makedirs(opts.log_dir, exist_ok=True)
+    except OSError as e:
+        raise SaveError(f"cannot create {opts.log_dir}: {e.strerror}") from None
     settings = {**vars(opts), "engines": engines, "cases": [c.name for c in cases], "quick": q}
     started = datetime.datetime.now().astimezone()
     print(f"rt bench: {len(cases)} case(s), engines {', '.join(engines)}, {opts.threads} thread(s), "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import time
 
+from ..errors import require
+
 MODEL_ENGINES = ("rt", "eager", "compile", "ort")
 
 
@@ -64,10 +66,7 @@ def _export_onnx(model, args, path):
 
 
 def prepare_ort(model, args, threads, workdir, **_):
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise ModuleNotFoundError(f"n/a: onnxruntime not installed ({e})") from e
+    ort = require("onnxruntime", "the ort engine")
     path = os.path.join(workdir, "model.onnx")
     t0 = time.perf_counter()
     exporter, export_errors = _export_onnx(model, args, path)

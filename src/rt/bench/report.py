@@ -6,6 +6,8 @@ import json
 import os
 import platform
 
+from ..serialize import write_atomically
+
 MiB = 2 ** 20
 HEADER = (f"{'case':<22} {'engine':<8} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'rt x med|min':>12} {'GFLOP/s':>8} "
           f"{'RSS MiB built/ready/peak':>25} {'max err':>8} {'other load':>10}")
@@ -121,10 +123,9 @@ def _version(dist: str):
 
 
 def write_json(path: str, results: list[dict], settings: dict, started: datetime.datetime):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     doc = {"started": started.isoformat(timespec="seconds"),
            "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "machine": machine(), "settings": settings, "legend": LEGEND, "results": results,
            "table": table(results)}
-    with open(path, "w") as f:
+    with write_atomically(path, "w") as f:
         json.dump(doc, f, indent=1)

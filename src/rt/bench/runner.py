@@ -58,7 +58,6 @@ def worker_env(threads: int) -> dict:
 
 class WorkerProc:
     def __init__(self, case: str, engine: str, opts: Options):
-        os.makedirs(opts.log_dir, exist_ok=True)
         self.log_path = os.path.join(opts.log_dir, f"{case}.{engine}.log")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-c", bootstrap_code()], stdin=subprocess.PIPE,
@@ -139,9 +138,9 @@ class WorkerProc:
 
 
 def _status_of(err: str) -> str:
-    for prefix in ("ModuleNotFoundError: n/a:", "n/a:"):
-        if err.startswith(prefix):
-            return "n/a:" + err[len(prefix):]
+    missing = "MissingDependencyError: "
+    if err.startswith(missing):
+        return "n/a: " + err[len(missing):]
     return err if err.startswith("timeout") else f"failed: {err}"
 
 
