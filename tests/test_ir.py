@@ -100,3 +100,12 @@ def test_one_naming_rule_and_builder():
     assert mm.producer.attrs == {"transpose_b": True} and len(mm.producer.operands) == 2   # defaults dropped
     assert [v.name for v in (r, mm, b.scalar(2.0))] == ["y", "y_0", "scalar"]
     assert b.rename(mm, "out").name == "out" and "y_0" not in b.names
+
+
+def test_normalize_dim_reads_dims_like_torch():
+    from rt.dialects.registry import normalize_dim
+    assert [normalize_dim(d, 3) for d in (0, 2, -1, -3)] == [0, 2, 2, 0]
+    assert normalize_dim(-1, 0) == 0                      # a 0-d tensor takes dim 0 or -1
+    for bad in (3, -4):
+        with pytest.raises(ValueError, match="out of range"):
+            normalize_dim(bad, 3)

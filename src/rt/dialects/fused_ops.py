@@ -44,7 +44,7 @@ from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
 from . import numerics
 from .ir import DTYPES, padded
 from .strides import contiguous_strides, reshape_strides
-from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, op, same_as_first
+from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, normalize_dim, op, same_as_first
 
 ACTIVATIONS = tuple(numerics.ACTIVATIONS)
 
@@ -440,7 +440,7 @@ op("fused.expand", ("x",), _expand_infer, lambda a, at: np.broadcast_to(a[0], tu
 # ---- reductions -----------------------------------------------------------------------------
 def _reduce_infer(types, attrs):
     t = types[0]
-    dims = {d % t.rank for d in attrs["dims"]} if t.rank else set()
+    dims = {normalize_dim(d, t.rank) for d in attrs["dims"]} if t.rank else set()
     if attrs["keepdim"]:
         return t.with_shape(tuple(1 if i in dims else s for i, s in enumerate(t.shape)))
     return t.with_shape(tuple(s for i, s in enumerate(t.shape) if i not in dims))
@@ -452,7 +452,7 @@ _REDUCE = {"sum": np.sum, "mean": np.mean, "amax": np.max, "amin": np.min, "prod
 def _reduce(name, fn):
     def ref(args, attrs):
         x = args[0]
-        axes = tuple(d % x.ndim for d in attrs["dims"]) if x.ndim else None
+        axes = tuple(normalize_dim(d, x.ndim) for d in attrs["dims"]) if x.ndim else None
         with np.errstate(all="ignore"):
             return np.asarray(fn(x.astype(np.float64), axis=axes, keepdims=attrs["keepdim"])).astype(x.dtype)
     op(f"fused.{name}", ("x",), _reduce_infer, ref, attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False)})

@@ -108,10 +108,6 @@ class Operation:
     def dialect(self) -> str:
         return self.name.split(".", 1)[0] if "." in self.name else ""
 
-    @property
-    def opname(self) -> str:
-        return self.name.split(".", 1)[1] if "." in self.name else self.name
-
     def present_operands(self) -> list[Value]:
         return [v for v in self.operands if v is not None]
 

@@ -81,12 +81,6 @@ class OpDef:
         hi = None if any(o.endswith("*") for o in self.operands) else len(self.operands)
         return lo, hi
 
-    def operand_index(self, name: str) -> int:
-        for i, o in enumerate(self.operands):
-            if o.rstrip("?*") == name:
-                return i
-        raise KeyError(f"{self.name} has no operand {name!r}")
-
     def with_defaults(self, attrs: dict[str, Any]) -> dict[str, Any]:
         full = {k: a.default for k, a in self.attrs.items() if not a.required}
         full.update(attrs)
@@ -134,6 +128,15 @@ def op(name: str, operands: tuple[str, ...] | list[str], infer: InferFn, referen
 # ---- common inference helpers ---------------------------------------------------------------
 def same_as_first(types, attrs) -> TensorType:
     return types[0]
+
+
+def normalize_dim(d: int, rank: int) -> int:
+    """The one reading of a dim argument, as torch's: d in [-rank, rank) counted from the end when
+    negative, returned in [0, rank); a 0-d tensor takes dim 0 or -1. Anything else is a ValueError."""
+    rank = max(rank, 1)
+    if not -rank <= d < rank:
+        raise ValueError(f"dim {d} out of range for rank {rank}")
+    return d % rank
 
 
 def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, UNARY_OPS
 from ..dialects.ir import Module, Operation, TensorType, Value, padded
-from ..dialects.registry import REGISTRY, VIEW
+from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides
 from ..errors import LoweringError
 from ..target import Target
@@ -278,7 +278,7 @@ def _reduce(op, args, out, ctx):
     x = args[0]
     _need_f32(op, x, out)
     _check_rank(op, x.type.rank)
-    red = sorted({d % x.type.rank for d in op.attrs["dims"]}) if x.type.rank else []
+    red = sorted({normalize_dim(d, x.type.rank) for d in op.attrs["dims"]}) if x.type.rank else []
     order = [d for d in range(x.type.rank) if d not in red] + red
     return Encoded(op.name.split(".", 1)[1].upper(), dict(x=x, out=out), dict(
         ndim=len(order), nred=len(red), shape=[x.type.shape[d] for d in order],

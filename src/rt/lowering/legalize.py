@@ -13,7 +13,7 @@ import numpy as np
 
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, Operation, Value, padded, remap
-from ..dialects.registry import REGISTRY
+from ..dialects.registry import REGISTRY, normalize_dim
 from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
 from .passmanager import register_pass
@@ -31,10 +31,6 @@ def converts(*names):
             CONVERTERS[n] = fn
         return fn
     return deco
-
-
-def _norm(d: int, rank: int) -> int:
-    return d % max(rank, 1)
 
 
 # ---- helpers used by converters -------------------------------------------------------------
@@ -253,7 +249,7 @@ def _to(b, op, at, m):
 @converts("torch.softmax.int", "torch._softmax")
 def _softmax(b, op, at, m):
     x = b.cast(op.operands[0], op.result.type.dtype)
-    d = _norm(at["dim"], x.type.rank)
+    d = normalize_dim(at["dim"], x.type.rank)
     if d == x.type.rank - 1 or x.type.rank == 0:
         return b.op("fused.softmax", [x])
     perm = list(range(x.type.rank))
@@ -279,7 +275,7 @@ def _reduce(name):
     def conv(b, op, at, m):
         x = b.cast(op.operands[0], op.result.type.dtype)
         dims = at.get("dim")
-        dims = list(range(x.type.rank)) if not dims else [_norm(d, x.type.rank) for d in dims]
+        dims = list(range(x.type.rank)) if not dims else [normalize_dim(d, x.type.rank) for d in dims]
         return b.op(name, [x], {"dims": dims, "keepdim": bool(at["keepdim"])})
     return conv
 
@@ -341,7 +337,7 @@ def _embedding(b, op, at, m):
 @converts("torch.index_select")
 def _index_select(b, op, at, m):
     x, idx = op.operands
-    if _norm(at["dim"], x.type.rank) == 0 and x.type.rank == 2:
+    if normalize_dim(at["dim"], x.type.rank) == 0 and x.type.rank == 2:
         return b.op("fused.embedding", [x, b.reshape(idx, [max(idx.type.numel, 1)])])
     raise LoweringError("index_select is only supported on dim 0 of a 2-D tensor")
 
@@ -422,7 +418,7 @@ def _expand(b, op, at, m):
 def _slice(b, op, at, m):
     from ..dialects.torch_ops import slice_bounds
     x = op.operands[0]
-    d = _norm(at["dim"], x.type.rank)
+    d = normalize_dim(at["dim"], x.type.rank)
     s, n, st = slice_bounds(x.type.shape[d], at["start"], at["end"], at["step"])
     if s == 0 and n == x.type.shape[d] and (st == 1 or n <= 1):
         return x
@@ -432,7 +428,7 @@ def _slice(b, op, at, m):
 @converts("torch.select.int")
 def _select(b, op, at, m):
     x = op.operands[0]
-    d = _norm(at["dim"], x.type.rank)
+    d = normalize_dim(at["dim"], x.type.rank)
     i = at["index"] % x.type.shape[d]
     y = b.op("fused.slice", [x], {"dim": d, "start": i, "end": i + 1}) if x.type.shape[d] > 1 else x
     return b.reshape(y, op.result.type.shape)

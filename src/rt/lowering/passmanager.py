@@ -27,7 +27,6 @@ class Pass:
     name: str
     run: Callable[[Module], Module | None]     # mutates the module in place or returns a new one
     dialect: str | None = None                 # the dialect the IR is in after this pass (verification)
-    doc: str = ""
 
 
 PASSES: dict[str, Pass] = {}
@@ -39,7 +38,7 @@ def register_pass(name: str, dialect: str | None = None):
     def deco(fn):
         if name in PASSES:
             raise ValueError(f"pass {name} registered twice")
-        PASSES[name] = Pass(name, fn, dialect, (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "")
+        PASSES[name] = Pass(name, fn, dialect)
         return fn
     return deco
 
@@ -95,10 +94,3 @@ class PassManager:
                 except VerificationError as e:
                     raise VerificationError(f"after pass {p.name}: {e}") from e
         return module
-
-    def report(self) -> str:
-        total = sum(t for _, t, _ in self.timings)
-        lines = [f"{'pass':32s} {'ms':>9s} {'ops':>6s}"]
-        lines += [f"{n:32s} {t * 1e3:9.2f} {k:6d}" for n, t, k in self.timings]
-        lines.append(f"{'total':32s} {total * 1e3:9.2f}")
-        return "\n".join(lines)

@@ -245,17 +245,8 @@ class Matcher:
             if v is None:
                 yield m
         elif isinstance(pat, str) and pat.startswith("$"):
-            optional = pat.endswith("?")
-            key = pat.rstrip("?")
-            if v is None and not optional:
-                return
-            if key in m.vals:
-                if m.vals[key] is v:
-                    yield m
-                return
-            m2 = m.copy()
-            m2.vals[key] = v
-            yield m2
+            if v is not None or pat.endswith("?"):
+                yield from _capture(m, pat.rstrip("?"), v)
         elif isinstance(pat, str):
             yield from self._node(pat, v, m)
         elif isinstance(pat, Scalar):
@@ -275,10 +266,6 @@ class Matcher:
 
 
 # ---- driver ---------------------------------------------------------------------------------
-def _module_names(module: Module) -> set[str]:
-    return {v.name for v in module.values()}
-
-
 def apply_at(module: Module, pattern: Pattern, op: Operation, users, names: set[str]) -> bool:
     """Try `pattern` anchored at `op`; apply the first legal match. Returns True if it rewrote."""
     outputs = set(module.outputs)
@@ -323,7 +310,7 @@ def _commit(module: Module, root: Operation, new: Value, new_ops: list[Operation
 def apply_patterns(module: Module, patterns: list[Pattern], max_rounds: int = 100) -> int:
     """Apply patterns, highest benefit first, until nothing changes. Returns the number of rewrites."""
     ordered = sorted(patterns, key=lambda p: -p.benefit)
-    names = _module_names(module)
+    names = {v.name for v in module.values()}     # shared by every Builder of this run
     count = 0
     for _ in range(max_rounds):
         changed = False

@@ -75,6 +75,6 @@ for _div, _op in ((False, "fused.mul"), (True, "fused.div")):
 
 
 @register_pass("absorb-matmul-operands", dialect="fused")
-def absorb_matmul(module: Module):
+def absorb_matmul_operands(module: Module):
     """Transposes of matmul operands -> transpose flags; scalar mul/div around a matmul -> alpha."""
     apply_patterns(module, ABSORB_MATMUL)

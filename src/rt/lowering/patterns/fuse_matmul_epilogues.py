@@ -77,7 +77,7 @@ CHAINS = [
 
 
 @register_pass("fuse-matmul-epilogues", dialect="fused")
-def fuse_chains(module: Module):
+def fuse_matmul_epilogues(module: Module):
     """matmul + bias, + activation (relu/GELU), + residual add -> one matmul with an epilogue;
     a residual add that only feeds a layer norm -> add_layer_norm."""
     apply_patterns(module, CHAINS)
