@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dialects.ir import Operation
+from .serialize import write_atomically
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Profile:
         return "\n".join(lines)
 
     def save_trace(self, path: str) -> str:
-        with open(path, "w") as f:
+        with write_atomically(path, "w") as f:
             json.dump({"traceEvents": self.trace_events, "displayTimeUnit": "ms"}, f)
         return path
 
