@@ -20,6 +20,7 @@ from ..errors import LoweringError
 from .ir import Module, Operation, TensorType, Value, unique_name
 from .registry import REGISTRY
 
+
 def same_attr(a, b, rel: float = 0.0) -> bool:
     """Attribute equality: bools only equal bools, numbers compared as floats (within `rel`), lists by
     element."""
