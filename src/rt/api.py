@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
 
 from .dialects.ir import Module
 from .dialects.text import print_module
+from .target import Target, TargetChangedWarning
 from .errors import InputError, ModelFileError, RtError, UsageError, require
 from .kernels._runtime import FastCallable
 
@@ -25,15 +27,44 @@ class CompiledModel(FastCallable):
     converted, or refused with a message that names the input."""
 
     def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None,
-                 drop_packed: Callable[[np.ndarray], None] | None = None):
+                 drop_packed: Callable[[np.ndarray], None] | None = None, run_target: Target | None = None):
         """drop_packed(constant), when given, is called once the runtime holds a packed copy of that
-        constant and reads the original no more (a loaded model gives its file pages back)."""
+        constant and reads the original no more (a loaded model gives its file pages back).
+        run_target: what the runtime here may use (default: this machine); the program's choices that
+        depend on the machine (how each matmul reads its weights) are made for it."""
         from .kernels.executor import CompiledProgram
         self.stages = stages
         self.planned = stages["planned"]
         self.compile_times = timings or {}
-        self._program = CompiledProgram(self.planned, drop_packed)
+        self.target: Target | None = self.planned.meta.get("target")    # compiled for
+        self.run_target = run_target or Target.host()
+        self._program = CompiledProgram(self.planned, self.run_target, drop_packed)
         self._fast_program = self._program.program
+
+    def target_changes(self) -> list[str]:
+        """What differs between the target the model was compiled for and the one it runs on here."""
+        return self.target.changes(self.run_target) if self.target else []
+
+    def target_summary(self) -> str:
+        """One line: the target compiled for, and what differs here (what `rt inspect` prints)."""
+        compiled = self.target.describe() if self.target else "unrecorded (an older file)"
+        changes = self.target_changes()
+        return f"compiled for {compiled}" + (f"; here: {', '.join(changes)}" if changes else "")
+
+    def kernel_summary(self) -> str:
+        """C ops by kernel, matmuls by mode ('MATMUL[packed]×12, ADD×4, ...'), most frequent first."""
+        counts: dict[str, int] = {}
+        for k in self.kernel_plan():
+            key = f"{k['kernel']}[{k['mode']}]" if "mode" in k else k["kernel"]
+            counts[key] = counts.get(key, 0) + 1
+        return ", ".join(f"{k}×{n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def kernel_plan(self) -> list[dict]:
+        """Per C op as it runs here: planned op, kernel, and for a MATMUL its mode ("blas", "onednn" (B
+        read in place), "packed" (B reordered once for oneDNN), "split" (B in 3.5 bytes per float),
+        "small" (rt's one-row loops)), B's layout, and whether B is a constant shared with other ops
+        or copied into rt's own form."""
+        return self._program.kernel_plan()
 
     # ---- calling ------------------------------------------------------------------------------
     @property
@@ -87,7 +118,7 @@ class CompiledModel(FastCallable):
         elif kernels == "c":
             from .kernels.executor import OpByOpProgram
             if not hasattr(self, "_op_by_op"):
-                self._op_by_op = OpByOpProgram(self.planned)
+                self._op_by_op = OpByOpProgram(self.planned, self.run_target)
             outs = self._op_by_op.run(arrays, timings)
         else:
             raise UsageError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
@@ -172,12 +203,15 @@ class _Stages:
 
 
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
-            print_ir_after_all: bool = False, progress: Progress | None = None) -> CompiledModel:
+            print_ir_after_all: bool = False, progress: Progress | None = None,
+            target: Target | None = None) -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
     already exported torch.export.ExportedProgram) into a CompiledModel. `args` may be one tensor or a
     tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
     stage's IR against its dialect (slower); print_ir_after_all: print the IR after each lowering pass;
-    `progress(stage, seconds)` is called as each stage finishes."""
+    `progress(stage, seconds)` is called as each stage finishes. target: the machine to compile for
+    (rt.Target; default this one, `rt.Target.host()`); the returned model runs here with what of it
+    this machine has, and a saved file records it."""
     require("torch", "rt.compile")
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
@@ -191,12 +225,14 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
         torch_ir = stages.run("import", import_module, model, args, kwargs, strict=strict)
     if verify:
         verify_module(torch_ir, "torch")
-    fused = stages.run("to_fused", to_fused, torch_ir, verify=verify, print_ir_after_all=print_ir_after_all)
-    planned = stages.run("to_planned", to_planned, fused)
+    target = target or Target.host()
+    fused = stages.run("to_fused", to_fused, torch_ir, target=target, verify=verify,
+                       print_ir_after_all=print_ir_after_all)
+    planned = stages.run("to_planned", to_planned, fused, target)
     if verify:
         verify_module(planned, "planned")
     return stages.run("build_program", CompiledModel, {"torch": torch_ir, "fused": fused, "planned": planned},
-                      stages.times)
+                      stages.times, run_target=target.restricted_to(Target.host()))
 
 
 def load(path: str) -> CompiledModel:
@@ -205,6 +241,11 @@ def load(path: str) -> CompiledModel:
 
     stages, _, weights = load_model(path)
     try:
-        return CompiledModel(stages, drop_packed=weights.drop)
+        model = CompiledModel(stages, drop_packed=weights.drop)
+        changes = model.target_changes()
+        if changes:       # what depends on the machine was decided again for this one
+            warnings.warn(f"{path}: compiled for {model.target.describe()}; decided again for this "
+                          f"machine ({', '.join(changes)})", TargetChangedWarning, stacklevel=2)
+        return model
     except RtError as e:          # a program that verifies but that the runtime refuses
         raise ModelFileError(f"{path}: the saved program cannot run: {e}") from None

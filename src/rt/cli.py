@@ -104,6 +104,8 @@ def _inspect(args) -> int:
         print(f"{kind}: " + ", ".join(f"{v.name} {v.type.np_dtype}{list(v.type.shape)}" for v in values))
     print(f"plan: {model.plan_summary()}")
     print(f"planned ops: {model.op_summary()[1]}")
+    print(f"target: {model.target_summary()}")
+    print(f"kernels: {model.kernel_summary()}")
     if args.picture:
         print(f"plan picture: {model.plan_picture(args.picture)}")
     return 0

@@ -19,20 +19,27 @@ import zlib
 
 import numpy as np
 
+from .abi import ALIGN, align
 from .dialects.ir import DTYPES, Module, dtype_name
 from .dialects.planned_check import arena_lifetimes
 from .dialects.text import parse_module, print_module
 from .dialects.verifier import verify_module
 from .errors import ModelFileError, RtError, SaveError
+from .target import Target
 
 MAGIC = b"RTMODEL\x00"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQ")          # magic, version, header length
-ALIGN = 64
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def _target(path: str, saved) -> Target | None:
+    """The target a file was compiled for (None in files from before targets were recorded)."""
+    if saved is None:
+        return None
+    try:
+        return Target.from_dict(saved)
+    except (RtError, KeyError, TypeError, ValueError) as e:
+        raise _refuse(path, f"corrupt header: bad target {saved!r} ({e})") from None
 
 
 def save_model(path: str, stages: dict[str, Module]) -> None:
@@ -46,7 +53,7 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
         if key not in placed:
             placed[key] = offset
             arrays.append(arr)
-            offset = _align(offset + arr.nbytes)
+            offset = align(offset + arr.nbytes)
         entries.append({"name": name, "dtype": dtype_name(arr.dtype), "shape": list(arr.shape),
                         "offset": placed[key], "nbytes": int(arr.nbytes)})
     data_crc = 0
@@ -56,11 +63,12 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
         "format_version": FORMAT_VERSION,
         "ir": {stage: print_module(m) for stage, m in stages.items()},
         "plan": planned.meta["plan"],
+        "target": planned.meta["target"].to_dict() if planned.meta.get("target") else None,
         "constants": entries,
         "data_crc32": data_crc,
     }
     blob = json.dumps(header).encode()
-    data_start = _align(_PREFIX.size + len(blob) + 4)
+    data_start = align(_PREFIX.size + len(blob) + 4)
     with write_atomically(path) as f:
         f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(blob)))
         f.write(blob)
@@ -171,7 +179,7 @@ def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
                 header = json.loads(blob)
             except ValueError:
                 raise _refuse(path, "corrupt header (not JSON)") from None
-            data_start = _align(_PREFIX.size + hlen + 4)
+            data_start = align(_PREFIX.size + hlen + 4)
             _check_header(path, header, data_start, size)
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as e:
@@ -200,6 +208,7 @@ def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
         if op.name == "const" and op.attrs["name"] not in constants:
             raise _refuse(path, f"the planned program reads constant {op.attrs['name']!r}, which the file lacks")
     planned.meta["plan"] = plan
+    planned.meta["target"] = _target(path, header.get("target"))
     try:
         verify_module(planned, "planned")
     except RtError as e:
@@ -212,7 +221,7 @@ def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
                                 f"{counts[st.kind]} {st.kind}(s)")
     ends = [v.storage.offset + v.storage.size for v, _, _ in arena_lifetimes(planned)]
     ends += [op.attrs["scratch"][0] + op.attrs["scratch"][1] for op in planned.ops if op.attrs.get("scratch")]
-    if plan["arena_bytes"] > _align(max(ends, default=0)):
+    if plan["arena_bytes"] > align(max(ends, default=0)):
         raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
                             f"{max(ends, default=0)}")
     return stages, plan, weights

@@ -282,7 +282,7 @@ op("fused.attention", ("q", "k", "v", "mask?"), _attention_infer, _attention_ref
 
 
 # ---- rotary embedding -----------------------------------------------------------------------
-def _rope_table(t, x) -> bool:
+def rope_table_ok(t, x) -> bool:
     """cos/sin: [S, D], [B or 1, S, D] or [B or 1, 1, S, D] for x [B, H, S, D]."""
     shape = t.shape
     if len(shape) == 4 and shape[1] == 1:
@@ -296,7 +296,7 @@ def _rope_verify(op, types):
     x, c, s = types
     if x.rank != 4:
         return f"x must be [B, H, S, D], got {x}"
-    if not (_rope_table(c, x) and _rope_table(s, x)) or c.shape != s.shape:
+    if not (rope_table_ok(c, x) and rope_table_ok(s, x)) or c.shape != s.shape:
         return f"cos {c} and sin {s} must be [S, D] tables for x {x}"
     rot = op.attrs.get("rot", -1)
     rot = x.shape[-1] if rot < 0 else rot

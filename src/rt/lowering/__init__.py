@@ -11,7 +11,8 @@ of leftover composites, dead-code elimination. Each pass is registered by name (
 from __future__ import annotations
 
 from ..dialects.ir import Module
-from . import fold, legalize, patterns, weights  # noqa: F401  (pass registration)
+from ..target import Target
+from . import fold, legalize, merge_projections, patterns, weights  # noqa: F401  (pass registration)
 from .passmanager import PASSES, PIPELINES, Pass, PassManager, register_pass, register_pipeline
 from .rewrite import ANY, Approx, Const, N, Pattern, Scalar, apply_patterns
 
@@ -28,6 +29,7 @@ TO_FUSED = [
     "absorb-matmul-operands",
     "fuse-attention",
     "absorb-causal-mask",
+    "merge-projections",
     "fuse-matmul-epilogues",
     "fuse-attention-views",
     "lower-composites",
@@ -39,15 +41,20 @@ TO_FUSED = [
 register_pipeline("to-fused", TO_FUSED)
 
 
-def to_fused(module: Module, *, verify: bool = False, print_ir_after_all: bool | None = None,
-             pipeline: str = "to-fused", timings: list | None = None) -> Module:
-    """Lower a torch dialect module to the fused dialect (a new module; the input is left unchanged).
+def to_fused(module: Module, *, target: Target | None = None, verify: bool = False,
+             print_ir_after_all: bool | None = None, pipeline: str = "to-fused",
+             timings: list | None = None) -> Module:
+    """Lower a torch dialect module to the fused dialect (a new module; the input is left unchanged)
+    for `target` (recorded in meta["target"]; passes that depend on the machine read it there).
 
     verify: run the verifier after every pass (also RT_VERIFY=1). print_ir_after_all: dump the IR
     after every pass to stderr (also RT_PRINT_IR_AFTER_ALL=1). timings: a list that receives
     (pass, seconds, op count) per pass."""
     pm = PassManager.pipeline(pipeline, verify=verify or None, print_ir_after_all=print_ir_after_all)
-    out = pm.run(module.clone())
+    start = module.clone()
+    if target is not None:
+        start.meta["target"] = target
+    out = pm.run(start)
     if verify:
         from ..dialects.verifier import verify_module
         verify_module(out, "fused")

@@ -328,6 +328,13 @@ def _sdpa(b, op, at, m):
 
 
 # ---- gathers --------------------------------------------------------------------------------
+@converts("torch.cat")
+def _cat(b, op, at, m):
+    dt = op.result.type.dtype
+    parts = [b.cast(x, dt) for x in op.operands if x.type.numel or x.type.rank == op.result.type.rank]
+    return b.op("fused.cat", parts, {"dim": normalize_dim(at.get("dim", 0), op.result.type.rank)})
+
+
 @converts("torch.embedding")
 def _embedding(b, op, at, m):
     w, idx = op.operands

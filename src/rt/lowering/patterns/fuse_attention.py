@@ -74,6 +74,33 @@ ATTENTION = [
 ]
 
 
+# ---- grouped-query attention: K/V repeated per query group (HF repeat_kv: unsqueeze(2), expand,
+# reshape) are read once per group instead (the kernel's kv_group) ---------------------------------
+def _repeat_group(m, kv: str) -> int | None:
+    """g when the "kv" chain repeats [B, Hkv, S, D] g times into [B, Hkv*g, S, D], else None."""
+    src, unsq, exp, out = m[f"${kv}"].type, m[f"{kv}u"].type, m[f"{kv}e"].type, m[f"{kv}r"].type
+    if src.rank != 4:
+        return None
+    b, h, s, d = src.shape
+    g = exp.shape[2] if exp.rank == 5 else 0
+    ok = unsq.shape == (b, h, 1, s, d) and exp.shape == (b, h, g, s, d) and out.shape == (b, h * g, s, d)
+    return g if ok and g >= 1 else None
+
+
+def _grouped(m, b):
+    a = m.op("out")
+    gk, gv = _repeat_group(m, "k"), _repeat_group(m, "v")
+    if gk is None or gk != gv or a.attrs.get("kv_group", 1) != 1:
+        return None
+    return m.rebuild(b, "out", {1: m["$k"], 2: m["$v"]}, kv_group=gk)
+
+
+_REPEAT = {f"{kv}{n}": node for kv in ("k", "v") for n, node in (
+    ("u", N("fused.reshape", [f"${kv}"])), ("e", N("fused.expand", [f"{kv}u"])), ("r", N("fused.reshape", [f"{kv}e"])))}
+ATTENTION.append(Pattern("attention-grouped-kv", "out", {**_REPEAT, "out": N("fused.attention", ["$q", "kr", "vr", "$mask?"])},
+                         _grouped))
+
+
 @register_pass("fuse-attention", dialect="fused")
 def fuse_attention(module: Module):
     """matmul(q, k^T) -> scale -> [+ mask] -> softmax -> matmul(., v)  =>  fused.attention."""

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ...dialects.fused_ops import rope_table_ok
 from ...dialects.ir import Module, padded
 from ..passmanager import register_pass
 from ..rewrite import Approx, Match, N, Pattern, Scalar, apply_patterns
@@ -131,7 +132,87 @@ def _softmax_where(m: Match) -> bool:
     return ok
 
 
-DAG = _gelu_tanh_patterns() + _gelu_erf_patterns() + _layer_norm_patterns() + [
+# ---- RMS norm (Llama's, in float32): x * rsqrt(mean(x^2) + eps), then times the weight ---------
+def _rms_where(m: Match) -> bool:
+    return _last_dim("ms")(m) and m["$x"].type.dtype == "f32" and m["$eps"].type.numel == 1
+
+
+def _rms(m, b):
+    eps = float(str(np.float32(m.scalar("$eps"))))
+    return b.op("fused.rms_norm", [m["$x"]], {"eps": eps})
+
+
+def _rms_norm_patterns():
+    squares = {"pow": N("fused.pow", ["$x"], exponent=Approx(2.0)), "mul": N("fused.mul", ["$x", "$x"])}
+    out = []
+    for sqn, sq in squares.items():
+        base = {"sq": sq, "ms": N("fused.mean", ["sq"]), "ve": N("fused.add", ["ms", Scalar(capture="$eps")])}
+        out.append(Pattern(f"rms-norm-rsqrt-{sqn}", "out", {**base, "rs": N("fused.rsqrt", ["ve"]),
+                                                             "out": N("fused.mul", ["$x", "rs"])}, _rms, where=_rms_where))
+        out.append(Pattern(f"rms-norm-sqrt-{sqn}", "out", {**base, "sd": N("fused.sqrt", ["ve"]),
+                                                            "out": N("fused.div", ["$x", "sd"])}, _rms, where=_rms_where))
+    return out
+
+
+def _rms_weight(m, b):
+    norm, w = m.op("norm"), m["$w"]
+    n = norm.result.type.shape[-1]
+    if len(norm.operands) > 1 or w.type.numel != n or w.type.shape[-1:] != (n,) or m["out"].type != norm.result.type:
+        return None
+    return b.op("fused.rms_norm", [norm.operands[0], b.reshape(w, [n])], dict(norm.attrs))
+
+
+# ---- gates: silu(x) = x * sigmoid(x); act(gate) * up as one op (SwiGLU, GeGLU) ----------------
+def _gated(kind):
+    return lambda m, b: b.op(f"fused.{kind}_mul", [m["$g"], m["$u"]])
+
+
+GATES = {"silu": "fused.silu", "gelu_tanh": "fused.gelu_tanh", "gelu_erf": "fused.gelu_erf"}
+
+
+# ---- rotary embedding: x * cos + rotate_half(x) * sin, rotate_half = cat(-x2, x1) on the last dim --
+def _rope_where(m: Match, unit_cos: bool = False) -> bool:
+    x = m["$x"]
+    cos = m["$sin"] if unit_cos else m["$cos"]
+    d = x.type.rank - 1
+    h = x.type.shape[-1] // 2
+    return (x.type.rank == 4 and x.type.shape[-1] % 2 == 0 and m.attr("cat", "dim") == d
+            and m.attr("hi", "dim") == d and m.attr("hi", "start") == h and m.attr("hi", "end") == 2 * h
+            and m.attr("lo", "dim") == d and m.attr("lo", "start") == 0 and m.attr("lo", "end") == h
+            and m.attr("hi", "step") == 1 and m.attr("lo", "step") == 1 and m["out"].type == x.type
+            and cos.type.shape == m["$sin"].type.shape and m["$sin"].type.dtype == "f32"
+            and rope_table_ok(cos.type, x.type) and rope_table_ok(m["$sin"].type, x.type))
+
+
+def _rope(m, b):
+    return b.op("fused.rope", [m["$x"], m["$cos"], m["$sin"]])
+
+
+def _rope_unit_cos(m, b):
+    """At position 0 alone cos is all ones and x * cos was folded away: the tables are (1, sin)."""
+    sin = m["$sin"]
+    return b.op("fused.rope", [m["$x"], b.const(np.ones(sin.type.shape, np.float32), "cos"), sin])
+
+
+_ROTATE_HALF = {"hi": N("fused.slice", ["$x"]), "lo": N("fused.slice", ["$x"]), "neg": N("fused.neg", ["hi"]),
+                "cat": N("fused.cat", ["neg", "lo"]), "rs": N("fused.mul", ["cat", "$sin"])}
+ROPE = [
+    Pattern("rope-rotate-half", "out", {**_ROTATE_HALF, "xc": N("fused.mul", ["$x", "$cos"]),
+                                        "out": N("fused.add", ["xc", "rs"])}, _rope, where=_rope_where),
+    Pattern("rope-rotate-half-unit-cos", "out", {**_ROTATE_HALF, "out": N("fused.add", ["$x", "rs"])},
+            _rope_unit_cos, where=lambda m: _rope_where(m, unit_cos=True)),
+]
+
+
+DAG = _gelu_tanh_patterns() + _gelu_erf_patterns() + _layer_norm_patterns() + _rms_norm_patterns() + [
+    Pattern("rms-norm-weight", "out", {"norm": N("fused.rms_norm", ["$x"]), "out": N("fused.mul", ["norm", "$w"])},
+            _rms_weight),
+    Pattern("silu", "out", {"sg": N("fused.sigmoid", ["$x"]), "out": N("fused.mul", ["$x", "sg"])},
+            lambda m, b: b.op("fused.silu", [m["$x"]]) if m["$x"].type.dtype == "f32" else None),
+    *[Pattern(f"{kind}-gate", "out", {"act": N(op, ["$g"]), "out": N("fused.mul", ["act", "$u"])}, _gated(kind),
+              where=lambda m: m["out"].type == m["$g"].type == m["$u"].type)
+      for kind, op in GATES.items()],
+    *ROPE,
     Pattern("layer-norm-gamma", "out", {"ln": N("fused.layer_norm", ["$x", "$g?", "$b?"]),
                                         "out": N("fused.mul", ["ln", "$p"])}, _ln_affine("gamma")),
     Pattern("layer-norm-beta", "out", {"ln": N("fused.layer_norm", ["$x", "$g?", "$b?"]),

@@ -8,7 +8,7 @@ from ..passmanager import register_pass
 from ..rewrite import ANY, N, Pattern, apply_patterns
 
 MM = "fused.matmul"
-ACTS = {"fused.relu": "relu", "fused.gelu_tanh": "gelu_tanh", "fused.gelu_erf": "gelu_erf"}
+ACTS = {"fused.relu": "relu", "fused.gelu_tanh": "gelu_tanh", "fused.gelu_erf": "gelu_erf", "fused.silu": "silu"}
 
 
 def _bias(through: bool):
