@@ -31,7 +31,7 @@ def assert_matches_torch(model, args, kwargs=None, rtol=1e-4):
     got = run_reference(module, [_np(a) for a in inputs])
     with torch.no_grad():
         want = model(*args, **(kwargs or {}))
-    want = list(want) if isinstance(want, (tuple, list)) else [want]
+    want = torch.utils._pytree.tree_leaves(want)          # nested tuples (var_mean, sort) flattened
     assert len(got) == len(want)
     for g, w in zip(got, want):
         w = _np(w)

@@ -285,7 +285,7 @@ _UNARY = [
      {"attrs": {"negative_slope": Attr("scalar", 0.01)}}),
     ("hardtanh", "same", lambda x, at: np.minimum(np.maximum(x, at["min_val"]), at["max_val"]),
      {"attrs": {"min_val": Attr("scalar", -1), "max_val": Attr("scalar", 1)}}),
-    ("threshold", "same", lambda x, at: np.where(x > at["threshold"], x, at["value"]),
+    ("threshold", "same", lambda x, at: np.where(x <= at["threshold"], at["value"], x),
      {"attrs": {"threshold": Attr("scalar"), "value": Attr("scalar")}}),
     ("log_sigmoid", "float", lambda x, at: -np.logaddexp(0.0, -x), {}),
     ("erf", "float", lambda x, at: numerics.erf(x), {}),
@@ -457,8 +457,16 @@ def _float_pow(a, b, at):
     return np.power(a, b)
 
 
+def integer_pow(a, b):
+    """torch's integer power: a negative exponent gives 1 for base 1, +-1 for base -1, else 0."""
+    pos = np.power(a, np.maximum(b, 0))
+    odd = np.remainder(b, 2) == 1
+    neg = np.where(a == 1, 1, np.where(a == -1, np.where(odd, -1, 1), 0))
+    return np.where(b < 0, neg, pos)
+
+
 def _int_pow(a, b, at):
-    return np.power(a, np.maximum(b, 0)) if a.dtype != np.bool_ else np.logical_or(a, b == 0)
+    return integer_pow(a, b) if a.dtype != np.bool_ else np.logical_or(a, b == 0)
 
 
 _BINARY = [
@@ -539,7 +547,7 @@ op("torch.rsub.Scalar", ("self",), lambda t, at: t[0].with_dtype(_rsub_dtype(t[0
 def _pow_scalar_base(x, at):
     s = at["self"]
     if x.dtype.kind != "f":
-        return np.power(np.asarray(s, dtype=x.dtype), np.maximum(x, 0))
+        return integer_pow(np.asarray(s, dtype=x.dtype), x)
     return np.power(np.float64(s), x.astype(np.float64))
 
 
@@ -1161,8 +1169,15 @@ def _gather_infer(types, attrs):
     return x.with_shape(idx.shape)
 
 
+def gather_ref(x, dim, index):
+    """torch.gather: out[i][j][k] = x[i][index[i][j][k]][k] (dim 1); index may be smaller than x."""
+    if x.ndim == 0:
+        return np.array(x)
+    return x[_scatter_coords(index, _norm_dim(dim, x.ndim))]
+
+
 op("torch.gather", ("self", "index"), _gather_infer,
-   lambda x, at: np.take_along_axis(x[0], x[1], axis=at["dim"]),
+   lambda x, at: gather_ref(x[0], at["dim"], x[1]),
    attrs={"dim": Attr("int"), "sparse_grad": Attr("bool", False)}, traits=(FOLD_ONLY,))
 
 
@@ -1895,35 +1910,60 @@ def _reflect(c, twice_low, twice_high):
     return np.where(flips % 2 == 0, extra + mn, span - extra + mn)
 
 
-def _grid_coord(c, size, padding_mode, align_corners):
-    c = ((c + 1) / 2) * (size - 1) if align_corners else ((c + 1) * size - 1) / 2
+def _grid_unnormalize(c, size, align_corners):
+    return ((c + 1) / 2) * (size - 1) if align_corners else ((c + 1) * size - 1) / 2
+
+
+def _grid_pad(c, size, padding_mode, align_corners):
+    """A source coordinate under the padding mode: zeros (0) leaves it, border (1) clips, reflection (2)
+    reflects then clips."""
     if padding_mode == 1:
-        c = np.clip(c, 0, size - 1)
-    elif padding_mode == 2:
+        return np.clip(c, 0, size - 1)
+    if padding_mode == 2:
         c = _reflect(c, 0, 2 * (size - 1)) if align_corners else _reflect(c, -1, 2 * size - 1)
-        c = np.clip(c, 0, size - 1)
+        return np.clip(c, 0, size - 1)
     return c
 
 
+def _cubic_weights(t, a=-0.75):
+    return [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
+            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+            ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+
+
 def _grid_sampler_2d_ref(args, at):
+    """torch's grid_sampler_2d: bilinear (0), nearest (1, round half to even) or bicubic (2) sampling;
+    padding zeros (0), border (1) or reflection (2)."""
     x, grid = args
     n, c, h, w = x.shape
     x64 = x.astype(np.float64)
-    gx = _grid_coord(grid[..., 0].astype(np.float64), w, at["padding_mode"], at["align_corners"])
-    gy = _grid_coord(grid[..., 1].astype(np.float64), h, at["padding_mode"], at["align_corners"])
+    mode, pad, align = at["interpolation_mode"], at["padding_mode"], at["align_corners"]
+    gx = _grid_unnormalize(grid[..., 0].astype(np.float64), w, align)
+    gy = _grid_unnormalize(grid[..., 1].astype(np.float64), h, align)
     b = np.arange(n)[:, None, None]
 
     def tap(iy, ix):                              # [N, Ho, Wo, C], zero outside the input
         inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
         v = x64[b, :, np.clip(iy, 0, h - 1), np.clip(ix, 0, w - 1)]
         return np.where(inside[..., None], v, 0.0)
-    if at["interpolation_mode"] == 1:
-        y = tap(np.rint(gy).astype(np.int64), np.rint(gx).astype(np.int64))
-    else:
+    if mode == 2:                                 # padding applies to each of the 4x4 taps
         x0, y0 = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
-        tx, ty = (gx - x0)[..., None], (gy - y0)[..., None]
-        y = (tap(y0, x0) * (1 - tx) * (1 - ty) + tap(y0, x0 + 1) * tx * (1 - ty)
-             + tap(y0 + 1, x0) * (1 - tx) * ty + tap(y0 + 1, x0 + 1) * tx * ty)
+        wx, wy = _cubic_weights(gx - x0), _cubic_weights(gy - y0)
+        y = 0.0
+        for i in range(4):
+            for j in range(4):
+                ix = _grid_pad((x0 - 1 + j).astype(np.float64), w, pad, align).astype(np.int64)
+                iy = _grid_pad((y0 - 1 + i).astype(np.float64), h, pad, align).astype(np.int64)
+                y = y + tap(iy, ix) * (wx[j] * wy[i])[..., None]
+    else:
+        gx, gy = _grid_pad(gx, w, pad, align), _grid_pad(gy, h, pad, align)
+        if mode == 1:
+            y = tap(np.rint(gy).astype(np.int64), np.rint(gx).astype(np.int64))
+        else:
+            x0, y0 = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+            tx, ty = (gx - x0)[..., None], (gy - y0)[..., None]
+            y = (tap(y0, x0) * (1 - tx) * (1 - ty) + tap(y0, x0 + 1) * tx * (1 - ty)
+                 + tap(y0 + 1, x0) * (1 - tx) * ty + tap(y0 + 1, x0 + 1) * tx * ty)
     return np.moveaxis(y, -1, 1).astype(x.dtype)
 
 
@@ -1931,9 +1971,9 @@ def _grid_sampler_2d_infer(types, at):
     x, g = types
     if x.rank != 4 or g.rank != 4 or g.shape[-1] != 2 or g.shape[0] != x.shape[0]:
         raise ValueError(f"grid_sampler_2d: input {x} and grid {g} do not fit")
-    if at["interpolation_mode"] not in (0, 1) or at["padding_mode"] not in (0, 1, 2):
-        raise ValueError(f"grid_sampler_2d: interpolation mode {at['interpolation_mode']} (bilinear 0 and nearest 1 "
-                         f"are supported) / padding mode {at['padding_mode']}")
+    if at["interpolation_mode"] not in (0, 1, 2) or at["padding_mode"] not in (0, 1, 2):
+        raise ValueError(f"grid_sampler_2d: interpolation mode {at['interpolation_mode']} / padding mode "
+                         f"{at['padding_mode']} (0, 1 or 2 each)")
     return x.with_shape((x.shape[0], x.shape[1], g.shape[1], g.shape[2]))
 
 

@@ -5,7 +5,7 @@ layer_norm, convolution, ...).
 
 `decompose_call` traces the table's function (or, for an op outside the table that torch implements by
 other ops, that composite kernel, as run_decompositions does) for one FX node on stand-ins of the node's
-own inputs (their recorded shapes and dtypes), functionalised, into a small graph of ATen ops, which the
+own inputs (their recorded shapes and dtypes), then functionalised, into a small graph of ATen ops, which the
 importer converts in the node's place; an op of that graph rt lacks is decomposed in turn (up to MAX_DEPTH levels). The graph
 is traced once per node (`node.meta`) and carries the node's source location.
 """
@@ -106,7 +106,8 @@ def decompose_call(node: fx.Node) -> Decomposition | None:
             from torch.fx.experimental.proxy_tensor import make_fx
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                gm = _functional(make_fx(call, tracing_mode="fake")(*[concrete[i] for i in positions]))
+                inputs = [concrete[i] for i in positions]
+                gm = _functional(make_fx(call, tracing_mode="fake")(*inputs), inputs)
         except Exception:
             gm = None
         if gm is not None:
@@ -119,25 +120,15 @@ def decompose_call(node: fx.Node) -> Decomposition | None:
     return result
 
 
-def _functional(gm: fx.GraphModule) -> fx.GraphModule:
-    """In-place ATen calls of a decomposition (x.clamp_min_(0) on a fresh intermediate) as their
-    functional overloads, later uses of the mutated tensor reading the result instead."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    for n in list(gm.graph.nodes):
-        t = n.target
-        if n.op != "call_function" or not isinstance(t, torch._ops.OpOverload):
-            continue
-        name = t._schema.name.split("::")[1]
-        if not name.endswith("_") or name.startswith("_") and name.endswith("__"):
-            continue
-        packet = getattr(torch.ops.aten, name[:-1], None)
-        func = getattr(packet, t._overloadname, None) if packet is not None else None
-        if func is None or not n.args or not isinstance(n.args[0], fx.Node):
-            continue
-        mutated = n.args[0]
-        n.target = func
-        for user in list(mutated.users):
-            if user is not n and order[user] > order[n]:
-                user.replace_input_with(mutated, n)
-    gm.recompile()
-    return gm
+def _mutates(gm: fx.GraphModule) -> bool:
+    return any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+               for n in gm.graph.nodes)
+
+
+def _functional(gm: fx.GraphModule, inputs) -> fx.GraphModule:
+    """The traced decomposition without in-place writes: retraced under functionalisation when it has
+    any (a composite kernel that fills slices of a new tensor becomes slice_scatter)."""
+    if not _mutates(gm):
+        return gm
+    from torch.fx.experimental.proxy_tensor import make_fx
+    return make_fx(torch.func.functionalize(gm, remove="mutations"), tracing_mode="fake")(*inputs)
