@@ -164,8 +164,11 @@ propagate NaN, as torch does; an empty reduction gives 0 (sum, mean: NaN), 1 (pr
 
 REDUCE_OPS = ("sum", "mean", "amax", "amin", "prod")
 
-RMS_NORM = family("rms_norm", "out = x / sqrt(mean(x^2 over the last dim) + eps) * gamma, rows of cols; x may "
-                  "be out.", "x gamma? out", "rows cols", "eps")
+RMS_NORM = family("rms_norm", """
+out = x / sqrt(mean(x^2 over the last dim) + eps) * gamma over rows of cols: out contiguous, x's rows
+read as [rows / group, group] through strides (x_gs, x_rs) (Qwen3's per-head q/k norms read heads of
+one merged projection in place); x may be out when contiguous.""", "x gamma? out", "rows cols group x_gs x_rs",
+                  "eps")
 
 SOFTMAX = family("softmax", "Softmax over the last dim of [rows, cols]; x may be out. A row of all -inf "
                  "gives NaN, as torch.softmax does.", "x out", "rows cols")

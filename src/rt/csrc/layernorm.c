@@ -113,9 +113,11 @@ int rt_k_rms_norm(const rt_op *op, char *const *arg)
 {
     const float *x = (const float *)arg[RT_RMS_NORM_X], *g = (const float *)arg[RT_RMS_NORM_GAMMA];
     float *y = (float *)arg[RT_RMS_NORM_OUT];
-    int64_t rows = op->ip.rms_norm.rows, cols = op->ip.rms_norm.cols;
+    const rt_rms_norm_ints *ip = &op->ip.rms_norm;
+    int64_t rows = ip->rows, cols = ip->cols;
     double eps = op->fp.rms_norm.eps;
-    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, rms_norm_row(x + r * cols, g, y + r * cols, cols, eps););
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows,
+           rms_norm_row(x + r / ip->group * ip->x_gs + r % ip->group * ip->x_rs, g, y + r * cols, cols, eps););
     return RT_OK;
 }
 
@@ -124,8 +126,11 @@ int rt_c_rms_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msgle
     const rt_rms_norm_ints *ip = &op->ip.rms_norm;
     RT_CHECK(ip->cols > 0 || ip->rows == 0, "cols must be positive");
     RT_CHECK(op->fp.rms_norm.eps >= 0., "eps must be >= 0");
+    RT_CHECK(ip->group >= 1 && ip->rows % ip->group == 0, "rows %lld are not groups of %lld",
+             (long long)ip->rows, (long long)ip->group);
     int64_t n = rt_mul(ip->rows, ip->cols);
-    return rt_need(op, avail, RT_RMS_NORM_X, n, 4, "x", msg, msglen) ||
+    int64_t shape[3] = {ip->rows / ip->group, ip->group, ip->cols}, stride[3] = {ip->x_gs, ip->x_rs, 1};
+    return rt_need(op, avail, RT_RMS_NORM_X, rt_reach(3, shape, stride), 4, "x", msg, msglen) ||
            rt_need_opt(op, avail, RT_RMS_NORM_GAMMA, ip->cols, 4, "gamma", msg, msglen) ||
            rt_need(op, avail, RT_RMS_NORM_OUT, n, 4, "out", msg, msglen);
 }

@@ -1,8 +1,9 @@
 """What the planner must know of the C kernel that runs each planned op (no record layouts here:
 those belong to the records step, rt.kernels.encode).
 
-`extra["strided_operands"]`: operands the kernel reads through strides, or "all" (the planner copies
-any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
+`extra["strided_operands"]`: operands the kernel reads through strides: their indices, "all", or
+`accepts(index, shape, strides) -> bool` for a kernel that reads some strided layouts only (the
+planner copies any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
 result (the planner reuses such an operand's buffer when it dies at the op); `extra["scratch"]`:
 `scratch(op, threads) -> bytes` of arena scratch the kernel needs, which the planner places and
 records in the op's `scratch = [offset, bytes, threads]` attribute.
@@ -13,10 +14,14 @@ from typing import Callable
 
 from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS, attention_scratch_floats
 from .ir import Operation
+from .strides import row_groups
 from .registry import REGISTRY, Attr
 
 
-def kernel_facts(name: str, strided: tuple[int, ...] | str = (), inplace: tuple[int, ...] = (),
+StridedFact = tuple[int, ...] | str | Callable[[int, tuple, tuple], bool]
+
+
+def kernel_facts(name: str, strided: StridedFact = (), inplace: tuple[int, ...] = (),
                  scratch: Callable[[Operation, int], int] | None = None) -> None:
     opdef = REGISTRY[name]
     opdef.extra.update(strided_operands=strided, inplace_operands=inplace)
@@ -42,7 +47,8 @@ kernel_facts("planned.cat", strided="all")
 kernel_facts("planned.softmax", inplace=(0,))
 kernel_facts("planned.layer_norm", inplace=(0,))
 kernel_facts("planned.add_layer_norm", inplace=(0, 1))
-kernel_facts("planned.rms_norm", inplace=(0,))
+kernel_facts("planned.rms_norm", inplace=(0,), strided=lambda j, shape, strides: j == 0 and
+             row_groups(shape, strides) is not None)
 kernel_facts("planned.rope", strided=(0, 1, 2), inplace=(0,))
 kernel_facts("planned.attention", strided=(0, 1, 2, 3), scratch=_attention_scratch)
 kernel_facts("planned.embedding", strided=(0,))

@@ -48,3 +48,29 @@ def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None
     if view_d != -1:
         return None
     return tuple(new_strides)
+
+
+def row_groups(shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """The rows of a [..., cols] operand with unit stride in cols as [rows / group, group] with strides
+    (group stride, row stride): (group, group stride, row stride), or None when its row dims need
+    more levels than two (or cols is not contiguous)."""
+    cols = shape[-1] if shape else 1
+    if cols > 1 and strides[-1] != 1:
+        return None
+    if any(d == 0 for d in shape):
+        return 1, cols, cols
+    merged: list[list[int]] = []          # [size, stride] of row dims, outer first
+    for d, s in zip(shape[:-1], strides[:-1]):
+        if d == 1:
+            continue
+        if merged and merged[-1][1] == s * d:
+            merged[-1] = [merged[-1][0] * d, s]
+        else:
+            merged.append([d, s])
+    if len(merged) > 2:
+        return None
+    if not merged:
+        return 1, cols, cols
+    if len(merged) == 1:
+        return merged[0][0], merged[0][0] * merged[0][1], merged[0][1]
+    return merged[1][0], merged[0][1], merged[1][1]

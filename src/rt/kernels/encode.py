@@ -15,7 +15,7 @@ import numpy as np
 from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, UNARY_OPS
 from ..dialects.ir import Module, Operation, TensorType, Value, padded
 from ..dialects.registry import REGISTRY, VIEW, normalize_dim
-from ..dialects.strides import contiguous_strides
+from ..dialects.strides import contiguous_strides, row_groups
 from ..errors import LoweringError
 from ..target import Target
 from .records import RECORD_DTYPE, fill
@@ -309,8 +309,12 @@ def _layer_norm(op, args, out, ctx):
 def _rms_norm(op, args, out, ctx):
     x, g = padded(args, 2)
     _need_f32(op, x, g, out)
-    return Encoded("RMS_NORM", dict(x=x, gamma=g, out=out),
-                   dict(_rows_cols(out.type), eps=float(op.attrs.get("eps", 1e-6))))
+    groups = row_groups(x.type.shape, x.strides)
+    if groups is None:
+        raise _fail(op, "x's rows need more than two levels of strides")
+    group, gs, rs = groups
+    return Encoded("RMS_NORM", dict(x=x, gamma=g, out=out), dict(
+        _rows_cols(out.type), group=group, x_gs=gs, x_rs=rs, eps=float(op.attrs.get("eps", 1e-6))))
 
 
 @encoder("planned.add_layer_norm")

@@ -44,7 +44,7 @@ def merge_projections(module: Module) -> None:
         first = ops[0]
         weights = [module.const_value(o.operands[1]) for o in ops]
         widths = [w.shape[0] if tb else w.shape[1] for w in weights]
-        b = Builder(module, names, first.result.name + "_merged")
+        b = Builder(module, names, "+".join(o.result.name for o in ops))
         hint = first.operands[1].producer.attrs["name"]
         w = b.const(np.concatenate(weights, axis=0 if tb else 1), hint=hint + ".merged")
         bias = b.const(np.concatenate([module.const_value(o.operands[2]) for o in ops]), hint=hint + ".merged_bias") \
@@ -52,7 +52,8 @@ def merge_projections(module: Module) -> None:
         merged = b.op(MM, [first.operands[0], w, bias], {k: v for k, v in first.attrs.items()})
         slices, start = [], 0
         for o, n in zip(ops, widths):
-            slices.append(b.op("fused.slice", [merged], {"dim": 1, "start": start, "end": start + n}))
+            sl = b.op("fused.slice", [merged], {"dim": 1, "start": start, "end": start + n})
+            slices.append(b.rename(sl, o.result.name))   # each former result's name goes to its slice
             start += n
         at = module.ops.index(first)
         module.ops[at:at] = b.new_ops

@@ -46,6 +46,13 @@ class Layout:
     strides: tuple[int, ...]
 
 
+def _reads_strided(fact, j: int, shape, strides) -> bool:
+    """Whether a kernel reads operand j in this strided layout (registry fact strided_operands)."""
+    if callable(fact):
+        return fact(j, shape, strides)
+    return fact == "all" or j in fact
+
+
 def _resolve_views(m: Module) -> dict[Value, Layout]:
     layout: dict[Value, Layout] = {}
 
@@ -69,7 +76,7 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
             if v is None:
                 continue
             lv = of(v)
-            if opdef.has(VIEW) or strided_ok == "all" or j in strided_ok:
+            if opdef.has(VIEW) or _reads_strided(strided_ok, j, v.type.shape, lv.strides):
                 continue
             if not is_contiguous(v.type.shape, lv.strides):
                 op.operands[j] = _insert_copy(m, v, i)   # materialise, then revisit this op

@@ -1,6 +1,7 @@
 """Arena offsets: greedy by size with best fit, and the lower bound they are measured against."""
 from __future__ import annotations
 
+import random
 from typing import Hashable
 
 
@@ -25,18 +26,39 @@ _PLACEMENT_ORDERS = {
     "largest first": lambda spans, sizes: lambda b: (-sizes[b], spans[b][0]),
     "largest area first": lambda spans, sizes: lambda b: (-sizes[b] * (spans[b][1] - spans[b][0] + 1), spans[b][0]),
     "longest-lived first": lambda spans, sizes: lambda b: (-(spans[b][1] - spans[b][0]), -sizes[b], spans[b][0]),
+    "earliest first": lambda spans, sizes: lambda b: (spans[b][0], -sizes[b]),
+    "latest end first": lambda spans, sizes: lambda b: (-spans[b][1], -sizes[b]),
 }
+
+
+# Placements tried by the local search after the fixed orders: about this many buffer placements in
+# all (each try costs one per buffer and per overlapping one), so big programs stay fast to plan.
+_SEARCH_BUDGET = 400_000
 
 
 def assign_offsets(spans: dict[Hashable, list[int]], sizes: dict[Hashable, int], align: int):
     """Place every buffer by best fit (the smallest gap among already placed buffers whose lifetimes
-    overlap its own, else on top), in each of a few orders; keep the smallest arena.
+    overlap its own, else on top), in each of a few orders; then, while the arena is above the lower
+    bound, a seeded local search swaps two buffers in the best order and keeps what is no worse.
     Returns ({buffer: offset}, arena bytes)."""
-    best = None
+    best, best_order = None, None
     for key in _PLACEMENT_ORDERS.values():
-        placed = _best_fit(sorted(spans, key=key(spans, sizes)), spans, sizes, align)
+        order = sorted(spans, key=key(spans, sizes))
+        placed = _best_fit(order, spans, sizes, align)
         if best is None or placed[1] < best[1]:
-            best = placed
+            best, best_order = placed, order
+    bound = (lower_bound(spans, sizes) + align - 1) // align * align
+    rng = random.Random(0)
+    tries = _SEARCH_BUDGET // max(1, len(spans)) ** 2
+    for _ in range(tries):
+        if best[1] <= bound or len(best_order) < 2:
+            break
+        i, j = rng.sample(range(len(best_order)), 2)
+        order = list(best_order)
+        order[i], order[j] = order[j], order[i]
+        placed = _best_fit(order, spans, sizes, align)
+        if placed[1] <= best[1]:
+            best, best_order = placed, order
     return best
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ...dialects.fused_ops import rope_table_ok
 from ...dialects.ir import Module, padded
+from ...dialects.registry import normalize_dim
 from ..passmanager import register_pass
 from ..rewrite import Approx, Match, N, Pattern, Scalar, apply_patterns
 
@@ -66,7 +67,7 @@ def _last_dim(nid):
     def ok(m):
         op = m.op(nid)
         rank = op.operands[0].type.rank
-        return list(m.attr(nid, "dims")) == [rank - 1] and m.attr(nid, "keepdim")
+        return [normalize_dim(d, rank) for d in m.attr(nid, "dims")] == [rank - 1] and m.attr(nid, "keepdim")
     return ok
 
 
