@@ -23,6 +23,12 @@ class Case:
         return self.factory == "sgemm"
 
 
+# Llama-family models shaped like SmolLM2-135M and Qwen3-0.6B (random weights, tied embeddings).
+_SMOLLM2_LAYER = dict(hidden=576, intermediate=1536, n_heads=9, n_kv_heads=3)
+_SMOLLM2 = dict(_SMOLLM2_LAYER, n_layer=30, vocab_size=49152, tie_word_embeddings=True, max_positions=2048)
+_QWEN3_0P6B = dict(hidden=1024, intermediate=3072, n_layer=28, n_heads=16, n_kv_heads=8, head_dim=128,
+                   vocab_size=151936, tie_word_embeddings=True, max_positions=2048)
+
 # BERT at BERT-base widths (the factory's default config is a tiny one).
 _BERT_BASE = dict(hidden=768, n_heads=12, intermediate=3072, vocab_size=30522)
 
@@ -42,6 +48,12 @@ CASES: list[Case] = [
     Case("gpt2_lm_12l_s512", "gpt2_lm", dict(n_layer=12, seq=512)),
     Case("bert_2l_b2_s128_pad", "bert", dict(n_layer=2, seq=128, batch=2, **_BERT_BASE),
          note="BERT-base widths, 2 layers; batch element 1 has its last 32 tokens padded"),
+    Case("llama_body_2l_s128", "llama_lm", dict(n_layer=2, seq=128, **_SMOLLM2_LAYER, vocab_size=1024),
+         note="2 Llama layers at SmolLM2-135M widths, small vocabulary"),
+    Case("smollm2_135m_s1", "llama_lm", dict(seq=1, **_SMOLLM2), note="SmolLM2-135M-shaped Llama, no cache"),
+    Case("smollm2_135m_s128", "llama_lm", dict(seq=128, **_SMOLLM2)),
+    Case("qwen3_0p6b_s1", "qwen3_lm", dict(seq=1, **_QWEN3_0P6B), note="Qwen3-0.6B-shaped, no cache"),
+    Case("qwen3_0p6b_s128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B)),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
