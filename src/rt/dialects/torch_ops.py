@@ -525,23 +525,20 @@ for _name, _fn in _COMPARE.items():
        attrs={"other": Attr("scalar")}, traits=(ELEMENTWISE, FOLD_ONLY))
 
 
-def _scalar_first_op(name: str, fn, compute="promote"):
-    """torch.<name>(self: Scalar, other: Tensor): the scalar is an attribute (rsub.Scalar, pow.Scalar)."""
-    def dtypes(t, at):
-        c = _with_scalars(t.dtype, at["other" if "other" in at else "self"])
-        return _float_of(c) if compute == "float" else c
+def scalar_tensor_op(name: str, operand: str, scalar: str, fn, attrs=None):
+    """torch.<name> of one Tensor operand and a Scalar attribute `scalar` on the other side of the
+    operation (rsub.Scalar: other - alpha * self; pow.Scalar: self ** exponent); the result has the
+    tensor's dtype promoted with the scalar."""
+    def out(t, at):
+        return _with_scalars(t.dtype, at[scalar])
 
     def ref(args, at):
         x = np.asarray(args[0])
-        c = _np(dtypes(TensorType.of(x), at))
+        c = _np(out(TensorType.of(x), at))
         with np.errstate(all="ignore"):
             return np.asarray(fn(x.astype(c), at)).astype(c)
-    return dtypes, ref
-
-
-_rsub_dtype, _rsub_ref = _scalar_first_op("rsub.Scalar", lambda x, at: at["other"] - x * at["alpha"])
-op("torch.rsub.Scalar", ("self",), lambda t, at: t[0].with_dtype(_rsub_dtype(t[0], at)), _rsub_ref,
-   attrs={"other": Attr("scalar"), "alpha": Attr("scalar", 1)}, traits=(ELEMENTWISE,))
+    op(f"torch.{name}", (operand,), lambda t, at: t[0].with_dtype(out(t[0], at)), ref,
+       attrs={scalar: Attr("scalar"), **(attrs or {})}, traits=(ELEMENTWISE,))
 
 
 def _pow_scalar_base(x, at):
@@ -551,9 +548,9 @@ def _pow_scalar_base(x, at):
     return np.power(np.float64(s), x.astype(np.float64))
 
 
-_pows_dtype, _pows_ref = _scalar_first_op("pow.Scalar", _pow_scalar_base)
-op("torch.pow.Scalar", ("exponent",), lambda t, at: t[0].with_dtype(_pows_dtype(t[0], at)), _pows_ref,
-   attrs={"self": Attr("scalar")}, traits=(ELEMENTWISE,))
+scalar_tensor_op("rsub.Scalar", "self", "other", lambda x, at: at["other"] - x * at["alpha"],
+                 attrs={"alpha": Attr("scalar", 1)})
+scalar_tensor_op("pow.Scalar", "exponent", "self", _pow_scalar_base)
 
 
 # ---- elementwise: ternary (select, clamp by tensors, masked fill) ---------------------------

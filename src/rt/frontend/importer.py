@@ -204,8 +204,9 @@ def _unsupported_error(items, decomposed: dict[str, int]) -> UnsupportedOpError:
 
 
 class _Support:
-    """Which calls rt converts, which it decomposes (and into what), which it cannot: the check that
-    runs before conversion, so that every unsupported op is reported at once."""
+    """Which calls rt converts, which it decomposes, which it cannot: the check that runs before
+    conversion (so that every unsupported op is reported at once, with its model line), and the count
+    of the decompositions conversion made."""
 
     def __init__(self):
         self.found: dict[str, list[str]] = {}       # unsupported overload -> places in the model
