@@ -13,7 +13,6 @@ import json
 import math
 import mmap
 import os
-import secrets
 import struct
 import zlib
 
@@ -82,7 +81,7 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
 def write_atomically(path: str, mode: str = "wb"):
     """A new file to write `path` through: it is renamed over `path` once complete, so a failed write
     leaves `path` as it was and no temporary file behind. Any OSError becomes SaveError naming `path`."""
-    tmp = f"{path}.{secrets.token_hex(4)}.tmp"
+    tmp = f"{path}.{os.urandom(4).hex()}.tmp"     # not secrets: it loads OpenSSL (~1 MiB resident)
     try:
         with open(tmp, mode.replace("w", "x")) as f:
             yield f
