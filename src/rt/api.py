@@ -239,7 +239,7 @@ def load(path: str) -> CompiledModel:
     """Load a model saved by `CompiledModel.save`. Needs neither torch nor the original model."""
     from .serialize import load_model
 
-    stages, _, weights = load_model(path)
+    stages, weights = load_model(path)
     try:
         model = CompiledModel(stages, drop_packed=weights.drop)
         changes = model.target_changes()

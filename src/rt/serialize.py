@@ -153,8 +153,9 @@ def _check_header(path: str, header, data_start: int, size: int) -> None:
             raise _refuse(path, f"truncated ({where} ends at byte {end}, the file has {size})")
 
 
-def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
-    """Read a saved model: (stages, plan facts, the mapped weights). The planned stage's constants are
+def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
+    """Read a saved model: (stages, the mapped weights); the plan facts are the planned stage's
+    meta["plan"], its target meta["target"]. The planned stage's constants are
     views of the mapped file; MappedWeights gives their pages back once the runtime holds its own copies.
     A file that cannot be read, or is malformed anywhere, raises ModelFileError naming the first fault."""
     try:
@@ -223,4 +224,4 @@ def load_model(path: str) -> tuple[dict[str, Module], dict, MappedWeights]:
     if plan["arena_bytes"] > align(max(ends, default=0)):
         raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
                             f"{max(ends, default=0)}")
-    return stages, plan, weights
+    return stages, weights
