@@ -57,6 +57,19 @@ CASES = {
 }
 
 
+# The vision ops (NCHW; the conv's weight is an input here, read as it is).
+_POOL2 = {"kernel": [2, 2], "stride": [2, 2]}
+CASES.update({
+    "planned.conv2d": ([((1, 4, 6, 6), F), ((8, 2, 3, 3), F), ((8,), F)], ((1, 8, 4, 4), F), {"groups": 2}),
+    "planned.max_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 3, 3), F), _POOL2),
+    "planned.avg_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 3, 3), F), _POOL2),
+    "planned.adaptive_avg_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 2, 4), F), {"size": [2, 4]}),
+    "planned.adaptive_max_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 2, 4), F), {"size": [2, 4]}),
+    "planned.upsample2d": ([((1, 3, 4, 4), F)], ((1, 3, 8, 6), F), {"mode": "bilinear", "size": [8, 6]}),
+    "planned.pad": ([((3, 4), F)], ((4, 7), F), {"lo": [1, 2], "hi": [0, 1]}),
+})
+
+
 def encode_case(name: str) -> tuple[list[Encoded], list[Operand], Operand]:
     """Run op `name`'s encoder on CASES[name], every operand in a slot of its own (1, 2, ...), the result
     in the next; attention's scratch in the arena. The records it gives (one, or several)."""

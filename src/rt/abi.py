@@ -204,6 +204,46 @@ out[i + rot/2] = x[i + rot/2] cos[i + rot/2] + x[i] sin[i + rot/2]) or, when int
 (2j, 2j + 1); the rest pass through. out may be x.""",
     "x cos sin out", "B H S D rot interleaved:bool x_sb x_sh x_ss c_sb c_ss o_sb o_sh o_ss")
 
+# ---- vision: convolution, pooling, resampling, padding (csrc/conv*.c, pool.c, resample.c) ----
+# A convolution's epilogue activation (a oneDNN eltwise post-op); clamp is [alpha, beta].
+ENUMS["eltwise"] = ("none", "relu", "gelu_tanh", "gelu_erf", "silu", "hardswish", "hardsigmoid", "clamp",
+                    "sigmoid", "tanh")
+_NCHW_STRIDES = "x_sn x_sc x_sh x_sw o_sn o_sc o_sh o_sw"
+
+CONV = family("conv", """
+2-D convolution (cross-correlation) through oneDNN: out[n,o,i,j] = act(bias[o] + residual[n,o,i,j] +
+sum over c < C/G, kh, kw of x[n, g*C/G + c, i*sh - pt + kh*dh, j*sw - pl + kw*dw] * w[o, c, kh, kw]),
+g = o / (O/G), zero padding pt/pb/pl/pr (OH = (H + pt + pb - dh*(KH-1) - 1) / sh + 1). x and out (and
+residual, with out's strides) are read and written through their (n, c, h, w) strides: NCHW or NHWC
+is only strides. w is [O, C/G, KH, KW] contiguous; a constant w is reordered once into oneDNN's layout.
+residual may be out itself, or not overlap it. act: eltwise (clamp to [alpha, beta]).""",
+    "x w bias? residual? out",
+    f"N C H W O OH OW KH KW sh sw pt pb pl pr dh dw G {_NCHW_STRIDES} act:eltwise", "alpha=0 beta=0")
+
+POOL = family("pool", """
+2-D pooling of x [N, C, H, W] into out [N, C, OH, OW], both through their (n, c, h, w) strides. Window
+(i, j) covers rows i*sh - pt + kh*dh (kh < KH) within [0, H), likewise columns; adaptive: rows
+[floor(i*H/OH), ceil((i+1)*H/OH)) (KH, sh, pt, dh unused). MAX_POOL: the largest (NaN propagates);
+AVG_POOL: the sum over divisor when nonzero, else over the window's size clipped to [-pt, H + pb) x
+[-pl, W + pr) (count_pad) or to the input.""",
+    "x out", f"N C H W OH OW KH KW sh sw pt pb pl pr dh dw adaptive:bool count_pad:bool divisor {_NCHW_STRIDES}")
+
+ENUMS["resample"] = ("nearest", "nearest_exact", "bilinear")
+RESAMPLE = family("resample", """
+out [N, C, OH, OW] resampled from x [N, C, H, W], both through their (n, c, h, w) strides, as torch's
+upsample_*2d: scale_h, scale_w are input pixels per output pixel (torch's). nearest: row min(floor(i *
+scale_h), H - 1); nearest_exact: floor((i + 0.5) * scale_h); bilinear: source row i * scale_h with
+align_corners, else max((i + 0.5) * scale_h - 0.5, 0), blending its two neighbours.""",
+    "x out", f"N C H W OH OW mode:resample align_corners:bool {_NCHW_STRIDES}", "scale_h scale_w")
+
+ENUMS["pad"] = ("constant", "reflect", "replicate")
+PAD = family("pad", """
+out (contiguous, shape `shape`) = x (shape `in_shape`, read through its strides) with lo[d] items before
+and shape[d] - in_shape[d] - lo[d] after it in each dim: `value` (constant), x mirrored about its edge
+without repeating it (reflect) or its edge repeated (replicate).""",
+    "x out", f"ndim shape{ND} in_shape{ND} lo{ND} stride{ND} mode:pad", "value")
+
+
 COPY = family("copy", """
 Strided copy of x (strides `stride`) into out (strides `out_stride`: nonzero where a dim is above 1, so
 no item is written twice); items of itemsize bytes (1, 2, 4, 8). A contiguous out for a copy; a
@@ -239,6 +279,11 @@ OPS: tuple[Op, ...] = (
     Op("COPY", COPY),
     Op("CAST", CAST),
     Op("ADD_LAYER_NORM", ADD_LAYER_NORM),
+    Op("CONV", CONV),
+    Op("MAX_POOL", POOL),
+    Op("AVG_POOL", POOL),
+    Op("RESAMPLE", RESAMPLE),
+    Op("PAD", PAD),
 )
 
 OP_CODES: dict[str, int] = {o.name: i for i, o in enumerate(OPS)}

@@ -54,6 +54,11 @@ CASES: list[Case] = [
     Case("smollm2_135m_s128", "llama_lm", dict(seq=128, **_SMOLLM2)),
     Case("qwen3_0p6b_s1", "qwen3_lm", dict(seq=1, **_QWEN3_0P6B), note="Qwen3-0.6B-shaped, no cache"),
     Case("qwen3_0p6b_s128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B)),
+    # vision (issue 17): convolutions on oneDNN in NHWC, batch norms folded
+    Case("resnet50_b1_224", "resnet50", dict(batch=1), note="HF ResNet-50, 1000 classes, 224x224"),
+    Case("resnet50_b8_224", "resnet50", dict(batch=8), note="HF ResNet-50, 1000 classes, 224x224"),
+    Case("vit_b16_b1_224", "vit_b16", dict(batch=1), note="HF ViT-B/16 (ViTModel), 224x224"),
+    Case("vit_b16_b8_224", "vit_b16", dict(batch=8), note="HF ViT-B/16 (ViTModel), 224x224"),
 ]
 
 BY_NAME = {c.name: c for c in CASES}

@@ -27,8 +27,8 @@ static const rt_checker_fn checkers[RT_OP_COUNT] = {
 typedef int (*rt_prepare_fn)(rt_op *op, char *const *arg, char *msg, size_t msglen);
 typedef void (*rt_release_fn)(rt_op *op);
 typedef int (*rt_variant_fn)(const rt_op *op);
-static const rt_prepare_fn preparers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_p_matmul};
-static const rt_release_fn releasers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_r_matmul};
+static const rt_prepare_fn preparers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_p_matmul, [RT_OP_CONV] = rt_p_conv};
+static const rt_release_fn releasers[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_r_matmul, [RT_OP_CONV] = rt_r_conv};
 static const rt_variant_fn variants[RT_OP_COUNT] = {[RT_OP_MATMUL] = rt_v_matmul};
 #ifdef RT_HAVE_ONEDNN
 int rt_have_onednn(void) { return 1; }

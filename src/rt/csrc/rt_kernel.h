@@ -194,4 +194,14 @@ static inline int rt_need_opt(const rt_op *op, const int64_t *avail, int i, int6
     return avail[i] < 0 ? 0 : rt_need(op, avail, i, nelem, itemsize, what, msg, msglen);
 }
 
+/* conv.c: what a CONV makes once (a oneDNN primitive, a constant w reordered into its layout) and
+ * its release; conv_onednn.c does the work when the build has oneDNN. */
+int rt_p_conv(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_r_conv(rt_op *op);
+#ifdef RT_HAVE_ONEDNN
+int rt_p_conv_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_r_conv_onednn(void *state);
+int rt_conv_onednn(const rt_op *op, char *const *arg);
+#endif
+
 #endif

@@ -477,3 +477,300 @@ def _cat_infer(types, attrs):
 
 
 op("fused.cat", ("xs*",), _cat_infer, lambda a, at: np.concatenate(a, axis=at["dim"]), attrs={"dim": Attr("int")})
+
+
+# ---- vision: convolution, pooling, resampling, padding ----------------------------------------
+# Spatial ops take a `layout`: "nchw" (operands and result [N, C, H, W]) or "nhwc" ([N, H, W, C]); the
+# lowering picks it (lowering/patterns/layout_conv.py), the kernels see only strides.
+#   fused.conv2d x, w, bias?, residual? {stride, padding, dilation, groups, act, clamp_min, clamp_max, layout}
+#       act(conv(x, w) + bias + residual): w [O, C/groups, KH, KW] (torch's), padding [top, bottom, left,
+#       right] (zeros), act one of CONV_ACTS (clamp: to [clamp_min, clamp_max])
+#   fused.max_pool2d / fused.avg_pool2d x {kernel, stride, padding, dilation, ceil_mode, count_include_pad,
+#       divisor, layout}                                     torch's pooling, padding [top, bottom, left, right]
+#   fused.adaptive_avg_pool2d / fused.adaptive_max_pool2d x {size, layout}
+#   fused.upsample2d x {mode, size, scales, align_corners, layout}   torch's upsample_{nearest,
+#       _nearest_exact,bilinear}2d; scales: torch's scale factors ([] when the size was given)
+#   fused.pad x {lo, hi, mode, value}       lo[d] / hi[d] >= 0 items before / after dim d: value, reflect
+#                                           or replicate
+LAYOUTS = ("nchw", "nhwc")
+CONV_ACTS = ("none", "relu", "gelu_tanh", "gelu_erf", "silu", "hardswish", "hardsigmoid", "clamp", "sigmoid", "tanh")
+NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+def _attrs_of(o) -> dict:
+    """An op's attributes with the registry's defaults filled in."""
+    from .registry import REGISTRY
+    return REGISTRY[o.name].with_defaults(o.attrs)
+
+
+def to_nchw(shape_or_array, layout: str):
+    """An [N, H, W, C] shape or array in NCHW order when layout is nhwc (else unchanged)."""
+    if layout == "nchw":
+        return shape_or_array
+    if isinstance(shape_or_array, np.ndarray):
+        return shape_or_array.transpose(NHWC_TO_NCHW)
+    return tuple(shape_or_array[i] for i in NHWC_TO_NCHW)
+
+
+def from_nchw(shape_or_array, layout: str):
+    if layout == "nchw":
+        return shape_or_array
+    if isinstance(shape_or_array, np.ndarray):
+        return shape_or_array.transpose(NCHW_TO_NHWC)
+    return tuple(shape_or_array[i] for i in NCHW_TO_NHWC)
+
+
+def conv_act(name: str, x: np.ndarray, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
+    """A convolution epilogue's activation in float64 (numerics.UNARY's references)."""
+    if name == "none":
+        return x
+    if name == "clamp":
+        return numerics.UNARY["clamp"](x, min=lo, max=hi)
+    return numerics.UNARY[name](x)
+
+
+def _spatial_out(size, k, s, lo, hi, d, ceil_mode=False) -> int:
+    """Output extent of a window of k (dilation d, stride s) over size items padded by lo and hi (torch's rule
+    for ceil mode: the last window starts inside the input or its leading padding)."""
+    span = d * (k - 1) + 1
+    out = (size + lo + hi - span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + lo:
+        out -= 1
+    return out
+
+
+def _x_nchw(t, attrs):
+    if t.rank != 4:
+        raise ValueError(f"expected a rank-4 input, got {t}")
+    return to_nchw(t.shape, attrs["layout"])
+
+
+def _conv_infer(types, attrs):
+    x, w = types[0], types[1]
+    n, c, h, wd = _x_nchw(x, attrs)
+    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    (sh, sw), (pt, pb, pl, pr), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+    out = (n, o, _spatial_out(h, kh, sh, pt, pb, dh), _spatial_out(wd, kw, sw, pl, pr, dw))
+    if min(out[2:]) <= 0:
+        raise ValueError(f"convolution of {x} with {w} gives an empty output {out}")
+    return x.with_shape(from_nchw(out, attrs["layout"]))
+
+
+def _conv_verify(op, types):
+    x, w, bias, res = padded(types, 4)
+    at = _attrs_of(op)
+    if at["layout"] not in LAYOUTS:
+        return f"unknown layout {at['layout']!r}"
+    if at["act"] not in CONV_ACTS:
+        return f"unknown act {at['act']!r} (known: {', '.join(CONV_ACTS)})"
+    if w.rank != 4 or x.rank != 4:
+        return f"x {x} and w {w} must be rank 4"
+    g = at["groups"]
+    c = to_nchw(x.shape, at["layout"])[1]
+    if g < 1 or c != w.shape[1] * g or w.shape[0] % g:
+        return f"{c} input channels do not fit weight {w} with {g} groups"
+    if [len(at["stride"]), len(at["padding"]), len(at["dilation"])] != [2, 4, 2] \
+            or min(at["stride"] + at["dilation"]) < 1 or min(at["padding"]) < 0:
+        return "stride and dilation need two values >= 1, padding four >= 0"
+    if bias is not None and bias.shape != (w.shape[0],):
+        return f"bias must have shape ({w.shape[0]},), got {bias}"
+    if res is not None and res.shape != op.result.type.shape:
+        return f"residual must have the result's shape {op.result.type.shape}, got {res}"
+    return None
+
+
+def conv2d_reference(x, w, stride, padding, dilation, groups) -> np.ndarray:
+    """Cross-correlation of x [N, C, H, W] with w [O, C/groups, KH, KW], zero padding [top, bottom, left,
+    right], in float64."""
+    pt, pb, pl, pr = padding
+    xp = np.pad(x.astype(np.float64), [(0, 0), (0, 0), (pt, pb), (pl, pr)])
+    (sh, sw), (dh, dw), (o, cg, kh, kw) = stride, dilation, w.shape
+    win = np.lib.stride_tricks.sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, ::sh, ::sw, ::dh, ::dw]                               # [N, C, OH, OW, KH, KW]
+    n, c, oh, ow = win.shape[:4]
+    win = win.reshape(n, groups, cg, oh, ow, kh, kw)
+    wg = w.astype(np.float64).reshape(groups, o // groups, cg, kh, kw)
+    return np.einsum("ngcijkl,gpckl->ngpij", win, wg, optimize=True).reshape(n, o, oh, ow)
+
+
+def _conv_ref(args, at):
+    x, w, bias, res = padded(args, 4)
+    y = conv2d_reference(to_nchw(x, at["layout"]), w, at["stride"], at["padding"], at["dilation"], at["groups"])
+    if bias is not None:
+        y = y + bias.reshape(1, -1, 1, 1)
+    if res is not None:
+        y = y + to_nchw(res, at["layout"])
+    y = conv_act(at["act"], y, at["clamp_min"], at["clamp_max"])
+    return np.ascontiguousarray(from_nchw(y, at["layout"])).astype(x.dtype)
+
+
+_LAYOUT = {"layout": Attr("str", "nchw")}
+op("fused.conv2d", ("x", "w", "bias?", "residual?"), _conv_infer, _conv_ref,
+   attrs={"stride": Attr("ints", [1, 1]), "padding": Attr("ints", [0, 0, 0, 0]), "dilation": Attr("ints", [1, 1]),
+          "groups": Attr("int", 1), "act": Attr("str", "none"), "clamp_min": Attr("float", -np.inf),
+          "clamp_max": Attr("float", np.inf), **_LAYOUT},
+   verify=_conv_verify)
+
+
+# ---- pooling ----
+def _pool_infer(types, attrs):
+    x = types[0]
+    n, c, h, w = _x_nchw(x, attrs)
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel"], attrs["stride"], attrs["dilation"]
+    pt, pb, pl, pr = attrs["padding"]
+    out = (n, c, _spatial_out(h, kh, sh, pt, pb, dh, attrs["ceil_mode"]),
+           _spatial_out(w, kw, sw, pl, pr, dw, attrs["ceil_mode"]))
+    if min(out[2:]) <= 0:
+        raise ValueError(f"pooling {x} gives an empty output {out}")
+    return x.with_shape(from_nchw(out, attrs["layout"]))
+
+
+def pool_windows(size, out, k, s, lo, hi, d):
+    """Per output position: the input positions of its window inside [0, size), and its extent clipped to
+    the padded input (an average's divisor when the padding counts)."""
+    res = []
+    for i in range(out):
+        start = i * s - lo
+        pos = [start + j * d for j in range(k) if 0 <= start + j * d < size]
+        res.append((pos, min(start + k, size + hi) - start))
+    return res
+
+
+def _pool_ref(is_max):
+    def ref(args, at):
+        x = to_nchw(args[0], at["layout"]).astype(np.float64)
+        (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = at["kernel"], at["stride"], at["padding"], at["dilation"]
+        h, w = x.shape[2:]
+        rows = pool_windows(h, _spatial_out(h, kh, sh, pt, pb, dh, at["ceil_mode"]), kh, sh, pt, pb, dh)
+        cols = pool_windows(w, _spatial_out(w, kw, sw, pl, pr, dw, at["ceil_mode"]), kw, sw, pl, pr, dw)
+        y = np.empty(x.shape[:2] + (len(rows), len(cols)))
+        for i, (ri, rc) in enumerate(rows):
+            for j, (ci, cc) in enumerate(cols):
+                win = x[:, :, ri][:, :, :, ci].reshape(x.shape[:2] + (-1,))
+                if is_max:
+                    y[:, :, i, j] = np.where(np.isnan(win).any(-1), np.nan, win.max(-1, initial=-np.inf))
+                else:
+                    div = at["divisor"] or (rc * cc if at["count_include_pad"] else len(ri) * len(ci))
+                    y[:, :, i, j] = win.sum(-1) / div
+        return np.ascontiguousarray(from_nchw(y, at["layout"])).astype(args[0].dtype)
+    return ref
+
+
+_POOL = {"kernel": Attr("ints"), "stride": Attr("ints"), "padding": Attr("ints", [0, 0, 0, 0]),
+         "dilation": Attr("ints", [1, 1]), "ceil_mode": Attr("bool", False), **_LAYOUT}
+op("fused.max_pool2d", ("x",), _pool_infer, _pool_ref(True), attrs=_POOL)
+op("fused.avg_pool2d", ("x",), _pool_infer, _pool_ref(False),
+   attrs={**_POOL, "count_include_pad": Attr("bool", True), "divisor": Attr("int", 0)},
+   verify=lambda o, t: None if _attrs_of(o)["dilation"] == [1, 1] else "average pooling has no dilation")
+
+
+def adaptive_windows(size: int, out: int):
+    """torch's adaptive pooling windows: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_infer(types, attrs):
+    n, c, _, _ = _x_nchw(types[0], attrs)
+    oh, ow = attrs["size"]
+    if oh < 1 or ow < 1:
+        raise ValueError(f"adaptive pooling to {attrs['size']}")
+    return types[0].with_shape(from_nchw((n, c, oh, ow), attrs["layout"]))
+
+
+def _adaptive_ref(reduce):
+    def ref(args, at):
+        x = to_nchw(args[0], at["layout"]).astype(np.float64)
+        oh, ow = at["size"]
+        y = np.empty(x.shape[:2] + (oh, ow))
+        for i, (a, b) in enumerate(adaptive_windows(x.shape[2], oh)):
+            for j, (c, d) in enumerate(adaptive_windows(x.shape[3], ow)):
+                y[:, :, i, j] = reduce(x[:, :, a:b, c:d], axis=(2, 3))
+        return np.ascontiguousarray(from_nchw(y, at["layout"])).astype(args[0].dtype)
+    return ref
+
+
+op("fused.adaptive_avg_pool2d", ("x",), _adaptive_infer, _adaptive_ref(np.mean),
+   attrs={"size": Attr("ints"), **_LAYOUT})
+op("fused.adaptive_max_pool2d", ("x",), _adaptive_infer, _adaptive_ref(np.max),
+   attrs={"size": Attr("ints"), **_LAYOUT})
+
+
+# ---- resampling ----
+UPSAMPLE_MODES = ("nearest", "nearest_exact", "bilinear")
+
+
+def upsample_scale(in_len: int, out_len: int, scale: float | None, align_corners: bool) -> float:
+    """Input pixels per output pixel, as ATen computes it (area_pixel_compute_scale)."""
+    if align_corners:
+        return (in_len - 1) / (out_len - 1) if out_len > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else in_len / out_len
+
+
+def upsample_taps(in_len, out_len, scale, mode, align_corners):
+    """(i0, i1, l1) per output position, in float32 as ATen's CPU kernels (and csrc/resample.c) do."""
+    f = np.float32(upsample_scale(in_len, out_len, scale, align_corners and mode == "bilinear"))
+    i = np.arange(out_len, dtype=np.float32)
+    if mode == "nearest":
+        if out_len == in_len:
+            return np.arange(out_len), np.arange(out_len), np.zeros(out_len)
+        if out_len == 2 * in_len:
+            return np.arange(out_len) // 2, np.arange(out_len) // 2, np.zeros(out_len)
+        src = np.floor(i * f)
+    elif mode == "nearest_exact":
+        src = np.floor((i + np.float32(0.5)) * f)
+    else:
+        src = f * i if align_corners else np.maximum(f * (i + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = np.minimum(np.floor(src), in_len - 1).astype(np.int64)
+    if mode != "bilinear":
+        return i0, i0, np.zeros(out_len)
+    l1 = np.clip(src - i0, 0, 1).astype(np.float32)
+    return i0, np.where(i0 < in_len - 1, i0 + 1, i0), l1
+
+
+def _upsample_infer(types, attrs):
+    n, c, _, _ = _x_nchw(types[0], attrs)
+    if attrs["mode"] not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsample mode {attrs['mode']!r}")
+    return types[0].with_shape(from_nchw((n, c) + tuple(attrs["size"]), attrs["layout"]))
+
+
+def _upsample_ref(args, at):
+    x = to_nchw(args[0], at["layout"]).astype(np.float64)
+    scales = list(at["scales"]) or [None, None]
+    for axis, out_len, sc in ((2, at["size"][0], scales[0]), (3, at["size"][1], scales[1])):
+        i0, i1, l1 = upsample_taps(x.shape[axis], out_len, sc, at["mode"], at["align_corners"])
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_len
+        lam = l1.astype(np.float64).reshape(shape)
+        a, b = np.take(x, i0, axis=axis), np.take(x, i1, axis=axis)
+        x = a if at["mode"] != "bilinear" else a * (1 - lam) + b * lam
+    return np.ascontiguousarray(from_nchw(x, at["layout"])).astype(args[0].dtype)
+
+
+op("fused.upsample2d", ("x",), _upsample_infer, _upsample_ref,
+   attrs={"mode": Attr("str"), "size": Attr("ints"), "scales": Attr("floats", []),
+          "align_corners": Attr("bool", False), **_LAYOUT})
+
+
+# ---- padding ----
+PAD_MODES = ("constant", "reflect", "replicate")
+
+
+def _pad_infer(types, attrs):
+    x, lo, hi = types[0], attrs["lo"], attrs["hi"]
+    if len(lo) != x.rank or len(hi) != x.rank or min(list(lo) + list(hi), default=0) < 0:
+        raise ValueError(f"pad lo {lo} / hi {hi} must give {x.rank} widths >= 0")
+    if attrs["mode"] not in PAD_MODES:
+        raise ValueError(f"unknown pad mode {attrs['mode']!r}")
+    return x.with_shape(tuple(s + a + b for s, a, b in zip(x.shape, lo, hi)))
+
+
+def _pad_ref(args, at):
+    widths = list(zip(at["lo"], at["hi"]))
+    if at["mode"] == "constant":
+        return np.pad(args[0], widths, constant_values=np.asarray(at["value"]).astype(args[0].dtype))
+    return np.pad(args[0], widths, mode={"reflect": "reflect", "replicate": "edge"}[at["mode"]])
+
+
+op("fused.pad", ("x",), _pad_infer, _pad_ref,
+   attrs={"lo": Attr("ints"), "hi": Attr("ints"), "mode": Attr("str", "constant"), "value": Attr("float", 0.0)})

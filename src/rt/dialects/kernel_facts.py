@@ -53,3 +53,10 @@ kernel_facts("planned.rope", strided=(0, 1, 2), inplace=(0,))
 kernel_facts("planned.attention", strided=(0, 1, 2, 3), scratch=_attention_scratch)
 kernel_facts("planned.embedding", strided=(0,))
 kernel_facts("planned.cast")
+
+# ---- vision (fused_ops' spatial ops): x read through its strides; a convolution reads its operands
+# as laid out by its `layout` (the layout pass makes NHWC chains; any other layout is a planned copy)
+# and may add the residual into its own output.
+kernel_facts("planned.conv2d", inplace=(3,))
+for _name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample2d", "pad"):
+    kernel_facts(f"planned.{_name}", strided=(0,))

@@ -419,3 +419,85 @@ def _cast(op, args, out, ctx):
         if t.dtype not in ENUMS["dtype"]:
             raise _fail(op, f"no kernel casts {t.dtype}")
     return Encoded("CAST", dict(x=x, out=out), dict(n=out.type.numel, src=x.type.dtype, dst=out.type.dtype))
+
+
+
+# ---- vision: convolution, pooling, resampling, padding ----------------------------------------
+def _nchw(layout: str, v: Operand) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A spatial operand's (n, c, h, w) extents and strides, whatever its layout."""
+    from ..dialects.fused_ops import to_nchw
+    return to_nchw(v.type.shape, layout), to_nchw(v.strides, layout)
+
+
+def _spatial(op: Operation, x: Operand, out: Operand) -> tuple[dict, dict]:
+    """(the op's attributes, the extents and strides of its x and out as the C spatial families name them)."""
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    (n, c, h, w), xs = _nchw(at["layout"], x)
+    (_, o, oh, ow), os_ = _nchw(at["layout"], out)
+    return at, dict(N=n, C=c, H=h, W=w, OH=oh, OW=ow, **dict(zip(("x_sn", "x_sc", "x_sh", "x_sw"), xs)),
+                    **dict(zip(("o_sn", "o_sc", "o_sh", "o_sw"), os_)))
+
+
+def _contiguous(op: Operation, name: str, v: Operand | None) -> None:
+    from ..dialects.strides import is_contiguous
+    if v is not None and not is_contiguous(v.type.shape, v.strides):
+        raise _fail(op, f"{name} must be contiguous")
+
+
+@encoder("planned.conv2d")
+def _conv2d(op, args, out, ctx):
+    x, w, bias, res = padded(args, 4)
+    _need_f32(op, x, w, bias, res, out)
+    if not ctx.target.onednn:
+        raise _fail(op, "convolutions run on oneDNN, which this target does not have")
+    _contiguous(op, "w", w)
+    _contiguous(op, "bias", bias)
+    at, f = _spatial(op, x, out)
+    if res is not None and _nchw(at["layout"], res)[1] != _nchw(at["layout"], out)[1]:
+        raise _fail(op, "the residual must be laid out as the result")
+    o, _, kh, kw = w.type.shape
+    (pt, pb, pl, pr), (sh, sw), (dh, dw) = at["padding"], at["stride"], at["dilation"]
+    clamp = at["act"] == "clamp"
+    return Encoded("CONV", dict(x=x, w=w, bias=bias, residual=res, out=out), dict(
+        f, O=o, KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr, dh=dh, dw=dw, G=at["groups"],
+        act=at["act"], alpha=float(at["clamp_min"]) if clamp else 0.0, beta=float(at["clamp_max"]) if clamp else 0.0))
+
+
+def _pool_fields(at: dict, f: dict, adaptive: bool) -> dict:
+    if adaptive:
+        return dict(f, KH=0, KW=0, sh=0, sw=0, pt=0, pb=0, pl=0, pr=0, dh=0, dw=0, adaptive=True, count_pad=False,
+                    divisor=0)
+    (kh, kw), (sh, sw), (pt, pb, pl, pr), (dh, dw) = at["kernel"], at["stride"], at["padding"], at["dilation"]
+    return dict(f, KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr, dh=dh, dw=dw, adaptive=False,
+                count_pad=bool(at.get("count_include_pad", False)), divisor=int(at.get("divisor", 0)))
+
+
+@encoder("planned.max_pool2d", "planned.avg_pool2d", "planned.adaptive_max_pool2d", "planned.adaptive_avg_pool2d")
+def _pool2d(op, args, out, ctx):
+    _need_f32(op, args[0], out)
+    at, f = _spatial(op, args[0], out)
+    kind = "MAX_POOL" if "max" in op.name else "AVG_POOL"
+    return Encoded(kind, dict(x=args[0], out=out), _pool_fields(at, f, "adaptive" in op.name))
+
+
+@encoder("planned.upsample2d")
+def _upsample2d(op, args, out, ctx):
+    from ..dialects.fused_ops import upsample_scale
+    _need_f32(op, args[0], out)
+    at, f = _spatial(op, args[0], out)
+    scales = list(at["scales"]) or [None, None]
+    corners = at["align_corners"] and at["mode"] == "bilinear"
+    return Encoded("RESAMPLE", dict(x=args[0], out=out), dict(
+        f, mode=at["mode"], align_corners=corners, scale_h=upsample_scale(f["H"], f["OH"], scales[0], corners),
+        scale_w=upsample_scale(f["W"], f["OW"], scales[1], corners)))
+
+
+@encoder("planned.pad")
+def _pad(op, args, out, ctx):
+    x = args[0]
+    _need_f32(op, x, out)
+    _check_rank(op, x.type.rank)
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    return Encoded("PAD", dict(x=x, out=out), dict(ndim=x.type.rank, shape=out.type.shape, in_shape=x.type.shape,
+                                                   lo=at["lo"], stride=x.strides, mode=at["mode"],
+                                                   value=float(at["value"])))

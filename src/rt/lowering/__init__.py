@@ -30,6 +30,8 @@ TO_FUSED = [
     "fuse-attention",
     "absorb-causal-mask",
     "merge-projections",
+    "fuse-conv",
+    "channels-last",
     "fuse-matmul-epilogues",
     "fuse-attention-views",
     "lower-composites",

@@ -441,6 +441,182 @@ def _select(b, op, at, m):
     return b.reshape(y, op.result.type.shape)
 
 
+
+# ---- vision: convolution, batch / group norm, pooling, resampling, padding, their activations ----
+# 1-d ops run as 2-d ones over a height of 1; an unbatched input gets a batch of 1. The fused ops take
+# pads as [top, bottom, left, right].
+def _pair(v, nd: int) -> list[int]:
+    v = [v] if isinstance(v, int) else list(v)
+    return v * nd if len(v) == 1 else v
+
+
+def _as_2d(b: Builder, x: Value, nd: int) -> Value:
+    """x [N?, C, *spatial] (nd spatial dims, 1 or 2) as [N, C, H, W]."""
+    if nd not in (1, 2):
+        raise LoweringError(f"{nd}-d spatial ops are not supported (1-d and 2-d are)")
+    shape = list(x.type.shape)
+    if len(shape) == nd + 1:
+        shape = [1] + shape
+    return b.reshape(x, shape[:2] + [1] * (2 - nd) + shape[2:])
+
+
+def _widen(v: list[int], nd: int, one: int) -> list[int]:
+    """A per-spatial-dim list for the 2-d op: the 1-d op's value for W, `one` for H."""
+    return [one] * (2 - nd) + v
+
+
+def _pads(p: list[int]) -> list[int]:
+    return [p[0], p[0], p[1], p[1]]
+
+
+@converts("torch.convolution")
+def _convolution(b, op, at, m):
+    x, w, bias = padded(op.operands, 3)
+    nd = w.type.rank - 2
+    if at["transposed"]:
+        raise LoweringError("transposed convolution is not supported yet")
+    stride, pad, dil = (_widen(_pair(at[k], nd), nd, one)
+                        for k, one in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    w2 = b.reshape(w, list(w.type.shape[:2]) + [1] * (2 - nd) + list(w.type.shape[2:]))
+    y = b.op("fused.conv2d", [_as_2d(b, x, nd), w2, bias],
+             {"stride": stride, "padding": _pads(pad), "dilation": dil, "groups": at["groups"]})
+    return b.reshape(y, op.result.type.shape)
+
+
+def _channel(b: Builder, v: np.ndarray, rank: int, hint: str) -> Value:
+    """A per-channel constant shaped to broadcast over [N, C, *spatial]."""
+    return b.const(v.astype(np.float32).reshape([1, -1] + [1] * (rank - 2)), hint)
+
+
+@converts("torch.batch_norm", "torch._native_batch_norm_legit_no_training", "torch.native_batch_norm")
+def _batch_norm(b, op, at, m):
+    """Inference batch norm as x * scale + shift with per-channel constants (fuse-conv folds them into a
+    preceding convolution)."""
+    x, w, beta, mean, var = padded(op.operands, 5)
+    if at.get("training") or at.get("result", 0) != 0:
+        raise LoweringError("only inference batch norm (running statistics, the normalised output) is supported")
+    arrays = [None if v is None else m.const_value(v) for v in (w, beta, mean, var)]
+    if mean is None or var is None or any(a is None for a, v in zip(arrays, (w, beta, mean, var)) if v is not None):
+        raise LoweringError("batch norm needs constant weights and running statistics")
+    g, bb, mu, sigma2 = (None if a is None else a.astype(np.float64) for a in arrays)
+    scale = 1.0 / np.sqrt(sigma2 + at["eps"]) * (1.0 if g is None else g)
+    shift = (0.0 if bb is None else bb) - mu * scale
+    y = b.op("fused.mul", [x, _channel(b, scale, x.type.rank, "bn_scale")])
+    return b.op("fused.add", [y, _channel(b, shift, x.type.rank, "bn_shift")])
+
+
+@converts("torch.group_norm", "torch.native_group_norm")
+def _group_norm(b, op, at, m):
+    """Group norm as a layer norm over each group's [C / G, *spatial] items, then the per-channel affine."""
+    x, w, beta = padded(op.operands, 3)
+    if at.get("result", 0) != 0:
+        raise LoweringError("only group norm's normalised output is supported")
+    groups = at.get("num_groups", at.get("group"))
+    n = x.type.shape[0]
+    y = b.op("fused.layer_norm", [b.reshape(x, [n, groups, x.type.numel // (n * groups)])], {"eps": float(at["eps"])})
+    y = b.reshape(y, x.type.shape)
+    shape = [1, x.type.shape[1]] + [1] * (x.type.rank - 2)
+    if w is not None:
+        y = b.op("fused.mul", [y, b.reshape(w, shape)])
+    return y if beta is None else b.op("fused.add", [y, b.reshape(beta, shape)])
+
+
+def _pool(name: str, nd: int):
+    def conv(b, op, at, m):
+        if at.get("result", 0) != 0:
+            raise LoweringError("pooling indices are not supported")
+        k = _pair(at["kernel_size"], nd)
+        stride = _pair(at["stride"], nd) if at.get("stride") else k
+        attrs = {"kernel": _widen(k, nd, 1), "stride": _widen(stride, nd, 1),
+                 "padding": _pads(_widen(_pair(at["padding"], nd), nd, 0)), "ceil_mode": bool(at["ceil_mode"])}
+        if name == "fused.max_pool2d":
+            attrs["dilation"] = _widen(_pair(at.get("dilation", 1), nd), nd, 1)
+        else:
+            attrs.update(count_include_pad=bool(at["count_include_pad"]), divisor=int(at.get("divisor_override") or 0))
+        y = b.op(name, [_as_2d(b, op.operands[0], nd)], attrs)
+        return b.reshape(y, op.result.type.shape)
+    return conv
+
+
+def _adaptive(name: str, nd: int):
+    def conv(b, op, at, m):
+        if at.get("result", 0) != 0:
+            raise LoweringError("pooling indices are not supported")
+        x = _as_2d(b, op.operands[0], nd)
+        size = _widen(_pair(at["output_size"], nd), nd, 1)
+        if name == "fused.adaptive_avg_pool2d" and size == [1, 1]:     # global average pooling
+            y = b.op("fused.mean", [x], {"dims": [2, 3], "keepdim": True})
+        else:
+            y = b.op(name, [x], {"size": size})
+        return b.reshape(y, op.result.type.shape)
+    return conv
+
+
+for _nd in (1, 2):
+    CONVERTERS[f"torch.max_pool{_nd}d"] = _pool("fused.max_pool2d", _nd)
+    CONVERTERS[f"torch.max_pool{_nd}d_with_indices"] = _pool("fused.max_pool2d", _nd)
+    CONVERTERS[f"torch.avg_pool{_nd}d"] = _pool("fused.avg_pool2d", _nd)
+    CONVERTERS[f"torch.adaptive_max_pool{_nd}d"] = _adaptive("fused.adaptive_max_pool2d", _nd)
+CONVERTERS["torch.adaptive_avg_pool1d"] = _adaptive("fused.adaptive_avg_pool2d", 1)
+for _name in ("torch.adaptive_avg_pool2d", "torch._adaptive_avg_pool2d"):
+    CONVERTERS[_name] = _adaptive("fused.adaptive_avg_pool2d", 2)
+
+
+def _upsample(mode: str, nd: int):
+    def conv(b, op, at, m):
+        x = _as_2d(b, op.operands[0], nd)
+        scales = [] if at["output_size"] is not None else \
+            _widen([float(s) for s in _pair(at["scale_factors"], nd)], nd, 1.0)
+        y = b.op("fused.upsample2d", [x], {"mode": mode, "size": _widen(list(op.result.type.shape[2:]), nd, 1),
+                                            "scales": scales, "align_corners": bool(at.get("align_corners", False))})
+        return b.reshape(y, op.result.type.shape)
+    return conv
+
+
+for _nd, _lin in ((1, "upsample_linear1d"), (2, "upsample_bilinear2d")):
+    CONVERTERS[f"torch.upsample_nearest{_nd}d.vec"] = _upsample("nearest", _nd)
+    CONVERTERS[f"torch._upsample_nearest_exact{_nd}d.vec"] = _upsample("nearest_exact", _nd)
+    CONVERTERS[f"torch.{_lin}.vec"] = _upsample("bilinear", _nd)
+
+
+def _pad_with(mode_of, value_of):
+    def conv(b, op, at, m):
+        from ..dialects.torch_ops import pad_widths
+        x = op.operands[0]
+        pad = at.get("pad", at.get("padding"))
+        widths = pad_widths(x.type.rank, pad)
+        for d, (lo, hi) in enumerate(widths):      # negative widths crop
+            if lo < 0 or hi < 0:
+                n = x.type.shape[d]
+                x = b.op("fused.slice", [x], {"dim": d, "start": max(-lo, 0), "end": n - max(-hi, 0)})
+        lo, hi = [max(a, 0) for a, _ in widths], [max(c, 0) for _, c in widths]
+        if not any(lo + hi):
+            return x
+        return b.op("fused.pad", [x], {"lo": lo, "hi": hi, "mode": mode_of(at), "value": float(value_of(at) or 0)})
+    return conv
+
+
+CONVERTERS["torch.constant_pad_nd"] = _pad_with(lambda at: "constant", lambda at: at["value"])
+CONVERTERS["torch.pad"] = _pad_with(lambda at: at["mode"], lambda at: at["value"])
+for _nd in (1, 2, 3):
+    CONVERTERS[f"torch.reflection_pad{_nd}d"] = _pad_with(lambda at: "reflect", lambda at: 0)
+    CONVERTERS[f"torch.replication_pad{_nd}d"] = _pad_with(lambda at: "replicate", lambda at: 0)
+
+
+@converts("torch.hardtanh", "torch.clamp")
+def _clamp(b, op, at, m):
+    lo, hi = (at["min_val"], at["max_val"]) if op.name == "torch.hardtanh" else (at["min"], at["max"])
+    x = b.cast(op.operands[0], op.result.type.dtype)
+    if op.result.type.dtype != "f32":
+        raise LoweringError("clamp runs on float32 only")
+    return b.op("fused.clamp", [x], {"min": -math.inf if lo is None else float(lo),
+                                     "max": math.inf if hi is None else float(hi)})
+
+
+for _t in ("hardswish", "hardsigmoid", "mish"):
+    CONVERTERS[f"torch.{_t}"] = _unary(f"fused.{_t}")
+
+
 # ---- the pass -------------------------------------------------------------------------------
 def legalize(module: Module) -> None:
     names = {v.name for v in module.values()}

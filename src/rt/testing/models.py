@@ -452,3 +452,80 @@ def convnet(c: int = 8, classes: int = 10, size: int = 32, batch: int = 2, seed:
 
 
 __all__ += ["multihead_attention", "transformer", "clip_text", "convnet", "ConvNet"]
+
+
+# ---- HuggingFace vision models (random weights from configs) ---------------------------------
+class _HFVision(nn.Module):
+    """Wraps an HF vision model so forward(pixel_values) returns one plain tensor (attribute `field`)."""
+
+    def __init__(self, model: nn.Module, field: str):
+        super().__init__()
+        self.model, self.field = model, field
+
+    def forward(self, pixel_values):
+        return getattr(self.model(pixel_values=pixel_values), self.field)
+
+
+def _hf_vision(config_cls: str, base_cls: str, head_cls: str, classes: int | None, config: dict, batch: int,
+               size: int, seed: int):
+    """The head model with `classes` labels returning logits, or the base model (classes None) returning
+    last_hidden_state; batch-norm running statistics are random too (else folding them is trivial)."""
+    import transformers
+    cfg = getattr(transformers, config_cls)(**config, **({"num_labels": classes} if classes else {}))
+    model = _build_hf(getattr(transformers, head_cls if classes else base_cls), cfg, seed)
+    gen = _gen(seed + 2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.1, 0.1, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+    wrapped = _HFVision(model, "logits" if classes else "last_hidden_state").eval()
+    return wrapped, (torch.randn(batch, 3, size, size, generator=_gen(seed + 1)),)
+
+
+# ResNet-50 (HF ResNetConfig's defaults, spelled out), ViT-B/16 at 224x224.
+RESNET50 = dict(embedding_size=64, hidden_sizes=[256, 512, 1024, 2048], depths=[3, 4, 6, 3], layer_type="bottleneck")
+VIT_B16 = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, patch_size=16)
+
+
+def resnet(batch: int = 1, size: int = 64, classes: int | None = 10, seed: int = 0, **config):
+    """HF ResNet (ResNetForImageClassification, or ResNetModel when classes is None); the default config is
+    a small bottleneck net, resnet(size=224, classes=1000, **RESNET50) is ResNet-50."""
+    config = {**dict(embedding_size=16, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 2, 1],
+                     layer_type="bottleneck"), **config}
+    return _hf_vision("ResNetConfig", "ResNetModel", "ResNetForImageClassification", classes, config, batch, size, seed)
+
+
+def vit(batch: int = 1, size: int = 32, classes: int | None = None, seed: int = 0, **config):
+    """HF ViTModel (last_hidden_state, or ViTForImageClassification's logits); the default config is a
+    2-layer ViT with 8x8 patches, vit(size=224, **VIT_B16) is ViT-B/16."""
+    config = {**dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=8,
+                     attn_implementation="sdpa"), **config, "image_size": size}
+    return _hf_vision("ViTConfig", "ViTModel", "ViTForImageClassification", classes, config, batch, size, seed)
+
+
+def convnext(batch: int = 1, size: int = 64, classes: int | None = 10, seed: int = 0, **config):
+    """HF ConvNeXt (depthwise 7x7 convolutions, layer norm over channels, layer scale), small by default."""
+    config = {**dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1]), **config}
+    return _hf_vision("ConvNextConfig", "ConvNextModel", "ConvNextForImageClassification", classes, config, batch,
+                      size, seed)
+
+
+def mobilenet_v2(batch: int = 1, size: int = 64, classes: int | None = 10, seed: int = 0, **config):
+    """HF MobileNetV2 (inverted residuals, depthwise convolutions, ReLU6, TF "same" padding), width 0.35."""
+    config = {**dict(depth_multiplier=0.35), **config, "image_size": size}
+    return _hf_vision("MobileNetV2Config", "MobileNetV2Model", "MobileNetV2ForImageClassification", classes, config,
+                      batch, size, seed)
+
+
+def resnet50(batch: int = 1, size: int = 224, seed: int = 0):
+    """ResNet-50 (ResNetForImageClassification, 1000 classes)."""
+    return resnet(batch=batch, size=size, classes=1000, seed=seed, **RESNET50)
+
+
+def vit_b16(batch: int = 1, size: int = 224, seed: int = 0):
+    """ViT-B/16 (ViTModel, last_hidden_state)."""
+    return vit(batch=batch, size=size, seed=seed, **VIT_B16)
+
+
+__all__ += ["resnet", "vit", "convnext", "mobilenet_v2", "resnet50", "vit_b16", "RESNET50", "VIT_B16"]

@@ -1,0 +1,62 @@
+/* CONV: 2-D convolution. oneDNN runs it (conv_onednn.c); this file is what every build has: the
+ * checker and the entry points (a build without oneDNN refuses CONV records when the program is built). */
+#include "rt_kernel.h"
+
+int rt_k_conv(const rt_op *op, char *const *arg)
+{
+#ifdef RT_HAVE_ONEDNN
+    return rt_conv_onednn(op, arg);
+#else
+    (void)op, (void)arg;
+    return RT_ERR_BACKEND;
+#endif
+}
+
+int rt_p_conv(rt_op *op, char *const *arg, char *msg, size_t msglen)
+{
+#ifdef RT_HAVE_ONEDNN
+    return rt_p_conv_onednn(op, arg, msg, msglen);
+#else
+    (void)op, (void)arg;
+    return rt_fail(msg, msglen, "CONV needs oneDNN; this build has none");
+#endif
+}
+
+void rt_r_conv(rt_op *op)
+{
+#ifdef RT_HAVE_ONEDNN
+    rt_r_conv_onednn(op->state);
+#else
+    (void)op;
+#endif
+}
+
+/* Output extent of one spatial dim, or -1 when the padded input is shorter than the dilated kernel. */
+static int64_t out_extent(int64_t in, int64_t lo, int64_t hi, int64_t k, int64_t stride, int64_t dil)
+{
+    int64_t span = rt_add(rt_mul(dil, k - 1), 1), padded = rt_add(rt_add(in, lo), hi);
+    return padded < span ? -1 : (padded - span) / stride + 1;
+}
+
+int rt_c_conv(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
+{
+    const rt_conv_ints *ip = &op->ip.conv;
+    RT_CHECK(rt_have_onednn(), "CONV needs oneDNN; this build has none");
+    RT_CHECK(ip->G >= 1 && ip->C % ip->G == 0 && ip->O % ip->G == 0, "groups %lld must divide C = %lld and O = %lld",
+             (long long)ip->G, (long long)ip->C, (long long)ip->O);
+    RT_CHECK(ip->KH >= 1 && ip->KW >= 1 && ip->sh >= 1 && ip->sw >= 1 && ip->dh >= 1 && ip->dw >= 1,
+             "kernel, strides and dilations must be at least 1");
+    RT_CHECK(ip->OH == out_extent(ip->H, ip->pt, ip->pb, ip->KH, ip->sh, ip->dh) &&
+                 ip->OW == out_extent(ip->W, ip->pl, ip->pr, ip->KW, ip->sw, ip->dw),
+             "output %lldx%lld does not follow from the input, kernel, padding, stride and dilation",
+             (long long)ip->OH, (long long)ip->OW);
+    int64_t xs[4] = {ip->N, ip->C, ip->H, ip->W}, os[4] = {ip->N, ip->O, ip->OH, ip->OW};
+    int64_t xst[4] = {ip->x_sn, ip->x_sc, ip->x_sh, ip->x_sw}, ost[4] = {ip->o_sn, ip->o_sc, ip->o_sh, ip->o_sw};
+    for (int d = 0; d < 4; d++) RT_CHECK(os[d] <= 1 || ost[d] > 0, "output strides must be nonzero");
+    int64_t wn = rt_mul(rt_mul(ip->O, ip->C / ip->G), rt_mul(ip->KH, ip->KW));
+    return rt_need(op, avail, RT_CONV_X, rt_reach(4, xs, xst), 4, "x", msg, msglen) ||
+           rt_need(op, avail, RT_CONV_W, wn, 4, "w", msg, msglen) ||
+           rt_need_opt(op, avail, RT_CONV_BIAS, ip->O, 4, "bias", msg, msglen) ||
+           rt_need_opt(op, avail, RT_CONV_RESIDUAL, rt_reach(4, os, ost), 4, "residual", msg, msglen) ||
+           rt_need(op, avail, RT_CONV_OUT, rt_reach(4, os, ost), 4, "out", msg, msglen);
+}
