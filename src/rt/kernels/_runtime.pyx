@@ -202,7 +202,7 @@ cdef class Program:
         self.in_slots = <int32_t *>malloc((len(input_slots) + 1) * sizeof(int32_t))
         self.out_slots = <int32_t *>malloc((len(output_slots) + 1) * sizeof(int32_t))
         if not (self.slot_nbytes and self.template and self.in_slots and self.out_slots):
-            raise MemoryError()
+            raise KernelError("out of memory building the program's slot tables")
         memcpy(self.slot_nbytes, cnp.PyArray_DATA(sizes), nslots * sizeof(int64_t))
         memset(self.template, 0, nslots * sizeof(char *))
 
@@ -394,7 +394,7 @@ cdef class Program:
         if self.nslots > STACK_SLOTS:
             slots = <char **>malloc(self.nslots * sizeof(char *))
             if slots == NULL:
-                raise MemoryError()
+                raise KernelError("out of memory binding the call's slots")
         cdef Py_ssize_t i
         cdef rt_status st
         cdef int rc
