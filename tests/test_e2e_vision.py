@@ -1,7 +1,8 @@
 """Vision models end to end against PyTorch (max abs error <= 1e-4 of the output's scale) through both
-executors: HF ResNet, ViT, ConvNeXt and MobileNetV2 (small configs, random weights) and the hand-written
-ConvNet, with what the lowering must make of them (batch norms folded, convolutions in one NHWC chain,
-an arena at its lower bound)."""
+executors: HF ResNet, ViT, ConvNeXt, MobileNetV2, EfficientNet and Whisper's encoder (its conv1d front
+end) (small configs, random weights), the hand-written
+ConvNet and UNet (transposed convolution, concatenated skips), with what the lowering must make of them
+(batch norms folded, convolutions in one NHWC chain, an arena at its lower bound)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -22,8 +23,14 @@ CASES = {
     "vit": lambda: models.vit(),
     "convnext": lambda: models.convnext(),
     "mobilenet_v2": lambda: models.mobilenet_v2(),
+    "efficientnet": lambda: models.efficientnet(),
+    "whisper_encoder": lambda: models.whisper_encoder(),
     "convnet": lambda: models.convnet(),
+    "unet": lambda: models.unet(),
 }
+# Layout conversions left (planned copies): the input's, and the output's when it is an image; ConvNet's
+# group norm works in NCHW (a conversion each way).
+COPIES = {"resnet_b2_base": 2, "unet": 2, "convnet": 3}
 
 
 def rel_err(got, want) -> float:
@@ -57,16 +64,15 @@ def _ops(compiled, stage="planned") -> Counter:
 
 
 def test_convolutions_run_in_nhwc_with_their_epilogues(case):
-    """Every convolution is NHWC; batch norms and activations are folded into them; the only layout
-    conversions of the HF nets are the input's and, when the output is an image, the output's (planned copies)."""
+    """Every convolution is NHWC; batch norms and activations are folded into them; the layout
+    conversions are only at the chains' ends (COPIES)."""
     name, _, _, compiled = case
-    convs = [op for op in compiled.stages["planned"].ops if op.name == "planned.conv2d"]
+    convs = [op for op in compiled.stages["planned"].ops if "conv" in op.name]
     assert convs and all(op.attrs.get("layout") == "nhwc" for op in convs)
     ops = _ops(compiled)
-    if name.startswith(("resnet", "mobilenet")):      # nothing but convolutions, one pool and the head
+    if name.startswith(("resnet", "mobilenet", "unet")):      # nothing but convolutions, pools and the head
         assert not {"mul", "add", "relu", "clamp", "pad"} & set(ops), ops
-    if name != "convnet":
-        assert ops["copy"] == (2 if name == "resnet_b2_base" else 1), ops
+    assert ops["copy"] == COPIES.get(name, 1), ops
 
 
 def test_vit_patch_embedding_feeds_the_tokens_without_a_copy(case):
@@ -99,3 +105,13 @@ def test_conv1d_and_unbatched_input():
     conv = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
     x = torch.randn(3, 9, 9)
     assert rel_err(rt.compile(conv, (x,))(x), conv(x).detach().numpy()) <= 1e-4
+
+
+def test_saved_and_loaded(case, tmp_path):
+    """A saved vision model loads and runs without torch's help (its convolutions prepared again)."""
+    name, args, want, compiled = case
+    if name not in ("resnet", "unet"):
+        pytest.skip("one CNN of each kind is enough")
+    path = tmp_path / "m.rt"
+    compiled.save(str(path))
+    assert rel_err(rt.load(str(path))(*[a.numpy() for a in args]), want) <= 1e-4

@@ -108,6 +108,34 @@ def test_conv2d_residual_in_place_and_weights_at_run_time():
     _run(text, [x, r, w])
 
 
+TRANSPOSED = [  # (N, C, H, W), (O / groups, KH, KW), attrs
+    ((1, 4, 5, 5), (3, 3, 3), dict(stride=[2, 2], padding=[1, 1, 1, 1], output_padding=[1, 1], act="relu")),
+    ((2, 6, 4, 3), (2, 3, 2), dict(stride=[2, 3], groups=3, output_padding=[1, 2], dilation=[2, 1])),
+    ((1, 8, 3, 3), (1, 4, 4), dict(stride=[2, 2], padding=[1, 1, 1, 1], groups=8)),
+]
+
+
+@needs_onednn
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("case", range(len(TRANSPOSED)))
+def test_conv_transpose2d(case, layout):
+    """oneDNN's deconvolution, output padding beyond the padding (a negative right padding) included."""
+    (n, c, h, w), (og, kh, kw), attrs = TRANSPOSED[case]
+    attrs = dict(attrs, layout=layout)
+    rng = np.random.default_rng(case)
+    wt = rng.standard_normal((c, og, kh, kw)).astype(np.float32)
+    b = rng.standard_normal(og * attrs.get("groups", 1)).astype(np.float32)
+    x = rng.standard_normal(from_nchw((n, c, h, w), layout)).astype(np.float32)
+    out = _out_shape("conv_transpose2d", x.shape, dict(attrs), (c, og, kh, kw))
+    text = f"""module @m(%x: {_t(x.shape)}) -> ({_t(out)}) {{
+  %w = const "w" : {_t(wt.shape)}
+  %b = const "b" : {_t(b.shape)}
+  %y = fused.conv_transpose2d %x, %w, %b{_attrs(attrs)} : {_t(out)}
+  return %y
+}}"""
+    _run(text, [x], {"w": wt, "b": b})
+
+
 POOLS = [  # op, (N, C, H, W), attrs
     ("max_pool2d", (2, 5, 11, 11), dict(kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1])),
     ("max_pool2d", (1, 3, 10, 9), dict(kernel=[3, 2], stride=[2, 2], ceil_mode=True, dilation=[2, 1])),
@@ -119,10 +147,11 @@ POOLS = [  # op, (N, C, H, W), attrs
 ]
 
 
-def _out_shape(op: str, x_shape, attrs: dict):
+def _out_shape(op: str, x_shape, attrs: dict, w_shape=None):
     """The result shape the fused op infers."""
     d = REGISTRY[f"fused.{op}"]
-    return d.infer([TensorType(tuple(x_shape))], d.with_defaults(attrs)).shape
+    types = [TensorType(tuple(x_shape))] + ([TensorType(w_shape)] if w_shape else [])
+    return d.infer(types, d.with_defaults(attrs)).shape
 
 
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
@@ -193,6 +222,12 @@ def test_references_match_torch():
     w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
     want = F.conv2d(F.pad(t, (1, 2, 0, 1)), torch.from_numpy(w), stride=2, dilation=(1, 2), groups=2).numpy()
     got = ref("conv2d", [x, w], stride=[2, 2], padding=[0, 1, 1, 2], dilation=[1, 2], groups=2)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    wt = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    want = F.conv_transpose2d(t, torch.from_numpy(wt), stride=(2, 3), padding=(1, 0), output_padding=(1, 2),
+                              groups=2, dilation=(1, 2)).numpy()
+    got = ref("conv_transpose2d", [x, wt], stride=[2, 3], padding=[1, 1, 0, 0], output_padding=[1, 2], groups=2,
+              dilation=[1, 2])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     checks = [
         (ref("max_pool2d", [x], kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1], ceil_mode=True),

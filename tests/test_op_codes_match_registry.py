@@ -61,6 +61,8 @@ CASES = {
 _POOL2 = {"kernel": [2, 2], "stride": [2, 2]}
 CASES.update({
     "planned.conv2d": ([((1, 4, 6, 6), F), ((8, 2, 3, 3), F), ((8,), F)], ((1, 8, 4, 4), F), {"groups": 2}),
+    "planned.conv_transpose2d": ([((1, 4, 3, 3), F), ((4, 3, 3, 3), F), ((6,), F)], ((1, 6, 7, 7), F),
+                                 {"groups": 2, "stride": [2, 2], "padding": [0, 0, 0, 0]}),
     "planned.max_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 3, 3), F), _POOL2),
     "planned.avg_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 3, 3), F), _POOL2),
     "planned.adaptive_avg_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 2, 4), F), {"size": [2, 4]}),

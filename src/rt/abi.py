@@ -216,9 +216,12 @@ sum over c < C/G, kh, kw of x[n, g*C/G + c, i*sh - pt + kh*dh, j*sw - pl + kw*dw
 g = o / (O/G), zero padding pt/pb/pl/pr (OH = (H + pt + pb - dh*(KH-1) - 1) / sh + 1). x and out (and
 residual, with out's strides) are read and written through their (n, c, h, w) strides: NCHW or NHWC
 is only strides. w is [O, C/G, KH, KW] contiguous; a constant w is reordered once into oneDNN's layout.
-residual may be out itself, or not overlap it. act: eltwise (clamp to [alpha, beta]).""",
+residual may be out itself, or not overlap it. act: eltwise (clamp to [alpha, beta]). transposed: torch's
+conv_transpose2d instead (oneDNN's deconvolution): w is [C, O/G, KH, KW], the padding crops the output
+and OH = (H - 1)*sh + dh*(KH-1) + 1 + oph - pt - pb (oph, opw: torch's output_padding).""",
     "x w bias? residual? out",
-    f"N C H W O OH OW KH KW sh sw pt pb pl pr dh dw G {_NCHW_STRIDES} act:eltwise", "alpha=0 beta=0")
+    f"N C H W O OH OW KH KW sh sw pt pb pl pr dh dw G {_NCHW_STRIDES} act:eltwise transposed:bool oph opw",
+    "alpha=0 beta=0")
 
 POOL = family("pool", """
 2-D pooling of x [N, C, H, W] into out [N, C, OH, OW], both through their (n, c, h, w) strides. Window

@@ -31,10 +31,17 @@ void rt_r_conv(rt_op *op)
 #endif
 }
 
-/* Output extent of one spatial dim, or -1 when the padded input is shorter than the dilated kernel. */
-static int64_t out_extent(int64_t in, int64_t lo, int64_t hi, int64_t k, int64_t stride, int64_t dil)
+/* Output extent of one spatial dim (transposed: of the transposed convolution, with output padding
+ * extra), or -1 when it would be empty. */
+static int64_t out_extent(const rt_conv_ints *ip, int64_t in, int64_t lo, int64_t hi, int64_t k, int64_t stride,
+                          int64_t dil, int64_t extra)
 {
-    int64_t span = rt_add(rt_mul(dil, k - 1), 1), padded = rt_add(rt_add(in, lo), hi);
+    int64_t span = rt_add(rt_mul(dil, k - 1), 1);
+    if (ip->transposed) {
+        int64_t full = rt_add(rt_add(rt_mul(in - 1, stride), span), extra), crop = rt_add(lo, hi);
+        return in < 1 || full <= crop ? -1 : full - crop;
+    }
+    int64_t padded = rt_add(rt_add(in, lo), hi);
     return padded < span ? -1 : (padded - span) / stride + 1;
 }
 
@@ -46,8 +53,9 @@ int rt_c_conv(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
              (long long)ip->G, (long long)ip->C, (long long)ip->O);
     RT_CHECK(ip->KH >= 1 && ip->KW >= 1 && ip->sh >= 1 && ip->sw >= 1 && ip->dh >= 1 && ip->dw >= 1,
              "kernel, strides and dilations must be at least 1");
-    RT_CHECK(ip->OH == out_extent(ip->H, ip->pt, ip->pb, ip->KH, ip->sh, ip->dh) &&
-                 ip->OW == out_extent(ip->W, ip->pl, ip->pr, ip->KW, ip->sw, ip->dw),
+    RT_CHECK(ip->transposed || (ip->oph == 0 && ip->opw == 0), "output padding is for transposed convolutions");
+    RT_CHECK(ip->OH == out_extent(ip, ip->H, ip->pt, ip->pb, ip->KH, ip->sh, ip->dh, ip->oph) &&
+                 ip->OW == out_extent(ip, ip->W, ip->pl, ip->pr, ip->KW, ip->sw, ip->dw, ip->opw),
              "output %lldx%lld does not follow from the input, kernel, padding, stride and dilation",
              (long long)ip->OH, (long long)ip->OW);
     int64_t xs[4] = {ip->N, ip->C, ip->H, ip->W}, os[4] = {ip->N, ip->O, ip->OH, ip->OW};

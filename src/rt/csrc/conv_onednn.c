@@ -5,8 +5,10 @@
  * layout. The weights are the primitive's to choose: a constant w is reordered once, when the program
  * is built, into the layout the primitive asked for (format "any"); a w computed at run time is read
  * as it is ([O, C/G, KH, KW]). Bias, the residual (a sum when it is the output itself, else a binary
- * add) and the activation are post-ops, in that order. Primitives per thread count and the per-thread
- * scratchpad: onednn_common.c. */
+ * add) and the activation are post-ops, in that order. A transposed convolution is oneDNN's deconvolution,
+ * its weights torch's [C, O/G, KH, KW] read as oneDNN's "iohw"; torch's output padding is a smaller
+ * (possibly negative) right padding. Primitives per thread count and the per-thread scratchpad:
+ * onednn_common.c. */
 #include <float.h>
 #include <stdlib.h>
 
@@ -61,11 +63,16 @@ static dnnl_status_t make_pd_with(const onednn_conv *s, const_dnnl_memory_desc_t
     }
     if (st == dnnl_success) st = rt_dnnl_attr(&attr, po);
     dnnl_dims_t strides = {ip->sh, ip->sw}, dilates = {ip->dh - 1, ip->dw - 1};
-    dnnl_dims_t pad_l = {ip->pt, ip->pl}, pad_r = {ip->pb, ip->pr};
-    if (st == dnnl_success)
+    dnnl_dims_t pad_l = {ip->pt, ip->pl}, pad_r = {ip->pb - ip->oph, ip->pr - ip->opw};
+    const_dnnl_memory_desc_t bias = op->slot[RT_CONV_BIAS] >= 0 ? s->bias_md : NULL;
+    if (st == dnnl_success && ip->transposed)
+        st = dnnl_deconvolution_forward_primitive_desc_create(
+            pd, rt_dnnl_engine(NULL), dnnl_forward_inference, dnnl_deconvolution_direct, s->src_md, wei_md, bias,
+            s->dst_md, strides, dilates, pad_l, pad_r, attr);
+    else if (st == dnnl_success)
         st = dnnl_convolution_forward_primitive_desc_create(
-            pd, rt_dnnl_engine(NULL), dnnl_forward_inference, dnnl_convolution_direct, s->src_md, wei_md,
-            op->slot[RT_CONV_BIAS] >= 0 ? s->bias_md : NULL, s->dst_md, strides, dilates, pad_l, pad_r, attr);
+            pd, rt_dnnl_engine(NULL), dnnl_forward_inference, dnnl_convolution_direct, s->src_md, wei_md, bias,
+            s->dst_md, strides, dilates, pad_l, pad_r, attr);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (po) dnnl_post_ops_destroy(po);
     return st;
@@ -95,13 +102,15 @@ static dnnl_status_t nchw_md(dnnl_memory_desc_t *md, int64_t n, int64_t c, int64
     return dnnl_memory_desc_create_with_strides(md, 4, dims, dnnl_f32, strides);
 }
 
-/* w as torch stores it: [O, C/G, KH, KW], or [G, O/G, C/G, KH, KW] for a grouped convolution. */
-static dnnl_status_t weights_md(dnnl_memory_desc_t *md, const rt_conv_ints *ip, dnnl_format_tag_t plain)
+/* w as torch stores it ([O, C/G, KH, KW]; transposed: [C, O/G, KH, KW]), or, when `any`, in the layout
+ * the primitive will pick; oneDNN's dims are [G?, O/G, C/G, KH, KW] either way. */
+static dnnl_status_t weights_md(dnnl_memory_desc_t *md, const rt_conv_ints *ip, int any)
 {
     int grouped = ip->G > 1;
     dnnl_dims_t dims = {ip->G, ip->O / ip->G, ip->C / ip->G, ip->KH, ip->KW};
-    return dnnl_memory_desc_create_with_tag(md, grouped ? 5 : 4, grouped ? dims : dims + 1, dnnl_f32,
-                                            plain == dnnl_format_tag_any ? plain : grouped ? dnnl_goihw : dnnl_oihw);
+    dnnl_format_tag_t tag = any ? dnnl_format_tag_any
+                            : ip->transposed ? (grouped ? dnnl_giohw : dnnl_iohw) : (grouped ? dnnl_goihw : dnnl_oihw);
+    return dnnl_memory_desc_create_with_tag(md, grouped ? 5 : 4, grouped ? dims : dims + 1, dnnl_f32, tag);
 }
 
 static dnnl_status_t setup(onednn_conv *s, const float *w)
@@ -113,12 +122,12 @@ static dnnl_status_t setup(onednn_conv *s, const float *w)
     dnnl_status_t st = nchw_md(&s->src_md, ip->N, ip->C, ip->H, ip->W, xs);
     if (st == dnnl_success) st = nchw_md(&s->dst_md, ip->N, ip->O, ip->OH, ip->OW, os);
     if (st == dnnl_success) st = dnnl_memory_desc_create_with_tag(&s->bias_md, 1, bias_dims, dnnl_f32, dnnl_a);
-    if (st == dnnl_success) st = weights_md(&plain_w, ip, dnnl_oihw);
+    if (st == dnnl_success) st = weights_md(&plain_w, ip, 0);
     if (st != dnnl_success) goto out;
     if (w) { /* a constant: let the primitive pick w's layout, then reorder w into it once */
         dnnl_memory_desc_t any = NULL;
         dnnl_primitive_desc_t pd = NULL;
-        st = weights_md(&any, ip, dnnl_format_tag_any);
+        st = weights_md(&any, ip, 1);
         if (st == dnnl_success) st = make_pd_with(s, any, &pd);
         if (st == dnnl_success)
             st = dnnl_memory_desc_clone(&s->wei_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));

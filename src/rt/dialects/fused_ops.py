@@ -481,10 +481,12 @@ op("fused.cat", ("xs*",), _cat_infer, lambda a, at: np.concatenate(a, axis=at["d
 
 # ---- vision: convolution, pooling, resampling, padding ----------------------------------------
 # Spatial ops take a `layout`: "nchw" (operands and result [N, C, H, W]) or "nhwc" ([N, H, W, C]); the
-# lowering picks it (lowering/patterns/layout_conv.py), the kernels see only strides.
+# lowering picks it (lowering/patterns/channels_last.py), the kernels see only strides.
 #   fused.conv2d x, w, bias?, residual? {stride, padding, dilation, groups, act, clamp_min, clamp_max, layout}
 #       act(conv(x, w) + bias + residual): w [O, C/groups, KH, KW] (torch's), padding [top, bottom, left,
 #       right] (zeros), act one of CONV_ACTS (clamp: to [clamp_min, clamp_max])
+#   fused.conv_transpose2d x, w, bias?, residual? {..., output_padding}   torch's conv_transpose2d: w
+#       [C, O/groups, KH, KW], the padding crops the result
 #   fused.max_pool2d / fused.avg_pool2d x {kernel, stride, padding, dilation, ceil_mode, count_include_pad,
 #       divisor, layout}                                     torch's pooling, padding [top, bottom, left, right]
 #   fused.adaptive_avg_pool2d / fused.adaptive_max_pool2d x {size, layout}
@@ -492,8 +494,10 @@ op("fused.cat", ("xs*",), _cat_infer, lambda a, at: np.concatenate(a, axis=at["d
 #       _nearest_exact,bilinear}2d; scales: torch's scale factors ([] when the size was given)
 #   fused.pad x {lo, hi, mode, value}       lo[d] / hi[d] >= 0 items before / after dim d: value, reflect
 #                                           or replicate
+from ..abi import ENUMS as _ABI_ENUMS  # noqa: E402  (this section's own import)
+
 LAYOUTS = ("nchw", "nhwc")
-CONV_ACTS = ("none", "relu", "gelu_tanh", "gelu_erf", "silu", "hardswish", "hardsigmoid", "clamp", "sigmoid", "tanh")
+CONV_ACTS = _ABI_ENUMS["eltwise"]      # a convolution's epilogue activations (oneDNN eltwise post-ops)
 NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 
@@ -545,15 +549,32 @@ def _x_nchw(t, attrs):
     return to_nchw(t.shape, attrs["layout"])
 
 
-def _conv_infer(types, attrs):
-    x, w = types[0], types[1]
-    n, c, h, wd = _x_nchw(x, attrs)
-    o, kh, kw = w.shape[0], w.shape[2], w.shape[3]
-    (sh, sw), (pt, pb, pl, pr), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
-    out = (n, o, _spatial_out(h, kh, sh, pt, pb, dh), _spatial_out(wd, kw, sw, pl, pr, dw))
-    if min(out[2:]) <= 0:
-        raise ValueError(f"convolution of {x} with {w} gives an empty output {out}")
-    return x.with_shape(from_nchw(out, attrs["layout"]))
+def conv_out_channels(op_name: str, w_shape, groups: int) -> int:
+    """A convolution's output channels: w [O, C/G, KH, KW], or [C, O/G, KH, KW] when transposed."""
+    return w_shape[1] * groups if op_name.endswith("conv_transpose2d") else w_shape[0]
+
+
+def _transposed_out(size, k, s, lo, hi, d, extra) -> int:
+    """Output extent of a transposed convolution (torch's: the padding crops, `extra` is output_padding)."""
+    return (size - 1) * s + d * (k - 1) + 1 + extra - lo - hi
+
+
+def _conv_infer_for(transposed: bool):
+    def infer(types, attrs):
+        x, w = types[0], types[1]
+        n, c, h, wd = _x_nchw(x, attrs)
+        kh, kw = w.shape[2], w.shape[3]
+        (sh, sw), (pt, pb, pl, pr), (dh, dw) = attrs["stride"], attrs["padding"], attrs["dilation"]
+        if transposed:
+            oph, opw = attrs["output_padding"]
+            out = (n, w.shape[1] * attrs["groups"], _transposed_out(h, kh, sh, pt, pb, dh, oph),
+                   _transposed_out(wd, kw, sw, pl, pr, dw, opw))
+        else:
+            out = (n, w.shape[0], _spatial_out(h, kh, sh, pt, pb, dh), _spatial_out(wd, kw, sw, pl, pr, dw))
+        if min(out[2:]) <= 0:
+            raise ValueError(f"convolution of {x} with {w} gives an empty output {out}")
+        return x.with_shape(from_nchw(out, attrs["layout"]))
+    return infer
 
 
 def _conv_verify(op, types):
@@ -567,13 +588,15 @@ def _conv_verify(op, types):
         return f"x {x} and w {w} must be rank 4"
     g = at["groups"]
     c = to_nchw(x.shape, at["layout"])[1]
-    if g < 1 or c != w.shape[1] * g or w.shape[0] % g:
+    o = conv_out_channels(op.name, w.shape, g)
+    c_of_w = w.shape[0] if op.name.endswith("conv_transpose2d") else w.shape[1] * g
+    if g < 1 or c != c_of_w or o % g or c % g:
         return f"{c} input channels do not fit weight {w} with {g} groups"
     if [len(at["stride"]), len(at["padding"]), len(at["dilation"])] != [2, 4, 2] \
             or min(at["stride"] + at["dilation"]) < 1 or min(at["padding"]) < 0:
         return "stride and dilation need two values >= 1, padding four >= 0"
-    if bias is not None and bias.shape != (w.shape[0],):
-        return f"bias must have shape ({w.shape[0]},), got {bias}"
+    if bias is not None and bias.shape != (o,):
+        return f"bias must have shape ({o},), got {bias}"
     if res is not None and res.shape != op.result.type.shape:
         return f"residual must have the result's shape {op.result.type.shape}, got {res}"
     return None
@@ -593,9 +616,31 @@ def conv2d_reference(x, w, stride, padding, dilation, groups) -> np.ndarray:
     return np.einsum("ngcijkl,gpckl->ngpij", win, wg, optimize=True).reshape(n, o, oh, ow)
 
 
+def conv_transpose2d_reference(x, w, stride, padding, dilation, groups, output_padding) -> np.ndarray:
+    """torch's conv_transpose2d of x [N, C, H, W] with w [C, O/groups, KH, KW] in float64: every input
+    pixel scatters its kernel-weighted channels; the padding then crops the result."""
+    n, c, h, wd = x.shape
+    (sh, sw), (dh, dw), (pt, pb, pl, pr), (oph, opw) = stride, dilation, padding, output_padding
+    _, og, kh, kw = w.shape
+    full = np.zeros((n, groups, og, (h - 1) * sh + dh * (kh - 1) + 1 + oph, (wd - 1) * sw + dw * (kw - 1) + 1 + opw))
+    xg = x.astype(np.float64).reshape(n, groups, c // groups, h, wd)
+    wg = w.astype(np.float64).reshape(groups, c // groups, og, kh, kw)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, :, i * dh:i * dh + (h - 1) * sh + 1:sh, j * dw:j * dw + (wd - 1) * sw + 1:sw] += \
+                np.einsum("ngchw,gco->ngohw", xg, wg[:, :, :, i, j])
+    full = full.reshape(n, groups * og, *full.shape[3:])
+    return full[:, :, pt:full.shape[2] - pb, pl:full.shape[3] - pr]
+
+
 def _conv_ref(args, at):
     x, w, bias, res = padded(args, 4)
-    y = conv2d_reference(to_nchw(x, at["layout"]), w, at["stride"], at["padding"], at["dilation"], at["groups"])
+    xn = to_nchw(x, at["layout"])
+    if "output_padding" in at:          # fused.conv_transpose2d
+        y = conv_transpose2d_reference(xn, w, at["stride"], at["padding"], at["dilation"], at["groups"],
+                                       at["output_padding"])
+    else:
+        y = conv2d_reference(xn, w, at["stride"], at["padding"], at["dilation"], at["groups"])
     if bias is not None:
         y = y + bias.reshape(1, -1, 1, 1)
     if res is not None:
@@ -605,11 +650,13 @@ def _conv_ref(args, at):
 
 
 _LAYOUT = {"layout": Attr("str", "nchw")}
-op("fused.conv2d", ("x", "w", "bias?", "residual?"), _conv_infer, _conv_ref,
-   attrs={"stride": Attr("ints", [1, 1]), "padding": Attr("ints", [0, 0, 0, 0]), "dilation": Attr("ints", [1, 1]),
-          "groups": Attr("int", 1), "act": Attr("str", "none"), "clamp_min": Attr("float", -np.inf),
-          "clamp_max": Attr("float", np.inf), **_LAYOUT},
+_CONV = {"stride": Attr("ints", [1, 1]), "padding": Attr("ints", [0, 0, 0, 0]), "dilation": Attr("ints", [1, 1]),
+         "groups": Attr("int", 1), "act": Attr("str", "none"), "clamp_min": Attr("float", -np.inf),
+         "clamp_max": Attr("float", np.inf), **_LAYOUT}
+op("fused.conv2d", ("x", "w", "bias?", "residual?"), _conv_infer_for(False), _conv_ref, attrs=_CONV,
    verify=_conv_verify)
+op("fused.conv_transpose2d", ("x", "w", "bias?", "residual?"), _conv_infer_for(True), _conv_ref,
+   attrs={**_CONV, "output_padding": Attr("ints", [0, 0])}, verify=_conv_verify)
 
 
 # ---- pooling ----

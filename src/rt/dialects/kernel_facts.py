@@ -58,5 +58,6 @@ kernel_facts("planned.cast")
 # as laid out by its `layout` (the layout pass makes NHWC chains; any other layout is a planned copy)
 # and may add the residual into its own output.
 kernel_facts("planned.conv2d", inplace=(3,))
+kernel_facts("planned.conv_transpose2d", inplace=(3,))
 for _name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample2d", "pad"):
     kernel_facts(f"planned.{_name}", strided=(0,))

@@ -444,7 +444,7 @@ def _contiguous(op: Operation, name: str, v: Operand | None) -> None:
         raise _fail(op, f"{name} must be contiguous")
 
 
-@encoder("planned.conv2d")
+@encoder("planned.conv2d", "planned.conv_transpose2d")
 def _conv2d(op, args, out, ctx):
     x, w, bias, res = padded(args, 4)
     _need_f32(op, x, w, bias, res, out)
@@ -455,12 +455,15 @@ def _conv2d(op, args, out, ctx):
     at, f = _spatial(op, x, out)
     if res is not None and _nchw(at["layout"], res)[1] != _nchw(at["layout"], out)[1]:
         raise _fail(op, "the residual must be laid out as the result")
-    o, _, kh, kw = w.type.shape
+    from ..dialects.fused_ops import conv_out_channels
+    kh, kw = w.type.shape[2:]
     (pt, pb, pl, pr), (sh, sw), (dh, dw) = at["padding"], at["stride"], at["dilation"]
+    oph, opw = at.get("output_padding", (0, 0))
     clamp = at["act"] == "clamp"
     return Encoded("CONV", dict(x=x, w=w, bias=bias, residual=res, out=out), dict(
-        f, O=o, KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb, pl=pl, pr=pr, dh=dh, dw=dw, G=at["groups"],
-        act=at["act"], alpha=float(at["clamp_min"]) if clamp else 0.0, beta=float(at["clamp_max"]) if clamp else 0.0))
+        f, O=conv_out_channels(op.name, w.type.shape, at["groups"]), KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb,
+        pl=pl, pr=pr, dh=dh, dw=dw, G=at["groups"], act=at["act"], transposed="output_padding" in at, oph=oph,
+        opw=opw, alpha=float(at["clamp_min"]) if clamp else 0.0, beta=float(at["clamp_max"]) if clamp else 0.0))
 
 
 def _pool_fields(at: dict, f: dict, adaptive: bool) -> dict:

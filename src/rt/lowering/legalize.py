@@ -473,13 +473,13 @@ def _pads(p: list[int]) -> list[int]:
 def _convolution(b, op, at, m):
     x, w, bias = padded(op.operands, 3)
     nd = w.type.rank - 2
-    if at["transposed"]:
-        raise LoweringError("transposed convolution is not supported yet")
     stride, pad, dil = (_widen(_pair(at[k], nd), nd, one)
                         for k, one in (("stride", 1), ("padding", 0), ("dilation", 1)))
+    attrs = {"stride": stride, "padding": _pads(pad), "dilation": dil, "groups": at["groups"]}
+    if at["transposed"]:
+        attrs["output_padding"] = _widen(_pair(at["output_padding"], nd), nd, 0)
     w2 = b.reshape(w, list(w.type.shape[:2]) + [1] * (2 - nd) + list(w.type.shape[2:]))
-    y = b.op("fused.conv2d", [_as_2d(b, x, nd), w2, bias],
-             {"stride": stride, "padding": _pads(pad), "dilation": dil, "groups": at["groups"]})
+    y = b.op("fused.conv_transpose2d" if at["transposed"] else "fused.conv2d", [_as_2d(b, x, nd), w2, bias], attrs)
     return b.reshape(y, op.result.type.shape)
 
 
@@ -581,6 +581,7 @@ for _nd, _lin in ((1, "upsample_linear1d"), (2, "upsample_bilinear2d")):
 
 def _pad_with(mode_of, value_of):
     def conv(b, op, at, m):
+        from ..dialects.fused_ops import PAD_MODES
         from ..dialects.torch_ops import pad_widths
         x = op.operands[0]
         pad = at.get("pad", at.get("padding"))
@@ -592,6 +593,8 @@ def _pad_with(mode_of, value_of):
         lo, hi = [max(a, 0) for a, _ in widths], [max(c, 0) for _, c in widths]
         if not any(lo + hi):
             return x
+        if mode_of(at) not in PAD_MODES:
+            raise LoweringError(f"{mode_of(at)} padding is not supported (constant, reflect and replicate are)")
         return b.op("fused.pad", [x], {"lo": lo, "hi": hi, "mode": mode_of(at), "value": float(value_of(at) or 0)})
     return conv
 

@@ -518,6 +518,69 @@ def mobilenet_v2(batch: int = 1, size: int = 64, classes: int | None = 10, seed:
                       batch, size, seed)
 
 
+def efficientnet(batch: int = 1, size: int = 64, classes: int | None = 10, seed: int = 0, **config):
+    """HF EfficientNet (depthwise convolutions, SiLU, squeeze-and-excitation), width and depth 0.25."""
+    config = {**dict(width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320), **config, "image_size": size}
+    return _hf_vision("EfficientNetConfig", "EfficientNetModel", "EfficientNetForImageClassification", classes,
+                      config, batch, size, seed)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_features):
+        return self.encoder(input_features).last_hidden_state
+
+
+def whisper_encoder(n_layer: int = 2, d_model: int = 64, n_heads: int = 4, mel_bins: int = 16, frames: int = 64,
+                    batch: int = 1, seed: int = 0):
+    """HF Whisper's encoder (conv1d front end: two convolutions with GELU, the second strided, then the
+    transformer) on (B, mel_bins, frames) features; returns last_hidden_state."""
+    from transformers import WhisperConfig, WhisperModel
+    cfg = WhisperConfig(d_model=d_model, encoder_layers=n_layer, encoder_attention_heads=n_heads,
+                        encoder_ffn_dim=2 * d_model, num_mel_bins=mel_bins, max_source_positions=frames // 2,
+                        decoder_layers=1, decoder_attention_heads=n_heads, decoder_ffn_dim=d_model)
+    encoder = _build_hf(WhisperModel, cfg, seed).get_encoder()
+    return _Encoder(encoder).eval(), (torch.randn(batch, mel_bins, frames, generator=_gen(seed + 1)),)
+
+
+class UNet(nn.Module):
+    """A small UNet: two conv + batch norm + ReLU stages down (max pooling), a bottleneck, then up through a
+    transposed convolution and a bilinear upsampling, each joined to its skip connection by concatenation."""
+
+    def __init__(self, c: int = 8, out: int = 2):
+        super().__init__()
+        block = lambda i, o: nn.Sequential(nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o),  # noqa: E731
+                                           nn.ReLU())
+        self.d1, self.d2, self.mid = block(3, c), block(c, 2 * c), block(2 * c, 4 * c)
+        self.up2 = nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
+        self.u2 = block(4 * c, 2 * c)
+        self.u1 = block(3 * c, c)
+        self.head = nn.Conv2d(c, out, 1)
+
+    def forward(self, x):
+        s1 = self.d1(x)
+        s2 = self.d2(F.max_pool2d(s1, 2))
+        y = self.mid(F.max_pool2d(s2, 2))
+        y = self.u2(torch.cat([self.up2(y), s2], dim=1))
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        return self.head(self.u1(torch.cat([y, s1], dim=1)))
+
+
+def unet(c: int = 8, size: int = 32, batch: int = 1, seed: int = 0):
+    """UNet with random weights and batch-norm statistics; input (B, 3, size, size), size a multiple of 4."""
+    torch.manual_seed(seed)
+    model = UNet(c)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval(), (torch.randn(batch, 3, size, size, generator=_gen(seed + 1)),)
+
+
 def resnet50(batch: int = 1, size: int = 224, seed: int = 0):
     """ResNet-50 (ResNetForImageClassification, 1000 classes)."""
     return resnet(batch=batch, size=size, classes=1000, seed=seed, **RESNET50)
@@ -528,4 +591,5 @@ def vit_b16(batch: int = 1, size: int = 224, seed: int = 0):
     return vit(batch=batch, size=size, seed=seed, **VIT_B16)
 
 
-__all__ += ["resnet", "vit", "convnext", "mobilenet_v2", "resnet50", "vit_b16", "RESNET50", "VIT_B16"]
+__all__ += ["resnet", "vit", "convnext", "mobilenet_v2", "efficientnet", "whisper_encoder", "resnet50", "vit_b16",
+            "RESNET50", "VIT_B16", "unet", "UNet"]

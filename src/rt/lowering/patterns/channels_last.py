@@ -1,7 +1,8 @@
 """channels-last: convolutions run in NHWC, the layout oneDNN's fast kernels take (brgconv; on NCHW it
 falls back to im2col + GEMM, 1.2-3.8x slower on ResNet-50's convolutions, measured here), and chains of
 them keep it: each convolution reads permute(x, NCHW->NHWC) and gives permute(y, NHWC->NCHW), and the
-permutes are sunk through the ops between convolutions (elementwise math, pooling, resampling, padding)
+permutes are sunk through the ops between convolutions (elementwise math, pooling, resampling, padding,
+concatenation)
 until they meet and cancel (canonicalize's permute-permute). What is left are the
 conversions at a chain's ends: a permute view the next consumer reads by strides, or, where it cannot,
 a copy the planner makes (an explicit planned op, in the arena plan)."""
@@ -48,10 +49,8 @@ def _unary(m, b):
 
 
 def _binary_both(m, b):
-    x, y = m["$x"], m["$y"]
-    if x.type != y.type:
-        return None
-    return _permute(b, b.op(m.op("op").name, [x, y], dict(m.op("op").attrs)), TO_NCHW)
+    """Both operands permuted alike (broadcasting, as a squeeze-and-excitation's channel scale, included)."""
+    return _permute(b, b.op(m.op("op").name, [m["$x"], m["$y"]], dict(m.op("op").attrs)), TO_NCHW)
 
 
 def _binary_const(left: bool):
@@ -59,12 +58,23 @@ def _binary_const(left: bool):
         c = m.array("$c")
         if c.ndim > 4:
             return None
-        moved = c if c.ndim == 0 else c.reshape((1,) * (4 - c.ndim) + c.shape).transpose(TO_NHWC)
-        cv = b.const(np.ascontiguousarray(moved), "nhwc")
+        cv = m["$c"] if c.ndim == 0 else b.const(
+            np.ascontiguousarray(c.reshape((1,) * (4 - c.ndim) + c.shape).transpose(TO_NHWC)), "nhwc")
         x = m["$x"]
         y = b.op(m.op("op").name, [x, cv] if left else [cv, x], dict(m.op("op").attrs))
         return _permute(b, y, TO_NCHW) if y.type.shape == x.type.shape else None
     return rw
+
+
+def _cat(m, b):
+    parts = [m[f"$x{i}"] for i in range(len(m.op("op").operands))]
+    return _permute(b, b.op("fused.cat", parts, {"dim": TO_NCHW[m.attr("op", "dim")]}), TO_NCHW)
+
+
+def _cat_pattern(n: int) -> Pattern:
+    """cat of n NHWC tensors seen as NCHW -> the NHWC cat (a UNet's skip connections)."""
+    views = {f"v{i}": _view(f"$x{i}") for i in range(n)}
+    return Pattern(f"cat{n}-nhwc", "op", {**views, "op": N("fused.cat", list(views))}, _cat, shared=tuple(views))
 
 
 def _view(x: str = "$x") -> N:
@@ -75,7 +85,8 @@ _UNARY = tuple(f"fused.{n}" for n in UNARY_OPS) + ("fused.cast",)
 _BINARY = tuple(f"fused.{n}" for n in BINARY_OPS)
 
 CHANNELS_LAST = [
-    Pattern("conv-nhwc", "c", {"c": N("fused.conv2d", ["$x", "$w", "$b?", "$r?"], layout="nchw")}, _conv_nhwc),
+    Pattern("conv-nhwc", "c", {"c": N(("fused.conv2d", "fused.conv_transpose2d"), ["$x", "$w", "$b?", "$r?"],
+                                      layout="nchw")}, _conv_nhwc),
     Pattern("spatial-nhwc", "op", {"v": _view(), "op": N(SPATIAL, ["v"], layout="nchw")}, _spatial_nhwc,
             shared=("v",)),
     Pattern("pad-nhwc", "op", {"v": _view(), "op": N("fused.pad", ["v"])}, _pad_nhwc, shared=("v",)),
@@ -86,11 +97,12 @@ CHANNELS_LAST = [
             _binary_const(True), shared=("v",)),
     Pattern("const-binary-nhwc", "op", {"v": _view(), "op": N(_BINARY, [Const("$c"), "v"], commutative=False)},
             _binary_const(False), shared=("v",)),
+    *(_cat_pattern(n) for n in (2, 3, 4)),
 ]
 
 
 @register_pass("channels-last", dialect="fused")
 def channels_last(module: Module):
     """Convolutions in NHWC; the layout permutes sunk through the ops between them until they cancel."""
-    if any(op.name == "fused.conv2d" for op in module.ops):
+    if any(op.name in ("fused.conv2d", "fused.conv_transpose2d") for op in module.ops):
         apply_patterns(module, CHANNELS_LAST + CANONICALIZE)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...dialects.fused_ops import conv_out_channels
 from ...dialects.ir import Module
 from ..passmanager import register_pass
 from ..rewrite import Const, Match, N, Pattern, apply_patterns
 
 CONV = "fused.conv2d"
+CONVS = (CONV, "fused.conv_transpose2d")
 ACTS = {"fused.relu": "relu", "fused.gelu_tanh": "gelu_tanh", "fused.gelu_erf": "gelu_erf", "fused.silu": "silu",
         "fused.hardswish": "hardswish", "fused.hardsigmoid": "hardsigmoid", "fused.sigmoid": "sigmoid",
         "fused.tanh": "tanh", "fused.clamp": "clamp"}
@@ -41,8 +43,19 @@ def _weights(m: Match):
     c = m.op("c")
     w = m.module.const_value(c.operands[1])
     bias = c.operands[2] if len(c.operands) > 2 else None
-    b = np.zeros(c.operands[1].type.shape[0]) if bias is None else m.module.const_value(bias)
+    o = conv_out_channels(c.name, c.operands[1].type.shape, m.attr("c", "groups"))
+    b = np.zeros(o) if bias is None else m.module.const_value(bias)
     return None if w is None or b is None else (w.astype(np.float64), b.astype(np.float64))
+
+
+def _scaled(m: Match, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """w with output channel o scaled by s[o]: w's dim 0 ([O, C/G, ...]), or, transposed ([C, O/G, ...]),
+    dim 1 within each group."""
+    if m.op("c").name == CONV:
+        return w * s[:, None, None, None]
+    g = m.attr("c", "groups")
+    wg = w.reshape(g, w.shape[0] // g, *w.shape[1:])
+    return (wg * s.reshape(g, 1, -1, 1, 1)).reshape(w.shape)
 
 
 def _fold_scale(m, b):
@@ -50,7 +63,7 @@ def _fold_scale(m, b):
     if s is None or wb is None:
         return None
     w, bias = wb
-    return m.rebuild(b, "c", {1: b.const((w * s[:, None, None, None]).astype(np.float32), "conv_w"),
+    return m.rebuild(b, "c", {1: b.const(_scaled(m, w, s).astype(np.float32), "conv_w"),
                               2: b.const((bias * s).astype(np.float32), "conv_b")})
 
 
@@ -81,6 +94,11 @@ def _act(m, b):
     return m.rebuild(b, "c", act=act, **extra)
 
 
+def _act_through_reshape(m, b):
+    """act(reshape(conv)) -> reshape(conv {act}): a conv1d's activation (the conv runs as a 2-d one)."""
+    return b.reshape(_act(m, b), m["out"].type.shape)
+
+
 def _residual(m, b):
     r = m["$r"]
     if r.type != m["c"].type or m.module.const_value(r) is not None or r is m["c"]:
@@ -91,13 +109,16 @@ def _residual(m, b):
 FUSE_CONV = [
     Pattern("conv-pad", "c", {"p": N("fused.pad", ["$x"]), "c": N(CONV, ["p", "$w", "$b?", "$r?"])}, _fold_pad,
             benefit=50),
-    Pattern("conv-scale", "out", {"c": N(CONV, ["$x", "$w", "$b?"]), "out": N("fused.mul", ["c", Const("$s")])},
+    Pattern("conv-scale", "out", {"c": N(CONVS, ["$x", "$w", "$b?"]), "out": N("fused.mul", ["c", Const("$s")])},
             _fold_scale, where=_bare, benefit=40),
-    Pattern("conv-shift", "out", {"c": N(CONV, ["$x", "$w", "$b?"]), "out": N("fused.add", ["c", Const("$s")])},
+    Pattern("conv-shift", "out", {"c": N(CONVS, ["$x", "$w", "$b?"]), "out": N("fused.add", ["c", Const("$s")])},
             _fold_shift, where=_bare, benefit=30),
-    Pattern("conv-act", "out", {"c": N(CONV, ["$x", "$w", "$b?", "$r?"], act="none"), "out": N(tuple(ACTS), ["c"])},
+    Pattern("conv-act", "out", {"c": N(CONVS, ["$x", "$w", "$b?", "$r?"], act="none"), "out": N(tuple(ACTS), ["c"])},
             _act, benefit=20),
-    Pattern("conv-residual", "out", {"c": N(CONV, ["$x", "$w", "$b?"]), "out": N("fused.add", ["c", "$r"])},
+    Pattern("conv-act-through-reshape", "out", {"c": N(CONVS, ["$x", "$w", "$b?", "$r?"], act="none"),
+                                                "v": N("fused.reshape", ["c"]), "out": N(tuple(ACTS), ["v"])},
+            _act_through_reshape, benefit=20),
+    Pattern("conv-residual", "out", {"c": N(CONVS, ["$x", "$w", "$b?"]), "out": N("fused.add", ["c", "$r"])},
             _residual, where=_bare, benefit=10),
 ]
 
