@@ -1,4 +1,4 @@
-"""The vision kernels (CONV on oneDNN, MAX_POOL / AVG_POOL, RESAMPLE, PAD) against their fused ops' numpy
+"""The vision kernels (CONV on oneDNN, MAX_POOL / AVG_POOL, RESAMPLE, PAD, GROUP_NORM) against their fused ops' numpy
 references, through the planner and both executors, from fused IR text: both layouts, strided reads,
 every epilogue; and the references against torch itself."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from rt.api import CompiledModel
 from rt.dialects import parse_module
-from rt.dialects.fused_ops import from_nchw
+from rt.dialects.fused_ops import from_nchw, to_nchw
 from rt.dialects.ir import TensorType
 from rt.dialects.registry import REGISTRY
 from rt.interpreter import run_reference
@@ -191,12 +191,32 @@ def test_pad(mode):
     _run(_one_op("fused.pad", x.shape, out, attrs), [x])
 
 
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm(layout, affine):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(from_nchw((2, 12, 5, 7), layout)) * 3 + 1).astype(np.float32)
+    g, b = rng.standard_normal(12).astype(np.float32), rng.standard_normal(12).astype(np.float32)
+    args = ", %g, %b" if affine else ""
+    text = f"""module @m(%x: {_t(x.shape)}) -> ({_t(x.shape)}) {{
+  %g = const "g" : tensor<12xf32>
+  %b = const "b" : tensor<12xf32>
+  %y = fused.group_norm %x{args} {{groups = 4, eps = 1e-5, layout = "{layout}"}} : {_t(x.shape)}
+  return %y
+}}"""
+    want = _run(text, [x], {"g": g, "b": b})
+    t = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if layout == "nhwc" else x))
+    ref = F.group_norm(t, 4, *(map(torch.from_numpy, (g, b)) if affine else ())).numpy()
+    np.testing.assert_allclose(to_nchw(want, layout), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_pooling_and_resampling_read_strided_inputs():
     """A permute view (NHWC data read as NCHW) feeds each kernel without a copy."""
     x = np.random.default_rng(0).standard_normal((2, 6, 7, 5)).astype(np.float32)   # [N, H, W, C]
     ops = [("fused.max_pool2d", dict(kernel=[2, 2], stride=[2, 2]), (2, 5, 3, 3)),
            ("fused.upsample2d", dict(mode="bilinear", size=[12, 14]), (2, 5, 12, 14)),
-           ("fused.pad", dict(lo=[0, 0, 1, 1], hi=[0, 0, 1, 1], mode="reflect"), (2, 5, 8, 9))]
+           ("fused.pad", dict(lo=[0, 0, 1, 1], hi=[0, 0, 1, 1], mode="reflect"), (2, 5, 8, 9)),
+           ("fused.group_norm", dict(groups=5), (2, 5, 6, 7))]
     for op, attrs, out in ops:
         text = f"""module @m(%x: {_t(x.shape)}) -> ({_t(out)}) {{
   %v = fused.permute %x {{perm = [0, 3, 1, 2]}} : {_t((2, 5, 6, 7))}

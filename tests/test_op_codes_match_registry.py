@@ -69,6 +69,7 @@ CASES.update({
     "planned.adaptive_max_pool2d": ([((1, 3, 6, 6), F)], ((1, 3, 2, 4), F), {"size": [2, 4]}),
     "planned.upsample2d": ([((1, 3, 4, 4), F)], ((1, 3, 8, 6), F), {"mode": "bilinear", "size": [8, 6]}),
     "planned.pad": ([((3, 4), F)], ((4, 7), F), {"lo": [1, 2], "hi": [0, 1]}),
+    "planned.group_norm": ([((2, 6, 3, 4), F), ((6,), F), ((6,), F)], ((2, 6, 3, 4), F), {"groups": 3}),
 })
 
 

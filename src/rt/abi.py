@@ -246,6 +246,12 @@ and shape[d] - in_shape[d] - lo[d] after it in each dim: `value` (constant), x m
 without repeating it (reflect) or its edge repeated (replicate).""",
     "x out", f"ndim shape{ND} in_shape{ND} lo{ND} stride{ND} mode:pad", "value")
 
+GROUP_NORM = family("group_norm", """
+out[n, c, s] = (x[n, c, s] - mean) / sqrt(var + eps) * gamma[c] + beta[c], the mean and (biased) variance
+over the C/G channels of c's group and all S positions of n; x and out through their (n, c, s) strides
+(NCHW or NHWC with H and W merged into S); x may be out.""",
+    "x gamma? beta? out", "N C S G x_sn x_sc x_ss o_sn o_sc o_ss", "eps")
+
 
 COPY = family("copy", """
 Strided copy of x (strides `stride`) into out (strides `out_stride`: nonzero where a dim is above 1, so
@@ -287,6 +293,7 @@ OPS: tuple[Op, ...] = (
     Op("AVG_POOL", POOL),
     Op("RESAMPLE", RESAMPLE),
     Op("PAD", PAD),
+    Op("GROUP_NORM", GROUP_NORM),
 )
 
 OP_CODES: dict[str, int] = {o.name: i for i, o in enumerate(OPS)}

@@ -821,3 +821,32 @@ def _pad_ref(args, at):
 
 op("fused.pad", ("x",), _pad_infer, _pad_ref,
    attrs={"lo": Attr("ints"), "hi": Attr("ints"), "mode": Attr("str", "constant"), "value": Attr("float", 0.0)})
+
+
+# ---- group norm ----
+def _group_norm_verify(op, types):
+    x, g, b = padded(types, 3)
+    at = _attrs_of(op)
+    c = to_nchw(x.shape, at["layout"])[1] if x.rank == 4 else -1
+    if x.rank != 4 or at["groups"] < 1 or c % at["groups"]:
+        return f"group norm of {x} ({at['layout']}) in {at['groups']} groups"
+    for name, t in (("gamma", g), ("beta", b)):
+        if t is not None and t.shape != (c,):
+            return f"{name} must have shape ({c},), got {t}"
+    return None
+
+
+def _group_norm_ref(args, at):
+    x, g, b = padded(args, 3)
+    xn = to_nchw(x, at["layout"]).astype(np.float64)
+    n, c = xn.shape[:2]
+    grouped = xn.reshape(n, at["groups"], -1)
+    mean = grouped.mean(axis=2, keepdims=True)
+    y = ((grouped - mean) / np.sqrt(((grouped - mean) ** 2).mean(axis=2, keepdims=True) + at["eps"])).reshape(xn.shape)
+    y = y * (1.0 if g is None else g.reshape(1, c, 1, 1)) + (0.0 if b is None else b.reshape(1, c, 1, 1))
+    return np.ascontiguousarray(from_nchw(y, at["layout"])).astype(x.dtype)
+
+
+#   fused.group_norm x, gamma?, beta? {groups, eps, layout}      torch's group_norm of [N, C, H, W]
+op("fused.group_norm", ("x", "gamma?", "beta?"), same_as_first, _group_norm_ref,
+   attrs={"groups": Attr("int"), "eps": Attr("float", 1e-5), **_LAYOUT}, verify=_group_norm_verify)

@@ -61,3 +61,4 @@ kernel_facts("planned.conv2d", inplace=(3,))
 kernel_facts("planned.conv_transpose2d", inplace=(3,))
 for _name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample2d", "pad"):
     kernel_facts(f"planned.{_name}", strided=(0,))
+kernel_facts("planned.group_norm", strided=(0,), inplace=(0,))

@@ -504,3 +504,20 @@ def _pad(op, args, out, ctx):
     return Encoded("PAD", dict(x=x, out=out), dict(ndim=x.type.rank, shape=out.type.shape, in_shape=x.type.shape,
                                                    lo=at["lo"], stride=x.strides, mode=at["mode"],
                                                    value=float(at["value"])))
+
+
+@encoder("planned.group_norm")
+def _group_norm(op, args, out, ctx):
+    """[N, C, H, W] (either layout) as [N, C, S]: H and W must merge into one stride (they do in x's own
+    layout, and in a permute view of the other)."""
+    x, g, b = padded(args, 3)
+    _need_f32(op, x, g, b, out)
+    _contiguous(op, "gamma", g)
+    _contiguous(op, "beta", b)
+    at, f = _spatial(op, x, out)
+    if f["H"] > 1 and f["W"] > 1 and (f["x_sh"] != f["x_sw"] * f["W"] or f["o_sh"] != f["o_sw"] * f["W"]):
+        raise _fail(op, "H and W must be one strided run")
+    s = "w" if f["W"] > 1 else "h"
+    return Encoded("GROUP_NORM", dict(x=x, gamma=g, beta=b, out=out), dict(
+        N=f["N"], C=f["C"], S=f["H"] * f["W"], G=at["groups"], x_sn=f["x_sn"], x_sc=f["x_sc"], x_ss=f[f"x_s{s}"],
+        o_sn=f["o_sn"], o_sc=f["o_sc"], o_ss=f[f"o_s{s}"], eps=float(at["eps"])))

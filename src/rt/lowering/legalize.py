@@ -507,11 +507,14 @@ def _batch_norm(b, op, at, m):
 
 @converts("torch.group_norm", "torch.native_group_norm")
 def _group_norm(b, op, at, m):
-    """Group norm as a layer norm over each group's [C / G, *spatial] items, then the per-channel affine."""
+    """An image's group norm is fused.group_norm (its kernel reads NCHW or NHWC); any other rank, a layer
+    norm over each group's [C / G, *spatial] items, then the per-channel affine."""
     x, w, beta = padded(op.operands, 3)
     if at.get("result", 0) != 0:
         raise LoweringError("only group norm's normalised output is supported")
     groups = at.get("num_groups", at.get("group"))
+    if x.type.rank == 4 and x.type.dtype == "f32":
+        return b.op("fused.group_norm", [x, w, beta], {"groups": groups, "eps": float(at["eps"])})
     n = x.type.shape[0]
     y = b.op("fused.layer_norm", [b.reshape(x, [n, groups, x.type.numel // (n * groups)])], {"eps": float(at["eps"])})
     y = b.reshape(y, x.type.shape)

@@ -2,7 +2,7 @@
 falls back to im2col + GEMM, 1.2-3.8x slower on ResNet-50's convolutions, measured here), and chains of
 them keep it: each convolution reads permute(x, NCHW->NHWC) and gives permute(y, NHWC->NCHW), and the
 permutes are sunk through the ops between convolutions (elementwise math, pooling, resampling, padding,
-concatenation)
+concatenation, group norm)
 until they meet and cancel (canonicalize's permute-permute). What is left are the
 conversions at a chain's ends: a permute view the next consumer reads by strides, or, where it cannot,
 a copy the planner makes (an explicit planned op, in the arena plan)."""
@@ -89,6 +89,8 @@ CHANNELS_LAST = [
                                       layout="nchw")}, _conv_nhwc),
     Pattern("spatial-nhwc", "op", {"v": _view(), "op": N(SPATIAL, ["v"], layout="nchw")}, _spatial_nhwc,
             shared=("v",)),
+    Pattern("group-norm-nhwc", "op", {"v": _view(), "op": N("fused.group_norm", ["v", "$g?", "$b?"], layout="nchw")},
+            _spatial_nhwc, shared=("v",)),
     Pattern("pad-nhwc", "op", {"v": _view(), "op": N("fused.pad", ["v"])}, _pad_nhwc, shared=("v",)),
     Pattern("unary-nhwc", "op", {"v": _view(), "op": N(_UNARY, ["v"])}, _unary, shared=("v",)),
     Pattern("binary-nhwc", "op", {"v": _view(), "u": _view(x="$y"), "op": N(_BINARY, ["v", "u"])}, _binary_both,
