@@ -2,10 +2,9 @@
 falls back to im2col + GEMM, 1.2-3.8x slower on ResNet-50's convolutions, measured here), and chains of
 them keep it: each convolution reads permute(x, NCHW->NHWC) and gives permute(y, NHWC->NCHW), and the
 permutes are sunk through the ops between convolutions (elementwise math, pooling, resampling, padding,
-concatenation, group norm)
-until they meet and cancel (canonicalize's permute-permute). What is left are the
-conversions at a chain's ends: a permute view the next consumer reads by strides, or, where it cannot,
-a copy the planner makes (an explicit planned op, in the arena plan)."""
+concatenation, group norm) until they meet and cancel (canonicalize's permute-permute). What is left
+are the conversions at a chain's ends: a permute view the next consumer reads by strides, or, where
+it cannot, a copy the planner makes (an explicit planned op, in the arena plan)."""
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +17,14 @@ from ..rewrite import Const, N, Pattern, apply_patterns
 from .canonicalize import CANONICALIZE
 
 TO_NHWC, TO_NCHW = list(NCHW_TO_NHWC), list(NHWC_TO_NCHW)
+CONVS = ("fused.conv2d", "fused.conv_transpose2d")
 SPATIAL = ("fused.max_pool2d", "fused.avg_pool2d", "fused.adaptive_avg_pool2d", "fused.adaptive_max_pool2d",
            "fused.upsample2d")
+
+
+def _view(x: str = "$x") -> N:
+    """An NHWC value seen as NCHW (the permute each conv's result is read through)."""
+    return N("fused.permute", [x], perm=TO_NCHW)
 
 
 def _permute(b, x, perm):
@@ -77,16 +82,11 @@ def _cat_pattern(n: int) -> Pattern:
     return Pattern(f"cat{n}-nhwc", "op", {**views, "op": N("fused.cat", list(views))}, _cat, shared=tuple(views))
 
 
-def _view(x: str = "$x") -> N:
-    return N("fused.permute", [x], perm=TO_NCHW)
-
-
 _UNARY = tuple(f"fused.{n}" for n in UNARY_OPS) + ("fused.cast",)
 _BINARY = tuple(f"fused.{n}" for n in BINARY_OPS)
 
 CHANNELS_LAST = [
-    Pattern("conv-nhwc", "c", {"c": N(("fused.conv2d", "fused.conv_transpose2d"), ["$x", "$w", "$b?", "$r?"],
-                                      layout="nchw")}, _conv_nhwc),
+    Pattern("conv-nhwc", "c", {"c": N(CONVS, ["$x", "$w", "$b?", "$r?"], layout="nchw")}, _conv_nhwc),
     Pattern("spatial-nhwc", "op", {"v": _view(), "op": N(SPATIAL, ["v"], layout="nchw")}, _spatial_nhwc,
             shared=("v",)),
     Pattern("group-norm-nhwc", "op", {"v": _view(), "op": N("fused.group_norm", ["v", "$g?", "$b?"], layout="nchw")},
@@ -106,5 +106,5 @@ CHANNELS_LAST = [
 @register_pass("channels-last", dialect="fused")
 def channels_last(module: Module):
     """Convolutions in NHWC; the layout permutes sunk through the ops between them until they cancel."""
-    if any(op.name in ("fused.conv2d", "fused.conv_transpose2d") for op in module.ops):
+    if any(op.name in CONVS for op in module.ops):
         apply_patterns(module, CHANNELS_LAST + CANONICALIZE)
