@@ -39,7 +39,8 @@ class CompiledModel(FastCallable):
         self.target: Target | None = self.planned.meta.get("target")    # compiled for
         self.run_target = run_target or Target.host()
         self._program = CompiledProgram(self.planned, self.run_target, drop_packed)
-        self._fast_program = self._program.program
+        # a dynamic model binds its sizes per call (_call); a static one runs straight from C
+        self._fast_program = None if self._program.dynamic else self._program.program
 
     def target_changes(self) -> list[str]:
         """What differs between the target the model was compiled for and the one it runs on here."""
@@ -94,10 +95,10 @@ class CompiledModel(FastCallable):
             if arr.dtype != v.type.np_dtype:
                 raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
                                  f"(shape {list(v.type.shape)})")
-            if arr.shape != v.type.shape:
+            if arr.shape != v.type.shape and v.type.is_static:      # dynamic dims: checked by sizes_of
                 raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
                                  f"{list(v.type.shape)} ({v.type.np_dtype})")
-            arrays.append(np.ascontiguousarray(arr))
+            arrays.append(arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))   # keeps 0-d
         return arrays, torch_in
 
     def _call(self, args: tuple, kwargs: dict):
@@ -112,13 +113,17 @@ class CompiledModel(FastCallable):
         """The debugging executor: the planned program op by op, through the C kernels (`kernels="c"`)
         or the numpy reference (`kernels="numpy"`). Returns numpy outputs."""
         arrays, _ = self._bind(args, kwargs)
+        from .dialects.instantiate import instantiate, sizes_of
+        env = sizes_of(self.planned, [a.shape for a in arrays]) if self._program.dynamic else {}
         if kernels == "numpy":
             from .interpreter import run_reference
-            outs = run_reference(self.planned, arrays)
+            outs = run_reference(instantiate(self.planned, env), arrays)
         elif kernels == "c":
             from .kernels.executor import OpByOpProgram
-            if not hasattr(self, "_op_by_op"):
-                self._op_by_op = OpByOpProgram(self.planned, self.run_target)
+            key = tuple(sorted(env.items()))
+            if getattr(self, "_op_by_op_sizes", None) != key:
+                self._op_by_op = OpByOpProgram(instantiate(self.planned, env), self.run_target)
+                self._op_by_op_sizes = key
             outs = self._op_by_op.run(arrays, timings)
         else:
             raise UsageError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
@@ -204,14 +209,17 @@ class _Stages:
 
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
             print_ir_after_all: bool = False, progress: Progress | None = None,
-            target: Target | None = None) -> CompiledModel:
+            target: Target | None = None, dynamic_shapes=None, dynamic: dict | None = None) -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
     already exported torch.export.ExportedProgram) into a CompiledModel. `args` may be one tensor or a
     tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
     stage's IR against its dialect (slower); print_ir_after_all: print the IR after each lowering pass;
     `progress(stage, seconds)` is called as each stage finishes. target: the machine to compile for
     (rt.Target; default this one, `rt.Target.host()`); the returned model runs here with what of it
-    this machine has, and a saved file records it."""
+    this machine has, and a saved file records it.
+    dynamic_shapes: torch.export's (torch.export.Dim with min/max, Dim.AUTO); or the short form
+    dynamic={"input_ids": {1: (1, 1024)}} (input -> {dim: (min, max) or (name, min, max)}): one
+    compile then serves every size in range, with the arena planned for the largest."""
     require("torch", "rt.compile")
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
@@ -222,7 +230,14 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     if type(model).__name__ == "ExportedProgram":
         torch_ir = stages.run("import", import_program, model)
     else:
-        torch_ir = stages.run("import", import_module, model, args, kwargs, strict=strict)
+        if dynamic is not None:
+            if dynamic_shapes is not None:
+                raise UsageError("give dynamic_shapes (torch.export's form) or dynamic (the short form), not both")
+            from .frontend.dynamic import short_form
+            dynamic_shapes = short_form(model, (args,) if type(args).__name__ == "Tensor" else tuple(args),
+                                        kwargs or {}, dynamic)
+        torch_ir = stages.run("import", import_module, model, args, kwargs, strict=strict,
+                              dynamic_shapes=dynamic_shapes)
     if verify:
         verify_module(torch_ir, "torch")
     target = target or Target.host()

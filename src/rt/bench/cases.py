@@ -17,6 +17,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     quick: bool = False
     note: str = ""
+    rt_options: dict = field(default_factory=dict)     # extra rt.compile arguments (e.g. dynamic=)
 
     @property
     def is_sgemm(self) -> bool:
@@ -45,6 +46,9 @@ CASES: list[Case] = [
     Case("gpt2_body_2l_s256", "gpt2_body", dict(n_layer=2, seq=256)),
     Case("gpt2_lm_12l_s1", "gpt2_lm", dict(n_layer=12, seq=1)),
     Case("gpt2_lm_12l_s128", "gpt2_lm", dict(n_layer=12, seq=128)),
+    Case("gpt2_lm_12l_s128_dynamic", "gpt2_lm", dict(n_layer=12, seq=128),
+         rt_options=dict(dynamic={"input_ids": {1: (1, 1024)}}),
+         note="rt compiled once for every length 1..1024, called at 128 (the others as gpt2_lm_12l_s128)"),
     Case("gpt2_lm_12l_s512", "gpt2_lm", dict(n_layer=12, seq=512)),
     Case("bert_2l_b2_s128_pad", "bert", dict(n_layer=2, seq=128, batch=2, **_BERT_BASE),
          note="BERT-base widths, 2 layers; batch element 1 has its last 32 tokens padded"),

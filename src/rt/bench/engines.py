@@ -26,13 +26,13 @@ def _short(e: BaseException, limit: int = 200) -> str:
     return f"{type(e).__name__}: {msg[:limit]}"
 
 
-def prepare_rt(model, args, threads, workdir, rt_import_error=None):
+def prepare_rt(model, args, threads, workdir, rt_import_error=None, rt_options=None):
     if rt_import_error:
         raise RuntimeError(f"import rt failed: {rt_import_error}")
     import rt
     from rt import kernels
     t0 = time.perf_counter()
-    compiled = rt.compile(model, args)
+    compiled = rt.compile(model, args, **(rt_options or {}))
     info = {"compile_s": time.perf_counter() - t0, "stage_s": dict(compiled.compile_times),
             "threads": kernels.get_num_threads()}
     try:

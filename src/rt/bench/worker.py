@@ -67,7 +67,8 @@ class Worker:
                 ref = self.model(*self.args)
             t0 = time.perf_counter()
             self.call, info = PREPARE[engine](self.model, self.args, threads, self.workdir,
-                                              rt_import_error=self.rt_import_error)
+                                              rt_import_error=self.rt_import_error,
+                                              **({"rt_options": case.rt_options} if engine == "rt" else {}))
         prepare_s = time.perf_counter() - t0
         with self._mode():
             t0 = time.perf_counter()

@@ -9,6 +9,11 @@
  * as oneDNN post-ops: bias, then the residual (a sum when it is the output itself, else a
  * binary add), then the activation.
  *
+ * A program with a dynamic number of rows (rt.kernels.bind) runs its records with other M, lda and
+ * ldc than the ones the state was made for: each such row shape gets its own A/C descriptors and
+ * primitives on first use (B, its packed copy and the epilogue stay the op's), kept until the
+ * program goes.
+ *
  * Threads, primitives per thread count and the per-thread scratchpad: onednn_common.c. */
 #define _GNU_SOURCE
 #include <link.h>
@@ -18,12 +23,24 @@
 
 #include "onednn_common.h"
 
-typedef struct {
+struct onednn_mm;
+
+/* One row shape (M, lda, ldc) of the op: A's and C's descriptors (a residual has C's) and its primitives. */
+typedef struct mm_rows {
+    const struct onednn_mm *mm;
+    int64_t M, lda, ldc;
+    dnnl_memory_desc_t a_md, c_md;
+    rt_dnnl_prims prims;
+    struct mm_rows *next;
+} mm_rows;
+
+typedef struct onednn_mm {
     rt_op op;                                              /* a copy of the record it was made for */
-    dnnl_memory_desc_t a_md, b_md, bias_md, c_md; /* b_md: the layout B is read in; a residual has c's */
+    dnnl_memory_desc_t b_md, bias_md;                      /* b_md: the layout B is read in */
     void *packed;                                          /* owned copy of B, or NULL */
     int res_is_out;
-    rt_dnnl_prims prims;
+    mm_rows *rows;                                         /* the record's own first; read lock-free */
+    pthread_mutex_t lock;                                  /* adding a row shape */
 } onednn_mm;
 
 /* A rows x cols matrix stored row-major with leading dim ld, or transposed (trans). */
@@ -40,23 +57,24 @@ static const dnnl_alg_kind_t act_alg[RT_ACT_COUNT] = {
     [RT_ACT_GELU_TANH] = dnnl_eltwise_gelu_tanh, [RT_ACT_GELU_ERF] = dnnl_eltwise_gelu_erf,
     [RT_ACT_SILU] = dnnl_eltwise_swish}; /* swish with alpha 1 */
 
-/* The primitive descriptor for the op, B read as b_md, split for the current thread count. */
-static dnnl_status_t make_pd_with(const onednn_mm *s, const_dnnl_memory_desc_t b_md, dnnl_primitive_desc_t *pd)
+/* The primitive descriptor for the op at row shape r, B read as b_md, split for the current thread count. */
+static dnnl_status_t make_pd_with(const mm_rows *r, const_dnnl_memory_desc_t b_md, dnnl_primitive_desc_t *pd)
 {
+    const onednn_mm *s = r->mm;
     const rt_op *op = &s->op;
     dnnl_post_ops_t po = NULL;
     dnnl_primitive_attr_t attr = NULL;
     dnnl_status_t st = dnnl_post_ops_create(&po);
     if (st == dnnl_success && op->slot[RT_MATMUL_RESIDUAL] >= 0)
         st = s->res_is_out ? dnnl_post_ops_append_sum(po, 1.f, 0, dnnl_data_type_undef)
-                           : dnnl_post_ops_append_binary(po, dnnl_binary_add, s->c_md);
+                           : dnnl_post_ops_append_binary(po, dnnl_binary_add, r->c_md);
     if (st == dnnl_success && op->ip.matmul.act != RT_ACT_NONE)
         st = dnnl_post_ops_append_eltwise(po, act_alg[op->ip.matmul.act],
                                            op->ip.matmul.act == RT_ACT_SILU ? 1.f : 0.f, 0.f);
     if (st == dnnl_success) st = rt_dnnl_attr(&attr, po);
     if (st == dnnl_success)
-        st = dnnl_matmul_primitive_desc_create(pd, rt_dnnl_engine(NULL), s->a_md, b_md,
-                                               op->slot[RT_MATMUL_BIAS] >= 0 ? s->bias_md : NULL, s->c_md, attr);
+        st = dnnl_matmul_primitive_desc_create(pd, rt_dnnl_engine(NULL), r->a_md, b_md,
+                                               op->slot[RT_MATMUL_BIAS] >= 0 ? s->bias_md : NULL, r->c_md, attr);
     if (attr) dnnl_primitive_attr_destroy(attr);
     if (po) dnnl_post_ops_destroy(po);
     return st;
@@ -64,31 +82,86 @@ static dnnl_status_t make_pd_with(const onednn_mm *s, const_dnnl_memory_desc_t b
 
 static dnnl_status_t make_pd(const void *ctx, dnnl_primitive_desc_t *pd)
 {
-    const onednn_mm *s = ctx;
-    return make_pd_with(s, s->b_md, pd);
+    const mm_rows *r = ctx;
+    return make_pd_with(r, r->mm->b_md, pd);
+}
+
+static void rows_free(mm_rows *r)
+{
+    rt_dnnl_prims_free(&r->prims);
+    if (r->a_md) dnnl_memory_desc_destroy(r->a_md);
+    if (r->c_md) dnnl_memory_desc_destroy(r->c_md);
+    free(r);
 }
 
 static void destroy(onednn_mm *s)
 {
-    rt_dnnl_prims_free(&s->prims);
-    dnnl_memory_desc_t mds[4] = {s->a_md, s->b_md, s->bias_md, s->c_md};
-    for (int i = 0; i < 4; i++)
-        if (mds[i]) dnnl_memory_desc_destroy(mds[i]);
+    for (mm_rows *r = s->rows, *next; r; r = next) {
+        next = r->next;
+        rows_free(r);
+    }
+    if (s->b_md) dnnl_memory_desc_destroy(s->b_md);
+    if (s->bias_md) dnnl_memory_desc_destroy(s->bias_md);
+    pthread_mutex_destroy(&s->lock);
     free(s->packed);
     free(s);
 }
 
 void rt_r_matmul_onednn(void *state) { destroy((onednn_mm *)state); }
 
+/* A row shape of the op: its descriptors (its primitives are made on first use). NULL: out of memory
+ * or a shape oneDNN cannot describe (*st says which). */
+static mm_rows *rows_new(const onednn_mm *s, int64_t M, int64_t lda, int64_t ldc, dnnl_status_t *st)
+{
+    const rt_matmul_ints *ip = &s->op.ip.matmul;
+    mm_rows *r = calloc(1, sizeof *r);
+    if (!r) {
+        *st = dnnl_out_of_memory;
+        return NULL;
+    }
+    r->mm = s;
+    r->M = M, r->lda = lda, r->ldc = ldc;
+    rt_dnnl_prims_init(&r->prims);
+    *st = matrix_md(&r->a_md, M, ip->K, (int)ip->trans_a, lda);
+    if (*st == dnnl_success) *st = matrix_md(&r->c_md, M, ip->N, 0, ldc);
+    if (*st != dnnl_success) {
+        rows_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* The row shape a record runs at: the state's own, or one added for it (records of a dynamic program
+ * differ from the state's record in M, lda and ldc only). NULL when the record is not the state's op. */
+static mm_rows *rows_for(onednn_mm *s, const rt_op *op)
+{
+    const rt_matmul_ints *ip = &op->ip.matmul, *own = &s->op.ip.matmul;
+    if (ip->N != own->N || ip->K != own->K || ip->ldb != own->ldb || ip->trans_a != own->trans_a ||
+        ip->trans_b != own->trans_b || ip->b_mode != own->b_mode || ip->act != own->act)
+        return NULL;
+    for (mm_rows *r = __atomic_load_n(&s->rows, __ATOMIC_ACQUIRE); r; r = r->next)
+        if (r->M == ip->M && r->lda == ip->lda && r->ldc == ip->ldc) return r;
+    pthread_mutex_lock(&s->lock);
+    mm_rows *r = s->rows;
+    while (r && !(r->M == ip->M && r->lda == ip->lda && r->ldc == ip->ldc)) r = r->next;
+    dnnl_status_t st;
+    if (!r && (r = rows_new(s, ip->M, ip->lda, ip->ldc, &st))) {
+        r->next = s->rows;
+        __atomic_store_n(&s->rows, r, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
 static dnnl_status_t setup(onednn_mm *s, const float *b)
 {
     const rt_matmul_ints *ip = &s->op.ip.matmul;
-    int64_t M = ip->M, N = ip->N, K = ip->K;
+    int64_t N = ip->N, K = ip->K;
     dnnl_memory_desc_t plain_b = NULL;
     dnnl_dims_t bias_dims = {1, N};
-    dnnl_status_t st = matrix_md(&s->a_md, M, K, (int)ip->trans_a, ip->lda);
+    dnnl_status_t st;
+    s->rows = rows_new(s, ip->M, ip->lda, ip->ldc, &st);
     if (st == dnnl_success) st = matrix_md(&plain_b, K, N, (int)ip->trans_b, ip->ldb);
-    if (st == dnnl_success) st = matrix_md(&s->c_md, M, N, 0, ip->ldc);
     if (st == dnnl_success)
         st = dnnl_memory_desc_create_with_tag(&s->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab);
     if (st != dnnl_success) goto out;
@@ -98,7 +171,7 @@ static dnnl_status_t setup(onednn_mm *s, const float *b)
         dnnl_dims_t dims = {K, N};
         dnnl_primitive_desc_t pd = NULL;
         st = dnnl_memory_desc_create_with_tag(&any, 2, dims, dnnl_f32, dnnl_format_tag_any);
-        if (st == dnnl_success) st = make_pd_with(s, any, &pd);
+        if (st == dnnl_success) st = make_pd_with(s->rows, any, &pd);
         if (st == dnnl_success)
             st = dnnl_memory_desc_clone(&s->b_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
         if (pd) dnnl_primitive_desc_destroy(pd);
@@ -121,13 +194,13 @@ int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen)
     onednn_mm *s = calloc(1, sizeof *s);
     RT_CHECK(s, "out of memory");
     s->op = *op;
-    rt_dnnl_prims_init(&s->prims);
+    pthread_mutex_init(&s->lock, NULL);
     s->res_is_out = op->slot[RT_MATMUL_RESIDUAL] >= 0 && op->slot[RT_MATMUL_RESIDUAL] == op->slot[RT_MATMUL_OUT] &&
                      op->offset[RT_MATMUL_RESIDUAL] == op->offset[RT_MATMUL_OUT];
     int caller_threads = rt_dnnl_use_threads();
     st = setup(s, (const float *)arg[RT_MATMUL_B]);
     size_t scratch;
-    if (st == dnnl_success && !rt_dnnl_primitive(&s->prims, make_pd, s, &scratch)) st = dnnl_runtime_error;
+    if (st == dnnl_success && !rt_dnnl_primitive(&s->rows->prims, make_pd, s->rows, &scratch)) st = dnnl_runtime_error;
     rt_dnnl_restore_threads(caller_threads);
     if (st != dnnl_success) {
         destroy(s);
@@ -140,16 +213,18 @@ int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen)
 
 int rt_matmul_onednn(const rt_op *op, char *const *arg)
 {
-    int caller_threads = rt_dnnl_use_threads();
     onednn_mm *s = op->state;
+    mm_rows *r = rows_for(s, op);
+    if (!r) return RT_ERR_BACKEND;
+    int caller_threads = rt_dnnl_use_threads();
     size_t scratch;
-    dnnl_primitive_t p = rt_dnnl_primitive(&s->prims, make_pd, s, &scratch);
+    dnnl_primitive_t p = rt_dnnl_primitive(&r->prims, make_pd, r, &scratch);
     rt_dnnl_arg args[5] = {
-        {DNNL_ARG_SRC, s->a_md, arg[RT_MATMUL_A]},
+        {DNNL_ARG_SRC, r->a_md, arg[RT_MATMUL_A]},
         {DNNL_ARG_WEIGHTS, s->b_md, s->packed ? s->packed : arg[RT_MATMUL_B]},
-        {DNNL_ARG_DST, s->c_md, arg[RT_MATMUL_OUT]},
+        {DNNL_ARG_DST, r->c_md, arg[RT_MATMUL_OUT]},
         {DNNL_ARG_BIAS, s->bias_md, arg[RT_MATMUL_BIAS]},
-        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, s->c_md, s->res_is_out ? NULL : arg[RT_MATMUL_RESIDUAL]},
+        {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, r->c_md, s->res_is_out ? NULL : arg[RT_MATMUL_RESIDUAL]},
     };
     int rc = rt_dnnl_execute(p, scratch, args, 5);
     rt_dnnl_restore_threads(caller_threads);

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import LoweringError
 from .ir import Module, Operation, TensorType, Value, unique_name
 from .registry import REGISTRY
+from .symbolic import as_size
 
 
 def same_attr(a, b, rel: float = 0.0) -> bool:
@@ -107,7 +108,7 @@ class Builder:
     # ---- fused-dialect helpers (every pass after legalisation builds fused IR) ------------
     def reshape(self, x: Value, shape) -> Value:
         """x reshaped to `shape` (x itself when it already has that shape)."""
-        shape = [int(s) for s in shape]
+        shape = [as_size(s) for s in shape]
         if tuple(shape) == x.type.shape:
             return x
         return self.op("fused.reshape", [x], {"shape": shape})

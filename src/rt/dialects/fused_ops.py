@@ -38,13 +38,14 @@ View ops (trait VIEW; extra["view"](attrs, in_type, in_strides, out_type) -> (el
 """
 from __future__ import annotations
 
+import math
 import numpy as np
 
 from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
 from . import numerics
 from .ir import DTYPES, padded
 from .strides import contiguous_strides, reshape_strides
-from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, normalize_dim, op, same_as_first
+from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, broadcast_shapes, normalize_dim, op, same_as_first
 
 ACTIVATIONS = tuple(numerics.ACTIVATIONS)
 
@@ -60,7 +61,7 @@ def _matmul_infer(types, attrs):
     k2, n = _mat(b, attrs["transpose_b"])
     if k != k2:
         raise ValueError(f"contraction sizes differ: {a} x {b}")
-    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return a.with_shape(tuple(batch) + (m, n))
 
 
@@ -240,7 +241,7 @@ def _attention_verify(op, types):
     if mask is not None:
         want = q.shape[:-2] + (q.shape[-2], k.shape[-2])
         try:
-            if np.broadcast_shapes(mask.shape, want) != tuple(want):
+            if broadcast_shapes(mask.shape, want) != tuple(want):
                 raise ValueError
         except ValueError:
             return f"mask {mask} does not broadcast to {want}"
@@ -357,7 +358,7 @@ def _strides(in_type, in_strides):
 
 def _reshape_infer(types, attrs):
     shape = tuple(attrs["shape"])
-    if int(np.prod(shape, dtype=np.int64)) != types[0].numel:
+    if math.prod(shape) != types[0].numel:
         raise ValueError(f"cannot reshape {types[0]} to {list(shape)}")
     return types[0].with_shape(shape)
 
@@ -418,7 +419,7 @@ op("fused.slice", ("x",), _slice_infer, _slice_ref,
 
 def _expand_infer(types, attrs):
     shape = tuple(attrs["shape"])
-    if np.broadcast_shapes(types[0].shape, shape) != shape:
+    if broadcast_shapes(types[0].shape, shape) != shape:
         raise ValueError(f"cannot expand {types[0]} to {list(shape)}")
     return types[0].with_shape(shape)
 

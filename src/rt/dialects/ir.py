@@ -6,11 +6,14 @@ Each operation has exactly one result.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
+
+from .symbolic import Size, Sym, format_size
 
 # dtype spelling in the text form -> numpy dtype
 DTYPES: dict[str, np.dtype] = {
@@ -31,13 +34,18 @@ def dtype_name(dtype: Any) -> str:
     return _DTYPE_NAMES[dt]
 
 
+# Each dialect's slice op: how a constant folded at the largest dynamic size is read at any size.
+SLICE_OP = {"torch": "torch.slice.Tensor", "fused": "fused.slice"}
+
+
 @dataclass(frozen=True)
 class TensorType:
-    shape: tuple[int, ...]
+    """A dim is an int, or a Sym (a dynamic size, rt.dialects.symbolic); numel and nbytes follow."""
+    shape: tuple[Size, ...]
     dtype: str = "f32"
 
     def __post_init__(self):
-        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        object.__setattr__(self, "shape", tuple(d if isinstance(d, Sym) else int(d) for d in self.shape))
         if self.dtype not in DTYPES:
             raise TypeError(f"unknown dtype {self.dtype!r}")
 
@@ -46,8 +54,12 @@ class TensorType:
         return len(self.shape)
 
     @property
-    def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+    def is_static(self) -> bool:
+        return not any(isinstance(d, Sym) for d in self.shape)
+
+    @property
+    def numel(self) -> Size:
+        return math.prod(self.shape)
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -68,7 +80,7 @@ class TensorType:
         return TensorType(tuple(array.shape), dtype_name(array.dtype))
 
     def __str__(self) -> str:
-        dims = "".join(f"{d}x" for d in self.shape)
+        dims = "".join(f"{format_size(d)}x" for d in self.shape)
         return f"tensor<{dims}{self.dtype}>"
 
 
@@ -142,6 +154,16 @@ class Module:
         if v is None or v.producer is None or v.producer.name != "const":
             return None
         return self.constants.get(v.producer.attrs["name"])
+
+    def corner_of(self, v: Value | None) -> np.ndarray | None:
+        """The constant whose leading corner v is (v = a chain of slices from 0 with step 1 of a `const`:
+        a value folded at the largest dynamic size, rt.lowering.fold.SizedFold), else None."""
+        while v is not None and v.producer is not None and v.producer.name in SLICE_OP.values():
+            at = v.producer.attrs
+            if at.get("start") not in (0, None) or at.get("step", 1) != 1:
+                return None
+            v = v.producer.operands[0]
+        return self.const_value(v)
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

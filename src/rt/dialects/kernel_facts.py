@@ -15,6 +15,7 @@ from typing import Callable
 from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS, attention_scratch_floats
 from .ir import Operation
 from .strides import row_groups
+from .symbolic import at_largest
 from .registry import REGISTRY, Attr
 
 
@@ -32,7 +33,7 @@ def kernel_facts(name: str, strided: StridedFact = (), inplace: tuple[int, ...] 
 
 def _attention_scratch(op: Operation, threads: int) -> int:
     q, k, v = (o.type for o in op.operands[:3])
-    return attention_scratch_floats(k.shape[-2], q.shape[-1], v.shape[-1]) * threads * 4
+    return attention_scratch_floats(*at_largest((k.shape[-2], q.shape[-1], v.shape[-1]))) * threads * 4
 
 
 kernel_facts("planned.matmul", strided=(0, 1), inplace=(3,))

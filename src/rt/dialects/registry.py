@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .symbolic import Sym
+
 from .ir import Operation, TensorType
 
 # ---- traits ---------------------------------------------------------------------------------
@@ -23,7 +25,8 @@ SHAPE_ONLY = "shape_only"       # reads only its operands' shapes/dtypes (new_on
 
 # ---- attribute types ------------------------------------------------------------------------
 def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    """An int, or a dynamic size (rt.dialects.symbolic.Sym)."""
+    return (isinstance(v, (int, np.integer)) and not isinstance(v, bool)) or isinstance(v, Sym)
 
 
 _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
@@ -33,7 +36,7 @@ _ATTR_CHECKS: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "ints": lambda v: isinstance(v, (list, tuple)) and all(_is_int(x) for x in v),
     "floats": lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v),
-    "scalar": lambda v: isinstance(v, (int, float, bool)),
+    "scalar": lambda v: isinstance(v, (int, float, bool, Sym)),
     "any": lambda v: True,
 }
 
@@ -139,8 +142,16 @@ def normalize_dim(d: int, rank: int) -> int:
     return d % rank
 
 
-def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(np.broadcast_shapes(*shapes))
+def broadcast_shapes(*shapes: tuple) -> tuple:
+    """numpy's broadcasting rule over sizes that may be dynamic (a dynamic dim meets 1 or itself)."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for i in range(rank):
+        dims = {s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0} - {1}
+        if len(dims) > 1:
+            raise ValueError(f"shapes {' and '.join(str(list(s)) for s in shapes)} do not broadcast")
+        out.append(dims.pop() if dims else 1)
+    return tuple(out)
 
 
 def broadcast_infer(types, attrs) -> TensorType:

@@ -1,14 +1,18 @@
 """Strides: the layout facts shared by the dialects' view ops, the planner and the executors."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from .symbolic import Sym
 
 
 def contiguous_strides(shape) -> tuple[int, ...]:
     strides, acc = [], 1
     for d in reversed(tuple(shape)):
         strides.append(acc)
-        acc *= max(int(d), 1)
+        acc *= d if isinstance(d, Sym) else max(int(d), 1)     # a dynamic size is >= 1
     return tuple(reversed(strides))
 
 
@@ -26,7 +30,7 @@ def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None
     old_shape, new_shape = tuple(old_shape), tuple(new_shape)
     if old_strides is None:
         return contiguous_strides(new_shape)
-    if int(np.prod(old_shape, dtype=np.int64)) == 0 or len(old_shape) == 0:
+    if math.prod(old_shape) == 0 or len(old_shape) == 0:
         return contiguous_strides(new_shape)
     new_strides = [0] * len(new_shape)
     view_d = len(new_shape) - 1
@@ -36,7 +40,9 @@ def reshape_strides(old_shape, old_strides, new_shape) -> tuple[int, ...] | None
         tensor_numel *= old_shape[tensor_d]
         if tensor_d == 0 or (old_shape[tensor_d - 1] != 1
                              and old_strides[tensor_d - 1] != tensor_numel * chunk):
-            while view_d >= 0 and (view_numel < tensor_numel or new_shape[view_d] == 1):
+            # `!=` rather than `<`: the same for sizes >= 1 (an overshoot never comes back), and decidable
+            # for dynamic ones
+            while view_d >= 0 and (view_numel != tensor_numel or new_shape[view_d] == 1):
                 new_strides[view_d] = view_numel * chunk
                 view_numel *= new_shape[view_d]
                 view_d -= 1

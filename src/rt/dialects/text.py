@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import IRParseError
 from .ir import Module, Operation, Storage, TensorType, Value
+from .symbolic import Sym, format_size, parse_size
 
 
 # ---- printing -------------------------------------------------------------------------------
@@ -41,6 +42,8 @@ def format_attr(value: Any) -> str:
         return repr(v)
     if isinstance(value, str):
         return json.dumps(value)
+    if isinstance(value, Sym):
+        return format_size(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_attr(x) for x in value) + "]"
     raise TypeError(f"attribute value {value!r} has no text form")
@@ -48,14 +51,14 @@ def format_attr(value: Any) -> str:
 
 def _format_storage(s: Storage) -> str:
     if s.kind == "arena":
-        return f"arena[{s.offset}, {s.size}]"
+        return f"arena[{s.offset}, {format_size(s.size)}]"
     if s.kind in ("input", "output"):
         return f"{s.kind}[{s.index}]"
     if s.kind == "const":
         return "const"
     if s.kind == "view":
         strides = "" if s.strides is None else ", " + format_attr(list(s.strides))
-        return f"view(%{s.base.name}, {s.offset}{strides})"
+        return f"view(%{s.base.name}, {format_size(s.offset)}{strides})"
     raise ValueError(f"unknown storage kind {s.kind!r}")
 
 
@@ -80,7 +83,9 @@ def print_module(module: Module) -> str:
     args = ", ".join(f"%{v.name}: {v.type}" + (f" @ {_format_storage(v.storage)}" if v.storage else "")
                      for v in module.inputs)
     outs = ", ".join(str(v.type) for v in module.outputs)
-    lines = [f"module @{module.name}({args}) -> ({outs}) {{"]
+    sizes = module.meta.get("symbols") or {}
+    where = " where " + ", ".join(f"{k} in [{lo}, {hi}]" for k, (lo, hi) in sizes.items()) if sizes else ""
+    lines = [f"module @{module.name}({args}) -> ({outs}){where} {{"]
     lines += ["  " + format_op(op) for op in module.ops]
     lines.append("  return " + ", ".join(f"%{v.name}" for v in module.outputs))
     lines.append("}")
@@ -91,6 +96,7 @@ def print_module(module: Module) -> str:
 _TOKEN = re.compile(r"""
     (?P<ws>\s+|//[^\n]*)
   | (?P<type>tensor<[^>]*>)
+  | (?P<size>\?\([^)]*\))
   | (?P<value>%[A-Za-z0-9_.$\-]+)
   | (?P<symbol>@[A-Za-z0-9_.$\-]+)
   | (?P<string>"(?:[^"\\]|\\.)*")
@@ -101,12 +107,21 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 
 
+_DIM = re.compile(r"(\d+|\?\([^)]*\))x")
+
+
+def _size(text: str):
+    return parse_size(text[2:-1]) if text.startswith("?(") else int(text)
+
+
 def parse_type(text: str) -> TensorType:
     inner = text[len("tensor<"):-1]
-    parts = inner.split("x")
-    dtype = parts[-1]
+    dims, pos = [], 0
+    while (m := _DIM.match(inner, pos)):
+        dims.append(m.group(1))
+        pos = m.end()
     try:
-        return TensorType(tuple(int(p) for p in parts[:-1]), dtype)
+        return TensorType(tuple(_size(d) for d in dims), inner[pos:])
     except (ValueError, TypeError) as e:
         raise IRParseError(f"bad tensor type {text!r}: {e}") from None
 
@@ -177,6 +192,8 @@ class _Parser:
             return items
         if kind == "string":
             return json.loads(t)
+        if kind == "size":
+            return _size(t)
         if kind == "number":
             if t == "-inf":
                 return -math.inf
@@ -274,6 +291,19 @@ class _Parser:
                 if not self.accept("punct", ","):
                     break
             self.expect("punct", ")")
+        if self.accept("ident", "where"):
+            sizes = module.meta["symbols"] = {}
+            while True:
+                sym = self.expect("ident")
+                self.expect("ident", "in")
+                self.expect("punct", "[")
+                lo = int(self.expect("number"))
+                self.expect("punct", ",")
+                hi = int(self.expect("number"))
+                self.expect("punct", "]")
+                sizes[sym] = (lo, hi)
+                if not self.accept("punct", ","):
+                    break
         self.expect("punct", "{")
         while not (self.peek()[0] == "ident" and self.peek()[1] == "return"):
             if self.peek()[0] != "value":

@@ -34,6 +34,7 @@ import numpy as np
 from . import numerics
 from .ir import DTYPES, TensorType, dtype_name, padded
 from .strides import contiguous_strides, reshape_strides
+from .symbolic import Size, Sym, as_size, exact_div
 from .registry import (COMMUTATIVE, ELEMENTWISE, FOLD_ONLY, REGISTRY, SHAPE_ONLY, VIEW, Attr, broadcast_shapes,
                        op, same_as_first)
 from .registry import normalize_dim as _norm_dim
@@ -62,16 +63,17 @@ def promote_dtypes(types) -> str:
     return zero
 
 
-def _resolve_shape(size, numel: int) -> tuple[int, ...]:
-    size = [int(s) for s in size]
+def _resolve_shape(size, numel: Size) -> tuple[Size, ...]:
+    size = [as_size(s) for s in size]
     if size.count(-1) > 1:
         raise ValueError("only one dimension can be -1")
     if -1 in size:
-        known = int(np.prod([s for s in size if s != -1], dtype=np.int64))
-        if known == 0 or numel % known:
+        known = math.prod([s for s in size if s != -1])
+        rest = exact_div(numel, known) if known != 0 else None
+        if rest is None:
             raise ValueError(f"shape {size} is invalid for {numel} elements")
-        size[size.index(-1)] = numel // known
-    if int(np.prod(size, dtype=np.int64)) != numel:
+        size[size.index(-1)] = rest
+    if math.prod(size) != numel:
         raise ValueError(f"shape {size} is invalid for {numel} elements")
     return tuple(size)
 
@@ -710,7 +712,7 @@ def _arg_reduce(f):
 
 def _var(correction_of):
     def fn(x, axes, keepdims, at):
-        n = int(np.prod([x.shape[a] for a in axes], dtype=np.int64))
+        n = math.prod([x.shape[a] for a in axes])
         m = x.mean(axis=axes, keepdims=True) if n else np.zeros_like(x)
         ss = ((x - m) ** 2).sum(axis=axes, keepdims=keepdims)
         return ss / max(n - correction_of(at), 0)
@@ -2072,7 +2074,7 @@ def _flatten_infer(types, attrs):
     if x.rank == 0:
         return x.with_shape((1,))
     s, e = _norm_dim(attrs["start_dim"], x.rank), _norm_dim(attrs["end_dim"], x.rank)
-    return x.with_shape(x.shape[:s] + (int(np.prod(x.shape[s:e + 1], dtype=np.int64)),) + x.shape[e + 1:])
+    return x.with_shape(x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:])
 
 
 op("torch.flatten.using_ints", ("self",), _flatten_infer,
@@ -2174,7 +2176,7 @@ def _expand_shape(in_shape, size):
             s = src
         if src is not None and src != 1 and src != s:
             raise ValueError(f"expand: cannot expand {in_shape} to {size}")
-        out.append(int(s))
+        out.append(as_size(s))
     return tuple(out)
 
 
@@ -2405,7 +2407,12 @@ def _arange_args(at):
 
 def _arange_infer(types, at):
     start, end, step = _arange_args(at)
-    n = max(int(math.ceil((end - start) / step)), 0)
+    if isinstance(end - start, Sym):     # a dynamic length: exact for unit steps
+        n = exact_div(end - start, step) if isinstance(step, int) and step > 0 else None
+        if n is None:
+            raise ValueError(f"arange({start}, {end}, {step}) has no one length formula for every size")
+    else:
+        n = max(int(math.ceil((end - start) / step)), 0)
     return TensorType((n,), at.get("dtype") or _default_dtype(start, end, step))
 
 

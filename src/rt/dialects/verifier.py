@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import VerificationError
 from .ir import Module, Operation
+from .symbolic import size_ranges
 from .registry import FOLD_ONLY, REGISTRY
 
 SHARED_OPS = ("const",)
@@ -61,6 +62,11 @@ def verify_op(op: Operation, dialect: str | None = None) -> None:
 
 def verify_module(module: Module, dialect: str | None = None) -> None:
     """Raise VerificationError naming the first op that breaks the rules."""
+    with size_ranges(module.meta.get("symbols")):
+        _verify_module(module, dialect)
+
+
+def _verify_module(module: Module, dialect: str | None) -> None:
     defined = set()
     for v in module.inputs:
         if v in defined:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import warnings
 
 import numpy as np
 import torch
@@ -25,10 +26,12 @@ import torch.fx as fx
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
+from ..dialects.symbolic import size_ranges
 from ..dialects.verifier import verify_module
 from ..errors import ExportError, UnsupportedOpError
 from .converters import MultiResult, hint_for, is_inplace, lookup
 from .decompose import MAX_DEPTH, decompose_call
+from .dynamic import SymbolTable
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
@@ -169,12 +172,13 @@ def shorten(text: str, limit: int = 600) -> str:
 
 
 def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: dict | None = None,
-                   strict: bool = False) -> torch.export.ExportedProgram:
-    """args: the example inputs, a tuple or one tensor."""
+                   strict: bool = False, dynamic_shapes=None) -> torch.export.ExportedProgram:
+    """args: the example inputs, a tuple or one tensor; dynamic_shapes: torch.export's."""
     args = (args,) if isinstance(args, torch.Tensor) else tuple(args)
     try:
         with torch.no_grad():
-            return torch.export.export(model, args, kwargs=kwargs or {}, strict=strict)
+            return torch.export.export(model, args, kwargs=kwargs or {}, strict=strict,
+                                       dynamic_shapes=dynamic_shapes)
     except Exception as e:  # torch's own reason, shortened, plus a hint
         text = str(e) or type(e).__name__
         raise ExportError(f"torch.export could not capture the model ({type(e).__name__}): {shorten(text)}\n"
@@ -217,6 +221,8 @@ class _Support:
         for n in nodes:
             if n.op != "call_function" or n.target is operator.getitem or n.target in _METADATA_ONLY:
                 continue
+            if isinstance(n.meta.get("val"), torch.SymInt):
+                continue
             if lookup(n.target) is not None:
                 continue
             dec = decompose_call(n) if depth < MAX_DEPTH else None
@@ -243,13 +249,22 @@ class _Support:
             raise self.error(items)
 
 
-def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Module:
+def import_program(ep: torch.export.ExportedProgram, name: str = "model", dynamic_shapes=None) -> Module:
     """ExportedProgram -> torch dialect module. A call rt has no converter for is replaced by torch's
-    decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload."""
+    decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload.
+    Dynamic dims become size symbols (named after the user's Dims in `dynamic_shapes`), their ranges
+    `module.meta["symbols"]`."""
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
     b = TorchBuilder(module)
+    b.symbols = SymbolTable(ep, dynamic_shapes)
+    if b.symbols.ranges:
+        module.meta["symbols"] = dict(b.symbols.ranges)
+    for k, (asked, proven) in b.symbols.narrowed.items():
+        warnings.warn(f"dynamic dim {k}: the model takes {proven[0]}..{proven[1]} of the {asked[0]}..{asked[1]} "
+                      "asked (torch.export narrowed it from the model's own checks); other sizes are refused",
+                      stacklevel=3)
     live = _live_nodes(gm.graph)
     nodes = [n for n in gm.graph.nodes if n in live]
     support = _Support()
@@ -272,7 +287,7 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
             continue                       # a non-tensor input export specialised into the graph
         if val.dtype not in _TORCH_TO_NP:
             raise ExportError(f"input {u} has dtype {val.dtype}, which rt does not support")
-        v = Value(u, TensorType(tuple(int(s) for s in val.shape), dtype_name(_TORCH_TO_NP[val.dtype])))
+        v = Value(u, TensorType(tuple(b.symbols.size(s) for s in val.shape), dtype_name(_TORCH_TO_NP[val.dtype])))
         module.inputs.append(v)
         env[n] = v
     for n in nodes:
@@ -281,7 +296,8 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
                 raise ExportError(f"unexpected graph input {n.name}")
             target = param_of[n.name]
             env[n] = b.constant(target, tensor_to_numpy(state[target], f"weight {target}"))
-    outs = _convert(b, gm, [n for n in nodes if n.op != "placeholder"], env, support, 0)
+    with size_ranges(b.symbols.ranges):
+        outs = _convert(b, gm, [n for n in nodes if n.op != "placeholder"], env, support, 0)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     module.outputs = [b.as_value(o) for o in outs if o is not None]
     module.meta["decomposed"] = support.decomposed
@@ -311,6 +327,9 @@ def _convert(b: TorchBuilder, gm, nodes, env: dict, support: _Support, depth: in
     for n in nodes:
         if n.op == "call_function":
             if n.target in _METADATA_ONLY:
+                continue
+            if isinstance(n.meta.get("val"), torch.SymInt):    # size arithmetic: a size, not an op
+                env[n] = b.symbols.size(n.meta["val"])
                 continue
             args = _map(n.args, env)
             kwargs = _map(dict(n.kwargs), env)
@@ -373,10 +392,10 @@ def _map(x, env):
 
 
 def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = None,
-                  strict: bool = False) -> Module:
+                  strict: bool = False, dynamic_shapes=None) -> Module:
     """nn.Module + example inputs (a tuple or one tensor) -> verified torch dialect module."""
     model = model.eval()
-    ep = export_program(model, args, kwargs, strict)
-    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()))
+    ep = export_program(model, args, kwargs, strict, dynamic_shapes)
+    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()), dynamic_shapes)
     verify_module(module, "torch")
     return module

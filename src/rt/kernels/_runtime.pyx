@@ -171,14 +171,17 @@ cdef class Program:
     cdef tuple _in_types, _out_types
     cdef list _in_dims, _out_dims      # per input / output: its shape as npy_intp (C-level checks, PyArray_EMPTY)
     cdef object _explain
+    cdef Program _arena_owner          # the program whose arenas and prepared state this one uses, or None
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
-                 after_prepare=None, explain=None):
+                 after_prepare=None, explain=None, Program shared_from=None):
         """after_prepare(i), when given, is called once op i has made something of its own (its
         state: a primitive, a packed or split copy of a constant; see _prepare). explain(error, i,
         detail), when given, makes the exception a failed run raises (error: a name of
         rt.abi.ENUMS["error"]; i: the failing op; detail: e.g. the bad index), so the message can
-        speak of the model rather than of records."""
+        speak of the model rather than of records. shared_from: the same program at its largest sizes
+        (a dynamic model, rt.kernels.bind): this one takes its idle arenas and runs on its prepared
+        state (oneDNN primitives and packed weights), which each kernel adapts to the record's sizes."""
         if self.slot_nbytes != NULL:
             raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
@@ -194,6 +197,10 @@ cdef class Program:
         self.nops = recs.shape[0]
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
+        if shared_from is not None:
+            if shared_from.arena_nbytes < self.arena_nbytes or shared_from.nops != self.nops:
+                raise ProgramError("shared_from: not the same program at larger sizes")
+            self._arena_owner = shared_from
         self.ops = <rt_op *>cnp.PyArray_DATA(recs)
         for i in range(self.nops):
             self.ops[i].state = NULL
@@ -245,7 +252,27 @@ cdef class Program:
                 if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
                     raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
                                      f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
-        self._prepare(after_prepare)
+        if shared_from is None:
+            self._prepare(after_prepare)
+        else:
+            self._share_state(shared_from)
+
+    cdef _share_state(self, Program owner):
+        """Run on owner's prepared state: each op must be owner's op on the same constants."""
+        cdef int64_t i
+        cdef int a
+        for i in range(self.nops):
+            if self.ops[i].code != owner.ops[i].code or self.ops[i].nargs != owner.ops[i].nargs:
+                raise ProgramError(f"op #{i} ({self._name(i)}): not the shared program's op")
+            if owner.ops[i].state == NULL:
+                continue
+            for a in range(self.ops[i].nargs):
+                s = self.ops[i].slot[a]
+                if s != owner.ops[i].slot[a] or (s > 0 and self.template[s] != NULL and
+                                                 self.ops[i].offset[a] != owner.ops[i].offset[a]):
+                    raise ProgramError(f"op #{i} ({self._name(i)}): reads other constants than the "
+                                       "shared program's")
+            self.ops[i].state = owner.ops[i].state
 
     cdef _prepare(self, after_prepare):
         """Let each op make what it needs once (oneDNN primitives, packed weights). It sees only
@@ -314,6 +341,8 @@ cdef class Program:
 
     cdef void *_take_arena(self) except NULL:
         cdef void *p = NULL
+        if self._arena_owner is not None:
+            return self._arena_owner._take_arena()
         if self.npool > 0:
             self.npool -= 1
             p = self.pool[self.npool]
@@ -324,6 +353,9 @@ cdef class Program:
         return p
 
     cdef void _give_arena(self, void *p):
+        if self._arena_owner is not None:
+            self._arena_owner._give_arena(p)
+            return
         if self.npool < POOL_CAP:
             self.pool[self.npool] = p
             self.npool += 1

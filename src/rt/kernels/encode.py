@@ -7,6 +7,7 @@ of its operands (slot, byte offset, element strides) into its C op, operands and
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,7 +19,8 @@ from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides, row_groups
 from ..errors import LoweringError
 from ..target import Target
-from .records import RECORD_DTYPE, fill
+from ..dialects.symbolic import at_largest, is_static, size_ranges
+from .records import RECORD_DTYPE, fill, sized_places
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,10 @@ class ProgramLayout:
                 self.const_slot[op.attrs["name"]] = len(nbytes)
                 self.constants[len(nbytes)] = arr
                 nbytes.append(arr.nbytes)
-        self.slot_nbytes = np.array(nbytes, dtype=np.int64)
+        self.slot_sizes = nbytes                        # dynamic ones as Syms
+        self.symbols = planned.meta.get("symbols") or {}
+        with size_ranges(self.symbols):
+            self.slot_nbytes = np.array(at_largest(nbytes), dtype=np.int64)
 
     def operand(self, v: Value) -> Operand:
         """Where a value lives: slot, byte offset and element strides. A view's storage is relative to
@@ -104,7 +109,12 @@ class ProgramLayout:
 
     def encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
         """The op-record array, the planned op each record runs (a planned op may run as several), and
-        what each was encoded from."""
+        what each was encoded from. With dynamic sizes: the records at the largest sizes, and in
+        self.sized the places (record, "ip" | "offset", index, size) that bind.py writes per call."""
+        with size_ranges(self.symbols):
+            return self._encode(target)
+
+    def _encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
         ops = [op for op in self.module.ops if op.name != "const" and not REGISTRY[op.name].has(VIEW)]
         placed = []
         reads: dict[int, int] = {}
@@ -124,8 +134,11 @@ class ProgramLayout:
                 encoded.append(one)
                 rec_ops.append(op)
         records = np.zeros(len(encoded), dtype=RECORD_DTYPE)
-        for rec, e in zip(records, encoded):
-            fill(rec, e.c_op, {k: None if v is None else v.place for k, v in e.operands.items()}, e.fields)
+        self.sized = []
+        for i, (rec, e) in enumerate(zip(records, encoded)):
+            places = {k: None if v is None else v.place for k, v in e.operands.items()}
+            self.sized += [(i, *p) for p in sized_places(e.c_op, places, e.fields)]
+            fill(rec, e.c_op, at_largest(places), at_largest(e.fields))
         return records, rec_ops, encoded
 
 
@@ -143,6 +156,8 @@ def _fail(op: Operation, why: str) -> LoweringError:
 def _blas_matrix(rows: int, cols: int, s_r: int, s_c: int, trans: bool):
     """Row-major BLAS view of a stored (rows x cols) matrix: (trans, ld), or None if not expressible."""
     if s_c == 1 or cols == 1:
+        if not is_static(rows):     # ld >= cols is all one row needs, and several rows need ld = s_r
+            return trans, max(s_r, cols, 1)
         return trans, max(s_r if rows > 1 else cols, cols, 1)
     if s_r == 1 or rows == 1:          # stored transposed: read it as its transpose
         return (not trans), max(s_c if cols > 1 else rows, rows, 1)
@@ -167,12 +182,17 @@ def matmul_b_mode(ctx: Context, b: Operand, m: int, n: int, k: int, ta: bool, ba
     docs/dev.md "oneDNN vs OpenBLAS"), with B "packed" once, or read in place ("onednn") when another
     op also reads that constant, so no weight is held twice (GPT-2's tied embedding / LM head). The
     split form stays even then: it is smaller than B, and the other readers of a model loaded from its
-    file fault in only the pages of B they touch (an embedding: a few rows). BLAS for the rest."""
-    if m == 1 and k > 0 and n * k <= MATVEC_SMALL_ELEMS:
+    file fault in only the pages of B they touch (an embedding: a few rows). BLAS for the rest.
+    A dynamic row count (one record for every size) takes the several-rows modes: oneDNN makes a
+    primitive per row count it meets; a dynamic N or K, BLAS (nothing can be prepared for B)."""
+    if not is_static((n, k)):
+        return "blas"
+    one_row = is_static(m) and m == 1
+    if one_row and k > 0 and n * k <= MATVEC_SMALL_ELEMS:
         return "small"
     if b.slot not in ctx.const_slots or batch != [1, 1] or k == 0:
         return "blas"
-    if m == 1:
+    if one_row:
         return "split" if not ta and ctx.target.split_worthy(n, k) else "blas"
     if not ctx.target.onednn or alpha != 1.0:
         return "blas"
@@ -197,8 +217,8 @@ def _matmul(op, args, out, ctx):
     batch = list(out_batch)
     # fold a's batch into M when b is shared and a's rows run on contiguously: one big GEMM
     if batch and all(s == 0 for s in sb) and not ta and all(
-            sa[i] == m * lda * int(np.prod(batch[i + 1:], dtype=np.int64)) for i in range(len(batch))):
-        m, batch, sa, sb, sc = m * int(np.prod(batch, dtype=np.int64)), [], [], [], []
+            sa[i] == m * lda * math.prod(batch[i + 1:]) for i in range(len(batch))):
+        m, batch, sa, sb, sc = m * math.prod(batch), [], [], [], []
     while len(batch) > 2:   # merge leading batch dims that are contiguous in every operand
         for s in (sa, sb, sc):
             if s[0] != s[1] * batch[1] and not (s[0] == 0 and s[1] == 0):
@@ -453,6 +473,8 @@ def _conv2d(op, args, out, ctx):
     _contiguous(op, "w", w)
     _contiguous(op, "bias", bias)
     at, f = _spatial(op, x, out)
+    if not is_static(list(f.values())):
+        raise _fail(op, "convolutions with a dynamic size are not supported yet (oneDNN's is made for one shape)")
     if res is not None and _nchw(at["layout"], res)[1] != _nchw(at["layout"], out)[1]:
         raise _fail(op, "the residual must be laid out as the result")
     from ..dialects.fused_ops import conv_out_channels

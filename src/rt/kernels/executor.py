@@ -8,6 +8,7 @@ numpy-reference executor is rt.interpreter.run_reference.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -17,10 +18,14 @@ from ..dialects.ir import Module, Operation, Value
 from ..errors import IndexOutOfRangeError, KernelError
 from ..target import Target
 from . import _runtime
+from ..dialects.instantiate import sizes_of
+from .bind import SizeBinder
 from .encode import Encoded, ProgramLayout
 
 # Modes in which a MATMUL keeps its own copy of B (oneDNN-packed or split) and reads the original no more.
 _COPIES_B = {"packed", "split"}
+# Programs bound to distinct sizes kept per dynamic model (records only: they share constants and arenas).
+BOUND_SIZES = 16
 
 
 def _source_input(v: Value) -> str | None:
@@ -68,21 +73,49 @@ class CompiledProgram:
         self.layout = lay = ProgramLayout(planned)
         self.target = target
         records, self.ops, self.encoded = lay.encode(target)
+        self.dynamic = bool(lay.symbols)
         after_prepare = None
         if drop_packed is not None:
             def after_prepare(i: int) -> None:
                 e = self.encoded[i]
                 if e.c_op == "MATMUL" and e.fields["b_mode"] in _COPIES_B:
                     drop_packed(lay.constants[e.operands["b"].slot])
+        self._explain = _explainer(self.ops, self.encoded)
         self.program = _runtime.Program(records, lay.slot_nbytes, lay.constants, lay.input_slots,
-                                        lay.output_slots, after_prepare, _explainer(self.ops, self.encoded))
+                                        lay.output_slots, after_prepare, self._explain)
+        if self.dynamic:     # self.program is the one at the largest sizes; others are bound per size
+            self.binder = SizeBinder(records, lay.sized, lay.slot_sizes,
+                                     [v.type.shape for v in planned.inputs + planned.outputs])
+            self._at_sizes: OrderedDict = OrderedDict()
+            return
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
                                    [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if self.dynamic:
+            program, shapes = self.at_sizes(sizes_of(self.layout.module, [x.shape for x in inputs]))
+            outs = [np.empty(s, dtype=v.type.np_dtype) for s, v in zip(shapes, self.layout.module.outputs)]
+            program.run(inputs, outs)
+            return outs
         outs = _outputs_for(self.layout.module)
         self.program.run(inputs, outs)
         return outs
+
+    def at_sizes(self, env: dict[str, int]) -> tuple["_runtime.Program", list[tuple]]:
+        """The program bound to these sizes, and its outputs' shapes (the last BOUND_SIZES kept)."""
+        key = tuple(env[s] for s in self.binder.symbols)
+        hit = self._at_sizes.get(key)
+        if hit is not None:
+            self._at_sizes.move_to_end(key)
+            return hit
+        records, slot_nbytes, shapes = self.binder.bind(env)
+        lay = self.layout
+        program = _runtime.Program(records, slot_nbytes, lay.constants, lay.input_slots, lay.output_slots,
+                                   None, self._explain, shared_from=self.program)
+        hit = self._at_sizes[key] = (program, shapes[len(lay.module.inputs):])
+        if len(self._at_sizes) > BOUND_SIZES:
+            self._at_sizes.popitem(last=False)
+        return hit
 
     def kernel_plan(self) -> list[dict]:
         """Per C op as it runs: the planned op, the kernel, and for a MATMUL its mode (after preparing:

@@ -121,3 +121,22 @@ def operand_places(rec: np.void) -> dict[str, Place | None]:
 
 def arg_names(op: str) -> Sequence[str]:
     return [a.name for a in OP_BY_NAME[op].family.args]
+
+
+def sized_places(op: str, operands: Mapping[str, tuple[int, Any] | None], fields: Mapping[str, Any]) -> list:
+    """Where the dynamic sizes of record `op` go (fields and operand offsets that are Syms, see
+    rt.dialects.symbolic): ("ip", index into ip, size) per int field or array element, ("offset",
+    operand index, size) per operand offset. rt.kernels.bind writes them per call."""
+    from ..dialects.symbolic import Sym
+    fam = OP_BY_NAME[op].family
+    places = []
+    for name, (at, f) in fam.int_offsets().items():
+        v = fields.get(name)
+        for j, x in enumerate(v if isinstance(v, (list, tuple)) else [v]):
+            if isinstance(x, Sym):
+                places.append(("ip", at + j, x))
+    for i, a in enumerate(fam.args):
+        place = operands.get(a.name)
+        if place is not None and isinstance(place[1], Sym):
+            places.append(("offset", i, place[1]))
+    return places

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dialects.ir import Module, Operation, TensorType, Value, remap
+from ..dialects.ir import SLICE_OP, Module, Operation, TensorType, Value, remap
 from ..dialects.registry import FOLD_ONLY, REGISTRY, SHAPE_ONLY, VIEW
+from ..dialects.symbolic import Sym, evaluate, symbols_of
 from ..errors import LoweringError
 from .passmanager import register_pass
 
@@ -26,10 +27,12 @@ def _const_op(module: Module, array: np.ndarray, name_hint: str, result_name: st
 
 
 def fold_constants(module: Module) -> int:
-    """Fold every op whose operands are all constants. Returns the number of folded ops."""
+    """Fold every op whose operands are all constants. Returns the number of folded ops.
+    An op whose result depends on a dynamic size folds at every size at once (sized_fold)."""
     folded = 0
     new_ops: list[Operation] = []
     replace: dict[Value, Value] = {}
+    sized = SizedFold(module)
     for op in module.ops:
         if replace:
             op.operands = remap(op.operands, replace)
@@ -41,7 +44,11 @@ def fold_constants(module: Module) -> int:
         present = op.present_operands()
         arrays = [module.const_value(v) if v is not None else None for v in op.operands]
         consts_ok = shape_only or all(a is not None for v, a in zip(op.operands, arrays) if v is not None)
-        if opdef is None or opdef.reference is None or not consts_ok:
+        if sized.takes(op, opdef, arrays):
+            new_ops.append(op)
+            continue
+        if (opdef is None or opdef.reference is None or not consts_ok or not op.result.type.is_static
+                or symbols_of(op.attrs)):     # a size-dependent op outside the torch dialect stays
             new_ops.append(op)
             continue
         if (opdef.has(VIEW) and not opdef.has(FOLD_ONLY) and present
@@ -66,7 +73,109 @@ def fold_constants(module: Module) -> int:
     if replace:
         module.outputs = remap(module.outputs, replace)
     module.invalidate_names()
-    return folded
+    return folded + sized.materialize()
+
+
+class SizedFold:
+    """Folding where a dynamic size is involved (a position-id range, a causal mask of [S, S]): such
+    an op is evaluated at the largest size, and also at the range's smallest, a middle and the
+    next-to-largest sizes, where its value must be the leading corner of the largest (arange(S)[:s]
+    is arange(s)). A folded value some other op reads then becomes one constant at the largest size
+    and a leading slice of it per dynamic dim, so nothing is folded per call. A value that is not
+    such a corner cannot be folded once: that is an error naming the op."""
+
+    def __init__(self, module: Module):
+        self.module = module
+        ranges = module.meta.get("symbols") or {}
+        largest = {k: hi for k, (lo, hi) in ranges.items()}
+        self.envs = [largest] + [dict(e) for e in {
+            tuple((k, v) for k, v in sorted(env.items()))
+            for env in ({k: lo for k, (lo, hi) in ranges.items()},
+                        {k: (lo + hi) // 2 for k, (lo, hi) in ranges.items()},
+                        {k: max(lo, hi - 1) for k, (lo, hi) in ranges.items()})} if dict(e) != largest]
+        self.values: dict[Value, list[np.ndarray]] = {}     # folded value -> its array at each env
+        self.ops: dict[Value, Operation] = {}
+        self.corners: set[Value] = set()       # slices of a constant: already materialized
+
+    def takes(self, op: Operation, opdef, arrays) -> bool:
+        """Fold op at every env if it involves a dynamic size and all its operands are known."""
+        if len(self.envs) == 1 or opdef is None or opdef.reference is None or op.dialect not in SLICE_OP:
+            return False
+        if op.result.type.is_static and not symbols_of(op.attrs) and not any(
+                v in self.values for v in op.present_operands()):
+            return False
+        shape_only = opdef.has(SHAPE_ONLY)
+        for v, a in zip(op.operands, arrays):
+            if v is not None and a is None and v not in self.values and not shape_only:
+                return False
+        results = []
+        for i, env in enumerate(self.envs):
+            args = []
+            for v, a in zip(op.operands, arrays):
+                if v is None:
+                    args.append(None)
+                elif v in self.values:
+                    args.append(self.values[v][i])
+                elif shape_only:
+                    args.append(np.zeros(evaluate(v.type.shape, env), v.type.np_dtype))
+                else:
+                    args.append(a)
+            try:
+                out = np.asarray(opdef.reference(args, evaluate(opdef.with_defaults(op.attrs), env)))
+            except Exception as e:
+                raise LoweringError(f"constant folding {op.name} (%{op.result.name}) at sizes {env} failed: {e} "
+                                    "(the model may not run at every size of the dynamic range: lower its max)") from e
+            want = evaluate(op.result.type.shape, env)
+            if out.shape != tuple(want):
+                raise LoweringError(f"folding {op.name} at sizes {env} gave shape {out.shape}, type says {want}")
+            results.append(np.ascontiguousarray(out.astype(op.result.type.np_dtype, copy=False)))
+        self.values[op.result] = results
+        self.ops[op.result] = op
+        if op.name == SLICE_OP[op.dialect] and self.module.corner_of(op.result) is not None:
+            self.corners.add(op.result)
+        return True
+
+    def materialize(self) -> int:
+        """Each folded value that an unfolded op (or the output) reads: one constant and its slices."""
+        m = self.module
+        readers = {v for op in m.ops if op.result not in self.values for v in op.present_operands()}
+        readers.update(m.outputs)
+        replace = {}
+        inserts: dict[Operation, list[Operation]] = {}
+        for v, arrays in self.values.items():
+            if v not in readers or v in self.corners:
+                continue
+            full = arrays[0]
+            for env, a in zip(self.envs[1:], arrays[1:]):
+                corner = full[tuple(slice(0, n) for n in a.shape)]
+                if corner.shape != a.shape or not np.array_equal(corner, a, equal_nan=a.dtype.kind == "f"):
+                    raise LoweringError(
+                        f"{self.ops[v].name} (%{v.name}) at {m.meta.get('source', {}).get(v.name, '?')} depends "
+                        f"on the dynamic size(s) {sorted(symbols_of(v.type.shape))} in a way rt cannot fold once "
+                        f"(its value at sizes {env} is not the leading corner of its value at the largest)")
+            ops = [_const_op(m, full, f"fold.{v.name}", m.fresh_name(v.name + "_full"))]
+            for d, n in enumerate(v.type.shape):
+                if isinstance(n, Sym):
+                    res = Value(m.fresh_name(v.name + "_slice"), ops[-1].result.type.with_shape(
+                        ops[-1].result.type.shape[:d] + (n,) + ops[-1].result.type.shape[d + 1:]))
+                    sl = Operation(SLICE_OP[self.ops[v].dialect], [ops[-1].result],
+                                   {"dim": d, "start": 0, "end": n, "step": 1}, res)
+                    res.producer = sl
+                    ops.append(sl)
+            if ops[-1].result.type != v.type:
+                raise LoweringError(f"folding %{v.name}: {ops[-1].result.type} is not {v.type}")
+            inserts[self.ops[v]] = ops
+            replace[v] = ops[-1].result
+        if not replace:
+            return 0
+        new_ops = []
+        for op in m.ops:
+            op.operands = remap(op.operands, replace)
+            new_ops.extend(inserts.get(op, [op]))
+        m.ops = new_ops
+        m.outputs = remap(m.outputs, replace)
+        m.invalidate_names()
+        return len(replace)
 
 
 def dead_code_elimination(module: Module) -> int:

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, Operation, Value, padded, remap
-from ..dialects.registry import REGISTRY, normalize_dim
+from ..dialects.registry import REGISTRY, broadcast_shapes, normalize_dim
+from ..dialects.symbolic import at_largest
 from ..dialects.torch_ops import perm_of
 from ..errors import LoweringError
 from .passmanager import register_pass
@@ -45,7 +46,7 @@ def matmul(b: Builder, x: Value, w: Value, bias: Value | None = None, residual: 
     k = x.type.shape[-1]
     if w.type.rank == 2 and x.type.rank != 2:
         n = w.type.shape[0] if transpose_b else w.type.shape[1]
-        m = int(np.prod(lead, dtype=np.int64))
+        m = math.prod(lead)
         x2 = b.reshape(x, [m, k])
         r2 = None if residual is None else b.reshape(residual, [m, n])
         y = b.op("fused.matmul", [x2, w, bias, r2], {"transpose_b": transpose_b, "alpha": float(alpha)})
@@ -224,7 +225,7 @@ def _logic(identity: bool):
     def conv(b, op, at, m):
         x, y = op.operands
         for keep, other in ((x, y), (y, x)):
-            arr = m.const_value(other)
+            arr = m.corner_of(other)        # every corner of an all-identity constant is all identity
             if arr is not None and np.all(arr.astype(bool) == identity):
                 v = b.cast(keep, op.result.type.dtype)
                 if v.type.shape != op.result.type.shape:
@@ -264,7 +265,7 @@ def _layer_norm(b, op, at, m):
     ns = list(at["normalized_shape"])
     if len(ns) == 1:
         return b.op("fused.layer_norm", [x, g, beta], {"eps": float(at["eps"])})
-    n = int(np.prod(ns))
+    n = math.prod(ns)
     lead = list(x.type.shape[:-len(ns)])
     y = b.op("fused.layer_norm", [b.reshape(x, lead + [n]), None if g is None else b.reshape(g, [n]),
                                   None if beta is None else b.reshape(beta, [n])], {"eps": float(at["eps"])})
@@ -314,13 +315,13 @@ def _sdpa(b, op, at, m):
     if rank == 2:
         q, k, v = (b.reshape(t, [1, *t.type.shape]) for t in (q, k, v))
     elif rank > 4:
-        q, k, v = (b.reshape(t, [int(np.prod(t.type.shape[:-3])), *t.type.shape[-3:]])
+        q, k, v = (b.reshape(t, [math.prod(t.type.shape[:-3]), *t.type.shape[-3:]])
                    for t in (q, k, v))
     madd = None
     if mask is not None:
         madd = additive_mask(b, mask, m)
         if rank > 4 or rank == 2:
-            full = tuple(np.broadcast_shapes(madd.type.shape, op.result.type.shape[:-1] + (k.type.shape[-2],)))
+            full = tuple(broadcast_shapes(madd.type.shape, op.result.type.shape[:-1] + (k.type.shape[-2],)))
             madd = b.reshape(b.op("fused.expand", [madd], {"shape": list(full)}),
                            [*q.type.shape[:-1], k.type.shape[-2]])
     y = b.op("fused.attention", [q, k, v, madd], {"scale": float(scale), "causal": bool(at["is_causal"])})
@@ -351,11 +352,13 @@ def _index_select(b, op, at, m):
 
 @converts("torch.index.Tensor")
 def _index(b, op, at, m):
-    """x[i0, i1, ...] with constant broadcast-arange indices is a view (permute/reshape/expand)."""
+    """x[i0, i1, ...] with constant broadcast-arange indices is a view (permute/reshape/expand).
+    With dynamic sizes the indices are leading corners of constants folded at the largest size (an
+    arange's corners are aranges), so the pattern is read at the largest size."""
     x, idx = op.operands[0], op.operands[1:]
     if any(i is None for i in idx):
         raise LoweringError("index with None entries on a runtime tensor is not supported")
-    arrs = [m.const_value(i) for i in idx]
+    arrs = [m.corner_of(i) for i in idx]
     if any(a is None for a in arrs):
         raise LoweringError("index with runtime indices is not supported")
     bshape = tuple(np.broadcast_shapes(*(a.shape for a in arrs)))
@@ -363,7 +366,7 @@ def _index(b, op, at, m):
     for d, a in enumerate(arrs):
         full = np.broadcast_to(a, bshape)
         varying = [ax for ax in range(len(bshape)) if bshape[ax] > 1 and not np.all(np.diff(full, axis=ax) == 0)]
-        n = x.type.shape[d]
+        n = at_largest(x.type.shape[d])
         if len(varying) > 1:
             raise LoweringError("index pattern is not a view")
         if not varying:
@@ -389,7 +392,7 @@ def _index(b, op, at, m):
     for d in order:
         shape[axes[d]] = x.type.shape[d]
     y = b.reshape(y, shape + [x.type.shape[d] for d in rest])
-    out = list(bshape) + [x.type.shape[d] for d in rest]
+    out = list(broadcast_shapes(*(i.type.shape for i in idx))) + [x.type.shape[d] for d in rest]
     if list(y.type.shape) != out:
         y = b.op("fused.expand", [y], {"shape": out})
     if y.type.shape != op.result.type.shape:

@@ -19,6 +19,7 @@ from typing import Callable, TextIO
 from ..dialects.ir import Module
 from ..dialects.text import print_module
 from ..dialects.verifier import verify_module
+from ..dialects.symbolic import size_ranges
 from ..errors import LoweringError, VerificationError
 
 
@@ -73,6 +74,10 @@ class PassManager:
         return PassManager([PASSES[n] for n in names], **kw)
 
     def run(self, module: Module) -> Module:
+        with size_ranges(module.meta.get("symbols")):
+            return self._run(module)
+
+    def _run(self, module: Module) -> Module:
         verify = _env_flag("RT_VERIFY") if self.verify is None else self.verify
         dump = _env_flag("RT_PRINT_IR_AFTER_ALL") if self.print_ir_after_all is None else self.print_ir_after_all
         out = self.stream or sys.stderr

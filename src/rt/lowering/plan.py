@@ -15,6 +15,7 @@ from ..abi import ALIGN, align
 from ..errors import LoweringError
 from ..target import Target
 from ..dialects.strides import contiguous_strides, is_contiguous
+from ..dialects.symbolic import at_largest, size_ranges
 from .plan_offsets import assign_offsets, lower_bound
 from .plan_order import choose_order
 
@@ -152,7 +153,7 @@ def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
         end = max(last_use.get(r, start), start)
         lo_hi = spans.setdefault(rep, [start, end])
         lo_hi[0], lo_hi[1] = min(lo_hi[0], start), max(lo_hi[1], end)
-    sizes = {rep: align(rep.type.nbytes) for rep in spans}
+    sizes = {rep: align(at_largest(rep.type.nbytes)) for rep in spans}
     return group, spans, sizes
 
 
@@ -165,14 +166,21 @@ def _scratch_buffers(m: Module, spans: dict, sizes: dict, threads: int) -> dict:
         if need is not None:
             key = ("scratch", step, threads)
             spans[key] = [step, step]
-            sizes[key] = align(need(op, threads))
+            sizes[key] = align(at_largest(need(op, threads)))
             keys[op] = key
     return keys
 
 
 def to_planned(fused: Module, target: Target | None = None) -> Module:
     """Plan a fused module for `target` (default: the one the fused module was lowered for, else a
-    generic one-thread target); the result records it in meta["target"]."""
+    generic one-thread target); the result records it in meta["target"]. Dynamic sizes are planned at
+    the top of their ranges: every buffer at a smaller size is a prefix of its slot, so the one plan
+    holds for every size in range."""
+    with size_ranges(fused.meta.get("symbols")):
+        return _to_planned(fused, target)
+
+
+def _to_planned(fused: Module, target: Target | None) -> Module:
     m = fused.clone(_planned_name)
     target = target or fused.meta.get("target") or Target()
     m.meta["target"] = target
@@ -198,11 +206,11 @@ def to_planned(fused: Module, target: Target | None = None) -> Module:
             r.storage = Storage("output", index=out_index[r])
         else:
             rep = group[r]
-            r.storage = Storage("arena", offset=offsets[rep], size=r.type.nbytes)
+            r.storage = Storage("arena", offset=offsets[rep], size=at_largest(r.type.nbytes))
     m.meta["plan"] = {
         "arena_bytes": arena,
         "lower_bound_bytes": lower_bound(spans, sizes),
-        "no_reuse_bytes": sum(align(op.result.type.nbytes) for op in m.ops
+        "no_reuse_bytes": sum(align(at_largest(op.result.type.nbytes)) for op in m.ops
                               if op.result.storage.kind == "arena") + sum(sizes[k] for k in scratch.values()),
     }
     m.invalidate_names()

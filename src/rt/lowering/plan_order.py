@@ -5,6 +5,7 @@ from typing import Callable
 
 from ..dialects.ir import Module, Operation, Value
 from ..dialects.registry import REGISTRY, VIEW
+from ..dialects.symbolic import at_largest
 
 
 def _peak(order: list[Operation], root: Callable[[Value], Value], outputs: set[Value]) -> int:
@@ -17,13 +18,13 @@ def _peak(order: list[Operation], root: Callable[[Value], Value], outputs: set[V
         r = op.result
         owns = op.name != "const" and root(r) is r and r not in outputs
         if owns:
-            live += r.type.nbytes
+            live += at_largest(r.type.nbytes)
         peak = max(peak, live)
         for v in {root(v) for v in op.present_operands()}:
             if last.get(v) == s and v.producer is not None and v.producer.name != "const" and v not in outputs:
-                live -= v.type.nbytes
+                live -= at_largest(v.type.nbytes)
         if owns and r not in last:
-            live -= r.type.nbytes
+            live -= at_largest(r.type.nbytes)
     return peak
 
 
@@ -40,8 +41,8 @@ def _greedy(m: Module, root: Callable[[Value], Value]) -> list[Operation]:
     order = []
     while ready:
         def net(op):
-            alloc = 0 if op.name == "const" or REGISTRY[op.name].has(VIEW) else op.result.type.nbytes
-            freed = sum(v.type.nbytes for v in set(op.present_operands())
+            alloc = 0 if op.name == "const" or REGISTRY[op.name].has(VIEW) else at_largest(op.result.type.nbytes)
+            freed = sum(at_largest(v.type.nbytes) for v in set(op.present_operands())
                         if remaining_uses.get(v) == 1 and v.producer is not None and root(v) is v
                         and v.producer.name != "const")
             return (alloc - freed, index[op])

@@ -6,7 +6,7 @@ import numpy as np
 
 from ...dialects.ir import Module
 from ..passmanager import register_pass
-from ..rewrite import Const, N, Pattern, apply_patterns
+from ..rewrite import N, Pattern, apply_patterns
 
 
 def is_causal_mask(arr: np.ndarray, sq: int, sk: int, big: float = -1e4) -> bool:
@@ -19,14 +19,23 @@ def is_causal_mask(arr: np.ndarray, sq: int, sk: int, big: float = -1e4) -> bool
 
 
 def _absorb_causal(m, b):
+    """A constant mask, or the leading corner of one folded at the largest size (then Sq and Sk are
+    the same size, and every leading corner of a causal square is causal)."""
     a = m.op("a")
     q, k = m["$q"], m["$k"]
-    if not is_causal_mask(m.array("$mask"), q.type.shape[-2], k.type.shape[-2]):
+    sq, sk = q.type.shape[-2], k.type.shape[-2]
+    mask = m.array("$mask")
+    if mask is None:
+        mask = m.module.corner_of(m["$mask"])
+        if mask is None or sq != sk or mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
+            return None
+        sq = sk = mask.shape[-1]
+    if not is_causal_mask(mask, sq, sk):
         return None
     return b.op("fused.attention", [q, k, m["$v"]], {**a.attrs, "causal": True})
 
 
-CAUSAL = [Pattern("absorb-causal-mask", "a", {"a": N("fused.attention", ["$q", "$k", "$v", Const("$mask")])},
+CAUSAL = [Pattern("absorb-causal-mask", "a", {"a": N("fused.attention", ["$q", "$k", "$v", "$mask"])},
                   _absorb_causal)]
 
 

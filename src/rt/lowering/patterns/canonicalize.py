@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dialects.ir import Module
+from ...dialects.registry import broadcast_shapes
 from ..passmanager import register_pass
 from ..rewrite import Const, N, Pattern, Scalar, apply_patterns
 
@@ -49,7 +50,7 @@ def _add_consts(m, b):
     if a is None or c is None or x.producer is not None and x.producer.name == "const":
         return None
     s = (a + c).astype(out.np_dtype)
-    if tuple(np.broadcast_shapes(x.type.shape, s.shape)) != out.shape:
+    if tuple(broadcast_shapes(x.type.shape, s.shape)) != out.shape:
         return None
     return b.op("fused.add", [x, b.const(s, "fold.add")])
 

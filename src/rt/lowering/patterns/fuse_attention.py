@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...dialects.ir import Module
+from ...dialects.registry import broadcast_shapes
 from ..passmanager import register_pass
 from ..rewrite import Const, N, Pattern, apply_patterns
 
@@ -16,7 +17,7 @@ def _mask_fits(mask, scores) -> bool:
     if mask.type.dtype != "f32":
         return False
     try:
-        return tuple(np.broadcast_shapes(mask.type.shape, scores)) == tuple(scores)
+        return tuple(broadcast_shapes(mask.type.shape, scores)) == tuple(scores)
     except ValueError:
         return False
 

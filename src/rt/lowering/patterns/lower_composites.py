@@ -2,6 +2,7 @@
 with a small exponent -> mul/sqrt/rsqrt/div, a last-dim mean/sum -> a matmul with a ones vector."""
 from __future__ import annotations
 
+import math
 import numpy as np
 
 from ...dialects.ir import Module
@@ -34,7 +35,7 @@ def _reduce_lower(m, b):
     if x.type.dtype != "f32" or list(m.attr("r", "dims")) != [x.type.rank - 1] or x.type.rank < 1:
         return None
     n = x.type.shape[-1]
-    rows = int(np.prod(x.type.shape[:-1], dtype=np.int64))
+    rows = math.prod(x.type.shape[:-1])
     ones = b.const(np.ones((n, 1), np.float32), "ones")
     alpha = 1.0 / n if r.name == "fused.mean" else 1.0
     y = b.op("fused.matmul", [b.reshape(x, [rows, n]), ones], {"alpha": alpha})

@@ -1,0 +1,185 @@
+"""Dynamic sizes: one compile serves every size in range, through both executors, saved and loaded.
+
+Sizes as polynomials (rt.dialects.symbolic), their IR text, and models compiled once with a dynamic
+sequence length / batch and called at many sizes against PyTorch."""
+import numpy as np
+import pytest
+import torch
+
+import rt
+from rt.dialects.instantiate import instantiate
+from rt.dialects.ir import TensorType
+from rt.dialects.symbolic import Sym, SymbolicSizeError, exact_div, parse_size, size_ranges
+from rt.dialects.text import parse_module, parse_type, print_module
+from rt.lowering.plan import to_planned
+from rt.testing import models
+
+S, B = Sym.symbol("S"), Sym.symbol("B")
+
+
+def rel_err(got, want) -> float:
+    got, want = np.asarray(got), np.asarray(want)
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+# ---- sizes ----------------------------------------------------------------------------------
+def test_sizes_are_canonical_polynomials():
+    assert S * 12 == 12 * S and (S + 1) * (S - 1) == S * S - 1
+    assert (S * 64) - S * 64 == 0 and isinstance(S - S, int)
+    assert exact_div(12 * B * S, B * S) == 12 and exact_div(S + 1, 2) is None
+    assert (768 * S) // 768 == S
+    with pytest.raises(SymbolicSizeError):
+        (S + 63) // 64
+    assert parse_size(str(3 * S * S - 2 * B + 5)) == 3 * S * S - 2 * B + 5
+
+
+def test_comparisons_answer_only_what_holds_for_every_size():
+    assert S >= 1 and S > 0 and not (S < 1)
+    with pytest.raises(SymbolicSizeError):
+        S > 1
+    with pytest.raises(SymbolicSizeError):
+        int(S)
+    with size_ranges({"S": (1, 256)}):
+        assert S <= 256 and min(S, 256) == S and not (S > 256)
+        with pytest.raises(SymbolicSizeError):
+            S < 256
+
+
+def test_dynamic_types_and_ranges_round_trip_as_text():
+    t = TensorType((1, S, 12 * S - 1))
+    assert str(t) == "tensor<1x?(S)x?(12*S - 1)xf32>" and parse_type(str(t)) == t
+    text = ("module @m(%x: tensor<?(B)x?(S)xf32>) -> (tensor<?(B)x?(S)xf32>) where B in [1, 8], S in [2, 64] {\n"
+            "  %0 = fused.relu %x : tensor<?(B)x?(S)xf32>\n  return %0\n}\n")
+    m = parse_module(text)
+    assert m.meta["symbols"] == {"B": (1, 8), "S": (2, 64)} and print_module(m) == text
+
+
+# ---- models ----------------------------------------------------------------------------------
+GPT2_SIZES = (1, 2, 7, 64, 300, 1024)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    model, (ids,) = models.gpt2_body(n_layer=2, seq=16, n_embd=64, n_head=4, vocab_size=500)
+    return model, rt.compile(model, (ids,), dynamic={"input_ids": {1: ("S", 1, 1024)}})
+
+
+@pytest.mark.parametrize("seq", GPT2_SIZES)
+def test_gpt2_compiled_once_matches_torch_at_every_length(gpt2, seq):
+    model, compiled = gpt2
+    ids = torch.randint(0, 500, (1, seq), generator=torch.Generator().manual_seed(seq))
+    with torch.no_grad():
+        want = model(ids).numpy()
+    assert rel_err(compiled(ids.numpy()), want) <= 1e-4
+    if seq <= 64:       # the debugging executors instantiate the plan at the size
+        assert rel_err(compiled.run_op_by_op(ids.numpy(), kernels="c"), want) <= 1e-4
+        assert rel_err(compiled.run_op_by_op(ids.numpy(), kernels="numpy"), want) <= 1e-4
+
+
+def test_gpt2_dynamic_ir_names_the_symbol_and_its_range(gpt2):
+    _, compiled = gpt2
+    for stage in ("torch", "fused", "planned"):
+        text = compiled.ir(stage)
+        assert "where S in [1, 1024]" in text and "tensor<1x?(S)x64xf32>" in text
+        assert print_module(parse_module(text)) == text
+
+
+def test_a_size_out_of_range_or_inconsistent_is_an_input_error(gpt2):
+    _, compiled = gpt2
+    with pytest.raises(rt.InputError, match=r"input 'input_ids' dim 1 is 1025; its dynamic size S takes 1\.\.1024"):
+        compiled(np.zeros((1, 1025), np.int64))
+    with pytest.raises(rt.InputError, match="input 'input_ids' has shape"):
+        compiled(np.zeros((2, 8), np.int64))
+
+
+def test_arena_at_the_bound_equals_a_static_plan_there(gpt2):
+    model, compiled = gpt2
+    static = rt.compile(model, (torch.zeros(1, 1024, dtype=torch.long),))
+    dyn, stat = compiled.plan_report(), static.plan_report()
+    assert dyn["arena_bytes"] <= 1.05 * stat["arena_bytes"]
+
+
+@pytest.mark.parametrize("seq", [1, 2, 513, 1024])
+def test_planned_storages_never_overlap_at_any_size(gpt2, seq):
+    """At each size, every arena value lies inside its planned slot (which is planned at the bound),
+    so the bound's non-overlap holds at every size."""
+    _, compiled = gpt2
+    planned = compiled.stages["planned"]
+    at = instantiate(planned, {"S": seq})
+    for big, small in zip(planned.ops, at.ops):
+        st = small.result.storage
+        if st.kind == "arena":
+            assert small.result.type.nbytes <= st.size == big.result.storage.size
+
+
+def test_saved_dynamic_model_runs_any_size_in_range(gpt2, tmp_path):
+    model, compiled = gpt2
+    path = str(tmp_path / "gpt2_dyn.rt")
+    compiled.save(path)
+    served = rt.load(path)
+    for seq in (3, 129):
+        ids = torch.randint(0, 500, (1, seq))
+        with torch.no_grad():
+            want = model(ids).numpy()
+        assert rel_err(served(ids.numpy()), want) <= 1e-4
+
+
+def test_bert_with_dynamic_batch_and_length():
+    model, (ids, mask) = models.bert(n_layer=2, seq=16, batch=2)
+    compiled = rt.compile(model, (ids, mask), dynamic={"input_ids": {0: ("B", 1, 8), 1: ("S", 1, 128)},
+                                                       "attention_mask": {0: ("B", 1, 8), 1: ("S", 1, 128)}})
+    rng = np.random.default_rng(0)
+    for batch, seq in ((1, 1), (3, 7), (8, 64), (2, 128)):
+        ids = torch.from_numpy(rng.integers(0, 1000, (batch, seq)))
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        mask[1:, seq - seq // 4:] = 0
+        with torch.no_grad():
+            want = model(ids, mask).numpy()
+        assert rel_err(compiled(ids, mask), want) <= 1e-4, (batch, seq)
+
+
+def test_random_sizes_match_torch(gpt2):
+    """A property test over random lengths (fixed seed)."""
+    model, compiled = gpt2
+    rng = np.random.default_rng(7)
+    for seq in rng.integers(1, 1025, 6):
+        ids = torch.from_numpy(rng.integers(0, 500, (1, int(seq))))
+        with torch.no_grad():
+            want = model(ids).numpy()
+        assert rel_err(compiled(ids.numpy()), want) <= 1e-4, seq
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_llama_family_compiled_once_matches_torch(family):
+    """Rotary tables and (sliding-window) causal masks fold once at the largest size; a causal one
+    becomes the kernel's causal flag."""
+    model, (ids,) = models.causal_lm(family, n_layer=2, seq=16, max_positions=512)
+    compiled = rt.compile(model, (ids,), dynamic={"input_ids": {1: ("S", 1, 512)}})
+    attn = [op for op in compiled.stages["fused"].ops if op.name == "fused.attention"]
+    assert len(attn) == 2 and all(bool(op.attrs.get("causal")) == (family == "llama") for op in attn)
+    for seq in (1, 2, 7, 64, 300):
+        ids = torch.randint(0, 256, (1, seq), generator=torch.Generator().manual_seed(seq))
+        with torch.no_grad():
+            want = model(ids).numpy()
+        assert rel_err(compiled(ids), want) <= 1e-4, seq
+
+
+def test_gpt2_lm_head_dynamic():
+    model, (ids,) = models.gpt2_lm(n_layer=2, seq=8, n_embd=64, n_head=4, vocab_size=500)
+    compiled = rt.compile(model, (ids,), dynamic={"input_ids": {1: (1, 64)}})
+    assert "where input_ids_1 in [1, 64]" in compiled.ir("planned")
+    for seq in (1, 5, 64):
+        ids = torch.randint(0, 500, (1, seq))
+        with torch.no_grad():
+            want = model(ids).numpy()
+        assert rel_err(compiled(ids), want) <= 1e-4, seq
+
+
+def test_unbounded_dims_and_unknown_inputs_are_refused_clearly():
+    model, (ids,) = models.gpt2_body(n_layer=1, seq=8, n_embd=32, n_head=2, vocab_size=100, n_positions=64)
+    with pytest.raises(rt.ExportError, match="has no upper bound: give it a max"):
+        rt.compile(model, (ids,), dynamic_shapes={"input_ids": {1: torch.export.Dim.AUTO}})
+    with pytest.raises(rt.UsageError, match="dynamic names input"):
+        rt.compile(model, (ids,), dynamic={"ids": {1: (1, 64)}})
+    with pytest.raises(rt.LoweringError, match="lower its max"):      # 65 positions do not exist
+        rt.compile(model, (ids,), dynamic={"input_ids": {1: (1, 65)}})
