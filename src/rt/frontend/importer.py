@@ -21,14 +21,17 @@ import re
 import numpy as np
 import torch
 import torch.fx as fx
+from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
 from ..dialects.verifier import verify_module
-from ..errors import ExportError, UnsupportedOpError
+from ..errors import ExportError, RtError, UnsupportedOpError
+from .calling import dropping_caches, signature_of
 from .converters import MultiResult, hint_for, is_inplace, lookup
 from .decompose import MAX_DEPTH, decompose_call
+from .inplace import write_back
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
@@ -175,6 +178,8 @@ def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: d
     try:
         with torch.no_grad():
             return torch.export.export(model, args, kwargs=kwargs or {}, strict=strict)
+    except RtError:
+        raise
     except Exception as e:  # torch's own reason, shortened, plus a hint
         text = str(e) or type(e).__name__
         raise ExportError(f"torch.export could not capture the model ({type(e).__name__}): {shorten(text)}\n"
@@ -183,7 +188,8 @@ def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: d
 
 # ---- import -------------------------------------------------------------------------------
 def _live_nodes(graph) -> set:
-    out = [n for n in graph.nodes if n.op == "output"]
+    """The nodes the output needs, and the in-place updates (which reach it through the tensor they write)."""
+    out = [n for n in graph.nodes if n.op == "output" or n.op == "call_function" and is_inplace(n.target)]
     live, stack = set(out), list(out)
     while stack:
         n = stack.pop()
@@ -243,9 +249,11 @@ class _Support:
             raise self.error(items)
 
 
-def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Module:
+def import_program(ep: torch.export.ExportedProgram, name: str = "model", dropped: list[str] | None = None) -> Module:
     """ExportedProgram -> torch dialect module. A call rt has no converter for is replaced by torch's
-    decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload."""
+    decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload.
+    `module.meta["signature"]`: the arguments fixed at capture and the output structure (calling.py);
+    dropped: the outputs the capture left out."""
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
@@ -260,7 +268,8 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
     state.update(getattr(ep, "constants", {}) or {})
     param_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
                 **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
-    user_inputs = list(sig.user_inputs)
+    user_inputs = [s.arg.name for s in sig.input_specs
+                   if s.kind == InputKind.USER_INPUT and not isinstance(s.arg, ConstantArgument)]
     for u in user_inputs:                  # input names are the forward() argument names
         b.names.add(u)
     env: dict = {}
@@ -284,6 +293,7 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model") -> Mod
     outs = _convert(b, gm, [n for n in nodes if n.op != "placeholder"], env, support, 0)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     module.outputs = [b.as_value(o) for o in outs if o is not None]
+    module.meta["signature"] = signature_of(ep, [o is None for o in outs], dropped)
     module.meta["decomposed"] = support.decomposed
     _drop_dead(module)
     return module
@@ -320,7 +330,7 @@ def _convert(b: TorchBuilder, gm, nodes, env: dict, support: _Support, depth: in
                 continue
             env[n] = _call(b, n, args, kwargs, support, depth)
             if is_inplace(n.target) and isinstance(n.args[0], fx.Node):
-                env[n.args[0]] = env[n]      # later reads of the tensor an in-place op updated see the update
+                write_back(b, n, n.args[0], env[n], env, where)   # later reads (also of its bases) see the update
         elif n.op == "get_attr":
             arr = tensor_to_numpy(getattr(gm, n.target), n.target)
             env[n] = b.constant(n.target if depth == 0 else b.module.add_constant(arr, "decomposition"), arr)
@@ -376,7 +386,8 @@ def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = Non
                   strict: bool = False) -> Module:
     """nn.Module + example inputs (a tuple or one tensor) -> verified torch dialect module."""
     model = model.eval()
-    ep = export_program(model, args, kwargs, strict)
-    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()))
+    with dropping_caches(model, kwargs) as dropped:
+        ep = export_program(model, args, kwargs, strict)
+    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()), dropped)
     verify_module(module, "torch")
     return module
