@@ -147,3 +147,14 @@ def test_named_outputs_behave_like_a_model_output():
     assert (out.a, out["b"], out[0], out.to_tuple(), out.items()) == (1, 2, 1, (1, 2), [("a", 1), ("b", 2)])
     with pytest.raises(AttributeError, match="Out has no output 'c'; it has: a, b"):
         out.c
+
+
+def test_a_saved_signature_that_does_not_fit_the_program_is_refused(saved_bert):
+    from rt.serialize import _signature
+    planned = saved_bert[1].planned
+    good = saved_bert[1].signature.to_json()
+    for bad, why in [({**good, "outputs": {"kind": "tensor"}}, "an output structure of 1 tensors for a program of 2"),
+                     ({**good, "params": ["ids"]}, "are not the program's inputs"),
+                     ({**good, "outputs": {"kind": "set"}}, "not an output node")]:
+        with pytest.raises(rt.ModelFileError, match=why):
+            _signature("m.rt", bad, planned)

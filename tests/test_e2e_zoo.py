@@ -15,6 +15,16 @@ from rt.testing import models
 from rt.testing.zoo import hf_model
 
 
+def _mha_module():
+    """nn.MultiheadAttention itself, called with a key padding mask: (output, head-averaged weights)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(1))
+    padded = torch.zeros(2, 6, dtype=torch.bool)
+    padded[1, -2:] = True
+    model = torch.nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    return model, {"query": x, "key": x, "value": x, "key_padding_mask": padded}
+
+
 def _needs(*ops: str):
     return pytest.mark.xfail(strict=True, raises=rt.LoweringError,
                              reason=f"no C kernel yet for {', '.join(ops)} on a model input")
@@ -31,6 +41,7 @@ CASES = {
     "mha_cross_key_padding_mask": lambda: models.multihead_attention(cross=True, mask="padding"),
     "mha_both_masks": lambda: models.multihead_attention(mask="causal+padding"),
     "mha_both_bool_masks": lambda: models.multihead_attention(mask="bool+padding"),
+    "mha_module_with_weights": lambda: _mha_module(),
     "roberta": lambda: hf_model("roberta"),
     "xlm_roberta": lambda: hf_model("xlm_roberta"),
     "deberta_v2": lambda: hf_model("deberta_v2"),
@@ -79,6 +90,20 @@ def test_compiled_loop_matches_torch(compiled):
 def test_op_by_op_executor_matches_torch(compiled):
     model, args, kwargs, want = compiled
     _assert_close(model.run_op_by_op(*args, **kwargs), want)
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKED))
+def test_models_waiting_for_a_kernel_import_right(name):
+    """What rt runs of them today: their torch dialect, by the reference interpreter, matches torch."""
+    from rt.frontend import import_module
+    from rt.interpreter import run_reference
+    model, given = CASES[name]()
+    args, kwargs = _call((model, given))
+    module = import_module(model, args, kwargs)
+    tensors = [*args, *(v for v in kwargs.values() if isinstance(v, torch.Tensor))]
+    with torch.no_grad():
+        want = [t.numpy() for t in tree_leaves(model(*args, **kwargs))]
+    _assert_close(run_reference(module, [t.numpy() for t in tensors]), want)
 
 
 class ShiftRight(torch.nn.Module):
