@@ -61,6 +61,17 @@ def test_non_tensor_keyword_arguments_are_fixed_at_compile_time(recwarn):
         compiled(IDS, use_cache=True)
 
 
+def test_a_model_output_holding_a_tuple_keeps_it():
+    model = _hf("gpt2")
+    compiled = rt.compile(model, (IDS,), kwargs={"output_hidden_states": True, "use_cache": False})
+    assert compiled.output_names == ["logits", "hidden_states.0", "hidden_states.1", "hidden_states.2"]
+    got = compiled(IDS)
+    with torch.no_grad():
+        want = model(IDS, output_hidden_states=True, use_cache=False)
+    assert isinstance(got.hidden_states, tuple) and len(got.hidden_states) == 3
+    assert rel_err(got.hidden_states[1], want.hidden_states[1]) <= 1e-4
+
+
 def test_asking_for_a_cache_is_refused_with_the_reason():
     with pytest.raises(rt.ExportError, match="returns a cache .* because it was asked for one; rt keeps no state"):
         rt.compile(_hf("gpt2"), (IDS,), kwargs={"use_cache": True})

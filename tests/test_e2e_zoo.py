@@ -25,6 +25,14 @@ def _mha_module():
     return model, {"query": x, "key": x, "value": x, "key_padding_mask": padded}
 
 
+def _gpt2_padded():
+    """GPT2LMHeadModel itself with a padding attention mask (the cache left out: use_cache=False)."""
+    model, (ids,) = models.gpt2_lm(n_layer=2, seq=8, batch=2, n_embd=32, n_head=4, vocab_size=97, n_positions=32)
+    mask = torch.ones(2, 8, dtype=torch.long)
+    mask[1, -3:] = 0
+    return model.model, {"input_ids": ids, "attention_mask": mask, "use_cache": False}
+
+
 def _needs(*ops: str):
     return pytest.mark.xfail(strict=True, raises=rt.LoweringError,
                              reason=f"no C kernel yet for {', '.join(ops)} on a model input")
@@ -42,6 +50,7 @@ CASES = {
     "mha_both_masks": lambda: models.multihead_attention(mask="causal+padding"),
     "mha_both_bool_masks": lambda: models.multihead_attention(mask="bool+padding"),
     "mha_module_with_weights": lambda: _mha_module(),
+    "gpt2_padding_mask": lambda: _gpt2_padded(),
     "roberta": lambda: hf_model("roberta"),
     "xlm_roberta": lambda: hf_model("xlm_roberta"),
     "deberta_v2": lambda: hf_model("deberta_v2"),
@@ -52,6 +61,7 @@ CASES = {
     "gptj": lambda: hf_model("gptj"),
 }
 BLOCKED = {
+    "gpt2_padding_mask": _needs("__and__ (bool)"),             # the causal mask and the padding mask, combined
     "roberta": _needs("ne (comparison)", "cumsum"),         # position ids from the padding: cumsum(ids != pad)
     "xlm_roberta": _needs("ne (comparison)", "cumsum"),
     "deberta_v2": _needs("gather"),                          # disentangled attention's relative-position gather
