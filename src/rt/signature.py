@@ -46,9 +46,6 @@ class NamedOutputs(tuple):
             key = self._fields.index(key)
         return tuple.__getitem__(self, key)
 
-    def __getnewargs__(self):
-        return self._type_name, list(self._fields), tuple(self)
-
     def keys(self) -> tuple[str, ...]:
         return self._fields
 
