@@ -26,7 +26,8 @@ def _mha_module():
 
 
 def _gpt2_padded():
-    """GPT2LMHeadModel itself with a padding attention mask (the cache left out: use_cache=False)."""
+    """GPT2LMHeadModel itself with a padding attention mask (the cache left out: use_cache=False): the
+    causal and padding masks are combined at run time (a logical and of two bool tensors)."""
     model, (ids,) = models.gpt2_lm(n_layer=2, seq=8, batch=2, n_embd=32, n_head=4, vocab_size=97, n_positions=32)
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[1, -3:] = 0
@@ -61,7 +62,6 @@ CASES = {
     "gptj": lambda: hf_model("gptj"),
 }
 BLOCKED = {
-    "gpt2_padding_mask": _needs("__and__ (bool)"),             # the causal mask and the padding mask, combined
     "roberta": _needs("ne (comparison)", "cumsum"),         # position ids from the padding: cumsum(ids != pad)
     "xlm_roberta": _needs("ne (comparison)", "cumsum"),
     "deberta_v2": _needs("gather"),                          # disentangled attention's relative-position gather
@@ -100,6 +100,16 @@ def test_compiled_loop_matches_torch(compiled):
 def test_op_by_op_executor_matches_torch(compiled):
     model, args, kwargs, want = compiled
     _assert_close(model.run_op_by_op(*args, **kwargs), want)
+
+
+def test_whisper_query_scale_folds_into_its_projection():
+    """Whisper scales q after its biased q_proj: the scale goes into that weight and bias, no multiply is
+    left, and each self-attention's Q and V projections are still one matmul."""
+    model, kwargs = hf_model("whisper")
+    fused = rt.compile(model, (), kwargs).stages["fused"]
+    counts = fused.op_counts()
+    assert "fused.mul" not in counts and counts["fused.attention"] == 6
+    assert sum(op.attrs["name"].endswith(".scaled.merged") for op in fused.ops if op.name == "const") == 4
 
 
 @pytest.mark.parametrize("name", sorted(BLOCKED))

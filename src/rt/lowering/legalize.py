@@ -230,7 +230,11 @@ def _logic(identity: bool):
                 if v.type.shape != op.result.type.shape:
                     v = b.op("fused.expand", [v], {"shape": list(op.result.type.shape)})
                 return v
-        raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
+        if op.result.type.dtype != "bool":
+            raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
+        # on bools as 0/1 floats: and = product, or = maximum
+        f = b.op("fused.mul" if identity else "fused.maximum", [b.cast(x, "f32"), b.cast(y, "f32")])
+        return b.cast(f, "bool")
     return conv
 
 
