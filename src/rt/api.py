@@ -12,6 +12,7 @@ from .dialects.ir import Module
 from .dialects.text import print_module
 from .target import Target, TargetChangedWarning
 from .errors import InputError, ModelFileError, RtError, UsageError, require
+from .signature import Signature
 from .kernels._runtime import FastCallable
 
 
@@ -41,6 +42,9 @@ class CompiledModel(FastCallable):
         self._program = CompiledProgram(self.planned, self.run_target, drop_packed)
         # a dynamic model binds its sizes per call (_call); a static one runs straight from C
         self._fast_program = None if self._program.dynamic else self._program.program
+        self.signature: Signature = self.planned.meta.get("signature") or Signature.flat(
+            self.input_names, len(self.planned.outputs))
+        self._pack = self.signature.packer()
 
     def target_changes(self) -> list[str]:
         """What differs between the target the model was compiled for and the one it runs on here."""
@@ -72,18 +76,30 @@ class CompiledModel(FastCallable):
     def input_names(self) -> list[str]:
         return [v.name for v in self.planned.inputs]
 
+    @property
+    def output_names(self) -> list[str]:
+        """Each output's name in the model's output structure ('logits', 'hidden_states.0', '0', ...)."""
+        return self.signature.outputs.paths()
+
     def _bind(self, args: tuple, kwargs: dict) -> tuple[list[np.ndarray], bool]:
-        names = self.input_names
-        if len(args) > len(names):
+        """Inputs by name from a call: positional arguments are the tensor inputs in order, or (when there
+        are more) all the model's arguments in order; an argument fixed at compile time is accepted with
+        its compiled value."""
+        names, baked = self.input_names, self.signature.baked
+        params = names if len(args) <= len(names) else self.signature.params
+        if len(args) > len(params):
             raise InputError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(args)} "
                              "positional arguments")
-        given = dict(zip(names, args))
-        for k, v in kwargs.items():
-            if k not in names:
+        given = {}
+        for k, v in [*zip(params, args), *kwargs.items()]:
+            if k in baked:
+                self.signature.check_baked(k, v)
+            elif k not in names:
                 raise InputError(f"unknown input {k!r}; the model's inputs are: {', '.join(names)}")
-            if k in given:
+            elif k in given:
                 raise InputError(f"input {k!r} given twice")
-            given[k] = v
+            else:
+                given[k] = v
         missing = [n for n in names if n not in given]
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}")
@@ -107,11 +123,22 @@ class CompiledModel(FastCallable):
         if torch_in:
             import torch
             outs = [torch.from_numpy(o) for o in outs]
+        return self._structured(outs)
+
+    def run_flat(self, *args, **kwargs) -> list[np.ndarray]:
+        """The outputs as a flat list of numpy arrays, in the order of `output_names`."""
+        arrays, _ = self._bind(args, kwargs)
+        return self._program.run(arrays)
+
+    def _structured(self, outs: list):
+        """The outputs in the model's own structure (its ModelOutput, named tuple, nesting)."""
+        if self._pack is not None:
+            return self._pack(outs)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     def run_op_by_op(self, *args, kernels: str = "c", timings: list | None = None, **kwargs):
         """The debugging executor: the planned program op by op, through the C kernels (`kernels="c"`)
-        or the numpy reference (`kernels="numpy"`). Returns numpy outputs."""
+        or the numpy reference (`kernels="numpy"`). Returns numpy outputs, in the model's structure."""
         arrays, _ = self._bind(args, kwargs)
         from .dialects.instantiate import instantiate, sizes_of
         env = sizes_of(self.planned, [a.shape for a in arrays]) if self._program.dynamic else {}
@@ -127,7 +154,7 @@ class CompiledModel(FastCallable):
             outs = self._op_by_op.run(arrays, timings)
         else:
             raise UsageError(f"kernels must be 'c' or 'numpy', got {kernels!r}")
-        return outs[0] if len(outs) == 1 else tuple(outs)
+        return self._structured(list(outs))
 
     def profile(self, *args, runs: int = 10, trace: str | None = None, **kwargs):
         """Run op by op through the C kernels `runs` times; returns a Profile (per-op table, by-kind

@@ -79,10 +79,11 @@ def _run(args) -> int:
 
     from .serialize import write_atomically
     model = rt.load(args.model)
-    outs = model(**_parse_inputs(args.input, model.input_names))
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    for i, y in enumerate(outs):
-        print(f"output {i}: {y.dtype}{list(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
+    outs = model.run_flat(**_parse_inputs(args.input, model.input_names))
+    named = len(outs) > 1 or model.output_names != ["output"]
+    for i, (name, y) in enumerate(zip(model.output_names, outs)):
+        label = f"output {i} ({name})" if named and name != str(i) else f"output {i}"
+        print(f"{label}: {y.dtype}{list(y.shape)}  min {y.min():.6g}  max {y.max():.6g}  mean {y.mean():.6g}")
     if args.output:
         ext = ".npy" if len(outs) == 1 else ".npz"
         path = args.output if args.output.endswith(ext) else args.output + ext
@@ -100,8 +101,11 @@ def _inspect(args) -> int:
     model = rt.load(args.model)
     if args.stage:
         print(model.ir(args.stage), end="")
-    for kind, values in (("inputs", model.planned.inputs), ("outputs", model.planned.outputs)):
-        print(f"{kind}: " + ", ".join(f"{v.name} {v.type.np_dtype}{list(v.type.shape)}" for v in values))
+    for kind, names, values in (("inputs", model.input_names, model.planned.inputs),
+                                ("outputs", model.output_names, model.planned.outputs)):
+        print(f"{kind}: " + ", ".join(f"{n} {v.type.np_dtype}{list(v.type.shape)}" for n, v in zip(names, values)))
+    for line in model.signature.describe():
+        print(line)
     print(f"plan: {model.plan_summary()}")
     print(f"planned ops: {model.op_summary()[1]}")
     print(f"target: {model.target_summary()}")

@@ -24,6 +24,7 @@ from .dialects.planned_check import arena_lifetimes
 from .dialects.text import parse_module, print_module
 from .dialects.verifier import verify_module
 from .errors import ModelFileError, RtError, SaveError
+from .signature import Signature
 from .target import Target
 
 MAGIC = b"RTMODEL\x00"
@@ -39,6 +40,17 @@ def _target(path: str, saved) -> Target | None:
         return Target.from_dict(saved)
     except (RtError, KeyError, TypeError, ValueError) as e:
         raise _refuse(path, f"corrupt header: bad target {saved!r} ({e})") from None
+
+
+def _signature(path: str, saved, planned: Module) -> Signature:
+    """The saved calling convention, checked against the program's inputs and outputs."""
+    try:
+        sig = Signature.from_json(saved, len(planned.outputs))
+    except (KeyError, TypeError, ValueError) as e:
+        raise _refuse(path, f"corrupt header: bad signature ({e})") from None
+    if [p for p in sig.params if p not in sig.baked] != [v.name for v in planned.inputs]:
+        raise _refuse(path, f"corrupt header: the signature's arguments {sig.params} are not the program's inputs")
+    return sig
 
 
 def save_model(path: str, stages: dict[str, Module]) -> None:
@@ -63,6 +75,7 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
         "ir": {stage: print_module(m) for stage, m in stages.items()},
         "plan": planned.meta["plan"],
         "target": planned.meta["target"].to_dict() if planned.meta.get("target") else None,
+        "signature": planned.meta["signature"].to_json() if planned.meta.get("signature") else None,
         "constants": entries,
         "data_crc32": data_crc,
     }
@@ -209,6 +222,8 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
             raise _refuse(path, f"the planned program reads constant {op.attrs['name']!r}, which the file lacks")
     planned.meta["plan"] = plan
     planned.meta["target"] = _target(path, header.get("target"))
+    if header.get("signature") is not None:
+        planned.meta["signature"] = _signature(path, header["signature"], planned)
     try:
         verify_module(planned, "planned")
     except RtError as e:

@@ -22,6 +22,6 @@ def _derive_planned_twins() -> None:
 
 _derive_planned_twins()
 
-op("planned.copy", ("x",), same_as_first, lambda a, at: np.ascontiguousarray(a[0]).copy())
+op("planned.copy", ("x",), same_as_first, lambda a, at: np.array(a[0], order="C"))
 
 from . import kernel_facts  # noqa: E402,F401  (what the planner knows of each planned op's kernel)

@@ -22,16 +22,19 @@ import warnings
 import numpy as np
 import torch
 import torch.fx as fx
+from torch.export.graph_signature import ConstantArgument, InputKind
 
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
 from ..dialects.symbolic import size_ranges
 from ..dialects.verifier import verify_module
-from ..errors import ExportError, UnsupportedOpError
+from ..errors import ExportError, RtError, UnsupportedOpError
+from .calling import dropping_caches, signature_of
 from .converters import MultiResult, hint_for, is_inplace, lookup
 from .decompose import MAX_DEPTH, decompose_call
 from .dynamic import SymbolTable
+from .inplace import write_back
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
                 torch.int32: np.int32, torch.bool: np.bool_}
@@ -179,6 +182,8 @@ def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: d
         with torch.no_grad():
             return torch.export.export(model, args, kwargs=kwargs or {}, strict=strict,
                                        dynamic_shapes=dynamic_shapes)
+    except RtError:
+        raise
     except Exception as e:  # torch's own reason, shortened, plus a hint
         text = str(e) or type(e).__name__
         raise ExportError(f"torch.export could not capture the model ({type(e).__name__}): {shorten(text)}\n"
@@ -187,7 +192,8 @@ def export_program(model: torch.nn.Module, args: tuple | torch.Tensor, kwargs: d
 
 # ---- import -------------------------------------------------------------------------------
 def _live_nodes(graph) -> set:
-    out = [n for n in graph.nodes if n.op == "output"]
+    """The nodes the output needs, and the in-place updates (which reach it through the tensor they write)."""
+    out = [n for n in graph.nodes if n.op == "output" or n.op == "call_function" and is_inplace(n.target)]
     live, stack = set(out), list(out)
     while stack:
         n = stack.pop()
@@ -249,11 +255,13 @@ class _Support:
             raise self.error(items)
 
 
-def import_program(ep: torch.export.ExportedProgram, name: str = "model", dynamic_shapes=None) -> Module:
+def import_program(ep: torch.export.ExportedProgram, name: str = "model", dropped: list[str] | None = None,
+                   dynamic_shapes=None) -> Module:
     """ExportedProgram -> torch dialect module. A call rt has no converter for is replaced by torch's
     decomposition of it (decompose.py); `module.meta["decomposed"]` counts them per overload.
-    Dynamic dims become size symbols (named after the user's Dims in `dynamic_shapes`), their ranges
-    `module.meta["symbols"]`."""
+    `module.meta["signature"]`: the arguments fixed at capture and the output structure (calling.py);
+    dropped: the outputs the capture left out. Dynamic dims become size symbols (named after the
+    user's Dims in `dynamic_shapes`), their ranges `module.meta["symbols"]`."""
     gm = ep.graph_module
     sig = ep.graph_signature
     module = Module(name)
@@ -275,7 +283,8 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model", dynami
     state.update(getattr(ep, "constants", {}) or {})
     param_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
                 **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
-    user_inputs = list(sig.user_inputs)
+    user_inputs = [s.arg.name for s in sig.input_specs
+                   if s.kind == InputKind.USER_INPUT and not isinstance(s.arg, ConstantArgument)]
     for u in user_inputs:                  # input names are the forward() argument names
         b.names.add(u)
     env: dict = {}
@@ -300,6 +309,7 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model", dynami
         outs = _convert(b, gm, [n for n in nodes if n.op != "placeholder"], env, support, 0)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
     module.outputs = [b.as_value(o) for o in outs if o is not None]
+    module.meta["signature"] = signature_of(ep, [o is None for o in outs], dropped)
     module.meta["decomposed"] = support.decomposed
     _drop_dead(module)
     return module
@@ -339,7 +349,7 @@ def _convert(b: TorchBuilder, gm, nodes, env: dict, support: _Support, depth: in
                 continue
             env[n] = _call(b, n, args, kwargs, support, depth)
             if is_inplace(n.target) and isinstance(n.args[0], fx.Node):
-                env[n.args[0]] = env[n]      # later reads of the tensor an in-place op updated see the update
+                write_back(b, n, n.args[0], env[n], env, where)   # later reads (also of its bases) see the update
         elif n.op == "get_attr":
             arr = tensor_to_numpy(getattr(gm, n.target), n.target)
             env[n] = b.constant(n.target if depth == 0 else b.module.add_constant(arr, "decomposition"), arr)
@@ -395,7 +405,9 @@ def import_module(model: torch.nn.Module, args: tuple, kwargs: dict | None = Non
                   strict: bool = False, dynamic_shapes=None) -> Module:
     """nn.Module + example inputs (a tuple or one tensor) -> verified torch dialect module."""
     model = model.eval()
-    ep = export_program(model, args, kwargs, strict, dynamic_shapes)
-    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()), dynamic_shapes)
+    with dropping_caches(model, kwargs) as dropped:
+        ep = export_program(model, args, kwargs, strict, dynamic_shapes)
+    module = import_program(ep, re.sub(r"[^A-Za-z0-9_]", "_", type(model).__name__.lower()), dropped,
+                            dynamic_shapes)
     verify_module(module, "torch")
     return module

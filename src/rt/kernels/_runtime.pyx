@@ -483,8 +483,10 @@ cdef class FastCallable:
     """A model's calling convention (rt's CompiledModel derives from it): a call of positional numpy
     arrays, or CPU torch tensors, of exactly the program's input types runs `_fast_program` from here, with
     no Python frame on the way (a tiny model's whole call is ~1 us; tensors in give tensors out, sharing
-    memory); any other call goes to self._call(args, kwargs), which converts or explains."""
+    memory); any other call goes to self._call(args, kwargs), which converts or explains. `_pack`, when
+    not None, gives the outputs the model's structure (else one output comes back bare, several as a tuple)."""
     cdef public Program _fast_program
+    cdef public object _pack
 
     def __call__(self, *args, **kwargs):
         cdef list outs = None
@@ -499,4 +501,6 @@ cdef class FastCallable:
                         outs = [sys.modules["torch"].from_numpy(o) for o in outs]
         if outs is None:
             return self._call(args, kwargs)
+        if self._pack is not None:
+            return self._pack(outs)
         return outs[0] if len(outs) == 1 else tuple(outs)

@@ -19,7 +19,7 @@ BIG_VIEW = 1 << 16     # elements: a view of a constant larger than this stays a
 
 
 def _const_op(module: Module, array: np.ndarray, name_hint: str, result_name: str) -> Operation:
-    cname = module.add_constant(np.ascontiguousarray(array), name_hint)
+    cname = module.add_constant(np.asarray(array, order="C"), name_hint)
     v = Value(result_name, TensorType.of(array))
     op = Operation("const", [], {"name": cname}, v)
     v.producer = op
@@ -64,7 +64,7 @@ def fold_constants(module: Module) -> int:
         want = op.result.type
         if out.shape != want.shape:
             raise LoweringError(f"folding {op.name} gave shape {out.shape}, type says {want}")
-        out = np.ascontiguousarray(out.astype(want.np_dtype, copy=False))
+        out = np.asarray(out.astype(want.np_dtype, copy=False), order="C")
         cop = _const_op(module, out, f"fold.{op.result.name}", op.result.name)
         replace[op.result] = cop.result
         new_ops.append(cop)

@@ -231,7 +231,11 @@ def _logic(identity: bool):
                 if v.type.shape != op.result.type.shape:
                     v = b.op("fused.expand", [v], {"shape": list(op.result.type.shape)})
                 return v
-        raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
+        if op.result.type.dtype != "bool":
+            raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
+        # on bools as 0/1 floats: and = product, or = maximum
+        f = b.op("fused.mul" if identity else "fused.maximum", [b.cast(x, "f32"), b.cast(y, "f32")])
+        return b.cast(f, "bool")
     return conv
 
 
@@ -336,6 +340,58 @@ def _cat(b, op, at, m):
     return b.op("fused.cat", parts, {"dim": normalize_dim(at.get("dim", 0), op.result.type.rank)})
 
 
+@converts("torch.stack")
+def _stack(b, op, at, m):
+    """stack = each part with its new dim of 1 (a view), concatenated along that dim."""
+    d = normalize_dim(at.get("dim", 0), op.result.type.rank)
+    dt, shape = op.result.type.dtype, list(op.result.type.shape)
+    parts = [b.reshape(b.cast(x, dt), shape[:d] + [1] + shape[d + 1:]) for x in op.operands]
+    return parts[0] if len(parts) == 1 else b.op("fused.cat", parts, {"dim": d})
+
+
+def _scatter_slice(b, x: Value, src: Value, d: int, start: int, end: int) -> Value:
+    """x with x[start:end] along d replaced by src (of that slice's shape): the parts around it and src,
+    concatenated."""
+    parts = [b.op("fused.slice", [x], {"dim": d, "start": 0, "end": start}) if start > 0 else None,
+             b.cast(src, x.type.dtype),
+             b.op("fused.slice", [x], {"dim": d, "start": end, "end": x.type.shape[d]})
+             if end < x.type.shape[d] else None]
+    parts = [p for p in parts if p is not None]
+    return parts[0] if len(parts) == 1 else b.op("fused.cat", parts, {"dim": d})
+
+
+@converts("torch.slice_scatter")
+def _slice_scatter(b, op, at, m):
+    from ..dialects.torch_ops import slice_bounds
+    x, src = op.operands
+    d = normalize_dim(at["dim"], x.type.rank)
+    s, n, st = slice_bounds(x.type.shape[d], at["start"], at["end"], at["step"])
+    if st != 1 and n > 1:
+        raise LoweringError(f"slice_scatter with step {st} is not supported")
+    return _scatter_slice(b, x, src, d, s, s + n)
+
+
+@converts("torch.select_scatter")
+def _select_scatter(b, op, at, m):
+    x, src = op.operands
+    d = normalize_dim(at["dim"], x.type.rank)
+    i = at["index"] % x.type.shape[d]
+    shape = list(x.type.shape)
+    shape[d] = 1
+    return _scatter_slice(b, x, b.reshape(src, shape), d, i, i + 1)
+
+
+@converts("torch.fill.Tensor", "torch.copy")
+def _fill_or_copy(b, op, at, m):
+    """The value (fill's 0-d one, copy's src) in self's dtype, broadcast to self's shape (self's values
+    are not read)."""
+    x, value = op.operands
+    v = b.cast(value, x.type.dtype)
+    if v.type.rank < x.type.rank:
+        v = b.reshape(v, [1] * (x.type.rank - v.type.rank) + list(v.type.shape))
+    return v if v.type.shape == x.type.shape else b.op("fused.expand", [v], {"shape": list(x.type.shape)})
+
+
 @converts("torch.embedding")
 def _embedding(b, op, at, m):
     w, idx = op.operands
@@ -402,7 +458,7 @@ def _index(b, op, at, m):
 
 # ---- views ----------------------------------------------------------------------------------
 @converts("torch.view", "torch.reshape", "torch._unsafe_view", "torch.flatten.using_ints", "torch.unsqueeze",
-          "torch.squeeze.dim", "torch.squeeze.dims", "torch.squeeze")
+          "torch.squeeze.dim", "torch.squeeze.dims", "torch.squeeze", "torch.unflatten.int")
 def _reshape(b, op, at, m):
     return b.reshape(op.operands[0], op.result.type.shape)
 

@@ -309,7 +309,8 @@ __all__ = ["mlp", "transformer_block", "tiny_lm", "gpt2_body", "gpt2_lm", "bert"
 # ---- torch.nn attention and transformers ------------------------------------------------------
 class _MHA(nn.Module):
     """nn.MultiheadAttention called as self-attention (or cross-attention on `memory`); returns the output.
-    mask: 'none' | 'causal' (a float attn_mask) | 'bool' (a bool attn_mask) | 'padding' (key_padding_mask)."""
+    mask: 'none' | 'causal' (a float attn_mask) | 'bool' (a bool attn_mask) | 'padding' (key_padding_mask) |
+    'causal+padding' | 'bool+padding' (both masks)."""
 
     def __init__(self, embed: int, heads: int, mask: str, need_weights: bool, seq: int, kdim: int | None = None):
         super().__init__()
@@ -321,11 +322,11 @@ class _MHA(nn.Module):
     def forward(self, x, *rest):
         """rest: the memory (cross-attention), then the key_padding_mask (mask='padding')."""
         kv = rest[0] if self.cross else x
-        key_padding_mask = rest[-1] if self.mask == "padding" else None
+        key_padding_mask = rest[-1] if self.mask.endswith("padding") else None
         kw = {}
-        if self.mask == "causal":
+        if self.mask.startswith("causal"):
             kw["attn_mask"] = torch.zeros(self.causal.shape).masked_fill(self.causal, float("-inf"))
-        elif self.mask == "bool":
+        elif self.mask.startswith("bool"):
             kw["attn_mask"] = self.causal
         return self.attn(x, kv, kv, key_padding_mask=key_padding_mask, need_weights=self.need_weights, **kw)[0]
 
@@ -333,7 +334,8 @@ class _MHA(nn.Module):
 def multihead_attention(embed: int = 64, heads: int = 4, seq: int = 16, batch: int = 2, mask: str = "none",
                         need_weights: bool = False, cross: bool = False, seed: int = 0):
     """nn.MultiheadAttention (batch_first) as self- or cross-attention (cross: memory of 2*seq-3 rows with
-    their own kdim), masks as in _MHA; mask='padding' passes a bool key_padding_mask (True = padded)."""
+    their own kdim), masks as in _MHA; mask='padding' (or '...+padding') passes a bool key_padding_mask
+    (True = padded)."""
     torch.manual_seed(seed)
     model = _MHA(embed, heads, mask, need_weights, seq, kdim=embed // 2 if cross else None).eval()
     g = _gen(seed + 1)
@@ -341,7 +343,7 @@ def multihead_attention(embed: int = 64, heads: int = 4, seq: int = 16, batch: i
     args = [x]
     if cross:
         args.append(torch.randn(batch, 2 * seq - 3, embed // 2, generator=g))
-    if mask == "padding":
+    if mask.endswith("padding"):
         args.append(~padding_mask(batch, args[-1].shape[1], "bool").reshape(batch, -1))
     return model, tuple(args)
 

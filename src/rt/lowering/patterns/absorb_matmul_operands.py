@@ -1,10 +1,14 @@
 """absorb-matmul-operands: a transpose of a matmul operand becomes a transpose flag, a scalar multiply
-or divide around a matmul becomes its alpha."""
+or divide around a matmul becomes its alpha; after a matmul with a bias (alpha would not scale it), it
+scales the constant weight and bias instead, when nothing else reads them (a query scaled after its
+projection, as Whisper's)."""
 from __future__ import annotations
+
+import numpy as np
 
 from ...dialects.ir import Module
 from ..passmanager import register_pass
-from ..rewrite import N, Pattern, Scalar, apply_patterns
+from ..rewrite import Const, N, Pattern, Scalar, apply_patterns
 
 MM = "fused.matmul"
 
@@ -38,6 +42,24 @@ def _scale_out(divide: bool, through_reshape: bool):
     return rw
 
 
+def _scale_weights(divide: bool, through_reshape: bool):
+    def rw(m, b):
+        s = m.scalar("$s")
+        src = m["src"] if through_reshape else m["mm"]
+        w, c = m["$w"], m["$c"]
+        if (divide and s == 0) or m["$s"].type.dtype != "f32" or m["u"].type.shape != src.type.shape \
+                or w.type.dtype != "f32" or c.type.dtype != "f32":
+            return None
+        if any(v is w or v is c for op in m.module.ops if op is not m.op("mm") for v in op.operands):
+            return None                   # a shared weight or bias: scaling it would need a second copy
+        f = np.float32(1.0 / s if divide else s)
+        scaled = [b.const((m.array(k) * f).astype(np.float32), hint=f"{m[k].producer.attrs['name']}.scaled")
+                  for k in ("$w", "$c")]
+        y = m.rebuild(b, "mm", {1: scaled[0], 2: scaled[1]})
+        return b.reshape(y, m["u"].type.shape) if through_reshape else y
+    return rw
+
+
 def _scale_in(which: int, divide: bool):
     def rw(m, b):
         s = m.scalar("$s")
@@ -65,6 +87,14 @@ for _div, _op in ((False, "fused.mul"), (True, "fused.div")):
                 {"mm": N(MM, ["$a", "$b"], act="none"), "src": N("fused.reshape", ["mm"]),
                  "u": N(_op, ["src", Scalar(capture="$s")], commutative=not _div)},
                 _scale_out(_div, True)),
+        Pattern(f"{_n}-scalar-into-matmul-weights", "u",
+                {"mm": N(MM, ["$a", Const("$w"), Const("$c")], act="none"),
+                 "u": N(_op, ["mm", Scalar(capture="$s")], commutative=not _div)},
+                _scale_weights(_div, False)),
+        Pattern(f"{_n}-scalar-into-matmul-weights-through-reshape", "u",
+                {"mm": N(MM, ["$a", Const("$w"), Const("$c")], act="none"), "src": N("fused.reshape", ["mm"]),
+                 "u": N(_op, ["src", Scalar(capture="$s")], commutative=not _div)},
+                _scale_weights(_div, True)),
         Pattern(f"{_n}-scalar-into-matmul-a", "mm",
                 {"sc": N(_op, ["$x", Scalar(capture="$s")], commutative=not _div), "mm": N(MM, ["sc", "$b"], act="none")},
                 _scale_in(0, _div), shared=("sc",)),
