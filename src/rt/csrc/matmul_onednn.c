@@ -12,7 +12,8 @@
  * A program with a dynamic number of rows (rt.kernels.bind) runs its records with other M, lda and
  * ldc than the ones the state was made for: each such row shape gets its own A/C descriptors and
  * primitives on first use (B, its packed copy and the epilogue stay the op's), kept until the
- * program goes.
+ * program goes; past MAX_ROW_SHAPES of them a run at yet another shape makes its own and drops it
+ * (bounded memory, slower calls).
  *
  * Threads, primitives per thread count and the per-thread scratchpad: onednn_common.c. */
 #define _GNU_SOURCE
@@ -22,6 +23,8 @@
 #include <unistd.h>
 
 #include "onednn_common.h"
+
+#define MAX_ROW_SHAPES 32
 
 struct onednn_mm;
 
@@ -40,6 +43,7 @@ typedef struct onednn_mm {
     void *packed;                                          /* owned copy of B, or NULL */
     int res_is_out;
     mm_rows *rows;                                         /* the record's own first; read lock-free */
+    int nrows;
     pthread_mutex_t lock;                                  /* adding a row shape */
 } onednn_mm;
 
@@ -132,9 +136,11 @@ static mm_rows *rows_new(const onednn_mm *s, int64_t M, int64_t lda, int64_t ldc
 }
 
 /* The row shape a record runs at: the state's own, or one added for it (records of a dynamic program
- * differ from the state's record in M, lda and ldc only). NULL when the record is not the state's op. */
-static mm_rows *rows_for(onednn_mm *s, const rt_op *op)
+ * differ from the state's record in M, lda and ldc only), or past MAX_ROW_SHAPES one for this run only
+ * (*owned set: the caller frees it). NULL when the record is not the state's op, or out of memory. */
+static mm_rows *rows_for(onednn_mm *s, const rt_op *op, int *owned)
 {
+    *owned = 0;
     const rt_matmul_ints *ip = &op->ip.matmul, *own = &s->op.ip.matmul;
     if (ip->N != own->N || ip->K != own->K || ip->ldb != own->ldb || ip->trans_a != own->trans_a ||
         ip->trans_b != own->trans_b || ip->b_mode != own->b_mode || ip->act != own->act)
@@ -146,8 +152,13 @@ static mm_rows *rows_for(onednn_mm *s, const rt_op *op)
     while (r && !(r->M == ip->M && r->lda == ip->lda && r->ldc == ip->ldc)) r = r->next;
     dnnl_status_t st;
     if (!r && (r = rows_new(s, ip->M, ip->lda, ip->ldc, &st))) {
-        r->next = s->rows;
-        __atomic_store_n(&s->rows, r, __ATOMIC_RELEASE);
+        if (s->nrows < MAX_ROW_SHAPES) {
+            r->next = s->rows;
+            __atomic_store_n(&s->rows, r, __ATOMIC_RELEASE);
+            s->nrows++;
+        } else {
+            *owned = 1;
+        }
     }
     pthread_mutex_unlock(&s->lock);
     return r;
@@ -161,6 +172,7 @@ static dnnl_status_t setup(onednn_mm *s, const float *b)
     dnnl_dims_t bias_dims = {1, N};
     dnnl_status_t st;
     s->rows = rows_new(s, ip->M, ip->lda, ip->ldc, &st);
+    s->nrows = 1;
     if (st == dnnl_success) st = matrix_md(&plain_b, K, N, (int)ip->trans_b, ip->ldb);
     if (st == dnnl_success)
         st = dnnl_memory_desc_create_with_tag(&s->bias_md, 2, bias_dims, dnnl_f32, dnnl_ab);
@@ -214,7 +226,8 @@ int rt_p_matmul_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen)
 int rt_matmul_onednn(const rt_op *op, char *const *arg)
 {
     onednn_mm *s = op->state;
-    mm_rows *r = rows_for(s, op);
+    int owned;
+    mm_rows *r = rows_for(s, op, &owned);
     if (!r) return RT_ERR_BACKEND;
     int caller_threads = rt_dnnl_use_threads();
     size_t scratch;
@@ -228,6 +241,7 @@ int rt_matmul_onednn(const rt_op *op, char *const *arg)
     };
     int rc = rt_dnnl_execute(p, scratch, args, 5);
     rt_dnnl_restore_threads(caller_threads);
+    if (owned) rows_free(r);
     return rc;
 }
 
