@@ -2,6 +2,9 @@
 
 Sizes as polynomials (rt.dialects.symbolic), their IR text, and models compiled once with a dynamic
 sequence length / batch and called at many sizes against PyTorch."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,7 @@ from rt.dialects.symbolic import Sym, SymbolicSizeError, exact_div, parse_size, 
 from rt.dialects.text import parse_module, parse_type, print_module
 from rt.lowering.plan import to_planned
 from rt.testing import models
+from test_save_load import BLOCK_TORCH
 
 S, B = Sym.symbol("S"), Sym.symbol("B")
 
@@ -112,16 +116,30 @@ def test_planned_storages_never_overlap_at_any_size(gpt2, seq):
             assert small.result.type.nbytes <= st.size == big.result.storage.size
 
 
-def test_saved_dynamic_model_runs_any_size_in_range(gpt2, tmp_path):
+def test_saved_dynamic_model_runs_any_size_in_range_without_torch(gpt2, tmp_path):
     model, compiled = gpt2
     path = str(tmp_path / "gpt2_dyn.rt")
     compiled.save(path)
-    served = rt.load(path)
-    for seq in (3, 129):
-        ids = torch.randint(0, 500, (1, seq))
+    sizes = (3, 129)
+    for seq in sizes:
+        np.save(tmp_path / f"x{seq}.npy", torch.randint(0, 500, (1, seq)).numpy())
+    script = BLOCK_TORCH + f"""
+import numpy as np, rt
+m = rt.load({path!r})
+for seq in {sizes!r}:
+    np.save({str(tmp_path)!r} + f"/y{{seq}}.npy", m(np.load({str(tmp_path)!r} + f"/x{{seq}}.npy")))
+try:
+    m(np.zeros((1, 1025), np.int64))
+except rt.InputError as e:
+    print(e)
+assert "torch" not in sys.modules
+"""
+    r = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert "its dynamic size S takes 1..1024" in r.stdout
+    for seq in sizes:
         with torch.no_grad():
-            want = model(ids).numpy()
-        assert rel_err(served(ids.numpy()), want) <= 1e-4
+            want = model(torch.from_numpy(np.load(tmp_path / f"x{seq}.npy"))).numpy()
+        assert rel_err(np.load(tmp_path / f"y{seq}.npy"), want) <= 1e-4
 
 
 def test_bert_with_dynamic_batch_and_length():
@@ -196,3 +214,16 @@ def test_more_row_counts_than_a_matmul_keeps_primitives_for(gpt2):
     again = torch.randint(0, 500, (1, 81))
     with torch.no_grad():
         assert rel_err(compiled(again.numpy()), model(again).numpy()) <= 1e-4
+
+
+def test_a_range_the_model_cannot_take_is_refused_with_torchs_suggestion():
+    class Positions(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("pos", torch.randn(64, 8))
+
+        def forward(self, x):
+            return x + self.pos[: x.shape[1]]
+
+    with pytest.raises(rt.ExportError, match=r"(?s)max=64.*allow only part of the dynamic range"):
+        rt.compile(Positions(), (torch.randn(1, 16, 8),), dynamic={"x": {1: ("S", 1, 128)}})

@@ -150,6 +150,9 @@ class TorchBuilder(Builder):
 # ---- capture ------------------------------------------------------------------------------
 def _export_hint(e: Exception, text: str) -> str:
     low = text.lower()
+    if "constraints violated" in low:
+        return ("the model's own checks allow only part of the dynamic range asked (torch's guard above); "
+                "compile for the range it suggests")
     if "data-dependent" in low or "data dependent" in low or "guardondatadependent" in type(e).__name__.lower():
         return ("the forward pass branches or sizes on tensor values; replace Python `if`/loops over tensor "
                 "values with torch.where or masks, or compute those values outside the model")
