@@ -227,3 +227,19 @@ def test_a_range_the_model_cannot_take_is_refused_with_torchs_suggestion():
 
     with pytest.raises(rt.ExportError, match=r"(?s)max=64.*allow only part of the dynamic range"):
         rt.compile(Positions(), (torch.randn(1, 16, 8),), dynamic={"x": {1: ("S", 1, 128)}})
+
+
+def test_command_line_runs_a_dynamic_model_at_any_size(gpt2, tmp_path):
+    _, compiled = gpt2
+    path = str(tmp_path / "g.rt")
+    compiled.save(path)
+    cli = [sys.executable, "-m", "rt.cli"]
+    r = subprocess.run(cli + ["inspect", path], capture_output=True, text=True, check=True)
+    assert "dynamic sizes: S in 1..1024" in r.stdout and "input_ids int64[1, S]" in r.stdout
+    for seq in (2, 33):
+        np.save(tmp_path / "x.npy", np.zeros((1, seq), np.int64))
+        r = subprocess.run(cli + ["run", path, "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
+        assert r.returncode == 0 and f"float32[1, {seq}, 64]" in r.stdout, r.stderr
+    np.save(tmp_path / "x.npy", np.zeros((1, 2000), np.int64))
+    r = subprocess.run(cli + ["run", path, "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
+    assert r.returncode == 3 and r.stderr.strip().count("\n") == 0 and "S takes 1..1024" in r.stderr

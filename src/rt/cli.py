@@ -106,6 +106,10 @@ def _inspect(args) -> int:
         print(f"{kind}: " + ", ".join(f"{n} {v.type.np_dtype}{list(v.type.shape)}" for n, v in zip(names, values)))
     for line in model.signature.describe():
         print(line)
+    sizes = model.planned.meta.get("symbols")
+    if sizes:
+        print("dynamic sizes: " + ", ".join(f"{k} in {lo}..{hi}" for k, (lo, hi) in sizes.items())
+              + " (arena planned for the largest)")
     print(f"plan: {model.plan_summary()}")
     print(f"planned ops: {model.op_summary()[1]}")
     print(f"target: {model.target_summary()}")
