@@ -243,3 +243,48 @@ def test_command_line_runs_a_dynamic_model_at_any_size(gpt2, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((1, 2000), np.int64))
     r = subprocess.run(cli + ["run", path, "--input", str(tmp_path / "x.npy")], capture_output=True, text=True)
     assert r.returncode == 3 and r.stderr.strip().count("\n") == 0 and "S takes 1..1024" in r.stderr
+
+
+def test_a_graph_that_does_not_hold_at_size_1_takes_sizes_from_2():
+    """torch.export traces a dynamic dim as never 1 (the squeeze stays in the graph) but reports the
+    range from 1: rt re-infers every op at 1, and narrows the range rather than answer wrongly."""
+    class Squeeze(torch.nn.Module):
+        def forward(self, x):
+            return x.squeeze(1) * 2
+
+    with pytest.warns(UserWarning, match="does not hold at size 1"):
+        compiled = rt.compile(Squeeze(), (torch.randn(3, 16, 8),), dynamic={"x": {1: ("S", 1, 64)}})
+    x = torch.randn(3, 5, 8)
+    assert torch.equal(compiled(x), x * 2)
+    with pytest.raises(rt.InputError, match="S takes 2..64"):
+        compiled(torch.randn(3, 1, 8))
+
+
+def test_a_decomposition_never_pins_a_dynamic_size():
+    class Glu(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.glu(x, -1)
+
+    with pytest.raises(rt.UnsupportedOpError, match="traced at fixed sizes only"):
+        rt.compile(Glu(), (torch.randn(2, 16, 8),), dynamic={"x": {1: ("S", 1, 64)}})
+
+
+def test_unfused_attention_scores_with_a_dynamic_length():
+    """q @ k^T reads k transposed with a dynamic row count (a position-biased attention, T5-style)."""
+    class Scores(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.randn(4, 64, 64))
+
+        def forward(self, q, k):
+            s = q @ k.transpose(-1, -2)
+            n = q.shape[1]
+            return torch.softmax(s + self.bias[:, :n, :n], -1)
+
+    model = Scores().eval()
+    spec = {"q": {1: ("S", 1, 63)}, "k": {1: ("S", 1, 63)}}      # a slice up to 64 would be a no-op
+    compiled = rt.compile(model, (torch.randn(4, 16, 8), torch.randn(4, 16, 8)), dynamic=spec)
+    for n in (1, 9, 63):
+        q, k = torch.randn(4, n, 8), torch.randn(4, n, 8)
+        with torch.no_grad():
+            assert rel_err(compiled(q, k), model(q, k)) <= 1e-4, n

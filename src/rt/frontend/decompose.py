@@ -66,6 +66,9 @@ def _stand_in(x):
     if isinstance(x, fx.Node):
         val = x.meta.get("val")
         if isinstance(val, torch.Tensor):
+            if any(isinstance(s, torch.SymInt) and not s.node.expr.is_number for s in val.shape):
+                # int() of a dynamic size would pin it to the example's (in the user's program too)
+                raise ValueError("decompositions are traced at fixed sizes; this call has a dynamic one")
             return torch.empty(tuple(int(s) for s in val.shape), dtype=val.dtype)
         if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool)):
             raise ValueError("a symbolic value")

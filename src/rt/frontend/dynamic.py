@@ -134,3 +134,47 @@ class SymbolTable:
             return out
         raise ExportError(f"size {e} is not a polynomial of the dynamic dims; rt cannot plan it")
 
+
+
+def first_size_mismatch(module, env: dict[str, int]):
+    """torch.export traces a dynamic dim as if it were never 1 (a squeeze of it stays, say) while it
+    reports the range from 1: re-infer every op's type at these concrete sizes and return the first op
+    whose type then differs from its symbolic type at them (None: the graph holds at these sizes)."""
+    from ..dialects.instantiate import instantiate
+    from ..dialects.registry import REGISTRY
+    at = instantiate(module, env)
+    for op in at.ops:
+        if op.name == "const":
+            continue
+        opdef = REGISTRY[op.name]
+        types = [None if v is None else v.type for v in op.operands]
+        try:
+            got = opdef.infer(types, opdef.with_defaults(op.attrs))
+        except Exception:       # noqa: BLE001 - the op cannot even be built at these sizes
+            return op
+        if got != op.result.type:
+            return op
+    return None
+
+
+def hold_at_range_ends(module) -> None:
+    """Check the graph at each symbol's smallest size (1 above all) and largest; a graph that does not
+    hold at 1 takes its sizes from 2 (with a warning naming the op), anywhere else: ExportError."""
+    import warnings
+    ranges = module.meta.get("symbols") or {}
+    for name, (lo, hi) in list(ranges.items()):
+        for size in sorted({lo, hi}):
+            env = {k: (size if k == name else r[1]) for k, r in ranges.items()}
+            op = first_size_mismatch(module, env)
+            if op is None:
+                continue
+            where = module.meta.get("source", {}).get(op.result.name, "?")
+            if size == 1 and hi >= 2:
+                ranges[name] = (2, hi)
+                warnings.warn(f"dynamic dim {name}: the captured graph does not hold at size 1 ({op.name} at "
+                              f"{where} changes shape there; torch.export traced it as if never 1), so {name} "
+                              f"takes 2..{hi}; compile the model at size 1 separately for that size",
+                              stacklevel=4)
+                break
+            raise ExportError(f"dynamic dim {name}: the captured graph does not hold at size {size} ({op.name} "
+                              f"at {where}); compile for a narrower range")

@@ -27,13 +27,13 @@ from torch.export.graph_signature import ConstantArgument, InputKind
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, TensorType, Value, dtype_name
 from ..dialects.registry import REGISTRY
-from ..dialects.symbolic import size_ranges
+from ..dialects.symbolic import Sym, size_ranges
 from ..dialects.verifier import verify_module
 from ..errors import ExportError, RtError, UnsupportedOpError
 from .calling import dropping_caches, signature_of
 from .converters import MultiResult, hint_for, is_inplace, lookup
 from .decompose import MAX_DEPTH, decompose_call
-from .dynamic import SymbolTable
+from .dynamic import SymbolTable, hold_at_range_ends
 from .inplace import write_back
 
 _TORCH_TO_NP = {torch.float32: np.float32, torch.float64: np.float64, torch.int64: np.int64,
@@ -207,6 +207,11 @@ def _live_nodes(graph) -> set:
     return live
 
 
+def _has_dynamic_size(n) -> bool:
+    vals = [a.meta.get("val") for a in n.all_input_nodes]
+    return any(isinstance(v, torch.Tensor) and any(isinstance(s, torch.SymInt) for s in v.shape) for v in vals)
+
+
 def _unsupported_error(items, decomposed: dict[str, int]) -> UnsupportedOpError:
     err = UnsupportedOpError(items)
     err.decomposed = dict(decomposed)
@@ -223,6 +228,7 @@ class _Support:
 
     def __init__(self):
         self.found: dict[str, list[str]] = {}       # unsupported overload -> places in the model
+        self.dynamic: set[str] = set()              # ... of which a call has a dynamic size
         self.tried: dict[str, None] = {}            # overloads the check decomposed (ordered set)
         self.decomposed: dict[str, int] = {}        # decomposed overload -> calls (counted at conversion)
 
@@ -236,6 +242,8 @@ class _Support:
                 continue
             dec = decompose_call(n) if depth < MAX_DEPTH else None
             if dec is None:
+                if _has_dynamic_size(n):
+                    self.dynamic.add(str(n.target))
                 locs = self.found.setdefault(str(n.target), [])
                 if where(n) not in locs:
                     locs.append(where(n))
@@ -254,7 +262,9 @@ class _Support:
             items = []
             for key, locs in self.found.items():
                 shown = "; ".join(locs[:3]) + (f"; and {len(locs) - 3} more place(s)" if len(locs) > 3 else "")
-                items.append((key, shown, hint_for(key)))
+                hint = ("its decomposition is traced at fixed sizes only, and this call has a dynamic one"
+                        if key in self.dynamic else hint_for(key))
+                items.append((key, shown, hint))
             raise self.error(items)
 
 
@@ -315,7 +325,27 @@ def import_program(ep: torch.export.ExportedProgram, name: str = "model", droppe
     module.meta["signature"] = signature_of(ep, [o is None for o in outs], dropped)
     module.meta["decomposed"] = support.decomposed
     _drop_dead(module)
+    if b.symbols.ranges:
+        _check_dynamic_inputs(module)
+        with size_ranges(module.meta["symbols"]):
+            hold_at_range_ends(module)
     return module
+
+
+def _check_dynamic_inputs(module: Module) -> None:
+    """Every dynamic size is an input's dim (so a call can bind it): a symbol no input carries was pinned
+    to the example's size somewhere in the capture; a dim like 2*S cannot be bound from a shape."""
+    seen = set()
+    for v in module.inputs:
+        for d in v.type.shape:
+            if isinstance(d, Sym):
+                if len(d.terms) != 1 or d.terms[0][1] != 1 or len(d.terms[0][0]) != 1:
+                    raise ExportError(f"input {v.name} has dim {d}: rt binds dynamic sizes from input dims "
+                                      "that are one size each")
+                seen |= d.symbols
+    lost = sorted(set(module.meta["symbols"]) - seen)
+    if lost:
+        raise ExportError(f"dynamic dim(s) {', '.join(lost)} became fixed during capture (no input keeps them)")
 
 
 def _drop_dead(module: Module) -> None:

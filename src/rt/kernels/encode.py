@@ -153,14 +153,20 @@ def _fail(op: Operation, why: str) -> LoweringError:
 
 
 # ---- matmul ---------------------------------------------------------------------------------
+def _leading_dim(stride, extent, other: int) -> int:
+    """BLAS's leading dim for a dim of `extent` with this stride: one row needs only ld >= `other` (its
+    stride then means nothing); a dynamic extent may be 1 or more, and both hold with max(stride, other)."""
+    if not is_static(extent):
+        return max(stride, other, 1)
+    return max(stride if extent > 1 else other, other, 1)
+
+
 def _blas_matrix(rows: int, cols: int, s_r: int, s_c: int, trans: bool):
     """Row-major BLAS view of a stored (rows x cols) matrix: (trans, ld), or None if not expressible."""
     if s_c == 1 or cols == 1:
-        if not is_static(rows):     # ld >= cols is all one row needs, and several rows need ld = s_r
-            return trans, max(s_r, cols, 1)
-        return trans, max(s_r if rows > 1 else cols, cols, 1)
+        return trans, _leading_dim(s_r, rows, cols)
     if s_r == 1 or rows == 1:          # stored transposed: read it as its transpose
-        return (not trans), max(s_c if cols > 1 else rows, rows, 1)
+        return (not trans), _leading_dim(s_c, cols, rows)
     return None
 
 

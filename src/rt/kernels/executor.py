@@ -7,6 +7,7 @@ numpy-reference executor is rt.interpreter.run_reference.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from typing import Callable
@@ -87,6 +88,7 @@ class CompiledProgram:
             self.binder = SizeBinder(records, lay.sized, lay.slot_sizes,
                                      [v.type.shape for v in planned.inputs + planned.outputs])
             self._at_sizes: OrderedDict = OrderedDict()
+            self._at_sizes_lock = threading.Lock()
             return
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
                                    [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
@@ -104,17 +106,20 @@ class CompiledProgram:
     def at_sizes(self, env: dict[str, int]) -> tuple["_runtime.Program", list[tuple]]:
         """The program bound to these sizes, and its outputs' shapes (the last BOUND_SIZES kept)."""
         key = tuple(env[s] for s in self.binder.symbols)
-        hit = self._at_sizes.get(key)
-        if hit is not None:
-            self._at_sizes.move_to_end(key)
-            return hit
+        with self._at_sizes_lock:       # calls from several threads share the cache
+            hit = self._at_sizes.get(key)
+            if hit is not None:
+                self._at_sizes.move_to_end(key)
+                return hit
         records, slot_nbytes, shapes = self.binder.bind(env)
         lay = self.layout
         program = _runtime.Program(records, slot_nbytes, lay.constants, lay.input_slots, lay.output_slots,
                                    None, self._explain, shared_from=self.program)
-        hit = self._at_sizes[key] = (program, shapes[len(lay.module.inputs):])
-        if len(self._at_sizes) > BOUND_SIZES:
-            self._at_sizes.popitem(last=False)
+        hit = (program, shapes[len(lay.module.inputs):])
+        with self._at_sizes_lock:
+            self._at_sizes[key] = hit
+            if len(self._at_sizes) > BOUND_SIZES:
+                self._at_sizes.popitem(last=False)
         return hit
 
     def kernel_plan(self) -> list[dict]:

@@ -123,8 +123,9 @@ class SizedFold:
             try:
                 out = np.asarray(opdef.reference(args, evaluate(opdef.with_defaults(op.attrs), env)))
             except Exception as e:
-                raise LoweringError(f"constant folding {op.name} (%{op.result.name}) at sizes {env} failed: {e} "
-                                    "(the model may not run at every size of the dynamic range: lower its max)") from e
+                hint = " (the model may not run at every size of the dynamic range: lower its max)" if i == 0 else ""
+                raise LoweringError(f"constant folding {op.name} (%{op.result.name}) at sizes {env} failed: {e}"
+                                    f"{hint}") from e
             want = evaluate(op.result.type.shape, env)
             if out.shape != tuple(want):
                 raise LoweringError(f"folding {op.name} at sizes {env} gave shape {out.shape}, type says {want}")

@@ -25,9 +25,10 @@ def _absorb_causal(m, b):
     q, k = m["$q"], m["$k"]
     sq, sk = q.type.shape[-2], k.type.shape[-2]
     mask = m.array("$mask")
-    if mask is None:
+    if mask is None:        # the corner must be [0:Sq, 0:Sk] of a square, with Sq = Sk
         mask = m.module.corner_of(m["$mask"])
-        if mask is None or sq != sk or mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]:
+        if (mask is None or sq != sk or mask.ndim < 2 or mask.shape[-1] != mask.shape[-2]
+                or m["$mask"].type.shape[-2:] != (sq, sk)):
             return None
         sq = sk = mask.shape[-1]
     if not is_causal_mask(mask, sq, sk):
