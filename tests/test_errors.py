@@ -384,6 +384,45 @@ def test_cli_bad_input_exits_3(mlp, args, text):
     assert_one_line_error(rt_cmd(*args, cwd=d), 3, "run", text)
 
 
+@pytest.mark.parametrize("make, text", [
+    (lambda: torch.randn(2, 16, dtype=torch.bfloat16), "torch.bfloat16 tensor has no numpy form"),
+    (lambda: torch.randn(2, 16).to_sparse(), "is a sparse_coo tensor"),
+    (lambda: torch.randn(2, 16, device="meta"), "is a meta tensor"),
+])
+def test_tensors_numpy_cannot_hold_raise_input_error(mlp, make, text):
+    _, compiled, _ = mlp
+    with pytest.raises(rt.InputError, match=f"input 'input'.*{text}"):
+        compiled(make())
+
+
+def test_an_unaligned_input_is_copied(mlp):
+    _, compiled, x = mlp
+    raw = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    unaligned = raw.view(np.float32).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    assert np.array_equal(compiled(unaligned), compiled(x))
+
+
+def test_reference_executor_names_an_index_out_of_range(embed):
+    _, compiled = embed
+    for bad in (12, -1):        # numpy would wrap -1 silently
+        with pytest.raises(rt.IndexOutOfRangeError, match=f"index {bad} outside \\[0, 10\\)"):
+            compiled.run_op_by_op(np.array([[1, bad, 3]], np.int64), kernels="numpy")
+
+
+def test_deeply_nested_header_is_a_model_file_error(embed, tmp_path):
+    d, _ = embed
+    data = (d / "e.rt").read_bytes()
+    (magic, version), _, weights = _split(data)
+    blob = b"[" * 100000 + b"]" * 100000
+    head = _PREFIX.pack(magic, version, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob))
+    bad = tmp_path / "nested.rt"
+    bad.write_bytes(head + b"\0" * (_align(len(head)) - len(head)) + weights)
+    with pytest.raises(rt.ModelFileError, match="corrupt header"):
+        rt.load(str(bad))
+
+
 # ---- models rt cannot compile -----------------------------------------------------------------------
 class Spectrum(nn.Module):
     def forward(self, x):

@@ -24,6 +24,18 @@ def _is_torch_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _tensor_array(name: str, x) -> np.ndarray:
+    """A torch tensor's data as numpy, or InputError saying why it has none numpy can hold."""
+    if x.is_meta or str(x.layout) != "torch.strided":
+        raise InputError(f"input {name!r} is a {'meta' if x.is_meta else str(x.layout).split('.')[-1]} "
+                         "tensor; rt takes dense tensors with data (e.g. .to_dense())")
+    try:
+        return x.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as e:
+        raise InputError(f"input {name!r}: a {x.dtype} tensor has no numpy form ({e}); convert it to the "
+                         "model's dtype first") from None
+
+
 class CompiledModel(FastCallable):
     """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
     same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan. Inputs of exactly
@@ -114,14 +126,15 @@ class CompiledModel(FastCallable):
         arrays = []
         for v in self.planned.inputs:
             x = given[v.name]
-            arr = x.detach().cpu().numpy() if _is_torch_tensor(x) else np.asarray(x)
+            arr = _tensor_array(v.name, x) if _is_torch_tensor(x) else np.asarray(x)
             if arr.dtype != v.type.np_dtype:
                 raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
                                  f"(shape {list(v.type.shape)})")
             if arr.shape != v.type.shape and v.type.is_static:      # dynamic dims: checked by sizes_of
                 raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
                                  f"{list(v.type.shape)} ({v.type.np_dtype})")
-            arrays.append(arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))   # keeps 0-d
+            aligned = arr.flags.c_contiguous and arr.flags.aligned
+            arrays.append(arr if aligned else np.require(arr, requirements=("C_CONTIGUOUS", "ALIGNED")))  # keeps 0-d
         return arrays, torch_in
 
     def _call(self, args: tuple, kwargs: dict):
