@@ -250,9 +250,14 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
         if st.kind in counts and not (type(st.index) is int and 0 <= st.index < counts[st.kind]):
             raise _refuse(path, f"%{v.name} is stored in {st.kind}[{st.index}]; the program has "
                                 f"{counts[st.kind]} {st.kind}(s)")
-    ends = [v.storage.offset + v.storage.size for v, _, _ in arena_lifetimes(planned)]
-    ends += [op.attrs["scratch"][0] + op.attrs["scratch"][1] for op in planned.ops if op.attrs.get("scratch")]
-    if plan["arena_bytes"] > align(max(ends, default=0)):
+    buffers = [(v.storage.offset, v.storage.size) for v, _, _ in arena_lifetimes(planned)]
+    buffers += [tuple(op.attrs["scratch"][:2]) for op in planned.ops if op.attrs.get("scratch")]
+    used = align(max((off + size for off, size in buffers), default=0))
+    no_reuse = sum(align(size) for _, size in buffers)     # what any plan of these buffers fits in
+    if plan["arena_bytes"] > min(used, no_reuse):
         raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
-                            f"{max(ends, default=0)}")
+                            f"{used}, and whose buffers need {no_reuse} bytes without any reuse")
+    unused = sorted(set(constants) - {op.attrs["name"] for op in planned.ops if op.name == "const"})
+    if unused:
+        raise _refuse(path, f"the constants table lists {unused[0]!r}, which the planned program never reads")
     return stages, weights
