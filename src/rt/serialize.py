@@ -93,12 +93,16 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
 
 @contextlib.contextmanager
 def write_atomically(path: str, mode: str = "wb"):
-    """A new file to write `path` through: it is renamed over `path` once complete, so a failed write
-    leaves `path` as it was and no temporary file behind. Any OSError becomes SaveError naming `path`."""
+    """A new file to write `path` through (a unique name beside it): flushed to disk and renamed over
+    `path` once complete, so readers see the old file or the new one, a failed write leaves `path` as
+    it was and no temporary file behind, and concurrent writers each leave a whole file. Any OSError
+    becomes SaveError naming `path`."""
     tmp = f"{path}.{os.urandom(4).hex()}.tmp"     # not secrets: it loads OpenSSL (~1 MiB resident)
     try:
         with open(tmp, mode.replace("w", "x")) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())          # on disk before it takes the name: a crash leaves old or new
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
