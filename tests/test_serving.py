@@ -87,7 +87,7 @@ for i in range(rounds):
     finally:
         stop.set()
         t.join()
-    states.add(model._weights.state)
+    states.add(model.weights_state)
     del model
     shutil.copyfile(served + ".orig", served)
 print(rounds, calls[0], sorted(states), wrong)
@@ -111,7 +111,7 @@ def test_a_loaded_model_holds_a_lease_and_copies_only_what_it_reads(files):
     _, paths = files
     served, _, x = paths[4]
     model = rt.load(str(served))
-    assert model._weights.state == "leased"
+    assert model.weights_state == "leased"
     kept = model._program.constants_read_in_place()
     packed = [k for k in model.kernel_plan() if k.get("b_copy")]
     assert packed and len(kept) == len(model._program.layout.constants) - len(packed)
@@ -128,7 +128,7 @@ def test_op_by_op_after_the_file_changed(files, tmp_path):
     model = rt.load(str(path))
     want = model(x)
     path.write_bytes(other.read_bytes())          # opened for writing here: the lease breaks first
-    assert model._weights.state == "detached"
+    assert model.weights_state == "detached"
     assert np.array_equal(model(x), want)
     with pytest.raises(rt.ModelFileError, match="opened for writing after it was loaded.*load it again"):
         model.run_op_by_op(x)
@@ -156,7 +156,7 @@ def test_without_a_lease_the_weights_are_copied_at_load(files, tmp_path):
     path.write_bytes(served.read_bytes())
     with open(path, "r+b") as writer:
         model = rt.load(str(path))
-        assert model._weights.state == "private"
+        assert model.weights_state == "private"
         want = model(x)
         writer.truncate(0)
         assert np.array_equal(model(x), want)

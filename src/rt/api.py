@@ -65,6 +65,13 @@ class CompiledModel(FastCallable):
             self.input_names, len(self.planned.outputs))
         self._pack = self.signature.packer()
 
+    @property
+    def weights_state(self) -> str | None:
+        """Where a loaded model reads its weights: "leased" (the file's pages, under a read lease),
+        "private" (copied at load: the file could not be leased) or "detached" (the weights it reads
+        copied when the file was opened for writing); None for a model compiled here."""
+        return self._weights.state if self._weights is not None else None
+
     def target_changes(self) -> list[str]:
         """What differs between the target the model was compiled for and the one it runs on here."""
         return self.target.changes(self.run_target) if self.target else []
