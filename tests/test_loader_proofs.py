@@ -101,6 +101,12 @@ CASES = [
     ("arena far beyond the buffers", lambda h: (_planned(lambda t: _edit(t, "linear_1_1", "arena[1099511627776, 512]"))(h),
                                                 h["plan"].update(arena_bytes=2 ** 40 + 2 ** 16)),
      r"an arena of 1099511693312 bytes .* whose buffers need \d+ bytes without any reuse"),
+    ("view strides not a list", _planned(lambda t: _edit(t, "getitem", "view(%linear_2, 0, 192)")),
+     r"corrupt IR: line \d+: view strides must be a list of integers, got 192"),   # was a bare TypeError
+    ("negative arena offset", _planned(lambda t: _edit(t, "linear_1_1", "arena[-64, 512]")),
+     r"expected a count \(an integer >= 0\), got -64"),
+    ("fractional arena size", _planned(lambda t: _edit(t, "linear_1_1", "arena[0, 512.0]")),
+     r"expected a count \(an integer >= 0\), got 512.0"),
     ("an unread constant", lambda h: h["constants"].append(dict(h["constants"][0], name="extra")),
      r"the constants table lists 'extra', which the planned program never reads"),
 ]
