@@ -162,3 +162,36 @@ def test_without_a_lease_the_weights_are_copied_at_load(files, tmp_path):
         assert np.array_equal(model(x), want)
         writer.write(other.read_bytes())
     assert np.array_equal(model(x), want) and np.array_equal(model.run_op_by_op(x), want)
+
+
+FORKED = """
+import gc, os, sys
+import numpy as np, rt
+path, x = sys.argv[1], np.load(sys.argv[2])
+a = rt.load(path)
+want = a(x)
+pid = os.fork()
+if pid == 0:       # the child (rt cannot run in it: libgomp's threads do not survive a fork) drops
+    code = 1       # its copy of the model: the lease it shares with the parent is the parent's
+    try:
+        code = 0 if a.weights_state == "inherited" else 2
+        del a
+        gc.collect()
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+with open(path, "r+b") as f:
+    f.truncate(0)
+assert a.weights_state == "detached" and np.array_equal(a(x), want), a.weights_state
+print("ok")
+"""
+
+
+def test_a_forked_child_leaves_the_parents_lease(files, tmp_path):
+    _, paths = files
+    a, _, x = paths[4]
+    (tmp_path / "a.rt").write_bytes(a.read_bytes())
+    r = subprocess.run([sys.executable, "-c", FORKED, str(tmp_path / "a.rt"), str(x)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -68,8 +68,9 @@ class CompiledModel(FastCallable):
     @property
     def weights_state(self) -> str | None:
         """Where a loaded model reads its weights: "leased" (the file's pages, under a read lease),
-        "private" (copied at load: the file could not be leased) or "detached" (the weights it reads
-        copied when the file was opened for writing); None for a model compiled here."""
+        "private" (copied at load: the file could not be leased), "detached" (the weights it reads
+        copied when the file was opened for writing) or, in a forked child, "inherited" (the parent's
+        mapping, whose lease protects the parent only); None for a model compiled here."""
         return self._weights.state if self._weights is not None else None
 
     def target_changes(self) -> list[str]:

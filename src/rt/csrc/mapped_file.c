@@ -43,10 +43,10 @@ struct rt_mapped {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static rt_mapped *leased;           /* every mapping in RT_MAPPED_LEASED state, under `lock` */
-static pid_t watcher_tid;
-static pthread_once_t watcher_once = PTHREAD_ONCE_INIT;
+static pid_t watcher_tid;           /* under `lock`; 0 until this process has a watcher */
 static pthread_mutex_t started_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t started = PTHREAD_COND_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static char *anonymous(size_t span) {
     void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -112,6 +112,21 @@ static void *watch(void *unused) {
     return NULL;
 }
 
+/* fork(): the child has no watcher, and the leases of the mappings it inherits are the parent's
+ * (one open file description): it must neither give them up nor be told of their breaks. Its
+ * inherited mappings become plain shared mappings (RT_MAPPED_INHERITED); what it loads itself gets
+ * its own watcher and leases. */
+static void before_fork(void) { pthread_mutex_lock(&lock); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&lock); }
+static void after_fork_child(void) {
+    for (rt_mapped *m = leased; m; m = m->next)
+        m->state = RT_MAPPED_INHERITED;
+    leased = NULL;
+    watcher_tid = 0;
+    pthread_mutex_unlock(&lock);
+}
+static void watch_forks(void) { pthread_atfork(before_fork, after_fork_parent, after_fork_child); }
+
 static void start_watcher(void) {
     sigset_t set, old;
     sigemptyset(&set);
@@ -133,9 +148,11 @@ static void start_watcher(void) {
     pthread_mutex_unlock(&started_lock);
 }
 
-/* Take a read lease on m->fd whose break signals the watcher; 0 on success. */
+/* Under `lock`: take a read lease on m->fd whose break signals the watcher; 0 on success. */
 static int take_lease(rt_mapped *m) {
-    pthread_once(&watcher_once, start_watcher);
+    pthread_once(&fork_once, watch_forks);
+    if (!watcher_tid)
+        start_watcher();
     if (!watcher_tid)
         return -1;
     struct f_owner_ex owner = {F_OWNER_TID, watcher_tid};
@@ -265,6 +282,8 @@ void rt_mapped_close(rt_mapped *m) {
     if (m->state == RT_MAPPED_LEASED) {
         unlink_leased(m);
         release_lease(m);
+    } else if (m->fd >= 0) {       /* inherited: the lease is the parent's */
+        close(m->fd);
     }
     pthread_mutex_unlock(&lock);
     munmap(m->data, m->span);

@@ -13,6 +13,8 @@ enum rt_mapped_state {
     RT_MAPPED_PRIVATE,  /* every byte copied into rt's own memory (no lease could be taken) */
     RT_MAPPED_DETACHED, /* the lease broke (someone opened the file to write it): the kept ranges
                            were copied into rt's own memory at the same addresses, the rest is gone */
+    RT_MAPPED_INHERITED, /* a forked child's copy of a leased mapping: the file's pages, unprotected
+                            (the lease and its copy are the parent's) */
 };
 
 /* Map `size` bytes of `fd` (read-only; fd is duplicated, the caller keeps its own). Returns NULL with

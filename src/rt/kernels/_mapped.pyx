@@ -16,6 +16,7 @@ cdef extern from "mapped_file.h" nogil:
         RT_MAPPED_LEASED
         RT_MAPPED_PRIVATE
         RT_MAPPED_DETACHED
+        RT_MAPPED_INHERITED
     rt_mapped *rt_mapped_open(int fd, int64_t size, char *msg, size_t msglen)
     const char *rt_mapped_data(const rt_mapped *m)
     int rt_mapped_state(rt_mapped *m)
@@ -23,13 +24,15 @@ cdef extern from "mapped_file.h" nogil:
     void rt_mapped_drop(rt_mapped *m, int64_t start, int64_t length)
     void rt_mapped_close(rt_mapped *m)
 
-STATES = {RT_MAPPED_LEASED: "leased", RT_MAPPED_PRIVATE: "private", RT_MAPPED_DETACHED: "detached"}
+STATES = {RT_MAPPED_LEASED: "leased", RT_MAPPED_PRIVATE: "private", RT_MAPPED_DETACHED: "detached",
+          RT_MAPPED_INHERITED: "inherited"}
 
 
 cdef class MappedFile:
     """`size` bytes of the open file `fd`, as a read-only buffer (np.frombuffer reads it in place).
     state: "leased" (the file's pages, loaded lazily), "private" (all copied: no lease could be taken)
-    or "detached" (someone opened the file to write it: the kept ranges were copied first)."""
+    or "detached" (someone opened the file to write it: the kept ranges were copied first); in a forked
+    child, "inherited" (the parent's leased pages, which the child's lease does not cover)."""
     cdef rt_mapped *m
     cdef readonly int64_t size
 
