@@ -34,9 +34,9 @@ def test_matmul_output_batches_must_not_overlap():
     build_program("MATMUL", {"a": a, "b": b, "out": out}, **matmul_fields(2, 2, 2, b1=2, b2=2, sc1=8, sc2=4, ldc=2))
 
 
-@pytest.mark.parametrize("alpha", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("alpha", [np.inf, -np.inf, np.nan, 1e308])
 def test_matmul_alpha_must_be_finite(alpha):
-    with pytest.raises(ProgramError, match="alpha .* is not finite"):
+    with pytest.raises(ProgramError, match="alpha .* is not a finite float"):
         build_program("MATMUL", {"a": empty(2, 2), "b": empty(2, 2), "out": empty(2, 2)},
                       **matmul_fields(2, 2, 2, alpha=alpha))
 
@@ -49,9 +49,9 @@ def _attention(out, scratch, **changes):
                          **dict(fields, **changes))
 
 
-@pytest.mark.parametrize("scale", [np.inf, np.nan])
+@pytest.mark.parametrize("scale", [np.inf, np.nan, -1e39])    # 1e39: inf as a float
 def test_attention_scale_must_be_finite(scale):
-    with pytest.raises(ProgramError, match="scale .* is not finite"):
+    with pytest.raises(ProgramError, match="scale .* is not a finite float"):
         _attention(empty(1, 1, 8, 8), empty(attention_scratch_floats(8, 8, 8) * 2), scale=scale)
 
 

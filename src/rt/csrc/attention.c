@@ -1,5 +1,6 @@
 /* Scaled dot-product attention in one pass over keys (online softmax), reading
  * q/k/v/mask/out through strides so head splitting needs no copies. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -225,7 +226,7 @@ int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msgl
     RT_CHECK(D <= 4096 && Dv <= 4096, "head dims above 4096 are not supported");
     RT_CHECK(ip->threads >= 1, "scratch must hold at least one thread's share");
     RT_CHECK(ip->kv_group >= 1, "kv_group must be at least 1");
-    RT_CHECK(isfinite(op->fp.attention.scale), "scale %g is not finite", op->fp.attention.scale);
+    RT_CHECK(fabs(op->fp.attention.scale) <= FLT_MAX, "scale %g is not a finite float", op->fp.attention.scale);
     /* Output rows are written by different tasks, each once: they must not overlap (which also bounds
      * the work by out's bytes). */
     int64_t rows[3] = {B, H, Sq}, rst[3] = {ip->o_sb, ip->o_sh, ip->o_ss};

@@ -6,6 +6,7 @@
  * to the block it just produced. A BLAS call takes no epilogue, so a tall block is cut
  * into row panels, each finished while still in cache. */
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 
 #include "rt_kernel.h"
@@ -189,7 +190,7 @@ int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     RT_CHECK(lda >= (acols > 1 ? acols : 1), "lda %lld < %lld", (long long)lda, (long long)acols);
     RT_CHECK(ldb >= (bcols > 1 ? bcols : 1), "ldb %lld < %lld", (long long)ldb, (long long)bcols);
     RT_CHECK(ldc >= (N > 1 ? N : 1), "ldc %lld < N = %lld", (long long)ldc, (long long)N);
-    RT_CHECK(isfinite(op->fp.matmul.alpha), "alpha %g is not finite", op->fp.matmul.alpha);
+    RT_CHECK(fabs(op->fp.matmul.alpha) <= FLT_MAX, "alpha %g is not a finite float", op->fp.matmul.alpha);
     /* Output batches are written in parallel, each once: they must not overlap (which also bounds the
      * work by out's bytes). */
     int64_t bext[2] = {b1, b2}, bst[2] = {ip->sc1, ip->sc2};
