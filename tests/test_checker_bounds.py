@@ -3,7 +3,7 @@ refuse parameters no kernel can use (non-finite alpha / scale), before anything 
 import numpy as np
 import pytest
 
-from kernel_helpers import attention_fields, build_program, matmul_fields
+from kernel_helpers import attention_fields, build_program, copy_fields, matmul_fields, zero_fields
 from rt.abi import attention_scratch_floats
 from rt.errors import ProgramError
 from rt.kernels import Program, make_record
@@ -78,3 +78,20 @@ def test_attention_scratch_is_never_a_constant_or_an_input(kind):
     consts = {2: scratch} if kind == "constant" else {}
     with pytest.raises(ProgramError, match=f"ATTENTION\\): writes into {kind} slot 2"):
         Program(rec, sizes, consts, [1] if consts else [1, 2], [3])
+
+
+def test_pool_copy_and_rope_outputs_must_not_overlap():
+    """Nonzero output strides were all the checkers asked: 2^30 pooling windows (or copied items)
+    written over a 256 KiB buffer ran for minutes."""
+    x, out = empty(4), empty(2 ** 16)
+    pool = dict(zero_fields("MAX_POOL"), N=1, C=1, H=1, W=1, OH=2 ** 15, OW=2 ** 15, o_sh=1, o_sw=1, KH=1, KW=1,
+                sh=1, sw=1, dh=1, dw=1)
+    with pytest.raises(ProgramError, match=r"MAX_POOL\): output elements overlap"):
+        build_program("MAX_POOL", {"x": x, "out": out}, **pool)
+    build_program("MAX_POOL", {"x": x, "out": out}, **dict(pool, OH=2 ** 7, OW=2 ** 8, o_sh=2 ** 8))
+    with pytest.raises(ProgramError, match=r"COPY\): output items overlap"):
+        build_program("COPY", {"x": x, "out": out},
+                      **copy_fields([2 ** 15, 2 ** 15], [0, 0], 4, out_stride=[1, 1]))
+    rope = dict(zero_fields("ROPE"), B=2 ** 10, H=2 ** 10, S=1, D=2, rot=2, o_sb=1, o_sh=1, o_ss=2)
+    with pytest.raises(ProgramError, match=r"ROPE\): output rows overlap"):
+        build_program("ROPE", {"x": x, "cos": empty(2), "sin": empty(2), "out": out}, **rope)
