@@ -13,6 +13,7 @@ from ..errors import VerificationError
 from .ir import Module, Operation, Value
 from .registry import REGISTRY, VIEW
 from .strides import contiguous_strides, is_contiguous
+from .symbolic import at_largest
 
 # A file may not ask a kernel for more threads' scratch than this.
 MAX_SCRATCH_THREADS = 1024
@@ -79,8 +80,9 @@ def _check_scratch(op: Operation) -> None:
     _, nbytes, threads = have
     if not 1 <= threads <= MAX_SCRATCH_THREADS:
         _fail(op, f"scratch for {threads} threads (1..{MAX_SCRATCH_THREADS})")
-    if nbytes != align(need(op, threads)):
-        _fail(op, f"scratch of {nbytes} bytes; its kernel needs {align(need(op, threads))} for {threads} threads")
+    want = align(at_largest(need(op, threads)))
+    if nbytes != want:
+        _fail(op, f"scratch of {nbytes} bytes; its kernel needs {want} for {threads} threads")
 
 
 def prove_storages(m: Module) -> None:
@@ -97,8 +99,9 @@ def prove_storages(m: Module) -> None:
             _check_view(op, layout[r])
         elif st.kind == "view" or st.kind == "input" or (st.kind == "const") != (op.name == "const"):
             _fail(op, f"{op.name} cannot be stored in {st.kind}")
-        if st.kind == "arena" and st.size != r.type.nbytes:
-            _fail(op, f"arena slice of {st.size} bytes for a {r.type} ({r.type.nbytes} bytes)")
+        if st.kind == "arena" and st.size != at_largest(r.type.nbytes):
+            _fail(op, f"arena slice of {st.size} bytes for a {r.type} ({at_largest(r.type.nbytes)} bytes "
+                      "at its largest)")
         if st.kind == "output":
             if st.index in output_at:
                 _fail(op, f"output[{st.index}] is written by %{output_at[st.index].name} too")

@@ -204,11 +204,11 @@ class _Parser:
                 return named[t]
         raise IRParseError(f"line {line}: bad attribute value {t!r}")
 
-    def count(self) -> int:
-        """A storage's offset, size or index: an integer >= 0."""
+    def count(self, sized: bool = False):
+        """A storage's offset, size or index: an integer >= 0 (sized: or a size in the symbols)."""
         line = self.peek()[2]
         v = self.attr_value()
-        if type(v) is not int or v < 0:
+        if not ((type(v) is int and v >= 0) or (sized and isinstance(v, Sym))):
             raise IRParseError(f"line {line}: expected a count (an integer >= 0), got {v!r}")
         return v
 
@@ -231,11 +231,11 @@ class _Parser:
             k2, vt, l2 = self.next()
             base = self.lookup(vt, l2)
             self.expect("punct", ",")
-            offset = self.count()
+            offset = self.count(sized=True)
             strides = None
             if self.accept("punct", ","):
                 strides = self.attr_value()
-                if not (isinstance(strides, list) and all(type(s) is int for s in strides)):
+                if not (isinstance(strides, list) and all(type(s) is int or isinstance(s, Sym) for s in strides)):
                     raise IRParseError(f"line {l2}: view strides must be a list of integers, got {strides!r}")
                 strides = tuple(strides)
             self.expect("punct", ")")
