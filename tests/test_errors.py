@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import rt
+from model_files import PREFIX, align64, pack_file, split_file
 from rt.dialects import parse_module
 
 
@@ -130,25 +131,6 @@ def test_program_the_runtime_refuses():
 
 
 # ---- malformed model files, at any depth ------------------------------------------------------------
-_PREFIX = struct.Struct("<8sIQ")      # the file's layout (serialize.py): magic, version, header length,
-
-
-def _align(n: int) -> int:            # header JSON, its CRC32, weights from the next 64-byte boundary
-    return (n + 63) // 64 * 64
-
-
-def _split(data: bytes):
-    magic, version, hlen = _PREFIX.unpack(data[:_PREFIX.size])
-    header = json.loads(data[_PREFIX.size:_PREFIX.size + hlen])
-    return (magic, version), header, data[_align(_PREFIX.size + hlen + 4):]
-
-
-def _pack(prefix, header, weights: bytes) -> bytes:
-    blob = json.dumps(header).encode()
-    head = _PREFIX.pack(*prefix, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob))
-    return head + b"\0" * (_align(len(head)) - len(head)) + weights
-
-
 def _paths(obj, at=()):
     yield at
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
@@ -173,20 +155,20 @@ def _with(header, at, value, delete=False):
 def _mutants(data: bytes, rng: random.Random):
     """Files that differ from a good one: every header field deleted or given a wrong value (with valid
     checksums, so the loader's own checks meet them), IR text edited at random, bytes flipped, truncations."""
-    prefix, header, weights = _split(data)
+    prefix, header, weights = split_file(data)
     for at in _paths(header):
         if at and isinstance(at[-1], str):
-            yield _pack(prefix, _with(header, at, None, delete=True), weights)
+            yield pack_file(prefix, _with(header, at, None, delete=True), weights)
         for value in (None, "x", -1, 1.5, [], {}, True, 3, 10 ** 12):
-            yield _pack(prefix, _with(header, at, value), weights)
+            yield pack_file(prefix, _with(header, at, value), weights)
     for stage, text in header["ir"].items():
         for _ in range(40):
             i = rng.randrange(len(text))
             j = i + rng.randrange(1, 8)
             edit = rng.choice([text[:i] + text[j:], text[:i] + text[i:j][::-1] + text[j:],
                                text[:i] + rng.choice("0123456789%@[],x:{}\"") + text[i:]])
-            yield _pack(prefix, _with(header, ("ir", stage), edit), weights)
-    yield _pack(prefix, header, weights[:-4])
+            yield pack_file(prefix, _with(header, ("ir", stage), edit), weights)
+    yield pack_file(prefix, header, weights[:-4])
     for _ in range(60):
         b = bytearray(data)
         b[rng.randrange(len(b))] ^= 1 << rng.randrange(8)
@@ -230,10 +212,10 @@ def test_fuzzed_files_raise_only_model_file_error(embed, tmp_path):
 ])
 def test_bad_header_names_the_first_wrong_thing(embed, tmp_path, change, message):
     d, _ = embed
-    prefix, header, weights = _split((d / "e.rt").read_bytes())
+    prefix, header, weights = split_file((d / "e.rt").read_bytes())
     change(header)
     bad = tmp_path / "bad.rt"
-    bad.write_bytes(_pack(prefix, header, weights))
+    bad.write_bytes(pack_file(prefix, header, weights))
     with pytest.raises(rt.ModelFileError, match=message):
         rt.load(str(bad))
 
@@ -382,6 +364,45 @@ def test_cli_bad_input_exits_3(mlp, args, text):
     np.save(d / "wrong.npy", np.zeros((3, 16), np.float32))
     (d / "text.npy").write_text("not numpy")
     assert_one_line_error(rt_cmd(*args, cwd=d), 3, "run", text)
+
+
+@pytest.mark.parametrize("make, text", [
+    (lambda: torch.randn(2, 16, dtype=torch.bfloat16), "torch.bfloat16 tensor has no numpy form"),
+    (lambda: torch.randn(2, 16).to_sparse(), "is a sparse_coo tensor"),
+    (lambda: torch.randn(2, 16, device="meta"), "is a meta tensor"),
+])
+def test_tensors_numpy_cannot_hold_raise_input_error(mlp, make, text):
+    _, compiled, _ = mlp
+    with pytest.raises(rt.InputError, match=f"input 'input'.*{text}"):
+        compiled(make())
+
+
+def test_an_unaligned_input_is_copied(mlp):
+    _, compiled, x = mlp
+    raw = np.zeros(x.nbytes + 1, np.uint8)[1:]
+    unaligned = raw.view(np.float32).reshape(x.shape)
+    unaligned[...] = x
+    assert not unaligned.flags.aligned
+    assert np.array_equal(compiled(unaligned), compiled(x))
+
+
+def test_reference_executor_names_an_index_out_of_range(embed):
+    _, compiled = embed
+    for bad in (12, -1):        # numpy would wrap -1 silently
+        with pytest.raises(rt.IndexOutOfRangeError, match=f"index {bad} outside \\[0, 10\\)"):
+            compiled.run_op_by_op(np.array([[1, bad, 3]], np.int64), kernels="numpy")
+
+
+def test_deeply_nested_header_is_a_model_file_error(embed, tmp_path):
+    d, _ = embed
+    data = (d / "e.rt").read_bytes()
+    (magic, version), _, weights = split_file(data)
+    blob = b"[" * 100000 + b"]" * 100000
+    head = PREFIX.pack(magic, version, len(blob)) + blob + struct.pack("<I", zlib.crc32(blob))
+    bad = tmp_path / "nested.rt"
+    bad.write_bytes(head + b"\0" * (align64(len(head)) - len(head)) + weights)
+    with pytest.raises(rt.ModelFileError, match="corrupt header"):
+        rt.load(str(bad))
 
 
 # ---- models rt cannot compile -----------------------------------------------------------------------

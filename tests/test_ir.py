@@ -80,11 +80,13 @@ def test_verifier_rejects_unknown_attribute_and_bad_type():
         verify_module(m, "fused")
 
 
-def test_constant_shape_checked_against_data():
+def test_constant_shape_and_dtype_checked_against_data():
     text = _with('%0 = const "w" : tensor<4x4xf32>')
     verify_module(parse_module(text, {"w": np.zeros((4, 4), np.float32)}), "fused")
-    with pytest.raises(VerificationError, match="constant shape"):
+    with pytest.raises(VerificationError, match=r"constant float32\[4, 3\] does not match"):
         verify_module(parse_module(text, {"w": np.zeros((4, 3), np.float32)}), "fused")
+    with pytest.raises(VerificationError, match=r"constant int32\[4, 4\] does not match"):
+        verify_module(parse_module(text, {"w": np.zeros((4, 4), np.int32)}), "fused")
 
 
 def test_one_naming_rule_and_builder():

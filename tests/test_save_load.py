@@ -133,3 +133,66 @@ print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.star
     sample = np.load(tmp_path / "sample.npy")
     assert np.abs(sample - want[0, ::8, ::101]).max() <= 1e-5 * np.abs(want).max()
     assert peak <= budget, f"peak RSS {peak / 2**20:.1f} MiB > budget {budget / 2**20:.1f} MiB"
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x) * 0.5
+
+
+class Mixed(nn.Module):
+    def forward(self, x, y):
+        return x + 0.1 * torch.tanh(y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (nn.Sequential(nn.Identity()), lambda x: x * 2.0 - 1.0),
+    lambda: (Scaled(), None),
+    lambda: (Mixed(), None),
+    lambda: (nn.ReLU(), None),                                   # no constants at all
+], ids=["0-d constants", "linear times a scalar", "two inputs and a scalar", "no constants"])
+def test_every_model_that_compiles_saves_and_loads_back(tmp_path, make):
+    model, fn = make()
+    if fn is not None:
+        class Fn(nn.Module):
+            def forward(self, x):
+                return fn(x)
+        model = Fn()
+    args = (torch.randn(2, 8),) if not isinstance(model, Mixed) else (torch.randn(2, 8), torch.randn(2, 8))
+    compiled = rt.compile(model.eval(), args)
+    compiled.save(str(tmp_path / "m.rt"))
+    loaded = rt.load(str(tmp_path / "m.rt"))
+    inputs = [a.numpy() for a in args]
+    assert np.array_equal(loaded(*inputs), compiled(*inputs))
+
+
+SAVER = """
+import sys, rt
+model = rt.load(sys.argv[1])
+for _ in range(int(sys.argv[3])):
+    model.save(sys.argv[2])
+"""
+
+
+def test_concurrent_saves_to_one_path_always_leave_a_whole_file(saved, tmp_path):
+    """Two processes saving different models to one path, 100 times each, while this one loads it:
+    every load is one of the two models, whole, and no temporary file is left."""
+    path, x, _, compiled = saved
+    other = tmp_path / "other.rt"
+    torch.manual_seed(5)
+    rt.compile(nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64)).eval(), (torch.randn(4, 64),)
+               ).save(str(other))
+    answers = [compiled(x).tobytes(), rt.load(str(other))(x).tobytes()]
+    target = tmp_path / "served.rt"
+    procs = [subprocess.Popen([sys.executable, "-c", SAVER, src, str(target), "100"]) for src in (path, str(other))]
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        if target.exists():
+            seen.add(answers.index(rt.load(str(target))(x).tobytes()))
+    assert [p.returncode for p in procs] == [0, 0]
+    seen.add(answers.index(rt.load(str(target))(x).tobytes()))
+    assert seen and sorted(p.name for p in tmp_path.iterdir()) == ["other.rt", "served.rt"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -15,10 +15,25 @@ from .errors import InputError, ModelFileError, RtError, UsageError, require
 from .signature import Signature
 from .kernels._runtime import FastCallable
 
+if TYPE_CHECKING:
+    from .serialize import MappedWeights
+
 
 def _is_torch_tensor(x: Any) -> bool:
     torch = sys.modules.get("torch")      # never import torch here: a loaded model runs without it
     return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _tensor_array(name: str, x) -> np.ndarray:
+    """A torch tensor's data as numpy, or InputError saying why it has none numpy can hold."""
+    if x.is_meta or str(x.layout) != "torch.strided":
+        raise InputError(f"input {name!r} is a {'meta' if x.is_meta else str(x.layout).split('.')[-1]} "
+                         "tensor; rt takes dense tensors with data (e.g. .to_dense())")
+    try:
+        return x.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as e:
+        raise InputError(f"input {name!r}: a {x.dtype} tensor has no numpy form ({e}); convert it to the "
+                         "model's dtype first") from None
 
 
 class CompiledModel(FastCallable):
@@ -28,23 +43,35 @@ class CompiledModel(FastCallable):
     converted, or refused with a message that names the input."""
 
     def __init__(self, stages: dict[str, Module], timings: dict[str, float] | None = None,
-                 drop_packed: Callable[[np.ndarray], None] | None = None, run_target: Target | None = None):
-        """drop_packed(constant), when given, is called once the runtime holds a packed copy of that
-        constant and reads the original no more (a loaded model gives its file pages back).
-        run_target: what the runtime here may use (default: this machine); the program's choices that
-        depend on the machine (how each matmul reads its weights) are made for it."""
+                 weights: MappedWeights | None = None, run_target: Target | None = None):
+        """weights: a loaded model's file (rt.serialize.MappedWeights): the pages of each constant the
+        runtime holds a packed copy of are given back, and only the constants the program still reads
+        are copied if the file is opened for writing. run_target: what the runtime here may use
+        (default: this machine); the program's choices that depend on the machine (how each matmul
+        reads its weights) are made for it."""
         from .kernels.executor import CompiledProgram
         self.stages = stages
         self.planned = stages["planned"]
         self.compile_times = timings or {}
         self.target: Target | None = self.planned.meta.get("target")    # compiled for
         self.run_target = run_target or Target.host()
-        self._program = CompiledProgram(self.planned, self.run_target, drop_packed)
+        self._weights = weights
+        self._program = CompiledProgram(self.planned, self.run_target, weights and weights.drop)
         # a dynamic model binds its sizes per call (_call); a static one runs straight from C
         self._fast_program = None if self._program.dynamic else self._program.program
+        if weights is not None and not self._program.dynamic:   # (a new size may prepare from any weight)
+            weights.keep(self._program.constants_read_in_place())
         self.signature: Signature = self.planned.meta.get("signature") or Signature.flat(
             self.input_names, len(self.planned.outputs))
         self._pack = self.signature.packer()
+
+    @property
+    def weights_state(self) -> str | None:
+        """Where a loaded model reads its weights: "leased" (the file's pages, under a read lease),
+        "private" (copied at load: the file could not be leased), "detached" (the weights it reads
+        copied when the file was opened for writing) or, in a forked child, "inherited" (the parent's
+        mapping, whose lease protects the parent only); None for a model compiled here."""
+        return self._weights.state if self._weights is not None else None
 
     def target_changes(self) -> list[str]:
         """What differs between the target the model was compiled for and the one it runs on here."""
@@ -107,14 +134,15 @@ class CompiledModel(FastCallable):
         arrays = []
         for v in self.planned.inputs:
             x = given[v.name]
-            arr = x.detach().cpu().numpy() if _is_torch_tensor(x) else np.asarray(x)
+            arr = _tensor_array(v.name, x) if _is_torch_tensor(x) else np.asarray(x)
             if arr.dtype != v.type.np_dtype:
                 raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
                                  f"(shape {list(v.type.shape)})")
             if arr.shape != v.type.shape and v.type.is_static:      # dynamic dims: checked by sizes_of
                 raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
                                  f"{list(v.type.shape)} ({v.type.np_dtype})")
-            arrays.append(arr if arr.flags.c_contiguous else np.ascontiguousarray(arr))   # keeps 0-d
+            aligned = arr.flags.c_contiguous and arr.flags.aligned
+            arrays.append(arr if aligned else np.require(arr, requirements=("C_CONTIGUOUS", "ALIGNED")))  # keeps 0-d
         return arrays, torch_in
 
     def _call(self, args: tuple, kwargs: dict):
@@ -140,6 +168,8 @@ class CompiledModel(FastCallable):
         """The debugging executor: the planned program op by op, through the C kernels (`kernels="c"`)
         or the numpy reference (`kernels="numpy"`). Returns numpy outputs, in the model's structure."""
         arrays, _ = self._bind(args, kwargs)
+        if self._weights is not None and kernels in ("numpy", "c"):
+            self._weights.keep_all(f"running op by op ({kernels!r} kernels)")
         from .dialects.instantiate import instantiate, sizes_of
         env = sizes_of(self.planned, [a.shape for a in arrays]) if self._program.dynamic else {}
         if kernels == "numpy":
@@ -283,7 +313,7 @@ def load(path: str) -> CompiledModel:
 
     stages, weights = load_model(path)
     try:
-        model = CompiledModel(stages, drop_packed=weights.drop)
+        model = CompiledModel(stages, weights=weights)
         changes = model.target_changes()
         if changes:       # what depends on the machine was decided again for this one
             warnings.warn(f"{path}: compiled for {model.target.describe()}; decided again for this "

@@ -1,4 +1,5 @@
-"""The saved-model file: a versioned header and 64-byte aligned weights, memory-mapped on load.
+"""The saved-model file: a versioned header and 64-byte aligned weights, mapped on load so that the
+model keeps the file's bytes as loaded whatever happens to the path (MappedWeights).
 
 Layout:  magic (8 bytes) | format version (u32) | header length (u64) | header JSON | padding |
          constant data, each array at a 64-byte aligned file offset.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import mmap
 import os
 import struct
 import zlib
@@ -24,6 +24,7 @@ from .dialects.planned_check import arena_lifetimes
 from .dialects.text import parse_module, print_module
 from .dialects.verifier import verify_module
 from .errors import ModelFileError, RtError, SaveError
+from .kernels._mapped import MappedFile
 from .signature import Signature
 from .target import Target
 
@@ -92,12 +93,16 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
 
 @contextlib.contextmanager
 def write_atomically(path: str, mode: str = "wb"):
-    """A new file to write `path` through: it is renamed over `path` once complete, so a failed write
-    leaves `path` as it was and no temporary file behind. Any OSError becomes SaveError naming `path`."""
+    """A new file to write `path` through (a unique name beside it): flushed to disk and renamed over
+    `path` once complete, so readers see the old file or the new one, a failed write leaves `path` as
+    it was and no temporary file behind, and concurrent writers each leave a whole file. Any OSError
+    becomes SaveError naming `path`."""
     tmp = f"{path}.{os.urandom(4).hex()}.tmp"     # not secrets: it loads OpenSSL (~1 MiB resident)
     try:
         with open(tmp, mode.replace("w", "x")) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())          # on disk before it takes the name: a crash leaves old or new
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -112,25 +117,39 @@ def _refuse(path: str, why: str) -> ModelFileError:
 
 
 class MappedWeights:
-    """The file's weights, memory-mapped. `drop(arr)` gives a constant's pages back to the OS (they
-    come back from the file if read again): for weights the runtime has copied into its own layout."""
+    """The file's weights, as loaded: a leased shared mapping of the file, kept as it was if the file is
+    opened for writing (rt.kernels._mapped). `drop(arr)` gives a constant's pages back to the OS while
+    they are the file's (they come back from it if read again): for weights the runtime has copied
+    into its own layout. `keep(arrays)` names the constants the program still reads, the only ones
+    copied when the file changes; `keep_all()` asks for every one again (the op-by-op and reference
+    executors read them all), which fails once the file has changed and the others are gone."""
 
-    def __init__(self, mapped: mmap.mmap | None):
+    def __init__(self, path: str, mapped):
+        self.path = path
         self.mapped = mapped
-        self.base = np.frombuffer(mapped, np.uint8).ctypes.data if mapped is not None else 0
+
+    def _range(self, arr: np.ndarray) -> tuple[int, int] | None:
+        start = arr.ctypes.data - self.mapped.address
+        return (start, arr.nbytes) if 0 <= start <= self.mapped.size - arr.nbytes else None
 
     def drop(self, arr: np.ndarray) -> None:
-        if self.mapped is None or not self.base <= arr.ctypes.data < self.base + len(self.mapped):
-            return
-        start = arr.ctypes.data - self.base
-        lo = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE
-        hi = (start + arr.nbytes) // mmap.PAGESIZE * mmap.PAGESIZE
-        if hi > lo:
-            self.mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        where = self._range(arr)
+        if where is not None:
+            self.mapped.drop(*where)
 
-    def drop_all(self) -> None:
-        if self.mapped is not None:
-            self.mapped.madvise(mmap.MADV_DONTNEED)
+    def keep(self, arrays) -> None:
+        self.mapped.keep([r for r in map(self._range, arrays) if r is not None])
+
+    def keep_all(self, why: str) -> None:
+        if not self.mapped.keep(None):
+            raise _refuse(self.path, f"the file was opened for writing after it was loaded; the model still "
+                                     f"runs on the weights it reads, but {why} needs all of them: load it again")
+
+    @property
+    def state(self) -> str:
+        """"leased" (the file's pages), "private" (copied at load: no lease) or "detached" (copied
+        when someone opened the file to write it)."""
+        return self.mapped.state
 
 
 def _is_count(value) -> bool:
@@ -176,27 +195,28 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
             size = os.fstat(f.fileno()).st_size
             if size < _PREFIX.size:
                 raise _refuse(path, "not an rt model file (too short)")
-            magic, version, hlen = _PREFIX.unpack(f.read(_PREFIX.size))
-            if magic != MAGIC:
-                raise _refuse(path, "not an rt model file (bad magic bytes)")
-            if version > FORMAT_VERSION:
-                raise _refuse(path, f"written by a newer rt (format {version}; this rt reads up to "
-                                    f"{FORMAT_VERSION}): upgrade rt")
-            if _PREFIX.size + hlen + 4 > size:
-                raise _refuse(path, "truncated (header cut short)")
-            blob = f.read(hlen)
-            (crc,) = struct.unpack("<I", f.read(4))
-            if zlib.crc32(blob) != crc:
-                raise _refuse(path, "corrupt header (checksum mismatch)")
-            try:
-                header = json.loads(blob)
-            except ValueError:
-                raise _refuse(path, "corrupt header (not JSON)") from None
-            data_start = align(_PREFIX.size + hlen + 4)
-            _check_header(path, header, data_start, size)
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped = MappedFile(f.fileno(), size)      # from here on, the bytes as loaded
     except OSError as e:
         raise _refuse(path, f"cannot read: {e.strerror or e}") from None
+    view = memoryview(mapped)
+    magic, version, hlen = _PREFIX.unpack(view[:_PREFIX.size])
+    if magic != MAGIC:
+        raise _refuse(path, "not an rt model file (bad magic bytes)")
+    if version > FORMAT_VERSION:
+        raise _refuse(path, f"written by a newer rt (format {version}; this rt reads up to "
+                            f"{FORMAT_VERSION}): upgrade rt")
+    if _PREFIX.size + hlen + 4 > size:
+        raise _refuse(path, "truncated (header cut short)")
+    blob = bytes(view[_PREFIX.size:_PREFIX.size + hlen])
+    (crc,) = struct.unpack("<I", view[_PREFIX.size + hlen:_PREFIX.size + hlen + 4])
+    if zlib.crc32(blob) != crc:
+        raise _refuse(path, "corrupt header (checksum mismatch)")
+    try:
+        header = json.loads(blob)
+    except (ValueError, RecursionError):
+        raise _refuse(path, "corrupt header (not JSON)") from None
+    data_start = align(_PREFIX.size + hlen + 4)
+    _check_header(path, header, data_start, size)
     constants = {}
     data_crc = 0
     checked = set()
@@ -209,8 +229,8 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
         constants[e["name"]] = arr
     if data_crc != header["data_crc32"]:
         raise _refuse(path, "corrupt weights (checksum mismatch)")
-    weights = MappedWeights(mapped)
-    weights.drop_all()   # read only for the checksum: what runs will fault back in what it reads
+    weights = MappedWeights(path, mapped)
+    mapped.drop(0, size)   # read only for the checksum: what runs will fault back in what it reads
     try:
         stages = {stage: parse_module(text, constants if stage == "planned" else None)
                   for stage, text in header["ir"].items()}
@@ -234,9 +254,14 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
         if st.kind in counts and not (type(st.index) is int and 0 <= st.index < counts[st.kind]):
             raise _refuse(path, f"%{v.name} is stored in {st.kind}[{st.index}]; the program has "
                                 f"{counts[st.kind]} {st.kind}(s)")
-    ends = [v.storage.offset + v.storage.size for v, _, _ in arena_lifetimes(planned)]
-    ends += [op.attrs["scratch"][0] + op.attrs["scratch"][1] for op in planned.ops if op.attrs.get("scratch")]
-    if plan["arena_bytes"] > align(max(ends, default=0)):
+    buffers = [(v.storage.offset, v.storage.size) for v, _, _ in arena_lifetimes(planned)]
+    buffers += [tuple(op.attrs["scratch"][:2]) for op in planned.ops if op.attrs.get("scratch")]
+    used = align(max((off + size for off, size in buffers), default=0))
+    no_reuse = sum(align(size) for _, size in buffers)     # what any plan of these buffers fits in
+    if plan["arena_bytes"] > min(used, no_reuse):
         raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
-                            f"{max(ends, default=0)}")
+                            f"{used}, and whose buffers need {no_reuse} bytes without any reuse")
+    unused = sorted(set(constants) - {op.attrs["name"] for op in planned.ops if op.name == "const"})
+    if unused:
+        raise _refuse(path, f"the constants table lists {unused[0]!r}, which the planned program never reads")
     return stages, weights

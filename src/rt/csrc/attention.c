@@ -1,5 +1,7 @@
 /* Scaled dot-product attention in one pass over keys (online softmax), reading
  * q/k/v/mask/out through strides so head splitting needs no copies. */
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "rt_kernel.h"
@@ -224,9 +226,11 @@ int rt_c_attention(const rt_op *op, const int64_t *avail, char *msg, size_t msgl
     RT_CHECK(D <= 4096 && Dv <= 4096, "head dims above 4096 are not supported");
     RT_CHECK(ip->threads >= 1, "scratch must hold at least one thread's share");
     RT_CHECK(ip->kv_group >= 1, "kv_group must be at least 1");
-    /* Output rows are written by different tasks, so they must not coincide. */
-    RT_CHECK((B <= 1 || ip->o_sb > 0) && (H <= 1 || ip->o_sh > 0) && (Sq <= 1 || ip->o_ss > 0),
-             "output strides must be nonzero");
+    RT_CHECK(fabs(op->fp.attention.scale) <= FLT_MAX, "scale %g is not a finite float", op->fp.attention.scale);
+    /* Output rows are written by different tasks, each once: they must not overlap (which also bounds
+     * the work by out's bytes). */
+    int64_t rows[3] = {B, H, Sq}, rst[3] = {ip->o_sb, ip->o_sh, ip->o_ss};
+    RT_CHECK(rt_disjoint(3, rows, rst, Dv), "output rows overlap (or Dv is 0)");
     int64_t Hkv = (H + ip->kv_group - 1) / ip->kv_group; /* k/v heads read */
     int64_t qs[4] = {B, H, Sq, D}, ks[4] = {B, Hkv, Sk, D}, vs[4] = {B, Hkv, Sk, Dv},
             os[4] = {B, H, Sq, Dv}, ms[4] = {B, H, Sq, Sk};

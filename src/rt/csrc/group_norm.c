@@ -79,7 +79,8 @@ int rt_c_group_norm(const rt_op *op, const int64_t *avail, char *msg, size_t msg
     RT_CHECK(ip->G >= 1 && ip->C % ip->G == 0, "%lld channels do not split into %lld groups", (long long)ip->C,
              (long long)ip->G);
     int64_t shape[3] = {ip->N, ip->C, ip->S}, xs[3] = {ip->x_sn, ip->x_sc, ip->x_ss}, os[3] = {ip->o_sn, ip->o_sc, ip->o_ss};
-    for (int d = 0; d < 3; d++) RT_CHECK(shape[d] <= 1 || os[d] > 0, "output strides must be nonzero");
+    /* written once each: outputs that do not overlap (which bounds the work by their bytes) */
+    RT_CHECK(rt_disjoint(3, shape, os, 1), "output elements overlap");
     return rt_need(op, avail, RT_GROUP_NORM_X, rt_reach(3, shape, xs), 4, "x", msg, msglen) ||
            rt_need_opt(op, avail, RT_GROUP_NORM_GAMMA, ip->C, 4, "gamma", msg, msglen) ||
            rt_need_opt(op, avail, RT_GROUP_NORM_BETA, ip->C, 4, "beta", msg, msglen) ||

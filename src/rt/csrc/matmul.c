@@ -6,6 +6,8 @@
  * to the block it just produced. A BLAS call takes no epilogue, so a tall block is cut
  * into row panels, each finished while still in cache. */
 #include <cblas.h>
+#include <float.h>
+#include <math.h>
 
 #include "rt_kernel.h"
 
@@ -188,8 +190,14 @@ int rt_c_matmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     RT_CHECK(lda >= (acols > 1 ? acols : 1), "lda %lld < %lld", (long long)lda, (long long)acols);
     RT_CHECK(ldb >= (bcols > 1 ? bcols : 1), "ldb %lld < %lld", (long long)ldb, (long long)bcols);
     RT_CHECK(ldc >= (N > 1 ? N : 1), "ldc %lld < N = %lld", (long long)ldc, (long long)N);
-    /* Output batches written in parallel must not coincide. */
-    RT_CHECK((b1 <= 1 || ip->sc1 > 0) && (b2 <= 1 || ip->sc2 > 0), "output batch strides must be nonzero");
+    RT_CHECK(fabs(op->fp.matmul.alpha) <= FLT_MAX, "alpha %g is not a finite float", op->fp.matmul.alpha);
+    /* Output batches are written in parallel, each once: they must not overlap (which also bounds the
+     * work by out's bytes). */
+    int64_t bext[2] = {b1, b2}, bst[2] = {ip->sc1, ip->sc2};
+    RT_CHECK(M == 0 || N == 0 || rt_disjoint(2, bext, bst, rt_add(rt_mul(M - 1, ldc), N)),
+             "output batches overlap (b1 %lld, b2 %lld at strides %lld, %lld; each %lld x %lld, ldc %lld)",
+             (long long)b1, (long long)b2, (long long)ip->sc1, (long long)ip->sc2, (long long)M, (long long)N,
+             (long long)ldc);
     int64_t creach = mat_reach(b1, b2, ip->sc1, ip->sc2, M, N, ldc);
     return rt_need(op, avail, RT_MATMUL_A, mat_reach(b1, b2, ip->sa1, ip->sa2, arows, acols, lda), 4,
                    "a", msg, msglen) ||

@@ -104,7 +104,8 @@ int rt_c_resample(const rt_op *op, const int64_t *avail, char *msg, size_t msgle
     RT_CHECK((ip->H >= 1 && ip->W >= 1) || ip->N * ip->C * ip->OH * ip->OW == 0, "resampling needs a non-empty input");
     int64_t xs[4] = {ip->N, ip->C, ip->H, ip->W}, os[4] = {ip->N, ip->C, ip->OH, ip->OW};
     int64_t xst[4] = {ip->x_sn, ip->x_sc, ip->x_sh, ip->x_sw}, ost[4] = {ip->o_sn, ip->o_sc, ip->o_sh, ip->o_sw};
-    for (int d = 0; d < 4; d++) RT_CHECK(os[d] <= 1 || ost[d] > 0, "output strides must be nonzero");
+    /* written once each: outputs that do not overlap (which bounds the work by their bytes) */
+    RT_CHECK(rt_disjoint(4, os, ost, 1), "output elements overlap");
     /* every source index is clipped to [0, H) x [0, W) */
     return rt_need(op, avail, RT_RESAMPLE_X, rt_reach(4, xs, xst), 4, "x", msg, msglen) ||
            rt_need(op, avail, RT_RESAMPLE_OUT, rt_reach(4, os, ost), 4, "out", msg, msglen);

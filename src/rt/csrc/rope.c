@@ -45,9 +45,10 @@ int rt_c_rope(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     const rt_rope_ints *ip = &op->ip.rope;
     RT_CHECK(ip->rot <= ip->D && ip->rot % 2 == 0, "rot %lld must be even and at most D = %lld",
              (long long)ip->rot, (long long)ip->D);
-    /* Rows are written by different threads, so they must not coincide. */
-    RT_CHECK((ip->B <= 1 || ip->o_sb > 0) && (ip->H <= 1 || ip->o_sh > 0) && (ip->S <= 1 || ip->o_ss > 0),
-             "output strides must be nonzero");
+    /* Rows are written by different threads, each once: they must not overlap (which also bounds the
+     * work by out's bytes). */
+    int64_t rows[3] = {ip->B, ip->H, ip->S}, rst[3] = {ip->o_sb, ip->o_sh, ip->o_ss};
+    RT_CHECK(rt_disjoint(3, rows, rst, ip->D), "output rows overlap (or D is 0)");
     int64_t xs[4] = {ip->B, ip->H, ip->S, ip->D}, cs[3] = {ip->B, ip->S, ip->D};
     int64_t xst[4] = {ip->x_sb, ip->x_sh, ip->x_ss, 1}, ost[4] = {ip->o_sb, ip->o_sh, ip->o_ss, 1},
             cst[3] = {ip->c_sb, ip->c_ss, 1};

@@ -174,6 +174,31 @@ static inline int64_t rt_reach(int ndim, const int64_t *shape, const int64_t *st
     return r;
 }
 
+/* Do n blocks of `inner` elements, laid out by nested extents and strides in any order, never
+ * overlap? (Each is then written once, which also bounds their count by the bytes they cover.)
+ * Sufficient test: taken from the smallest stride up, each stride clears everything inside it. */
+static inline int rt_disjoint(int n, const int64_t *extent, const int64_t *stride, int64_t inner)
+{
+    int64_t e[8], s[8];
+    int m = 0;
+    for (int d = 0; d < n && m < 8; d++) {
+        if (extent[d] == 0) return 1;
+        if (extent[d] > 1) e[m] = extent[d], s[m++] = stride[d];
+    }
+    if (inner == 0) return m == 0;
+    for (int i = 1; i < m; i++)          /* insertion sort by stride */
+        for (int j = i; j > 0 && s[j] < s[j - 1]; j--) {
+            int64_t t = s[j]; s[j] = s[j - 1]; s[j - 1] = t;
+            t = e[j]; e[j] = e[j - 1]; e[j - 1] = t;
+        }
+    int64_t span = inner;
+    for (int i = 0; i < m; i++) {
+        if (s[i] < span) return 0;
+        span = rt_add(rt_mul(e[i] - 1, s[i]), span);
+    }
+    return 1;
+}
+
 /* Required operand i must be present, aligned for its item size, and hold `nelem` items. */
 static inline int rt_need(const rt_op *op, const int64_t *avail, int i, int64_t nelem,
                           int64_t itemsize, const char *what, char *msg, size_t msglen)

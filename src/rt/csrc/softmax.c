@@ -29,6 +29,7 @@ int rt_k_softmax(const rt_op *op, char *const *arg)
 
 int rt_c_softmax(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
+    RT_CHECK(op->ip.softmax.cols > 0 || op->ip.softmax.rows == 0, "cols must be positive");
     int64_t n = rt_mul(op->ip.softmax.rows, op->ip.softmax.cols);
     return rt_need(op, avail, RT_SOFTMAX_X, n, 4, "x", msg, msglen) ||
            rt_need(op, avail, RT_SOFTMAX_OUT, n, 4, "out", msg, msglen);

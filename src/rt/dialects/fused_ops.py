@@ -336,7 +336,7 @@ def _embedding_verify(op, types):
 
 op("fused.embedding", ("table", "idx"),
    lambda t, a: t[0].with_shape(t[1].shape + (t[0].shape[1],)),
-   lambda args, at: args[0][args[1]], verify=_embedding_verify)
+   lambda args, at: numerics.gather_rows(args[0], args[1]), verify=_embedding_verify)
 
 
 def _cast_ref(args, attrs):

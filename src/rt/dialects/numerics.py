@@ -8,6 +8,17 @@ import numpy as np
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
+def gather_rows(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """table[idx] for indices in [0, rows) (numpy would wrap negative ones); any other raises
+    IndexOutOfRangeError naming the first, as the C kernel does."""
+    from ..errors import IndexOutOfRangeError
+    bad = (idx < 0) | (idx >= table.shape[0])
+    if bad.any():
+        raise IndexOutOfRangeError(f"index {int(idx[bad].flat[0])} outside [0, {table.shape[0]}) for an "
+                                   f"embedding table of {table.shape[0]} rows")
+    return table[idx]
+
+
 def erf(x: np.ndarray) -> np.ndarray:
     """erf without scipy: Abramowitz & Stegun 7.1.26 evaluated in float64 (|error| < 1.5e-7)."""
     x64 = np.asarray(x, dtype=np.float64)

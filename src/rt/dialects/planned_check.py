@@ -1,11 +1,12 @@
-"""Planned-dialect verification: every value has a storage, arena slices are aligned and inside the
-arena, and two buffers live at the same step never overlap (except an in-place op's result over the
-operand that dies at that op)."""
+"""Planned-dialect verification: every value has a storage, the one its op makes (planned_proof), arena
+slices are aligned and inside the arena, and two buffers live at the same step never overlap (except
+an in-place op's result over the operand that dies at that op)."""
 from __future__ import annotations
 
 from ..abi import ALIGN
 from ..errors import VerificationError
 from .ir import Module, Value
+from .planned_proof import prove_storages
 from .registry import REGISTRY
 
 
@@ -45,9 +46,7 @@ def verify_plan(m: Module) -> None:
             if arena is not None and st.offset + st.size > arena:
                 raise VerificationError(f"op {op.name} (%{op.result.name}): slice "
                                         f"[{st.offset}, {st.offset + st.size}) leaves the arena of {arena} bytes")
-    for v in m.inputs:
-        if v.storage is None or v.storage.kind != "input":
-            raise VerificationError(f"input %{v.name} must have input storage")
+    prove_storages(m)
     # (what, offset, size, first step, last step, value or None for kernel scratch)
     regions = [(f"%{v.name}", v.storage.offset, v.storage.size, s, e, v) for v, s, e in arena_lifetimes(m)]
     for step, op in enumerate(m.ops):

@@ -204,14 +204,22 @@ class _Parser:
                 return named[t]
         raise IRParseError(f"line {line}: bad attribute value {t!r}")
 
+    def count(self, sized: bool = False):
+        """A storage's offset, size or index: an integer >= 0 (sized: or a size in the symbols)."""
+        line = self.peek()[2]
+        v = self.attr_value()
+        if not ((type(v) is int and v >= 0) or (sized and isinstance(v, Sym))):
+            raise IRParseError(f"line {line}: expected a count (an integer >= 0), got {v!r}")
+        return v
+
     def storage(self) -> Storage:
         kind, t, line = self.next()
         if t in ("arena", "input", "output"):
             self.expect("punct", "[")
-            a = self.attr_value()
+            a = self.count()
             if t == "arena":
                 self.expect("punct", ",")
-                size = self.attr_value()
+                size = self.count()
                 self.expect("punct", "]")
                 return Storage("arena", offset=a, size=size)
             self.expect("punct", "]")
@@ -223,10 +231,13 @@ class _Parser:
             k2, vt, l2 = self.next()
             base = self.lookup(vt, l2)
             self.expect("punct", ",")
-            offset = self.attr_value()
+            offset = self.count(sized=True)
             strides = None
             if self.accept("punct", ","):
-                strides = tuple(self.attr_value())
+                strides = self.attr_value()
+                if not (isinstance(strides, list) and all(type(s) is int or isinstance(s, Sym) for s in strides)):
+                    raise IRParseError(f"line {l2}: view strides must be a list of integers, got {strides!r}")
+                strides = tuple(strides)
             self.expect("punct", ")")
             return Storage("view", offset=offset, base=base, strides=strides)
         raise IRParseError(f"line {line}: unknown storage {t!r}")

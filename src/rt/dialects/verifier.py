@@ -84,8 +84,8 @@ def _verify_module(module: Module, dialect: str | None) -> None:
         if op.name == "const" and op.attrs.get("name") in module.constants:
             # modules parsed from text may lack a constant's data; a known array must match its type
             arr = module.constants[op.attrs["name"]]
-            if tuple(arr.shape) != op.result.type.shape:
-                _fail(op, f"constant shape {tuple(arr.shape)} does not match {op.result.type}")
+            if tuple(arr.shape) != op.result.type.shape or arr.dtype != op.result.type.np_dtype:
+                _fail(op, f"constant {arr.dtype}{list(arr.shape)} does not match {op.result.type}")
         verify_op(op, dialect)
         defined.add(op.result)
         names.add(op.result.name)

@@ -142,6 +142,15 @@ class CompiledProgram:
             plan.append(row)
         return plan
 
+    def constants_read_in_place(self) -> list[np.ndarray]:
+        """The constants some op still reads where they were given (all but those a MATMUL holds its
+        own packed or split copy of, as it runs after preparing)."""
+        lay = self.layout
+        read = {v.slot for i, e in enumerate(self.encoded) for name, v in e.operands.items()
+                if v is not None and v.slot in lay.constants
+                and not (e.c_op == "MATMUL" and name == "b" and ENUMS["b_mode"][self.program.variant(i)] in _COPIES_B)}
+        return [lay.constants[s] for s in sorted(read)]
+
     def program_reads(self, slot: int) -> int:
         return sum(1 for e in self.encoded for v in e.operands.values() if v is not None and v.slot == slot)
 

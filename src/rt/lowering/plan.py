@@ -7,9 +7,8 @@ no-reuse total.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..dialects.ir import Module, Operation, Storage, Value
+from ..dialects.planned_proof import Layout, reads_strided
 from ..dialects.registry import REGISTRY, VIEW
 from ..abi import ALIGN, align
 from ..errors import LoweringError
@@ -18,7 +17,6 @@ from ..dialects.strides import contiguous_strides, is_contiguous
 from ..dialects.symbolic import at_largest, size_ranges
 from .plan_offsets import assign_offsets, lower_bound
 from .plan_order import choose_order
-
 
 
 # ---- 1. clone the fused module into planned ops -----------------------------------------------
@@ -40,20 +38,6 @@ def _insert_copy(m: Module, value: Value, before: int) -> Value:
 
 
 # ---- 2. views: resolve strided reads, copy where a consumer cannot read by strides --------------
-@dataclass
-class Layout:
-    root: Value                    # the value that owns the storage
-    elem_offset: int               # from the root's first element
-    strides: tuple[int, ...]
-
-
-def _reads_strided(fact, j: int, shape, strides) -> bool:
-    """Whether a kernel reads operand j in this strided layout (registry fact strided_operands)."""
-    if callable(fact):
-        return fact(j, shape, strides)
-    return fact == "all" or j in fact
-
-
 def _resolve_views(m: Module) -> dict[Value, Layout]:
     layout: dict[Value, Layout] = {}
 
@@ -77,7 +61,7 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
             if v is None:
                 continue
             lv = of(v)
-            if opdef.has(VIEW) or _reads_strided(strided_ok, j, v.type.shape, lv.strides):
+            if opdef.has(VIEW) or reads_strided(strided_ok, j, v.type.shape, lv.strides):
                 continue
             if not is_contiguous(v.type.shape, lv.strides):
                 op.operands[j] = _insert_copy(m, v, i)   # materialise, then revisit this op
