@@ -154,6 +154,7 @@ cdef class Program:
     """
     cdef object _records     # the validated records self.ops points into: never handed out
     cdef object _constants
+    cdef dict _constant_slots            # the slot -> array dict it was built with
     cdef rt_op *ops
     cdef readonly int64_t nops
     cdef int64_t nprepared
@@ -198,7 +199,8 @@ cdef class Program:
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
         if shared_from is not None:
-            if shared_from.arena_nbytes < self.arena_nbytes or shared_from.nops != self.nops:
+            if (shared_from.arena_nbytes < self.arena_nbytes or shared_from.nops != self.nops
+                    or shared_from.nslots != nslots):
                 raise ProgramError("shared_from: not the same program at larger sizes")
             self._arena_owner = shared_from
         self.ops = <rt_op *>cnp.PyArray_DATA(recs)
@@ -225,10 +227,16 @@ cdef class Program:
                 raise ProgramError(f"{what} slot {slot} is bound twice")
             kind[slot] = k
 
-        for slot, arr in constants.items():
-            self._check_array(arr, slot, f"constant for slot {slot}", False)
-            self.template[slot] = <char *>cnp.PyArray_DATA(arr)
+        if shared_from is not None and constants is shared_from._constant_slots:
+            # the owner checked these very arrays (the same dict): take its table (a size binds fast)
+            for slot in constants:
+                self.template[slot] = shared_from.template[slot]
+        else:
+            for slot, arr in constants.items():
+                self._check_array(arr, slot, f"constant for slot {slot}", False)
+                self.template[slot] = <char *>cnp.PyArray_DATA(arr)
         self._constants = list(constants.values())
+        self._constant_slots = constants
         self.nin, self.nout = len(input_slots), len(output_slots)
         for i, slot in enumerate(input_slots):
             self.in_slots[i] = slot
