@@ -285,6 +285,9 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
 
     stages = _Stages(progress)
     if type(model).__name__ == "ExportedProgram":
+        if dynamic is not None or dynamic_shapes is not None:
+            raise UsageError("an ExportedProgram keeps the dynamic dims it was exported with; "
+                             "dynamic/dynamic_shapes apply to an nn.Module")
         torch_ir = stages.run("import", import_program, model)
     else:
         if dynamic is not None:
