@@ -4,7 +4,7 @@ numpy reference, through the planner and both executors, from fused IR text."""
 import numpy as np
 import pytest
 
-from rt.abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
+from rt.abi import BINARY_OPS, BOOL_RESULT, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
 from rt.api import CompiledModel
 from rt.dialects import parse_module
 from rt.dialects.fused_ops import UNARY_PARAMS
@@ -75,19 +75,61 @@ def test_unary_params_default_to_torchs():
     assert UNARY_PARAMS["leaky_relu"] == (("negative_slope", 0.01),)
 
 
-@pytest.mark.parametrize("name", BINARY_OPS)
+_NP = {"f32": np.float32, "i64": np.int64, "i32": np.int32, "bool": np.bool_}
+
+
+def _operand(rng, shape, dtype, lo, hi):
+    if dtype == "f32":
+        return rng.uniform(lo, hi, shape).astype(np.float32)
+    if dtype == "bool":
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    return rng.integers(-7, 8, shape).astype(_NP[dtype])
+
+
+def _t(shape, dtype: str) -> str:
+    return "tensor<" + "x".join(map(str, shape)) + ("x" if shape else "") + dtype + ">"
+
+
+@pytest.mark.parametrize("name, dtype", [(n, d) for n, ds in BINARY_OPS.items() for d in ds])
 @pytest.mark.parametrize("shapes", [((3, 5), (3, 5)), ((4, 1, 7), (6, 1)), ((1,), (2, 33)), ((5, 3), ())])
-def test_binary(name, shapes):
+def test_binary(name, dtype, shapes):
+    """Every binary op in every dtype its kernel takes (integer divisors include 0: the kernel gives 0)."""
     rng = np.random.default_rng(1)
-    a = rng.uniform(0.1, 3, shapes[0]).astype(np.float32)
-    b = rng.uniform(-2, 2, shapes[1]).astype(np.float32)
+    a = _operand(rng, shapes[0], dtype, 0.1, 3)
+    b = _operand(rng, shapes[1], dtype, -2, 2)
     out = np.broadcast_shapes(a.shape, b.shape)
-    t = lambda s: "tensor<" + "x".join(map(str, s)) + ("x" if s else "") + "f32>"   # noqa: E731
-    text = f"""module @m(%a: {t(a.shape)}, %b: {t(b.shape)}) -> ({t(out)}) {{
-  %y = fused.{name} %a, %b : {t(out)}
+    rdt = "bool" if name in BOOL_RESULT else dtype
+    text = f"""module @m(%a: {_t(a.shape, dtype)}, %b: {_t(b.shape, dtype)}) -> ({_t(out, rdt)}) {{
+  %y = fused.{name} %a, %b : {_t(out, rdt)}
   return %y
 }}"""
-    _check(text, [a, b], rtol=5e-6)
+    if dtype == "f32" and rdt == "f32":
+        _check(text, [a, b], rtol=5e-6)
+    else:
+        model = _compile(text)
+        want = run_reference(model.stages["fused"], [a, b])[0]
+        for got in (model(a, b), model.run_op_by_op(a, b)):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name, dtype", [(n, d) for n, ds in TERNARY_OPS.items() for d in ds])
+def test_ternary(name, dtype):
+    """where / clamp_tensor / lerp with broadcasting, in each dtype they take; NaN bounds of clamp included."""
+    rng = np.random.default_rng(11)
+    first = rng.integers(0, 2, (4, 1, 6)).astype(np.bool_) if name == "where" else _operand(rng, (4, 1, 6), dtype, -3, 3)
+    b = _operand(rng, (5, 1), dtype, -1, 0)
+    c = _operand(rng, (6,), dtype, 0, 1)
+    if name == "clamp_tensor" and dtype == "f32":
+        c[2] = np.nan
+    fdt = "bool" if name == "where" else dtype
+    text = f"""module @m(%a: {_t(first.shape, fdt)}, %b: {_t(b.shape, dtype)}, %c: {_t(c.shape, dtype)}) -> ({_t((4, 5, 6), dtype)}) {{
+  %y = fused.{name} %a, %b, %c : {_t((4, 5, 6), dtype)}
+  return %y
+}}"""
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], [first, b, c])[0]
+    for got in (model(first, b, c), model.run_op_by_op(first, b, c)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, equal_nan=True)
 
 
 def test_binary_maximum_and_minimum_propagate_nan():
@@ -107,13 +149,61 @@ def test_binary_maximum_and_minimum_propagate_nan():
 def test_reduce(name, dims, keepdim):
     rng = np.random.default_rng(2)
     x = rng.uniform(0.5, 1.5, (6, 35, 17)).astype(np.float32)
+    x[1, 3, 4] = np.nan if name in ("argmax", "argmin") else x[1, 3, 4]
     ref_shape = np.sum(x, axis=tuple(dims), keepdims=keepdim).shape
-    t = lambda s: "tensor<" + "x".join(map(str, s)) + ("x" if s else "") + "f32>"   # noqa: E731
-    text = f"""module @m(%x: {t(x.shape)}) -> ({t(ref_shape)}) {{
-  %y = fused.{name} %x {{dims = {dims}, keepdim = {str(keepdim).lower()}}} : {t(ref_shape)}
+    rdt = "i64" if name in ("argmax", "argmin") else "f32"
+    text = f"""module @m(%x: {_t(x.shape, "f32")}) -> ({_t(ref_shape, rdt)}) {{
+  %y = fused.{name} %x {{dims = {dims}, keepdim = {str(keepdim).lower()}, correction = 1.0}} : {_t(ref_shape, rdt)}
   return %y
 }}"""
     _check(text, [x], rtol=1e-4 if name == "prod" else 2e-5)
+
+
+@pytest.mark.parametrize("name, dtype", [(n, d) for n in SCAN_OPS for d in ("f32", "i64")
+                                          if d == "f32" or n != "logcumsumexp"])
+def test_scan_through_strides(name, dtype):
+    rng = np.random.default_rng(12)
+    x = _operand(rng, (7, 9), dtype, 0.5, 1.5)
+    text = f"""module @m(%x: tensor<7x9x{dtype}>) -> (tensor<9x7x{dtype}>) {{
+  %p = fused.permute %x {{perm = [1, 0]}} : tensor<9x7x{dtype}>
+  %y = fused.{name} %p {{dim = 0}} : tensor<9x7x{dtype}>
+  return %y
+}}"""
+    _check(text, [x], rtol=1e-5)
+
+
+def test_gather_scatter_sort():
+    """gather (negative indices count from the end), scatter with a sum over repeated indices, a stable
+    top-k with NaN, and log_softmax, through both executors."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    x[2, 1] = np.nan
+    idx = rng.integers(-6, 6, (4, 3)).astype(np.int64)
+    src = rng.standard_normal((4, 3)).astype(np.float32)
+    text = """module @m(%x: tensor<4x6xf32>, %i: tensor<4x3xi64>, %s: tensor<4x3xf32>) -> (tensor<4x3xf32>, tensor<4x6xf32>, tensor<4x3xi64>, tensor<4x3xf32>, tensor<4x6xf32>) {
+  %g = fused.gather %x, %i {dim = 1} : tensor<4x3xf32>
+  %c = fused.scatter %x, %i, %s {dim = 1, reduce = "sum"} : tensor<4x6xf32>
+  %k = fused.sort %x {descending = true, k = 3, result = 1} : tensor<4x3xi64>
+  %v = fused.sort %x {k = 3} : tensor<4x3xf32>
+  %l = fused.log_softmax %x : tensor<4x6xf32>
+  return %g, %c, %k, %v, %l
+}"""
+    model = _compile(text)
+    want = run_reference(model.stages["fused"], [x, idx, src])
+    for got in (model(x, idx, src), model.run_op_by_op(x, idx, src)):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_gather_out_of_range_stops_the_run():
+    from rt.errors import KernelError
+    text = """module @m(%x: tensor<4xf32>, %i: tensor<2xi64>) -> (tensor<2xf32>) {
+  %g = fused.gather %x, %i {dim = 0} : tensor<2xf32>
+  return %g
+}"""
+    model = _compile(text)
+    with pytest.raises(KernelError, match="index"):
+        model(np.zeros(4, np.float32), np.array([1, 9], np.int64))
 
 
 def test_reduce_of_a_strided_view():

@@ -135,7 +135,7 @@ def test_binary_broadcast(name, data, seed):
     else:
         out = empty(shape)
     run_program(name, {"a": a, "b": b, "out": out}, ndim=ndim, shape=shape,
-                a_stride=strides_of(a_view, shape), b_stride=strides_of(b, shape))
+                a_stride=strides_of(a_view, shape), b_stride=strides_of(b, shape), dtype="f32")
     assert_close(out, ref)
 
 
@@ -145,7 +145,7 @@ def test_binary_row_broadcast_large(shape):
     a, b = rand(rng, *shape), rand(rng, shape[-1])
     out = empty(shape)
     run_program("ADD", {"a": a, "b": b, "out": out}, ndim=len(shape), shape=shape,
-                a_stride=strides_of(a, shape), b_stride=strides_of(b, shape))
+                a_stride=strides_of(a, shape), b_stride=strides_of(b, shape), dtype="f32")
     assert_close(out, a.astype(np.float64) + b)
 
 
@@ -720,7 +720,7 @@ def test_copy_into_a_strided_window_of_out():
     assert np.isnan(out[~window]).all()
 
 
-NP_DTYPES = {"f32": np.float32, "i64": np.int64, "bool": np.bool_, "i32": np.int32}
+NP_DTYPES = {"f32": np.float32, "i64": np.int64, "bool": np.bool_, "i32": np.int32, "f64": np.float64}
 
 
 assert tuple(NP_DTYPES) == ENUMS["dtype"]

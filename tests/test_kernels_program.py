@@ -143,7 +143,7 @@ def _with_element(rec, name, element, value):
 
 def _ok_binary():
     return make_record("ADD", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, ndim=2, shape=[2, 2],
-                       a_stride=[2, 1], b_stride=[2, 1])
+                       a_stride=[2, 1], b_stride=[2, 1], dtype="f32")
 
 
 @pytest.mark.parametrize("rec, match", [
@@ -162,7 +162,7 @@ def _ok_binary():
     (_with(_ok_matmul(), b_mode=-1), rf"matmul field b_mode = -1 is not in \[0, {len(ENUMS['b_mode']) - 1}\]"),
     # an array field: every element is checked, used (first ndim) or not
     (make_record("ADD", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, ndim=2, shape=[2, 2], a_stride=[2, -1],
-                 b_stride=[2, 1]), rf"binary field a_stride\[\] = -1 is not in \[0, {MAX_EXTENT}\]"),
+                 b_stride=[2, 1], dtype="f32"), rf"binary field a_stride\[\] = -1 is not in \[0, {MAX_EXTENT}\]"),
     (_with_element(_ok_binary(), "b_stride", 5, -5), rf"binary field b_stride\[\] = -5 is not in \[0, {MAX_EXTENT}\]"),
     (_with(_ok_matmul(), nargs=4), r"expects 5 operands, got 4"),
     (_with(_ok_matmul(), nargs=6), r"expects 5 operands, got 6"),
@@ -205,10 +205,10 @@ def test_records_roundtrip_by_name():
     ("RELU", {"x": (1, 0), "y": (2, 0)}, {"n": 1}, r"RELU \(unary\) has no field\(s\) \['y'\]"),
     ("RELU", {"x": (1, 0), "out": (2, 0)}, {"n": 1, "M": 2}, r"has no field\(s\) \['M'\]"),
     ("SOFTMAX", {"x": (1, 0), "out": (2, 0)}, {"rows": 1}, r"SOFTMAX \(softmax\) record misses field\(s\) \['cols'\]"),
-    ("CAST", {"x": (1, 0), "out": (2, 0)}, {"n": 1, "src": "f64", "dst": "f32"},
-     r"cast field src takes one of \('f32', 'i64', 'bool', 'i32'\), got 'f64'"),
+    ("CAST", {"x": (1, 0), "out": (2, 0)}, {"n": 1, "src": "f16", "dst": "f32"},
+     r"cast field src takes one of \('f32', 'i64', 'bool', 'i32', 'f64'\), got 'f16'"),
     ("CAST", {"x": (1, 0), "out": (2, 0)}, {"n": 1, "src": 0, "dst": "f32"}, r"cast field src takes one of"),
-    ("ADD", {"a": (1, 0), "b": (1, 0), "out": (2, 0)}, {"ndim": 7, "shape": [1] * 7, "a_stride": [], "b_stride": []},
+    ("ADD", {"a": (1, 0), "b": (1, 0), "out": (2, 0)}, {"ndim": 7, "shape": [1] * 7, "a_stride": [], "b_stride": [], "dtype": "f32"},
      r"ADD field shape holds 6 values, got 7"),
 ])
 def test_make_record_refuses_what_is_not_a_field(op, operands, fields, match):
@@ -354,4 +354,4 @@ def test_make_record_refuses_bad_flags_and_array_shapes():
     with pytest.raises(ProgramError, match="trans_a is a flag"):
         make_record("MATMUL", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, **matmul_fields(4, 4, 4, trans_a=2))
     with pytest.raises(ProgramError, match="shape takes up to 6 ints"):
-        make_record("ADD", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, ndim=1, shape=4, a_stride=[1], b_stride=[1])
+        make_record("ADD", {"a": (1, 0), "b": (2, 0), "out": (3, 0)}, ndim=1, shape=4, a_stride=[1], b_stride=[1], dtype="f32")

@@ -4,7 +4,7 @@ kernel is reachable from some planned op."""
 import numpy as np
 import pytest
 
-from rt.abi import OP_CODES, attention_scratch_floats
+from rt.abi import BINARY_OPS, BOOL_RESULT, OP_CODES, attention_scratch_floats
 from rt.dialects.ir import Operation, TensorType, Value
 from rt.dialects.registry import REGISTRY
 from rt.dialects.strides import contiguous_strides
@@ -34,6 +34,11 @@ def test_encoders_are_for_planned_ops_with_kernel_facts():
 F = "f32"
 
 
+def _dt(name: str) -> str:
+    """The first dtype a binary op's kernel takes."""
+    return BINARY_OPS[name.split(".", 1)[1]][0]
+
+
 def _shared(example: str, case) -> dict:
     return {name: case(name) for name, enc in ENCODERS.items() if enc is ENCODERS.get(example)}
 
@@ -41,8 +46,16 @@ def _shared(example: str, case) -> dict:
 CASES = {
     **_shared("planned.relu", lambda name: ([((3, 5), F)], ((3, 5), F),
                                             {p: 0.5 for p in REGISTRY[name].extra.get("params", ())})),
-    **_shared("planned.add", lambda name: ([((3, 5), F), ((5,), F)], ((3, 5), F), {})),
-    **_shared("planned.sum", lambda name: ([((3, 5, 2), F)], ((3, 2), F), {"dims": [1]})),
+    **_shared("planned.add", lambda name: ([((3, 5), _dt(name)), ((5,), _dt(name))],
+                                           ((3, 5), "bool" if name[8:] in BOOL_RESULT else _dt(name)), {})),
+    **_shared("planned.sum", lambda name: ([((3, 5, 2), F)], ((3, 2), "i64" if "arg" in name else F), {"dims": [1]})),
+    **_shared("planned.where", lambda name: ([((3, 5), "bool" if name == "planned.where" else F), ((5,), F), ((3, 1), F)],
+                                             ((3, 5), F), {})),
+    **_shared("planned.cumsum", lambda name: ([((3, 5), F)], ((3, 5), F), {"dim": 0})),
+    "planned.gather": ([((3, 5), F), ((3, 2), "i64")], ((3, 2), F), {"dim": 1}),
+    "planned.scatter": ([((3, 5), F), ((3, 2), "i64"), ((3, 2), F)], ((3, 5), F), {"dim": 1, "reduce": "sum"}),
+    "planned.sort": ([((3, 5), F)], ((3, 2), "i64"), {"k": 2, "result": 1}),
+    "planned.log_softmax": ([((3, 5), F)], ((3, 5), F), {}),
     "planned.cat": ([((2, 5), F), ((3, 5), F)], ((5, 5), F), {"dim": 0}),
     "planned.rms_norm": ([((3, 5), F), ((5,), F)], ((3, 5), F), {"eps": 1e-6}),
     "planned.rope": ([((1, 2, 4, 8), F), ((4, 8), F), ((4, 8), F)], ((1, 2, 4, 8), F), {}),

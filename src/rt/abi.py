@@ -37,7 +37,7 @@ MATVEC_SMALL_ELEMS = 128 * 128
 SPLIT_CHUNK = 64
 
 ENUMS: dict[str, tuple[str, ...]] = {
-    "dtype": ("f32", "i64", "bool", "i32"),
+    "dtype": ("f32", "i64", "bool", "i32", "f64"),   # f64: casts only
     # MATMUL epilogue activation
     "act": ("none", "relu", "gelu_tanh", "gelu_erf", "silu"),
     # How MATMUL reads B: BLAS; oneDNN reading the constant B in place; oneDNN reading a copy of the
@@ -144,25 +144,82 @@ beta; others ignore them).""", "x out", "n", "alpha=0 beta=0")
 UNARY_OPS = ("relu", "gelu_tanh", "gelu_erf", "tanh", "sigmoid", "neg", "exp", "sqrt", "rsqrt", "silu",
              "sin", "cos", "erf", "abs", "log", "log1p", "expm1", "reciprocal", "floor", "ceil", "round",
              "trunc", "sign", "hardswish", "hardsigmoid", "mish", "softplus", "elu", "leaky_relu", "clamp",
-             "pow")
+             "pow", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh", "exp2", "log2",
+             "log10", "erfc", "log_sigmoid", "frac", "lgamma")
 
 BINARY = family("binary", """
 out = a (op) b with broadcasting: out is contiguous with `shape` (first ndim entries used), a and b are
-read through their strides (a stride of 0 broadcasts). out may be a or b when that input is
-contiguous with out's shape; no other overlap.""",
-    "a b out", f"ndim shape{ND} a_stride{ND} b_stride{ND}")
+read through their strides (a stride of 0 broadcasts). a and b have dtype `dtype` (one the op takes:
+BINARY_OPS); out has it too, or bool for comparisons and logical ops (BOOL_RESULT). out may be a or b
+when that input has out's dtype and is contiguous with out's shape; no other overlap.""",
+    "a b out", f"ndim shape{ND} a_stride{ND} b_stride{ND} dtype:dtype")
 
-# silu_mul, gelu_tanh_mul, gelu_erf_mul: act(a) * b, a gated MLP's gate (SwiGLU, GeGLU).
-BINARY_OPS = ("add", "sub", "mul", "div", "maximum", "minimum", "pow_tensor", "silu_mul", "gelu_tanh_mul",
-              "gelu_erf_mul")
+# The dtypes each class of binary op takes (csrc/elementwise.c's classes: FLOAT, ARITH, CMP, LOGIC, BITS).
+_F, _ARITH, _ALL, _BOOL, _BITS = ("f32",), ("f32", "i64", "i32"), ("f32", "i64", "bool", "i32"), ("bool",), \
+    ("i64", "bool", "i32")
+# Binary op -> the operand dtypes its kernel takes. silu_mul, gelu_tanh_mul, gelu_erf_mul: act(a) * b,
+# a gated MLP's gate (SwiGLU, GeGLU). floor_divide / remainder: Python's (torch's) rounding; fmod,
+# trunc_divide: C's. An integer division by zero gives 0 (torch raises).
+BINARY_OPS: dict[str, tuple[str, ...]] = {
+    "add": _ARITH, "sub": _ARITH, "mul": _ARITH, "div": _F, "maximum": _ARITH, "minimum": _ARITH,
+    "pow_tensor": _F, "silu_mul": _F, "gelu_tanh_mul": _F, "gelu_erf_mul": _F, "fmod": _ARITH,
+    "remainder": _ARITH, "floor_divide": _ARITH, "trunc_divide": _ARITH, "atan2": _F, "copysign": _F,
+    "hypot": _F, "logaddexp": _F, "fmax": _F, "fmin": _F,
+    "eq": _ALL, "ne": _ALL, "lt": _ALL, "le": _ALL, "gt": _ALL, "ge": _ALL,
+    "logical_and": _BOOL, "logical_or": _BOOL, "logical_xor": _BOOL,
+    "bitwise_and": _BITS, "bitwise_or": _BITS, "bitwise_xor": _BITS, "nextafter": _F,
+}
+BOOL_RESULT = ("eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor")
+
+TERNARY = family("ternary", """
+out = f(a, b, c) with broadcasting: out contiguous with `shape`, a, b, c read through their strides.
+where: a bool condition, b and c of dtype `dtype` (f32, i64, bool, i32); clamp_tensor: a limited to
+[b, c] (f32, i64, i32; NaN propagates); lerp: a + c * (b - a) (f32). No overlap of out with an input
+unless equal and contiguous.""",
+    "a b c out", f"ndim shape{ND} a_stride{ND} b_stride{ND} c_stride{ND} dtype:dtype")
+TERNARY_OPS: dict[str, tuple[str, ...]] = {"where": _ALL, "clamp_tensor": _ARITH, "lerp": _F}
 
 REDUCE = family("reduce", """
 out[kept] = reduce over the last nred of ndim dims of x (read through its strides, the kept dims
 first): contiguous out with the kept dims' shape. mean divides the sum by the count; amax/amin
-propagate NaN, as torch does; an empty reduction gives 0 (sum, mean: NaN), 1 (prod), -inf/inf.""",
-    "x out", f"ndim nred shape{ND} stride{ND}")
+propagate NaN, as torch does; an empty reduction gives 0 (sum, mean: NaN), 1 (prod), -inf/inf.
+argmax / argmin: the int64 index of the first largest / smallest (NaN counts as largest, as torch), in
+the reduced dims flattened; var / std: with `correction` (Bessel's), in double; logsumexp: max-shifted.
+dtype: x's, f32 or i64 (i64: sum, prod, amax, amin, argmax, argmin, exact, wrapping as torch's).""",
+    "x out", f"ndim nred shape{ND} stride{ND} dtype:dtype", "correction=0")
 
-REDUCE_OPS = ("sum", "mean", "amax", "amin", "prod")
+REDUCE_OPS = ("sum", "mean", "amax", "amin", "prod", "argmax", "argmin", "var", "std", "logsumexp")
+
+SCAN = family("scan", """
+Running sum / product / log-sum-exp along the last of ndim dims of x (read through `stride`), written through
+`out_stride` (nonzero where a dim is above 1), accumulated in double; dtype f32, or i64 for cumsum and
+cumprod (exact, wrapping as torch's).""",
+    "x out", f"ndim shape{ND} stride{ND} out_stride{ND} dtype:dtype")
+SCAN_OPS = ("cumsum", "cumprod", "logcumsumexp")
+
+GATHER = family("gather", """
+out[i] = x[..., idx[i] along dim, ...] for each i of out (contiguous, `shape`): x is read through
+x_stride (the dim's own entry unused) plus idx[i] * x_dim_stride, idx (int64) through idx_stride. A
+negative index counts from the end (size); one outside [-size, size) stops the run with error index.
+Items of itemsize bytes. torch.gather, index_select, index.Tensor, flip, roll are this.""",
+    "x idx out", f"ndim shape{ND} x_stride{ND} idx_stride{ND} dim size x_dim_stride itemsize")
+
+ENUMS["scatter"] = ("none", "sum", "prod", "amax", "amin")
+SCATTER = family("scatter", """
+out = x (n items, contiguous; x may be out), then for each i of `shape` (idx and src read through
+their strides): out[..., idx[i] along dim, ...] = src[i], or combined with it by `reduce`; out's item
+for i is at out_stride (the dim's own entry unused) plus idx[i] * out_dim_stride. include_self false:
+the targeted items start from the reduction's identity. In order, so a repeated index keeps the last
+write (none). A negative index counts from the end; one outside [-size, size) stops the run with
+error index. dtype: f32, i64, i32 or bool (none only).""",
+    "x idx src out", f"ndim shape{ND} idx_stride{ND} src_stride{ND} out_stride{ND} dim size out_dim_stride n "
+    "reduce:scatter include_self:bool dtype:dtype")
+
+SORT = family("sort", """
+Stable sort of each row (the last dim of `shape`, x read through `stride`) into out (contiguous): the
+first k items of each sorted row, ascending or descending (NaN sorts as the largest, as torch); result
+0: the values (f32), 1: their int64 positions in the row.""",
+    "x out", f"ndim shape{ND} stride{ND} k descending:bool result")
 
 RMS_NORM = family("rms_norm", """
 out = x / sqrt(mean(x^2 over the last dim) + eps) * gamma over rows of cols: out contiguous, x's rows
@@ -170,8 +227,9 @@ read as [rows / group, group] through strides (x_gs, x_rs) (Qwen3's per-head q/k
 one merged projection in place); x may be out when contiguous.""", "x gamma? out", "rows cols group x_gs x_rs",
                   "eps")
 
-SOFTMAX = family("softmax", "Softmax over the last dim of [rows, cols]; x may be out. A row of all -inf "
-                 "gives NaN, as torch.softmax does.", "x out", "rows cols")
+SOFTMAX = family("softmax", "Softmax (LOG_SOFTMAX: its log, as x - max - log(sum exp)) over the last dim of "
+                 "[rows, cols]; x may be out. A row of all -inf gives NaN, as torch.softmax does.", "x out",
+                 "rows cols")
 
 LAYER_NORM = family("layer_norm", "Layer norm over the last dim of [rows, cols] (biased variance, as "
                     "torch); x may be out.", "x gamma? beta? out", "rows cols", "eps")
@@ -279,9 +337,15 @@ OPS: tuple[Op, ...] = (
     *(Op(n.upper(), UNARY) for n in UNARY_OPS),
     *(Op(n.upper(), BINARY) for n in BINARY_OPS),
     *(Op(n.upper(), REDUCE) for n in REDUCE_OPS),
+    *(Op(n.upper(), TERNARY) for n in TERNARY_OPS),
+    *(Op(n.upper(), SCAN) for n in SCAN_OPS),
+    Op("GATHER", GATHER),
+    Op("SCATTER", SCATTER),
+    Op("SORT", SORT),
     Op("RMS_NORM", RMS_NORM),
     Op("ROPE", ROPE),
     Op("SOFTMAX", SOFTMAX),
+    Op("LOG_SOFTMAX", SOFTMAX),
     Op("LAYER_NORM", LAYER_NORM),
     Op("ATTENTION", ATTENTION),
     Op("EMBEDDING", EMBEDDING),

@@ -125,17 +125,18 @@ typedef uint8_t rt_bool;
     RT_CAST_FN(S, float, RT_CONV)               \
     RT_CAST_FN(S, int64_t, RT_CONV)             \
     RT_CAST_FN(S, rt_bool, RT_CONV_BOOL)        \
-    RT_CAST_FN(S, int32_t, RT_CONV)
+    RT_CAST_FN(S, int32_t, RT_CONV)             \
+    RT_CAST_FN(S, double, RT_CONV)
 RT_CAST_ROW(float)
 RT_CAST_ROW(int64_t)
 RT_CAST_ROW(rt_bool)
 RT_CAST_ROW(int32_t)
+RT_CAST_ROW(double)
 
-#define RT_CAST_ENTRY(S) {cast_##S##_float, cast_##S##_int64_t, cast_##S##_rt_bool, cast_##S##_int32_t},
-/* Indexed by RT_DTYPE_* codes: f32, i64, bool, i32. */
+#define RT_CAST_ENTRY(S) {cast_##S##_float, cast_##S##_int64_t, cast_##S##_rt_bool, cast_##S##_int32_t, cast_##S##_double},
+/* Indexed by RT_DTYPE_* codes: f32, i64, bool, i32, f64. */
 static void (*const casts[RT_DTYPE_COUNT][RT_DTYPE_COUNT])(const char *, char *, int64_t) = {
-    RT_CAST_ENTRY(float) RT_CAST_ENTRY(int64_t) RT_CAST_ENTRY(rt_bool) RT_CAST_ENTRY(int32_t)};
-static const int64_t dtype_size[RT_DTYPE_COUNT] = {4, 8, 1, 4};
+    RT_CAST_ENTRY(float) RT_CAST_ENTRY(int64_t) RT_CAST_ENTRY(rt_bool) RT_CAST_ENTRY(int32_t) RT_CAST_ENTRY(double)};
 
 int rt_k_cast(const rt_op *op, char *const *arg)
 {
@@ -147,6 +148,6 @@ int rt_k_cast(const rt_op *op, char *const *arg)
 int rt_c_cast(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
     const rt_cast_ints *ip = &op->ip.cast; /* src and dst are valid dtypes (generic check) */
-    return rt_need(op, avail, RT_CAST_X, ip->n, dtype_size[ip->src], "x", msg, msglen) ||
-           rt_need(op, avail, RT_CAST_OUT, ip->n, dtype_size[ip->dst], "out", msg, msglen);
+    return rt_need(op, avail, RT_CAST_X, ip->n, rt_dtype_size[ip->src], "x", msg, msglen) ||
+           rt_need(op, avail, RT_CAST_OUT, ip->n, rt_dtype_size[ip->dst], "out", msg, msglen);
 }

@@ -81,9 +81,12 @@ typedef void (*rt_row_fn)(const float *x, float *y, int64_t n, float a, float b)
 RT_UNARY_LIST(RT_UNARY_DECL)
 #undef RT_UNARY_DECL
 
+/* Item sizes by RT_DTYPE_* code (f32, i64, bool, i32, f64). */
+static const int64_t rt_dtype_size[RT_DTYPE_COUNT] = {4, 8, 1, 4, 8};
+
 /* ---- strided iteration spaces (elementwise.c, copy.c) ---- */
 
-#define RT_SPACE_MAX_OPS 2
+#define RT_SPACE_MAX_OPS 3
 
 /* Dims of a strided loop over up to RT_SPACE_MAX_OPS operands, with every dim that
  * continues its predecessor in all operands merged into it and size-1 dims dropped;

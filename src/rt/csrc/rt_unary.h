@@ -170,6 +170,146 @@ RT_INLINE float rt_softplusf(float x, float beta, float threshold)
     return x * beta > threshold ? x : rt_log1pf(rt_expf(x * beta)) / beta;
 }
 
+/* atan(x): x reduced to [0, tan(pi/12)] through 1/x and the tan(pi/6) shift, then an odd polynomial
+ * (Cephes atanf, ~1 ulp); branch-free. */
+RT_INLINE float rt_atanf(float x)
+{
+    float ax = fabsf(x);
+    int inv = ax > 1.f;
+    float z = inv ? 1.f / ax : ax;
+    int shift = z > 0.2679491924311227f;
+    float zs = shift ? (z * 1.7320508075688772f - 1.f) / (z + 1.7320508075688772f) : z;
+    float zz = zs * zs;
+    float p = ((8.05374449538e-2f * zz - 1.38776856032e-1f) * zz + 1.99777106478e-1f) * zz - 3.33329491539e-1f;
+    float r = p * zz * zs + zs;
+    r = shift ? r + 0.5235987755982988f : r;
+    r = inv ? 1.5707963267948966f - r : r;
+    r = x != x ? x : r;
+    return x < 0.f ? -r : r;
+}
+
+RT_INLINE float rt_atan2f(float y, float x)
+{
+    float r = rt_atanf(y / x);
+    r = x < 0.f ? (y < 0.f || (y == 0.f && signbit(y)) ? r - 3.14159265358979f : r + 3.14159265358979f) : r;
+    r = x == 0.f ? (y == 0.f ? (signbit(x) ? copysignf(3.14159265358979f, y) : y) : copysignf(1.5707963267948966f, y)) : r;
+    r = (x == 0.f && y == 0.f && !signbit(x)) ? y : r;
+    int bothinf = fabsf(x) == INFINITY && fabsf(y) == INFINITY;
+    r = bothinf ? copysignf(x > 0.f ? 0.7853981633974483f : 2.356194490192345f, y) : r;
+    return x != x || y != y ? x + y : r;
+}
+
+/* asin / acos through atan of x / sqrt(1 - x^2) (computed as (1-x)(1+x) to keep its precision); NaN
+ * outside [-1, 1]. */
+RT_INLINE float rt_asinf(float x)
+{
+    float d = sqrtf((1.f - x) * (1.f + x));
+    float r = fabsf(x) == 1.f ? copysignf(1.5707963267948966f, x) : rt_atanf(x / d);
+    return fabsf(x) > 1.f ? NAN : r;
+}
+
+RT_INLINE float rt_acosf(float x)
+{
+    /* acos x = 2 atan(sqrt((1 - x) / (1 + x))) */
+    float r = 2.f * rt_atanf(sqrtf((1.f - x) / (1.f + x)));
+    r = x == -1.f ? 3.14159265358979f : r;
+    return fabsf(x) > 1.f ? NAN : r;
+}
+
+/* sinh / cosh from exp, with expm1 near 0 where exp(x) - exp(-x) cancels. */
+RT_INLINE float rt_sinhf(float x)
+{
+    float ax = fabsf(x);
+    float e = rt_expf(ax * 0.5f);   /* e^(x/2) squared later: no overflow below x = 2 ln FLT_MAX */
+    float big = ax > 88.f ? 0.5f * e * e : 0.5f * (e * e - 1.f / (e * e));
+    float m = rt_expm1f(ax);
+    float small = 0.5f * (m + m / (m + 1.f));
+    float r = ax < 1.f ? small : big;
+    r = ax == INFINITY ? ax : r;
+    return x < 0.f ? -r : r;
+}
+
+RT_INLINE float rt_coshf(float x)
+{
+    float ax = fabsf(x), e = rt_expf(ax * 0.5f);
+    float r = ax > 88.f ? 0.5f * e * e : 0.5f * (e * e + 1.f / (e * e));
+    return ax == INFINITY ? ax : r;
+}
+
+/* asinh x = sign(x) log1p(|x| + x^2 / (1 + sqrt(1 + x^2))); large |x|: log(2|x|). */
+RT_INLINE float rt_asinhf(float x)
+{
+    float ax = fabsf(x);
+    float r = ax > 1e18f ? rt_logf(ax) + 0.6931471805599453f
+                         : rt_log1pf(ax + ax * ax / (1.f + sqrtf(1.f + ax * ax)));
+    r = x != x ? x : r;
+    return x < 0.f ? -r : r;
+}
+
+RT_INLINE float rt_acoshf(float x)
+{
+    float t = x - 1.f;
+    float r = x > 1e18f ? rt_logf(x) + 0.6931471805599453f : rt_log1pf(t + sqrtf(2.f * t + t * t));
+    return x < 1.f ? NAN : r;
+}
+
+RT_INLINE float rt_atanhf(float x)
+{
+    float ax = fabsf(x);
+    float r = 0.5f * rt_log1pf(2.f * ax / (1.f - ax));
+    r = ax > 1.f ? NAN : r;
+    return x < 0.f ? -r : r;
+}
+
+/* erfc: 1 - erf for small x; exp(-x^2) times A&S 7.1.26's polynomial (no cancellation) for x > 0.5. */
+RT_INLINE float rt_erfcf(float x)
+{
+    float z = fabsf(x);
+    float t = 1.f / (1.f + 0.3275911f * z);
+    float p = 1.061405429f;
+    p = p * t - 1.453152027f;
+    p = p * t + 1.421413741f;
+    p = p * t - 0.284496736f;
+    p = p * t + 0.254829592f;
+    float tail = p * t * rt_expf(-z * z);
+    return x < 0.f ? 2.f - tail : tail;
+}
+
+/* log|gamma(x)|: Lanczos (g = 7, 9 terms; the sum in double, where its terms cancel) for x >= 0.5,
+ * the reflection log(pi / |sin(pi x)|) - lgamma(1 - x) below; inf at the poles (0, -1, ...). */
+RT_INLINE float rt_lgamma_pos(float x)
+{
+    double z = (double)x - 1.0, s = 0.99999999999980993;
+    s += 676.5203681218851 / (z + 1.0);
+    s += -1259.1392167224028 / (z + 2.0);
+    s += 771.32342877765313 / (z + 3.0);
+    s += -176.61502916214059 / (z + 4.0);
+    s += 12.507343278686905 / (z + 5.0);
+    s += -0.13857109526572012 / (z + 6.0);
+    s += 9.9843695780195716e-6 / (z + 7.0);
+    s += 1.5056327351493116e-7 / (z + 8.0);
+    float t = x + 6.5f;
+    return 0.9189385332046727f + (x - 0.5f) * rt_logf(t) - t + rt_logf((float)s);
+}
+
+RT_INLINE float rt_lgammaf(float x)
+{
+    float xr = x < 0.5f ? 1.f - x : x;
+    float lg = rt_lgamma_pos(xr);
+    float d = x - rintf(x); /* |sin(pi x)| = |sin(pi d)|, d in [-1/2, 1/2] exactly */
+    float sn = fabsf(rt_sinf(3.14159265358979f * d));
+    float refl = 1.1447298858494002f - rt_logf(sn) - lg; /* log(pi) */
+    float r = x < 0.5f ? refl : lg;
+    r = (x <= 0.f && d == 0.f) || fabsf(x) == INFINITY ? INFINITY : r;
+    return x != x ? x : r;
+}
+
+RT_INLINE float rt_log_sigmoidf(float x)
+{
+    /* -log(1 + exp(-x)) = min(x, 0) - log1p(exp(-|x|)) */
+    return (x < 0.f ? x : 0.f) - rt_log1pf(rt_expf(-fabsf(x)));
+}
+
 /* The unary family, X(name, expression in x and the op's parameters a, b); pow has its own
  * kernel (elementwise.c: a row function chosen by the exponent). NaN stays NaN through every op, as
  * torch has it (comparisons with NaN are false). */
@@ -203,6 +343,22 @@ RT_INLINE float rt_softplusf(float x, float beta, float threshold)
     X(softplus, rt_softplusf(x, a, b))                                     \
     X(elu, x > 0.f ? x : a * rt_expm1f(x))                                 \
     X(leaky_relu, x > 0.f ? x : a * x)                                     \
-    X(clamp, rt_clampf(x, a, b))
+    X(clamp, rt_clampf(x, a, b))                                           \
+    X(tan, rt_sinf(x) / rt_cosf(x))                                        \
+    X(asin, rt_asinf(x))                                                   \
+    X(acos, rt_acosf(x))                                                   \
+    X(atan, rt_atanf(x))                                                   \
+    X(sinh, rt_sinhf(x))                                                   \
+    X(cosh, rt_coshf(x))                                                   \
+    X(asinh, rt_asinhf(x))                                                 \
+    X(acosh, rt_acoshf(x))                                                 \
+    X(atanh, rt_atanhf(x))                                                 \
+    X(exp2, rt_expf(x * 0.6931471805599453f))                              \
+    X(log2, rt_logf(x) * 1.4426950408889634f)                              \
+    X(log10, rt_logf(x) * 0.4342944819032518f)                             \
+    X(erfc, rt_erfcf(x))                                                   \
+    X(log_sigmoid, rt_log_sigmoidf(x))                                     \
+    X(frac, x - truncf(x))                                                 \
+    X(lgamma, rt_lgammaf(x))
 
 #endif

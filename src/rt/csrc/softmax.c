@@ -34,3 +34,26 @@ int rt_c_softmax(const rt_op *op, const int64_t *avail, char *msg, size_t msglen
     return rt_need(op, avail, RT_SOFTMAX_X, n, 4, "x", msg, msglen) ||
            rt_need(op, avail, RT_SOFTMAX_OUT, n, 4, "out", msg, msglen);
 }
+
+/* log_softmax: x - max - log(sum exp(x - max)); x may equal y. */
+RT_SIMD static void log_softmax_row(const float *x, float *y, int64_t n)
+{
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    m = m == -INFINITY || m == INFINITY ? (m == m ? m : 0.f) : m;
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t i = 0; i < n; i++) sum += rt_expf(x[i] - m);
+    float shift = m + rt_logf(sum);
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] - shift;
+}
+
+int rt_k_log_softmax(const rt_op *op, char *const *arg)
+{
+    const float *x = (const float *)arg[RT_SOFTMAX_X];
+    float *y = (float *)arg[RT_SOFTMAX_OUT];
+    int64_t rows = op->ip.softmax.rows, cols = op->ip.softmax.cols;
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, log_softmax_row(x + r * cols, y + r * cols, cols););
+    return RT_OK;
+}

@@ -13,9 +13,22 @@ Compute ops
   fused.<unary> x {params}     elementwise, rt.abi.UNARY_OPS (relu, silu, sin, cos, pow {exponent},
                                clamp {min, max}, leaky_relu {negative_slope}, ...; UNARY_PARAMS)
   fused.<binary> a, b          elementwise with numpy broadcasting, rt.abi.BINARY_OPS (add, sub, mul,
-                               div, maximum, minimum, pow_tensor)
-  fused.<reduce> x {dims, keepdim}   rt.abi.REDUCE_OPS (sum, mean, amax, amin, prod) over any dims
-  fused.softmax x                                                    over the last dim
+                               div, maximum, minimum, pow_tensor, fmod, remainder, comparisons, logical
+                               and bitwise ops, ...): a and b of one dtype the op takes; comparisons and
+                               logical ops give bool (rt.abi.BOOL_RESULT)
+  fused.where c, a, b / fused.clamp_tensor x, lo, hi / fused.lerp a, b, w
+                               ternary, broadcasting (rt.abi.TERNARY_OPS): c bool, the rest one dtype
+  fused.<reduce> x {dims, keepdim, correction}   rt.abi.REDUCE_OPS (sum, mean, amax, amin, prod,
+                               argmax, argmin (int64), var, std, logsumexp) over any dims
+  fused.cumsum / fused.cumprod x {dim}                               running sum / product
+  fused.gather x, idx {dim}    out[i] = x[.., idx[i] along dim, ..] (idx int64 of out's shape, x's dims
+                               other than dim at least as big): torch.gather, and index_select, flip,
+                               roll, index.Tensor through a broadcast or constant idx
+  fused.scatter x, idx, src {dim, reduce, include_self}   torch.scatter / scatter_reduce: x with src's
+                               items written (or reduced: sum, prod, amax, amin) at idx along dim
+  fused.sort x {descending, k, result}    stable sort of the last dim, its first k (topk); result 0 the
+                               values, 1 their int64 positions
+  fused.softmax x / fused.log_softmax x                              over the last dim
   fused.layer_norm x, gamma?, beta? {eps}                            over the last dim, biased var
   fused.rms_norm x, gamma? {eps}                                     x / sqrt(mean(x^2) + eps) * gamma
   fused.attention q, k, v, mask? {scale, causal, merge_heads, kv_group}
@@ -35,15 +48,16 @@ View ops (trait VIEW; extra["view"](attrs, in_type, in_strides, out_type) -> (el
   fused.permute x {perm}              result dim i = operand dim perm[i]
   fused.slice x {dim, start, end, step}   start/end normalised: 0 <= start <= end <= size, step >= 1
   fused.expand x {shape}              numpy broadcast_to (new dims on the left, size-1 dims stride 0)
+  fused.diagonal / fused.as_strided / fused.unfold   the torch dialect's views of those names
 """
 from __future__ import annotations
 
 import math
 import numpy as np
 
-from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS
+from ..abi import BINARY_OPS, BOOL_RESULT, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
 from . import numerics
-from .ir import DTYPES, padded
+from .ir import DTYPES, TensorType, padded
 from .strides import contiguous_strides, reshape_strides
 from .registry import COMMUTATIVE, ELEMENTWISE, VIEW, Attr, broadcast_infer, broadcast_shapes, normalize_dim, op, same_as_first
 
@@ -141,17 +155,102 @@ _BINARY = {"add": (np.add, True), "sub": (np.subtract, False), "mul": (np.multip
            "gelu_tanh_mul": (_gated("gelu_tanh"), False), "gelu_erf_mul": (_gated("gelu_erf"), False)}
 
 
+def _floor_divide(a, b):
+    if a.dtype.kind == "f":
+        return np.floor_divide(a, b)
+    return np.floor_divide(a, np.where(b == 0, 1, b)) * (b != 0)
+
+
+def _trunc_divide(a, b):
+    if a.dtype.kind == "f":
+        return np.trunc(a / b)
+    q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
+    return np.where(b == 0, 0, np.where((a < 0) != (b < 0), -q, q))
+
+
+def _int_safe(fn):
+    """fn(a, b) for floats; for integers with a zero divisor giving 0 (the kernel's choice: torch raises)."""
+    return lambda a, b: fn(a, b) if a.dtype.kind == "f" else np.where(b == 0, 0, fn(a, np.where(b == 0, 1, b)))
+
+
+_BINARY.update({
+    "fmod": (_int_safe(np.fmod), False), "remainder": (_int_safe(np.remainder), False),
+    "floor_divide": (_floor_divide, False), "trunc_divide": (_trunc_divide, False),
+    "atan2": (np.arctan2, False), "copysign": (np.copysign, False), "hypot": (np.hypot, True),
+    "logaddexp": (np.logaddexp, True), "fmax": (np.fmax, True), "fmin": (np.fmin, True),
+    "eq": (np.equal, True), "ne": (np.not_equal, True), "lt": (np.less, False), "le": (np.less_equal, False),
+    "gt": (np.greater, False), "ge": (np.greater_equal, False),
+    "logical_and": (np.logical_and, True), "logical_or": (np.logical_or, True),
+    "logical_xor": (np.logical_xor, True),
+    "bitwise_and": (np.bitwise_and, True), "bitwise_or": (np.bitwise_or, True),
+    "bitwise_xor": (np.bitwise_xor, True), "nextafter": (np.nextafter, False),
+})
+
+
+def _binary_verify(name):
+    def verify(o, types):
+        a, b = types
+        if a.dtype != b.dtype or a.dtype not in BINARY_OPS[name]:
+            return f"operands {a} and {b}: {name} takes two of one dtype in {BINARY_OPS[name]}"
+        return None
+    return verify
+
+
 def _binary(name, fn, commutative):
     traits = (ELEMENTWISE,) + ((COMMUTATIVE,) if commutative else ())
+    infer = (lambda t, a: broadcast_infer(t, a).with_dtype("bool")) if name in BOOL_RESULT else broadcast_infer
 
     def ref(args, at):
+        x, y = args
         with np.errstate(all="ignore"):
-            return np.asarray(fn(args[0], args[1])).astype(np.result_type(args[0], args[1]))
-    op(f"fused.{name}", ("a", "b"), broadcast_infer, ref, traits=traits)
+            if x.dtype.kind == "f" and name not in BOOL_RESULT:
+                r = fn(x.astype(np.float64), y.astype(np.float64))
+            else:
+                r = fn(x, y)
+            return np.asarray(r).astype(np.bool_ if name in BOOL_RESULT else np.result_type(x, y))
+    op(f"fused.{name}", ("a", "b"), infer, ref, traits=traits, verify=_binary_verify(name))
 
 
 for _name in BINARY_OPS:
     _binary(_name, *_BINARY[_name])
+
+
+# ---- ternary --------------------------------------------------------------------------------
+def _lerp(a, b, w):
+    a, b, w = (v.astype(np.float64) for v in (a, b, w))
+    return np.where(np.abs(w) < 0.5, a + w * (b - a), b - (b - a) * (1 - w))
+
+
+def _clamp_tensor(x, lo, hi):
+    if x.dtype.kind != "f":
+        return np.minimum(np.maximum(x, lo), hi)
+    return np.where(np.isnan(lo) | np.isnan(hi), np.where(np.isnan(lo), lo, hi), np.minimum(np.maximum(x, lo), hi))
+
+
+_TERNARY = {"where": (lambda c, a, b: np.where(c, a, b), ("c", "a", "b")),
+            "clamp_tensor": (_clamp_tensor, ("x", "lo", "hi")),
+            "lerp": (_lerp, ("a", "b", "w"))}
+
+
+def _ternary(name, fn, operands):
+    def infer(types, at):
+        return broadcast_infer(types, at).with_dtype(types[1].dtype)
+
+    def verify(o, types):
+        first, b, c = types
+        if b.dtype != c.dtype or b.dtype not in TERNARY_OPS[name] or \
+                (first.dtype != ("bool" if name == "where" else b.dtype)):
+            return f"{name}: operands {types} do not fit (dtypes {TERNARY_OPS[name]})"
+        return None
+
+    def ref(args, at):
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(*args)).astype(args[1].dtype)
+    op(f"fused.{name}", operands, infer, ref, traits=(ELEMENTWISE,), verify=verify)
+
+
+for _name in TERNARY_OPS:
+    _ternary(_name, *_TERNARY[_name])
 
 
 # ---- normalisations -------------------------------------------------------------------------
@@ -164,6 +263,17 @@ def _softmax_ref(args, attrs):
 
 
 op("fused.softmax", ("x",), same_as_first, _softmax_ref)
+
+
+def _log_softmax_ref(args, attrs):
+    x = args[0].astype(np.float64)
+    with np.errstate(all="ignore"):
+        m = np.max(x, axis=-1, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)
+        return (x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))).astype(args[0].dtype)
+
+
+op("fused.log_softmax", ("x",), same_as_first, _log_softmax_ref)
 
 
 def _layer_norm_ref(args, attrs):
@@ -438,29 +548,194 @@ op("fused.expand", ("x",), _expand_infer, lambda a, at: np.broadcast_to(a[0], tu
    attrs={"shape": Attr("ints")}, traits=(VIEW,), view=_expand_view)
 
 
+# Views whose torch dialect op already says how they read their operand (diagonal, as_strided, unfold):
+# the fused op is the same declaration under the fused name.
+def _view_twin(torch_name: str) -> None:
+    from . import torch_ops  # noqa: F401  (the torch dialect's declarations)
+    from .registry import REGISTRY, OpDef
+    t = REGISTRY[torch_name]
+    REGISTRY.register(OpDef("fused." + torch_name.split(".", 1)[1], t.operands, t.infer, t.reference, dict(t.attrs),
+                            t.traits, t.verify, {"view": t.extra["view"]}))
+
+
+for _name in ("torch.diagonal", "torch.as_strided", "torch.unfold"):
+    _view_twin(_name)
+
+
 # ---- reductions -----------------------------------------------------------------------------
-def _reduce_infer(types, attrs):
-    t = types[0]
-    dims = {normalize_dim(d, t.rank) for d in attrs["dims"]} if t.rank else set()
-    if attrs["keepdim"]:
-        return t.with_shape(tuple(1 if i in dims else s for i, s in enumerate(t.shape)))
-    return t.with_shape(tuple(s for i, s in enumerate(t.shape) if i not in dims))
+INDEX_REDUCE = ("argmax", "argmin")     # reductions whose result is an int64 position
+INT_REDUCE = ("sum", "prod", "amax", "amin", "argmax", "argmin")    # the ones that also take int64
 
 
-_REDUCE = {"sum": np.sum, "mean": np.mean, "amax": np.max, "amin": np.min, "prod": np.prod}
+def _reduce_infer_for(name):
+    def infer(types, attrs):
+        t = types[0]
+        dims = {normalize_dim(d, t.rank) for d in attrs["dims"]} if t.rank else set()
+        if attrs["keepdim"]:
+            t = t.with_shape(tuple(1 if i in dims else s for i, s in enumerate(t.shape)))
+        else:
+            t = t.with_shape(tuple(s for i, s in enumerate(t.shape) if i not in dims))
+        return t.with_dtype("i64") if name in INDEX_REDUCE else t
+    return infer
+
+
+def _arg(f):
+    """argmax / argmin over several axes: the position in those axes flattened (NaN the largest)."""
+    def fn(x, axis, keepdims, correction):
+        axes = axis if axis is not None else tuple(range(x.ndim))
+        kept = [d for d in range(x.ndim) if d not in axes]
+        moved = np.transpose(x, kept + list(axes)).reshape([x.shape[d] for d in kept] + [-1])
+        nan = np.isnan(moved)
+        r = np.where(nan.any(-1), np.argmax(nan, axis=-1), f(np.where(nan, 0, moved), axis=-1))
+        if keepdims:
+            r = r.reshape([1 if d in axes else x.shape[d] for d in range(x.ndim)])
+        return r
+    return fn
+
+
+def _var_of(x, axis, keepdims, correction):
+    n = int(np.prod([x.shape[a] for a in axis], dtype=np.int64)) if axis is not None else x.size
+    m = np.mean(x, axis=axis, keepdims=True)
+    return np.sum((x - m) ** 2, axis=axis, keepdims=keepdims) / max(n - correction, 0)
+
+
+def _logsumexp_of(x, axis, keepdims, correction):
+    m = np.max(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    y = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
+_REDUCE = {"sum": np.sum, "mean": np.mean, "amax": np.max, "amin": np.min, "prod": np.prod,
+           "argmax": _arg(np.argmax), "argmin": _arg(np.argmin), "var": _var_of,
+           "std": lambda *a: np.sqrt(_var_of(*a)), "logsumexp": _logsumexp_of}
 
 
 def _reduce(name, fn):
+    two = name in ("argmax", "argmin", "var", "std", "logsumexp")
+
     def ref(args, attrs):
         x = args[0]
-        axes = tuple(normalize_dim(d, x.ndim) for d in attrs["dims"]) if x.ndim else None
+        axes = tuple(sorted(normalize_dim(d, x.ndim) for d in attrs["dims"])) if x.ndim else None
+        out = _reduce_infer_for(name)([TensorType.of(x)], attrs)
         with np.errstate(all="ignore"):
-            return np.asarray(fn(x.astype(np.float64), axis=axes, keepdims=attrs["keepdim"])).astype(x.dtype)
-    op(f"fused.{name}", ("x",), _reduce_infer, ref, attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False)})
+            x64 = x.astype(np.float64) if x.dtype.kind == "f" else x
+            r = fn(x64, axes, attrs["keepdim"], attrs["correction"]) if two else \
+                fn(x64, axis=axes, keepdims=attrs["keepdim"])
+            return np.asarray(r).astype(out.np_dtype).reshape(out.shape)
+    dtypes = ("f32", "i64") if name in INT_REDUCE else ("f32",)
+    op(f"fused.{name}", ("x",), _reduce_infer_for(name), ref,
+       attrs={"dims": Attr("ints"), "keepdim": Attr("bool", False), "correction": Attr("float", 0.0)},
+       verify=lambda o, t: None if t[0].dtype in dtypes else f"{name} takes {dtypes}, got {t[0]}")
 
 
 for _name in REDUCE_OPS:
     _reduce(_name, _REDUCE[_name])
+
+
+def _scan(name, fn):
+    dtypes = ("f32",) if name == "logcumsumexp" else ("f32", "i64")
+
+    def ref(args, attrs):
+        x = args[0]
+        return fn(x.astype(np.float64) if x.dtype.kind == "f" else x, axis=attrs["dim"]).astype(x.dtype)
+    op(f"fused.{name}", ("x",), same_as_first, ref, attrs={"dim": Attr("int")},
+       verify=lambda o, t: None if t[0].dtype in dtypes and 0 <= o.attrs["dim"] < max(t[0].rank, 1)
+       else f"{name} takes {dtypes} and a dim in range, got {t[0]} dim {o.attrs['dim']}")
+
+
+def _logcumsumexp(x, axis):
+    return np.logaddexp.accumulate(x, axis=axis)
+
+
+for _name, _fn in zip(SCAN_OPS, (np.cumsum, np.cumprod, _logcumsumexp)):
+    _scan(_name, _fn)
+
+
+# ---- index and data movement ----------------------------------------------------------------
+def _gather_verify(o, types):
+    x, idx = types
+    d = o.attrs["dim"]
+    if idx.dtype != "i64" or x.rank != idx.rank or not 0 <= d < max(x.rank, 1) or any(
+            i > s for k, (i, s) in enumerate(zip(idx.shape, x.shape)) if k != d):
+        return f"gather of {x} by {idx} along {d}: idx must be int64 of x's rank, within x off the dim"
+    return None
+
+
+def gather_reference(x, idx, dim):
+    idx = np.where(idx < 0, idx + x.shape[dim], idx)
+    sl = tuple(slice(0, n) if k != dim else slice(None) for k, n in enumerate(idx.shape))
+    return np.take_along_axis(x[sl], idx, axis=dim)
+
+
+op("fused.gather", ("x", "idx"), lambda t, at: t[1].with_dtype(t[0].dtype),
+   lambda a, at: gather_reference(a[0], a[1], at["dim"]), attrs={"dim": Attr("int")}, verify=_gather_verify)
+
+SCATTER_REDUCE = ("none", "sum", "prod", "amax", "amin")
+
+
+def scatter_reference(x, idx, src, dim, reduce, include_self):
+    out = x.copy()
+    idx = np.where(idx < 0, idx + x.shape[dim], idx)
+    coords = list(np.indices(idx.shape))
+    coords[dim] = idx
+    targets = tuple(c.ravel() for c in coords)
+    vals = src[tuple(slice(0, n) for n in idx.shape)].ravel()
+    if reduce == "none":
+        out[targets] = vals
+        return out
+    ufunc = {"sum": np.add, "prod": np.multiply, "amax": np.maximum, "amin": np.minimum}[reduce]
+    if not include_self:
+        out[targets] = {"sum": 0, "prod": 1, "amax": -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min,
+                        "amin": np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).max}[reduce]
+    ufunc.at(out, targets, vals)
+    return out
+
+
+def _scatter_verify(o, types):
+    x, idx, src = types
+    at = _attrs_of(o)
+    d = at["dim"]
+    if idx.dtype != "i64" or src.dtype != x.dtype or x.rank != idx.rank or src.rank != idx.rank or \
+            not 0 <= d < max(x.rank, 1) or any(i > s for i, s in zip(idx.shape, src.shape)) or any(
+            i > s for k, (i, s) in enumerate(zip(idx.shape, x.shape)) if k != d):
+        return f"scatter of {src} into {x} at {idx} along {d} does not fit"
+    if at["reduce"] not in SCATTER_REDUCE or (x.dtype == "bool" and at["reduce"] != "none"):
+        return f"unknown or bool scatter reduce {at['reduce']!r}"
+    return None
+
+
+op("fused.scatter", ("x", "idx", "src"), same_as_first,
+   lambda a, at: scatter_reference(a[0], a[1], a[2], at["dim"], at["reduce"], at["include_self"]),
+   attrs={"dim": Attr("int"), "reduce": Attr("str", "none"), "include_self": Attr("bool", True)},
+   verify=_scatter_verify)
+
+
+def sort_reference(x, descending, k, result):
+    """Stable sort of the last dim, NaN the largest; the first k of each row (values or positions)."""
+    key = np.where(np.isnan(x), np.inf, x)
+    nan = np.isnan(x)
+    if descending:
+        order = np.lexsort((np.broadcast_to(np.arange(x.shape[-1]), x.shape), -key, ~nan), axis=-1)
+    else:
+        order = np.lexsort((np.broadcast_to(np.arange(x.shape[-1]), x.shape), key, nan), axis=-1)
+    order = order[..., :k]
+    return order.astype(np.int64) if result else np.take_along_axis(x, order, axis=-1)
+
+
+def _sort_infer(types, at):
+    x = types[0]
+    k = at["k"] if at["k"] >= 0 else x.shape[-1]
+    if not 0 <= k <= x.shape[-1]:
+        raise ValueError(f"k {k} out of range for {x}")
+    t = x.with_shape(x.shape[:-1] + (k,))
+    return t.with_dtype("i64") if at["result"] else t
+
+
+op("fused.sort", ("x",), _sort_infer,
+   lambda a, at: sort_reference(a[0], at["descending"], at["k"] if at["k"] >= 0 else a[0].shape[-1], at["result"]),
+   attrs={"descending": Attr("bool", False), "k": Attr("int", -1), "result": Attr("int", 0)},
+   verify=lambda o, t: None if t[0].dtype == "f32" and t[0].rank >= 1 else f"sort takes f32 of rank >= 1, got {t[0]}")
 
 
 # ---- concatenation --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..abi import BINARY_OPS, REDUCE_OPS, UNARY_OPS, attention_scratch_floats
+from ..abi import BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, attention_scratch_floats
 from .ir import Operation
 from .strides import row_groups
 from .symbolic import at_largest
@@ -41,8 +41,16 @@ for _name in UNARY_OPS:
     kernel_facts(f"planned.{_name}", inplace=(0,))
 for _name in BINARY_OPS:
     kernel_facts(f"planned.{_name}", strided=(0, 1), inplace=(0, 1))
+for _name in TERNARY_OPS:
+    kernel_facts(f"planned.{_name}", strided=(0, 1, 2))
 for _name in REDUCE_OPS:
     kernel_facts(f"planned.{_name}", strided=(0,))
+for _name in SCAN_OPS:
+    kernel_facts(f"planned.{_name}", strided=(0,))
+kernel_facts("planned.gather", strided=(0, 1))
+kernel_facts("planned.scatter", strided=(1, 2), inplace=(0,))
+kernel_facts("planned.sort", strided=(0,))
+kernel_facts("planned.log_softmax", inplace=(0,))
 kernel_facts("planned.copy", strided=(0,))
 kernel_facts("planned.cat", strided="all")
 kernel_facts("planned.softmax", inplace=(0,))

@@ -71,6 +71,13 @@ def layer_norm(x: np.ndarray, gamma, beta, eps: float, n_axes: int = 1) -> np.nd
     return y.astype(x.dtype)
 
 
+def _lgamma(v: float) -> float:
+    try:
+        return math.lgamma(v)
+    except (ValueError, OverflowError):      # the poles: inf, as torch
+        return math.inf if not math.isnan(v) else v
+
+
 def _softplus(x, beta, threshold):
     with np.errstate(over="ignore"):
         return np.where(x * beta > threshold, x, np.log1p(np.exp(x * beta)) / beta)
@@ -110,4 +117,20 @@ UNARY = {
     "leaky_relu": lambda x, negative_slope: np.where(x > 0, x, negative_slope * x),
     "clamp": lambda x, min, max: np.where(x < min, min, np.where(x > max, max, x)),
     "pow": lambda x, exponent: np.power(x, exponent),
+    "tan": np.tan,
+    "asin": np.arcsin,
+    "acos": np.arccos,
+    "atan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "asinh": np.arcsinh,
+    "acosh": np.arccosh,
+    "atanh": np.arctanh,
+    "exp2": np.exp2,
+    "log2": np.log2,
+    "log10": np.log10,
+    "erfc": lambda x: np.vectorize(math.erfc, otypes=[np.float64])(x),
+    "log_sigmoid": lambda x: -np.logaddexp(0.0, -x),
+    "frac": lambda x: x - np.trunc(x),
+    "lgamma": lambda x: np.vectorize(_lgamma, otypes=[np.float64])(x),
 }

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, UNARY_OPS
+from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
 from ..dialects.ir import Module, Operation, TensorType, Value, padded
 from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides, row_groups
@@ -266,12 +266,21 @@ def _broadcast_strides(v: Operand, shape: tuple[int, ...]) -> list[int]:
 @encoder(*(f"planned.{n}" for n in BINARY_OPS))
 def _binary(op, args, out, ctx):
     a, b = args
-    _need_f32(op, a, b, out)
     shape = out.type.shape
     _check_rank(op, len(shape))
     return Encoded(op.name.split(".", 1)[1].upper(), dict(a=a, b=b, out=out), dict(
         ndim=len(shape), shape=shape, a_stride=_broadcast_strides(a, shape),
-        b_stride=_broadcast_strides(b, shape)))
+        b_stride=_broadcast_strides(b, shape), dtype=a.type.dtype))
+
+
+@encoder(*(f"planned.{n}" for n in TERNARY_OPS))
+def _ternary(op, args, out, ctx):
+    a, b, c = args
+    shape = out.type.shape
+    _check_rank(op, len(shape))
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(a=a, b=b, c=c, out=out), dict(
+        ndim=len(shape), shape=shape, a_stride=_broadcast_strides(a, shape), b_stride=_broadcast_strides(b, shape),
+        c_stride=_broadcast_strides(c, shape), dtype=b.type.dtype))
 
 
 def _copy_into(op: Operation, x: Operand, out: Operand) -> Encoded:
@@ -302,13 +311,73 @@ def _cat(op, args, out, ctx):
 def _reduce(op, args, out, ctx):
     """x's dims reordered kept-first, reduced-last (the kernel reads x through its strides)."""
     x = args[0]
-    _need_f32(op, x, out)
     _check_rank(op, x.type.rank)
     red = sorted({normalize_dim(d, x.type.rank) for d in op.attrs["dims"]}) if x.type.rank else []
     order = [d for d in range(x.type.rank) if d not in red] + red
     return Encoded(op.name.split(".", 1)[1].upper(), dict(x=x, out=out), dict(
         ndim=len(order), nred=len(red), shape=[x.type.shape[d] for d in order],
-        stride=[x.strides[d] for d in order]))
+        stride=[x.strides[d] for d in order], correction=float(op.attrs.get("correction", 0.0)), dtype=x.type.dtype))
+
+
+def _last(op: Operation, v: Operand, d: int) -> tuple[list[int], list[int]]:
+    """v's shape and strides with dim d moved last (a 0-d value as one item)."""
+    if v.type.rank == 0:
+        return [1], [1]
+    order = [k for k in range(v.type.rank) if k != d] + [d]
+    return [v.type.shape[k] for k in order], [v.strides[k] for k in order]
+
+
+@encoder(*(f"planned.{n}" for n in SCAN_OPS))
+def _scan(op, args, out, ctx):
+    x = args[0]
+    _check_rank(op, max(x.type.rank, 1))
+    shape, stride = _last(op, x, op.attrs["dim"])
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=x, out=out), dict(
+        ndim=len(shape), shape=shape, stride=stride, out_stride=_last(op, out, op.attrs["dim"])[1],
+        dtype=x.type.dtype))
+
+
+@encoder("planned.gather")
+def _gather(op, args, out, ctx):
+    x, idx = args
+    _check_rank(op, max(out.type.rank, 1))
+    d = op.attrs["dim"]
+    if out.type.rank == 0:
+        shape, xs, ids, xd, size = [1], [0], [0], 1, 1
+    else:
+        shape, xs, ids = list(out.type.shape), list(x.strides), list(idx.strides)
+        xd, size = x.strides[d], x.type.shape[d]
+    return Encoded("GATHER", dict(x=x, idx=idx, out=out), dict(
+        ndim=len(shape), shape=shape, x_stride=xs, idx_stride=ids, dim=d, size=size, x_dim_stride=xd,
+        itemsize=x.type.np_dtype.itemsize))
+
+
+@encoder("planned.scatter")
+def _scatter(op, args, out, ctx):
+    x, idx, src = args
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    _check_rank(op, max(out.type.rank, 1))
+    d = at["dim"]
+    if out.type.rank == 0:
+        shape, ids, ss, os_, od, size = [1], [0], [0], [0], 1, 1
+    else:
+        shape, ids, ss, os_ = list(idx.type.shape), list(idx.strides), list(src.strides), list(out.strides)
+        od, size = out.strides[d], out.type.shape[d]
+    return Encoded("SCATTER", dict(x=x, idx=idx, src=src, out=out), dict(
+        ndim=len(shape), shape=shape, idx_stride=ids, src_stride=ss, out_stride=os_, dim=d, size=size,
+        out_dim_stride=od, n=out.type.numel, reduce=at["reduce"], include_self=bool(at["include_self"]),
+        dtype=out.type.dtype))
+
+
+@encoder("planned.sort")
+def _sort(op, args, out, ctx):
+    x = args[0]
+    _need_f32(op, x)
+    _check_rank(op, x.type.rank)
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    return Encoded("SORT", dict(x=x, out=out), dict(
+        ndim=x.type.rank, shape=x.type.shape, stride=x.strides, k=out.type.shape[-1],
+        descending=bool(at["descending"]), result=int(at["result"])))
 
 
 # ---- normalisations -------------------------------------------------------------------------
@@ -317,10 +386,10 @@ def _rows_cols(t: TensorType) -> dict:
     return dict(rows=t.numel // cols if cols else 0, cols=cols)
 
 
-@encoder("planned.softmax")
+@encoder("planned.softmax", "planned.log_softmax")
 def _softmax(op, args, out, ctx):
     _need_f32(op, args[0], out)
-    return Encoded("SOFTMAX", dict(x=args[0], out=out), _rows_cols(out.type))
+    return Encoded(op.name.split(".", 1)[1].upper(), dict(x=args[0], out=out), _rows_cols(out.type))
 
 
 @encoder("planned.layer_norm")

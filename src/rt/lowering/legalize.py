@@ -107,8 +107,8 @@ def _unary(fused_name):
     return conv
 
 
-for _t, _f in (("relu", "relu"), ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("exp", "exp"), ("sqrt", "sqrt"),
-               ("rsqrt", "rsqrt"), ("neg", "neg"), ("erf", "erf")):
+for _t, _f in (("tanh", "tanh"), ("sigmoid", "sigmoid"), ("exp", "exp"), ("sqrt", "sqrt"), ("rsqrt", "rsqrt"),
+               ("erf", "erf")):
     CONVERTERS[f"torch.{_t}"] = _unary(f"fused.{_f}")
 
 
@@ -138,9 +138,12 @@ def _pow(b, op, at, m):
 def _pow_tt(b, op, at, m):
     x, e = op.operands
     s = scalar_of(m, e)
+    dt = op.result.type.dtype
     if s is None:
-        raise LoweringError("pow with a tensor exponent is not supported")
-    return b.op("fused.pow", [b.cast(x, op.result.type.dtype)], {"exponent": s})
+        if dt != "f32":
+            raise LoweringError("pow with an integer tensor exponent is not supported (float32 is)")
+        return binary(b, "fused.pow_tensor", x, e, dt)
+    return b.op("fused.pow", [b.cast(x, dt)], {"exponent": s})
 
 
 def _binary(fused_name, has_alpha=False):
@@ -149,11 +152,13 @@ def _binary(fused_name, has_alpha=False):
         dt = op.result.type.dtype
         if has_alpha and at.get("alpha", 1) != 1:
             y = b.op("fused.mul", [b.cast(y, dt), b.const(np.array(at["alpha"], op.result.type.np_dtype), "scalar")])
-        return binary(b, fused_name, x, y, dt)
+        name = {"fused.add": "fused.logical_or", "fused.mul": "fused.logical_and"}.get(fused_name, fused_name) \
+            if dt == "bool" else fused_name
+        return binary(b, name, x, y, dt)
     return conv
 
 
-CONVERTERS["torch.add.Tensor"] = _binary("fused.add", True)
+CONVERTERS["torch.add.Tensor"] = _binary("fused.add", True)     # on bools: or / and (torch's)
 CONVERTERS["torch.sub.Tensor"] = _binary("fused.sub", True)
 CONVERTERS["torch.mul.Tensor"] = _binary("fused.mul")
 CONVERTERS["torch.div.Tensor"] = _binary("fused.div")
@@ -212,37 +217,12 @@ def _where(b, op, at, m):
         if carr is None:
             return _fill_select(b, b.cast(x, dt), _not(b, c), sy, m)
         return _fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
-    raise LoweringError("torch.where between two tensors is not supported (no kernel)")
+    return b.op("fused.where", [b.cast(c, "bool"), b.cast(x, dt), b.cast(y, dt)])
 
 
 def _not(b, c: Value) -> Value:
     f = b.cast(c, "f32")
     return b.op("fused.sub", [b.const(np.array(1, np.float32), "scalar"), f])
-
-
-# ---- logic on masks that depend on an input -------------------------------------------------
-def _logic(identity: bool):
-    def conv(b, op, at, m):
-        x, y = op.operands
-        for keep, other in ((x, y), (y, x)):
-            arr = m.corner_of(other)        # every corner of an all-identity constant is all identity
-            if arr is not None and np.all(arr.astype(bool) == identity):
-                v = b.cast(keep, op.result.type.dtype)
-                if v.type.shape != op.result.type.shape:
-                    v = b.op("fused.expand", [v], {"shape": list(op.result.type.shape)})
-                return v
-        if op.result.type.dtype != "bool":
-            raise LoweringError(f"{op.name} on two runtime tensors is not supported (no kernel)")
-        # on bools as 0/1 floats: and = product, or = maximum
-        f = b.op("fused.mul" if identity else "fused.maximum", [b.cast(x, "f32"), b.cast(y, "f32")])
-        return b.cast(f, "bool")
-    return conv
-
-
-for _n in ("torch.__and__.Tensor", "torch.bitwise_and.Tensor", "torch.logical_and"):
-    CONVERTERS[_n] = _logic(True)
-for _n in ("torch.__or__.Tensor", "torch.bitwise_or.Tensor", "torch.logical_or"):
-    CONVERTERS[_n] = _logic(False)
 
 
 @converts("torch.to.dtype", "torch.to.dtype_layout", "torch.to.device", "torch._to_copy", "torch.to.other")
@@ -276,18 +256,6 @@ def _layer_norm(b, op, at, m):
     return b.reshape(y, x.type.shape)
 
 
-def _reduce(name):
-    def conv(b, op, at, m):
-        x = b.cast(op.operands[0], op.result.type.dtype)
-        dims = at.get("dim")
-        dims = list(range(x.type.rank)) if not dims else [normalize_dim(d, x.type.rank) for d in dims]
-        return b.op(name, [x], {"dims": dims, "keepdim": bool(at["keepdim"])})
-    return conv
-
-
-CONVERTERS["torch.mean.dim"] = _reduce("fused.mean")
-CONVERTERS["torch.sum.dim_IntList"] = _reduce("fused.sum")
-CONVERTERS["torch.amax"] = _reduce("fused.amax")
 
 
 # ---- attention ------------------------------------------------------------------------------
@@ -668,18 +636,19 @@ for _nd in (1, 2, 3):
     CONVERTERS[f"torch.replication_pad{_nd}d"] = _pad_with(lambda at: "replicate", lambda at: 0)
 
 
-@converts("torch.hardtanh", "torch.clamp")
-def _clamp(b, op, at, m):
-    lo, hi = (at["min_val"], at["max_val"]) if op.name == "torch.hardtanh" else (at["min"], at["max"])
+@converts("torch.hardtanh")
+def _hardtanh(b, op, at, m):
     x = b.cast(op.operands[0], op.result.type.dtype)
     if op.result.type.dtype != "f32":
-        raise LoweringError("clamp runs on float32 only")
-    return b.op("fused.clamp", [x], {"min": -math.inf if lo is None else float(lo),
-                                     "max": math.inf if hi is None else float(hi)})
+        raise LoweringError("hardtanh runs on float32 only")
+    return b.op("fused.clamp", [x], {"min": float(at["min_val"]), "max": float(at["max_val"])})
 
 
 for _t in ("hardswish", "hardsigmoid", "mish"):
     CONVERTERS[f"torch.{_t}"] = _unary(f"fused.{_t}")
+
+
+from . import legalize_families  # noqa: E402,F401  (converters onto the general kernel families)
 
 
 # ---- the pass -------------------------------------------------------------------------------
@@ -702,7 +671,10 @@ def legalize(module: Module) -> None:
             continue
         b = Builder(module, names, op.result.name)
         try:
-            new = conv(b, op, REGISTRY[op.name].with_defaults(op.attrs), module)
+            if op.result.type.numel == 0:      # an empty result is the same whatever computes it
+                new = b.const(np.zeros(op.result.type.shape, op.result.type.np_dtype), "empty")
+            else:
+                new = conv(b, op, REGISTRY[op.name].with_defaults(op.attrs), module)
         except LoweringError as e:
             raise LoweringError(f"{op.name} (%{op.result.name}) at {src.get(op.result.name, '?')}: {e}") from None
         if new.type != op.result.type:
