@@ -1,8 +1,8 @@
 """The model zoo end to end, as users call the models: torch.nn's Transformer and MultiheadAttention, and HF
 RoBERTa, XLM-RoBERTa, DeBERTa-v2, MobileBERT, BART, Whisper and GPT-J straight from their classes (small
 configs, random weights, `rt.testing.zoo`), through the compiled loop and the op-by-op C executor against
-PyTorch: every output within 1e-4 of its scale. A model that needs a C kernel rt does not have yet is a
-strict xfail naming the op, so it flips when the kernel lands."""
+PyTorch: every output within 1e-4 of its scale (the position ids from the padding, cumsum(ids != pad),
+DeBERTa's relative-position gather and BART's shift_tokens_right comparison run in the typed C kernels)."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,11 +34,6 @@ def _gpt2_padded():
     return model.model, {"input_ids": ids, "attention_mask": mask, "use_cache": False}
 
 
-def _needs(*ops: str):
-    return pytest.mark.xfail(strict=True, raises=rt.LoweringError,
-                             reason=f"no C kernel yet for {', '.join(ops)} on a model input")
-
-
 CASES = {
     "nn_transformer_encoder": lambda: models.transformer(part="encoder"),
     "nn_transformer_decoder": lambda: models.transformer(part="decoder"),
@@ -61,21 +56,13 @@ CASES = {
     "whisper": lambda: hf_model("whisper"),
     "gptj": lambda: hf_model("gptj"),
 }
-BLOCKED = {
-    "roberta": _needs("ne (comparison)", "cumsum"),         # position ids from the padding: cumsum(ids != pad)
-    "xlm_roberta": _needs("ne (comparison)", "cumsum"),
-    "deberta_v2": _needs("gather"),                          # disentangled attention's relative-position gather
-    "bart_shifted_decoder_ids": _needs("eq (comparison)"),  # shift_tokens_right: masked_fill(ids == -100, pad)
-}
-
-
 def _call(case):
     """(positional args, keyword args) of the call: the torch.nn factories give args, the HF ones kwargs."""
     model, given = case
     return ((), given) if isinstance(given, dict) else (tuple(given), {})
 
 
-@pytest.fixture(scope="module", params=[pytest.param(k, marks=BLOCKED.get(k, ())) for k in sorted(CASES)])
+@pytest.fixture(scope="module", params=sorted(CASES))
 def compiled(request):
     model, given = CASES[request.param]()
     args, kwargs = _call((model, given))
@@ -110,20 +97,6 @@ def test_whisper_query_scale_folds_into_its_projection():
     counts = fused.op_counts()
     assert "fused.mul" not in counts and counts["fused.attention"] == 6
     assert sum(op.attrs["name"].endswith(".scaled.merged") for op in fused.ops if op.name == "const") == 4
-
-
-@pytest.mark.parametrize("name", sorted(BLOCKED))
-def test_models_waiting_for_a_kernel_import_right(name):
-    """What rt runs of them today: their torch dialect, by the reference interpreter, matches torch."""
-    from rt.frontend import import_module
-    from rt.interpreter import run_reference
-    model, given = CASES[name]()
-    args, kwargs = _call((model, given))
-    module = import_module(model, args, kwargs)
-    tensors = [*args, *(v for v in kwargs.values() if isinstance(v, torch.Tensor))]
-    with torch.no_grad():
-        want = [t.numpy() for t in tree_leaves(model(*args, **kwargs))]
-    _assert_close(run_reference(module, [t.numpy() for t in tensors]), want)
 
 
 class ShiftRight(torch.nn.Module):

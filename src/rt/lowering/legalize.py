@@ -175,19 +175,18 @@ def _rsub(b, op, at, m):
 
 
 def _fill_select(b, x: Value, mask: Value, value: float, m: Module) -> Value:
-    """masked_fill(x, mask, value) / where(mask, value, x) with kernels: exact for finite x."""
+    """masked_fill(x, mask, value) / where(mask, value, x): a constant mask as an add (and mul) of
+    constants, which the attention fusions absorb (exact for finite x); a runtime mask as fused.where
+    (exact for any x)."""
     marr = m.const_value(mask)
     dt = x.type.np_dtype
-    if marr is not None:
-        if value == -math.inf:
-            return b.op("fused.add", [x, b.const(np.where(marr, -np.inf, 0).astype(dt), "mask")])
-        keep = b.const((~marr.astype(bool)).astype(dt), "keep")
-        fill = b.const(np.where(marr, value, 0).astype(dt), "fill")
-        return b.op("fused.add", [b.op("fused.mul", [x, keep]), fill])
-    mf = b.cast(mask, x.type.dtype)
-    keep = b.op("fused.sub", [b.const(np.array(1, dt), "scalar"), mf])
-    v = NEG_BIG if value == -math.inf else value
-    return b.op("fused.add", [b.op("fused.mul", [x, keep]), b.op("fused.mul", [mf, b.const(np.array(v, dt), "scalar")])])
+    if marr is None:
+        return b.op("fused.where", [b.cast(mask, "bool"), b.const(np.array(value, dt), "scalar"), x])
+    if value == -math.inf:
+        return b.op("fused.add", [x, b.const(np.where(marr, -np.inf, 0).astype(dt), "mask")])
+    keep = b.const((~marr.astype(bool)).astype(dt), "keep")
+    fill = b.const(np.where(marr, value, 0).astype(dt), "fill")
+    return b.op("fused.add", [b.op("fused.mul", [x, keep]), fill])
 
 
 @converts("torch.masked_fill.Scalar")
@@ -215,14 +214,9 @@ def _where(b, op, at, m):
     if sy is not None:           # where(c, x, s) = masked_fill(x, ~c, s)
         carr = m.const_value(c)
         if carr is None:
-            return _fill_select(b, b.cast(x, dt), _not(b, c), sy, m)
+            return _fill_select(b, b.cast(x, dt), b.op("fused.logical_xor", [b.cast(c, "bool"), b.const(np.array(True), "scalar")]), sy, m)
         return _fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
     return b.op("fused.where", [b.cast(c, "bool"), b.cast(x, dt), b.cast(y, dt)])
-
-
-def _not(b, c: Value) -> Value:
-    f = b.cast(c, "f32")
-    return b.op("fused.sub", [b.const(np.array(1, np.float32), "scalar"), f])
 
 
 @converts("torch.to.dtype", "torch.to.dtype_layout", "torch.to.device", "torch._to_copy", "torch.to.other")

@@ -867,6 +867,67 @@ def _diff(b, op, at, m):
     return b.reshape(y, op.result.type.shape)
 
 
+@converts("torch.round.decimals")
+def _round_decimals(b, op, at, m):
+    """torch's: round(x * 10^d) / 10^d (d < 0: round(x / 10^-d) * 10^-d)."""
+    x, d = op.operands[0], at["decimals"]
+    if x.type.dtype != "f32":
+        return x
+    if d == 0:
+        return b.op("fused.round", [x])
+    p = b.scalar(10.0 ** abs(d))
+    there, back = ("mul", "div") if d > 0 else ("div", "mul")
+    return typed_binary(b, back, b.op("fused.round", [typed_binary(b, there, x, p, "f32")]), p, "f32")
+
+
+def _norm_rows(b: Builder, x: Value, k: int) -> tuple[Value, int]:
+    """x as [rows, n] for a norm over its last k dims."""
+    n = int(np.prod(x.type.shape[x.type.rank - k:], dtype=np.int64))
+    return b.reshape(x, [x.type.numel // max(n, 1), n]), n
+
+
+@converts("torch.rms_norm")
+def _rms_norm(b, op, at, m):
+    x, w = padded(op.operands, 2)
+    if x.type.dtype != "f32":
+        raise LoweringError("rms norm runs on float32 only")
+    k = len(at["normalized_shape"])
+    eps = at["eps"] if at["eps"] is not None else float(np.finfo(np.float32).eps)
+    rows, n = _norm_rows(b, x, k)
+    y = b.op("fused.rms_norm", [rows, None if w is None else b.reshape(w, [n])], {"eps": float(eps)})
+    return b.reshape(y, x.type.shape)
+
+
+@converts("torch.native_layer_norm")
+def _native_layer_norm(b, op, at, m):
+    """Result 0: the layer norm; 1 and 2: the mean and 1 / sqrt(var + eps) over the normalised dims."""
+    x, w, beta = padded(op.operands, 3)
+    if x.type.dtype != "f32":
+        raise LoweringError("layer norm runs on float32 only")
+    k = len(at["normalized_shape"])
+    rows, n = _norm_rows(b, x, k)
+    if at["result"] == 0:
+        y = b.op("fused.layer_norm", [rows, None if w is None else b.reshape(w, [n]),
+                                      None if beta is None else b.reshape(beta, [n])], {"eps": float(at["eps"])})
+        return b.reshape(y, x.type.shape)
+    if at["result"] == 1:
+        y = b.op("fused.mean", [rows], {"dims": [1], "keepdim": True})
+    else:
+        var = b.op("fused.var", [rows], {"dims": [1], "keepdim": True, "correction": 0.0})
+        y = b.op("fused.rsqrt", [typed_binary(b, "add", var, b.scalar(float(at["eps"])), "f32")])
+    return b.reshape(y, op.result.type.shape)
+
+
+def _view(name):
+    def conv(b, op, at, m):
+        return b.op(name, [op.operands[0]], dict(op.attrs))
+    return conv
+
+
+for _n in ("diagonal", "as_strided", "unfold"):
+    CONVERTERS[f"torch.{_n}"] = _view(f"fused.{_n}")
+
+
 # ---- scatters into a view (diagonal_scatter, as_strided_scatter) ------------------------------
 def _view_scatter(view_name):
     """x with the items of its view `view_name` replaced by src: one SCATTER into x flattened, at the
