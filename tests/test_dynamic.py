@@ -288,3 +288,9 @@ def test_unfused_attention_scores_with_a_dynamic_length():
         q, k = torch.randn(4, n, 8), torch.randn(4, n, 8)
         with torch.no_grad():
             assert rel_err(compiled(q, k), model(q, k)) <= 1e-4, n
+
+
+def test_ratios_and_floats_of_dynamic_sizes_are_size_errors():
+    for ask in (lambda: S / 2, lambda: 2 / S, lambda: float(S)):
+        with pytest.raises(SymbolicSizeError):
+            ask()

@@ -157,7 +157,13 @@ class Sym:
     def __int__(self):
         raise SymbolicSizeError(f"{self} is a dynamic size where a fixed one is needed")
 
-    __index__ = __int__
+    __index__ = __float__ = __int__
+
+    def __truediv__(self, other):
+        raise SymbolicSizeError(f"{self} / {other}: a ratio of sizes is not a size (a dynamic one here)")
+
+    def __rtruediv__(self, other):
+        raise SymbolicSizeError(f"{other} / {self}: a ratio of sizes is not a size (a dynamic one here)")
 
     # ---- evaluation and text ---------------------------------------------------------------
     @property
