@@ -17,16 +17,12 @@ import numpy as np
 import torch
 
 import rt
+from rt.bench.measure import median_seconds
 from rt.testing import models
 
 
 def median_us(fn, reps: int) -> float:
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts) * 1e6)
+    return median_seconds(fn, reps, warm=False) * 1e6
 
 
 def main() -> None:

@@ -33,13 +33,8 @@ DEFAULT_MODEL = "gpt2"
 
 
 def _median_ms(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    from .bench.measure import median_seconds
+    return median_seconds(fn, repeat) * 1e3
 
 
 def time_engine(engine: str, model_name: str, seq: int | None, repeat: int, model_file: str, inputs: str) -> float:

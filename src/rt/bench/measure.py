@@ -10,6 +10,21 @@ from __future__ import annotations
 
 import os
 import resource
+import time
+
+
+def median_seconds(fn, repeat: int, warm: bool = True) -> float:
+    """Median wall time of `repeat` calls of fn (after one untimed call when warm)."""
+    if warm:
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    n = len(times)
+    return times[n // 2] if n % 2 else (times[n // 2 - 1] + times[n // 2]) / 2
 
 
 def maxrss_bytes() -> int:

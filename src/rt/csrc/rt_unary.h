@@ -46,7 +46,8 @@ RT_INLINE float rt_tanhf(float x)
 
 /* erf by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), the same fit torch's
  * vectorised CPU erf uses; half the terms of an erfc-grade fit, which GELU does not need. */
-RT_INLINE float rt_erff(float x)
+/* erfc(|x|) by that fit: exp(-x^2) times its polynomial (no cancellation for large |x|). */
+RT_INLINE float rt_erfc_abs(float x)
 {
     float z = fabsf(x);
     float t = 1.f / (1.f + 0.3275911f * z);
@@ -55,7 +56,12 @@ RT_INLINE float rt_erff(float x)
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    float r = 1.f - p * t * rt_expf(-z * z);
+    return p * t * rt_expf(-z * z);
+}
+
+RT_INLINE float rt_erff(float x)
+{
+    float r = 1.f - rt_erfc_abs(x);
     return x < 0.f ? -r : r;
 }
 
@@ -264,14 +270,7 @@ RT_INLINE float rt_atanhf(float x)
 /* erfc: 1 - erf for small x; exp(-x^2) times A&S 7.1.26's polynomial (no cancellation) for x > 0.5. */
 RT_INLINE float rt_erfcf(float x)
 {
-    float z = fabsf(x);
-    float t = 1.f / (1.f + 0.3275911f * z);
-    float p = 1.061405429f;
-    p = p * t - 1.453152027f;
-    p = p * t + 1.421413741f;
-    p = p * t - 0.284496736f;
-    p = p * t + 0.254829592f;
-    float tail = p * t * rt_expf(-z * z);
+    float tail = rt_erfc_abs(x);
     return x < 0.f ? 2.f - tail : tail;
 }
 
