@@ -20,21 +20,19 @@ class SizeBinder:
         self.records = records
         sizes = [s for *_, s in sized] + [s for s in slot_sizes if isinstance(s, Sym)]
         sizes += [d for shape in io_shapes for d in shape if isinstance(d, Sym)]
-        self.monomials = sorted({m for s in sizes for m, _ in s.terms})
+        self.monomials = sorted({m for s in sizes for m, _ in s.terms if m})
         col = {m: j for j, m in enumerate(self.monomials)}
         self.symbols = sorted({x for m in self.monomials for x in m})
-
-        self._ip = [(r, i) for r, kind, i, _ in sized if kind == "ip"]
-        self._off = [(r, i) for r, kind, i, _ in sized if kind == "offset"]
-        self._ip_m = self._poly_matrix([s for _, kind, _, s in sized if kind == "ip"], col)
-        self._off_m = self._poly_matrix([s for _, kind, _, s in sized if kind == "offset"], col)
+        # per record column ("ip" fields, operand "offset"s): (record rows, column indices, sizes' matrix)
+        self._places = {}
+        for kind in ("ip", "offset"):
+            mine = [(r, i, size) for r, k, i, size in sized if k == kind]
+            if mine:
+                self._places[kind] = (np.array([r for r, _, _ in mine], dtype=np.intp),
+                                      np.array([i for _, i, _ in mine], dtype=np.intp),
+                                      self._poly_matrix([size for *_, size in mine], col))
         self._slot_m = self._poly_matrix(slot_sizes, col)
-        self.io_shapes = io_shapes
         self._io_m = [self._poly_matrix(list(shape), col) for shape in io_shapes]
-        self._ip_rows = np.array([r for r, _ in self._ip], dtype=np.intp)
-        self._ip_cols = np.array([i for _, i in self._ip], dtype=np.intp)
-        self._off_rows = np.array([r for r, _ in self._off], dtype=np.intp)
-        self._off_cols = np.array([i for _, i in self._off], dtype=np.intp)
 
     def _poly_matrix(self, polys: list, col: dict) -> tuple[np.ndarray, np.ndarray]:
         """(coefficients of the non-constant monomials, constant terms) of each size."""
@@ -49,8 +47,7 @@ class SizeBinder:
         return a, c
 
     def _monomial_values(self, env: dict[str, int]) -> np.ndarray:
-        return np.array([np.prod([env[x] for x in m], dtype=np.int64) if m else 1 for m in self.monomials],
-                        dtype=np.int64)
+        return np.array([np.prod([env[x] for x in m], dtype=np.int64) for m in self.monomials], dtype=np.int64)
 
     @staticmethod
     def _eval(mc: tuple[np.ndarray, np.ndarray], mono: np.ndarray) -> np.ndarray:
@@ -60,9 +57,7 @@ class SizeBinder:
         """(records, every slot's bytes, the inputs' then the outputs' shapes) at these sizes."""
         mono = self._monomial_values(env)
         recs = self.records.copy()
-        if len(self._ip_rows):
-            recs["ip"][self._ip_rows, self._ip_cols] = self._eval(self._ip_m, mono)
-        if len(self._off_rows):
-            recs["offset"][self._off_rows, self._off_cols] = self._eval(self._off_m, mono)
+        for kind, (rows, cols, matrix) in self._places.items():
+            recs[kind][rows, cols] = self._eval(matrix, mono)
         shapes = [tuple(int(d) for d in self._eval(m, mono)) for m in self._io_m]
         return recs, self._eval(self._slot_m, mono), shapes
