@@ -61,6 +61,7 @@ CASES = {
     "planned.rope": ([((1, 2, 4, 8), F), ((4, 8), F), ((4, 8), F)], ((1, 2, 4, 8), F), {}),
     "planned.matmul": ([((2, 8), F), ((4, 8), F), ((4,), F)], ((2, 4), F), {"transpose_b": True}),
     "planned.copy": ([((3, 5), F)], ((3, 5), F), {}),
+    "planned.cache_write": ([((1, 2, 8, 4), F), ((1, 2, 1, 4), F)], ((1, 2, 8, 4), F), {"dim": 2, "start": 5}),
     "planned.softmax": ([((3, 5), F)], ((3, 5), F), {}),
     "planned.layer_norm": ([((3, 5), F), ((5,), F), ((5,), F)], ((3, 5), F), {"eps": 1e-5}),
     "planned.add_layer_norm": ([((3, 5), F), ((3, 5), F), ((5,), F), ((5,), F)], ((3, 5), F), {"eps": 1e-5}),

@@ -7,15 +7,19 @@ from .target import Target
 # The compiled runtime loads on first use of these, so the IR and lowering packages (rt.dialects,
 # rt.lowering) import without it.
 _API = ("compile", "load", "CompiledModel")
+_GENERATE = ("compile_generator", "generate", "Generator")
 
 
 def __getattr__(name: str):
     if name in _API:
         from . import api
         return getattr(api, name)
+    if name in _GENERATE:
+        from . import generation
+        return getattr(generation, name)
     raise AttributeError(f"module 'rt' has no attribute {name!r}")
 
 
-__all__ = [*_API, "Target", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
+__all__ = [*_API, *_GENERATE, "Target", "RtError", "ExportError", "InputError", "IRParseError", "LoweringError",
            "ModelFileError", "UnsupportedOpError", "VerificationError", "KernelError", "IndexOutOfRangeError",
            "ProgramError", "SaveError", "MissingDependencyError", "UsageError"]

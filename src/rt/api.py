@@ -36,7 +36,24 @@ def _tensor_array(name: str, x) -> np.ndarray:
                          "model's dtype first") from None
 
 
-class CompiledModel(FastCallable):
+class RunsOnTarget:
+    """What differs between the target a program was compiled for (self.target) and the one it runs
+    on here (self.run_target): shared by compiled models and generators."""
+    target: Target | None
+    run_target: Target
+
+    def target_changes(self) -> list[str]:
+        """What differs between the target the model was compiled for and the one it runs on here."""
+        return self.target.changes(self.run_target) if self.target else []
+
+    def target_summary(self) -> str:
+        """One line: the target compiled for, and what differs here (what `rt inspect` prints)."""
+        compiled = self.target.describe() if self.target else "unrecorded (an older file)"
+        changes = self.target_changes()
+        return f"compiled for {compiled}" + (f"; here: {', '.join(changes)}" if changes else "")
+
+
+class CompiledModel(RunsOnTarget, FastCallable):
     """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
     same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan. Inputs of exactly
     the declared shapes and dtypes (C-contiguous, on the CPU) take the fastest path; anything else is
@@ -72,16 +89,6 @@ class CompiledModel(FastCallable):
         copied when the file was opened for writing) or, in a forked child, "inherited" (the parent's
         mapping, whose lease protects the parent only); None for a model compiled here."""
         return self._weights.state if self._weights is not None else None
-
-    def target_changes(self) -> list[str]:
-        """What differs between the target the model was compiled for and the one it runs on here."""
-        return self.target.changes(self.run_target) if self.target else []
-
-    def target_summary(self) -> str:
-        """One line: the target compiled for, and what differs here (what `rt inspect` prints)."""
-        compiled = self.target.describe() if self.target else "unrecorded (an older file)"
-        changes = self.target_changes()
-        return f"compiled for {compiled}" + (f"; here: {', '.join(changes)}" if changes else "")
 
     def kernel_summary(self) -> str:
         """C ops by kernel, matmuls by mode ('MATMUL[packed]×12, ADD×4, ...'), most frequent first."""
@@ -310,13 +317,18 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
                       stages.times, run_target=target.restricted_to(Target.host()))
 
 
-def load(path: str) -> CompiledModel:
-    """Load a model saved by `CompiledModel.save`. Needs neither torch nor the original model."""
+def load(path: str):
+    """Load a model saved by `CompiledModel.save` (a CompiledModel) or `Generator.save` (an
+    rt.Generator). Needs neither torch nor the original model."""
     from .serialize import load_model
 
     stages, weights = load_model(path)
     try:
-        model = CompiledModel(stages, weights=weights)
+        if "planned" in stages:
+            model = CompiledModel(stages, weights=weights)
+        else:                               # a generator's prefill and decode programs
+            from .generation import Generator
+            model = Generator(stages, weights=weights)
         changes = model.target_changes()
         if changes:       # what depends on the machine was decided again for this one
             warnings.warn(f"{path}: compiled for {model.target.describe()}; decided again for this "

@@ -14,7 +14,10 @@ from .dialects.registry import REGISTRY
 from .errors import InputError
 
 
-def run_reference(module: Module, inputs: list[np.ndarray], timings: dict | None = None) -> list[np.ndarray]:
+def run_reference(module: Module, inputs: list[np.ndarray], timings: dict | None = None,
+                  states: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """states: the persistent buffers `state {index = i}` reads (a generator's KV caches); each
+    cache_write returns an updated copy, so the caller's are left as they were."""
     if len(inputs) != len(module.inputs):
         raise InputError(f"{module.name} takes {len(module.inputs)} inputs, got {len(inputs)}")
     env = {}
@@ -23,6 +26,9 @@ def run_reference(module: Module, inputs: list[np.ndarray], timings: dict | None
     for op in module.ops:
         if op.name == "const":
             env[op.result] = module.constants[op.attrs["name"]]
+            continue
+        if op.name == "state":
+            env[op.result] = states[op.attrs["index"]]
             continue
         opdef = REGISTRY[op.name]
         if opdef.reference is None:

@@ -5,6 +5,9 @@ Layout:  magic (8 bytes) | format version (u32) | header length (u64) | header J
          constant data, each array at a 64-byte aligned file offset.
 The header holds each stage's IR text, the plan facts, every constant's dtype/shape/offset, and CRC32s
 of the header and of the data, so a truncated, corrupt, foreign or newer file is refused before use.
+A model holds one planned program (stage "planned", its facts under "plan"); a generator two
+("prefill" and "decode", their facts under "programs": {name: plan}), which share the weights, each
+stored once.
 Nothing here imports torch.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from .signature import Signature
 from .target import Target
 
 MAGIC = b"RTMODEL\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: files with several programs (a generator's); 1 files read as before
 _PREFIX = struct.Struct("<8sIQ")          # magic, version, header length
 
 
@@ -54,12 +57,14 @@ def _signature(path: str, saved, planned: Module) -> Signature:
     return sig
 
 
-def save_model(path: str, stages: dict[str, Module]) -> None:
-    planned = stages["planned"]
-    names = [op.attrs["name"] for op in planned.ops if op.name == "const"]
+def save_model(path: str, stages: dict[str, Module], programs: tuple[str, ...] = ("planned",)) -> None:
+    """Write the stages; `programs` names the planned ones (their constants are stored once)."""
+    planned = stages[programs[0]]
+    constants = {op.attrs["name"]: stages[p].constants[op.attrs["name"]]
+                 for p in programs for op in stages[p].ops if op.name == "const"}
     entries, arrays, placed, offset = [], [], {}, 0
-    for name in dict.fromkeys(names):
-        arr = np.asarray(planned.constants[name], order="C")     # (ascontiguousarray makes a 0-d array 1-d)
+    for name, arr in constants.items():
+        arr = np.asarray(arr, order="C")     # (ascontiguousarray makes a 0-d array 1-d)
         # tied weights (e.g. GPT-2's embedding and LM head) are one array under two names: store it once
         key = (arr.__array_interface__["data"][0], arr.shape, arr.dtype.str)
         if key not in placed:
@@ -74,7 +79,8 @@ def save_model(path: str, stages: dict[str, Module]) -> None:
     header = {
         "format_version": FORMAT_VERSION,
         "ir": {stage: print_module(m) for stage, m in stages.items()},
-        "plan": planned.meta["plan"],
+        **({"plan": planned.meta["plan"]} if programs == ("planned",) else
+           {"programs": {p: stages[p].meta["plan"] for p in programs}}),
         "target": planned.meta["target"].to_dict() if planned.meta.get("target") else None,
         "signature": planned.meta["signature"].to_json() if planned.meta.get("signature") else None,
         "constants": entries,
@@ -156,6 +162,11 @@ def _is_count(value) -> bool:
     return type(value) is int and value >= 0
 
 
+def programs_of(header: dict) -> dict:
+    """{planned program's stage: its plan facts}: "programs" in a generator's file, else "planned"."""
+    return header["programs"] if "programs" in header else {"planned": header["plan"]}
+
+
 def _check_header(path: str, header, data_start: int, size: int) -> None:
     """Refuse a header whose fields are missing or of the wrong kind, naming the first wrong one."""
     def need(ok: bool, what: str) -> None:
@@ -163,12 +174,17 @@ def _check_header(path: str, header, data_start: int, size: int) -> None:
             raise _refuse(path, f"corrupt header: {what}")
 
     need(isinstance(header, dict), "not a JSON object")
-    for key, kind in (("ir", dict), ("plan", dict), ("constants", list), ("data_crc32", int)):
+    several = "programs" in header
+    for key, kind in (("ir", dict), ("programs" if several else "plan", dict), ("constants", list),
+                      ("data_crc32", int)):
         need(isinstance(header.get(key), kind), f"{key!r} is missing or not a JSON {kind.__name__}")
-    need(isinstance(header["ir"].get("planned"), str), "no planned program ('ir' has no text for 'planned')")
     need(all(isinstance(text, str) for text in header["ir"].values()), "an 'ir' stage is not text")
-    for key in ("arena_bytes", "lower_bound_bytes", "no_reuse_bytes"):
-        need(_is_count(header["plan"].get(key)), f"plan {key!r} is missing or not a byte count")
+    need(bool(programs_of(header)), "'programs' is empty")
+    for name, plan in programs_of(header).items():
+        need(isinstance(header["ir"].get(name), str), f"no planned program ('ir' has no text for {name!r})")
+        need(isinstance(plan, dict), f"the plan of {name!r} is not a JSON dict")
+        for key in ("arena_bytes", "lower_bound_bytes", "no_reuse_bytes"):
+            need(_is_count(plan.get(key)), f"{name + ' ' if several else ''}plan {key!r} is missing or not a byte count")
     for i, e in enumerate(header["constants"]):
         need(isinstance(e, dict) and isinstance(e.get("name"), str), f"constant #{i} has no name")
         where = f"constant {e['name']!r}"
@@ -186,8 +202,8 @@ def _check_header(path: str, header, data_start: int, size: int) -> None:
 
 
 def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
-    """Read a saved model: (stages, the mapped weights); the plan facts are the planned stage's
-    meta["plan"], its target meta["target"]. The planned stage's constants are
+    """Read a saved model: (stages, the mapped weights); the plan facts are each planned stage's
+    meta["plan"], its target meta["target"] (programs_of names the planned stages). Their constants are
     views of the mapped file; MappedWeights gives their pages back once the runtime holds its own copies.
     A file that cannot be read, or is malformed anywhere, raises ModelFileError naming the first fault."""
     try:
@@ -231,12 +247,23 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
         raise _refuse(path, "corrupt weights (checksum mismatch)")
     weights = MappedWeights(path, mapped)
     mapped.drop(0, size)   # read only for the checksum: what runs will fault back in what it reads
+    programs = programs_of(header)
     try:
-        stages = {stage: parse_module(text, constants if stage == "planned" else None)
+        stages = {stage: parse_module(text, constants if stage in programs else None)
                   for stage, text in header["ir"].items()}
     except RtError as e:
         raise _refuse(path, f"corrupt IR: {e}") from None
-    planned, plan = stages["planned"], header["plan"]
+    for name, plan in programs.items():
+        _check_program(path, stages[name], plan, header, constants)
+    unused = sorted(set(constants) - {op.attrs["name"] for p in programs for op in stages[p].ops if op.name == "const"})
+    if unused:
+        raise _refuse(path, f"the constants table lists {unused[0]!r}, which the planned program never reads")
+    return stages, weights
+
+
+def _check_program(path: str, planned: Module, plan: dict, header: dict, constants: dict) -> None:
+    """One planned program of a file: its constants present, its facts attached, verified, its storage
+    indices in range and its arena no larger than its buffers need."""
     for op in planned.ops:
         if op.name == "const" and op.attrs["name"] not in constants:
             raise _refuse(path, f"the planned program reads constant {op.attrs['name']!r}, which the file lacks")
@@ -248,7 +275,8 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
         verify_module(planned, "planned")
     except RtError as e:
         raise _refuse(path, f"the planned program does not verify: {e}") from None
-    counts = {"input": len(planned.inputs), "output": len(planned.outputs)}
+    counts = {"input": len(planned.inputs), "output": len(planned.outputs),
+              "state": sum(op.name == "state" for op in planned.ops)}
     for v in planned.inputs + [op.result for op in planned.ops]:
         st = v.storage
         if st.kind in counts and not (type(st.index) is int and 0 <= st.index < counts[st.kind]):
@@ -261,7 +289,3 @@ def load_model(path: str) -> tuple[dict[str, Module], MappedWeights]:
     if plan["arena_bytes"] > min(used, no_reuse):
         raise _refuse(path, f"corrupt plan: an arena of {plan['arena_bytes']} bytes for a program that uses "
                             f"{used}, and whose buffers need {no_reuse} bytes without any reuse")
-    unused = sorted(set(constants) - {op.attrs["name"] for op in planned.ops if op.name == "const"})
-    if unused:
-        raise _refuse(path, f"the constants table lists {unused[0]!r}, which the planned program never reads")
-    return stages, weights

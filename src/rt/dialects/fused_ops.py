@@ -37,6 +37,9 @@ Compute ops
       [B,H,Sq,Sk]; causal: query i sees keys j <= i. Result [B,H,Sq,Dv]; with merge_heads (rank 4
       only) the result is [B,Sq,H*Dv] (= out.transpose(1,2).reshape(B,Sq,H*Dv)), i.e. the kernel
       writes out[b, s, h*Dv + d] (strides o_sb = Sq*H*Dv, o_sh = Dv, o_ss = H*Dv).
+  fused.cache_write cache, x {dim, start}
+      a persistent buffer (`state`) with x written over [start, start + x's size) along dim; the
+      result is the cache itself, updated in place (a generator's KV cache: rt.lowering.kv_cache)
   fused.rope x, cos, sin {rot, interleaved}
       rotary embedding of x [B,H,S,D] with [S,D] tables (or [B,S,D], [B,1,S,D]): the first rot dims
       (-1: all) as x*cos + rotate_half(x)*sin (interleaved: pairs 2j, 2j+1), the rest unchanged
@@ -390,6 +393,30 @@ op("fused.attention", ("q", "k", "v", "mask?"), _attention_infer, _attention_ref
    attrs={"scale": Attr("float", 1.0), "causal": Attr("bool", False), "merge_heads": Attr("bool", False),
           "kv_group": Attr("int", 1)},
    verify=_attention_verify)
+
+
+# ---- KV cache writes ------------------------------------------------------------------------
+def _cache_write_infer(types, attrs):
+    cache, x = types
+    d, start = attrs["dim"], attrs["start"]
+    want = cache.shape[:d] + (x.shape[d],) + cache.shape[d + 1:] if 0 <= d < cache.rank else None
+    if x.rank != cache.rank or x.shape != want or x.dtype != cache.dtype or not (
+            0 <= start and start + x.shape[d] <= cache.shape[d]):
+        raise ValueError(f"cannot write {x} at {start} along dim {d} of the cache {cache}")
+    return cache
+
+
+def _cache_write_ref(args, attrs):
+    cache, x = args
+    out = np.array(cache)
+    idx = [slice(None)] * out.ndim
+    idx[attrs["dim"]] = slice(attrs["start"], attrs["start"] + x.shape[attrs["dim"]])
+    out[tuple(idx)] = x
+    return out
+
+
+op("fused.cache_write", ("cache", "x"), _cache_write_infer, _cache_write_ref,
+   attrs={"dim": Attr("int"), "start": Attr("int")})
 
 
 # ---- rotary embedding -----------------------------------------------------------------------

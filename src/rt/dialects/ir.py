@@ -84,11 +84,17 @@ class TensorType:
         return f"tensor<{dims}{self.dtype}>"
 
 
+# Ops that make a value without computing it: a named constant (`const "name"`) and a persistent
+# buffer (`state {index = i}`: a generator's KV cache, kept between calls; rt.lowering.kv_cache).
+ROOT_OPS = frozenset({"const", "state"})
+
+
 @dataclass(eq=False)
 class Storage:
-    """Where a planned value lives. kind: 'arena' | 'input' | 'output' | 'const' | 'view'.
+    """Where a planned value lives. kind: 'arena' | 'input' | 'output' | 'const' | 'state' | 'view'.
 
-    arena: offset/size in bytes. input/output: index. view: base value, byte offset from the base's
+    arena: offset/size in bytes. input/output/state: index (state: a persistent buffer the caller
+    binds, kept between calls). view: base value, byte offset from the base's
     start and element strides (None = contiguous)."""
     kind: str
     offset: int = 0

@@ -6,7 +6,9 @@ those belong to the records step, rt.kernels.encode).
 planner copies any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
 result (the planner reuses such an operand's buffer when it dies at the op); `extra["scratch"]`:
 `scratch(op, threads) -> bytes` of arena scratch the kernel needs, which the planner places and
-records in the op's `scratch = [offset, bytes, threads]` attribute.
+records in the op's `scratch = [offset, bytes, threads]` attribute; `extra["updates_operand"]`: the
+operand whose buffer the op updates in place and returns (a KV cache write): its result is stored as
+that operand.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ StridedFact = tuple[int, ...] | str | Callable[[int, tuple, tuple], bool]
 
 
 def kernel_facts(name: str, strided: StridedFact = (), inplace: tuple[int, ...] = (),
-                 scratch: Callable[[Operation, int], int] | None = None) -> None:
+                 scratch: Callable[[Operation, int], int] | None = None, updates: int | None = None) -> None:
     opdef = REGISTRY[name]
     opdef.extra.update(strided_operands=strided, inplace_operands=inplace)
+    if updates is not None:
+        opdef.extra["updates_operand"] = updates
     if scratch is not None:
         opdef.extra["scratch"] = scratch
         opdef.attrs["scratch"] = Attr("ints", None, optional=True)
@@ -52,6 +56,7 @@ kernel_facts("planned.scatter", strided=(1, 2), inplace=(0,))
 kernel_facts("planned.sort", strided=(0,))
 kernel_facts("planned.log_softmax", inplace=(0,))
 kernel_facts("planned.copy", strided=(0,))
+kernel_facts("planned.cache_write", strided=(1,), updates=0)
 kernel_facts("planned.cat", strided="all")
 kernel_facts("planned.softmax", inplace=(0,))
 kernel_facts("planned.layer_norm", inplace=(0,))

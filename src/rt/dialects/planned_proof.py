@@ -1,6 +1,7 @@
 """What a planned program's storages must be, derived from the ops' own semantics (the planner makes
 them so; a program read from a file is held to it): inputs in their own slots, in order; a constant's
-storage is its constant; every view exactly what its view op makes of its operand (base, byte offset,
+storage is its constant; a state's its own state slot, once, and an op that updates a state (a cache
+write) returns it as a view of it; every view exactly what its view op makes of its operand (base, byte offset,
 strides), and read by strides only by an operand the kernel reads so; each output computed once,
 straight into its own slot, by the op whose value is returned (or a full contiguous view of it);
 kernel scratch of the size the kernel's own formula gives for the threads it runs on."""
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 from ..abi import align
 from ..errors import VerificationError
-from .ir import Module, Operation, Value
+from .ir import ROOT_OPS, Module, Operation, Value
 from .registry import REGISTRY, VIEW
 from .strides import contiguous_strides, is_contiguous
 from .symbolic import at_largest
@@ -51,6 +52,8 @@ def derive_layouts(m: Module) -> dict[Value, Layout]:
                 _fail(op, "is not a view of its operand's layout")
             off, strides = fact
             layout[r] = Layout(src.root, src.elem_offset + off, tuple(strides))
+        elif opdef is not None and "updates_operand" in opdef.extra:    # returns the buffer it updated
+            layout[r] = layout[op.operands[opdef.extra["updates_operand"]]]
         else:
             layout[r] = Layout(r, 0, contiguous_strides(r.type.shape))
     return layout
@@ -92,13 +95,23 @@ def prove_storages(m: Module) -> None:
             _fail(None, f"input %{v.name} (#{j}) must be stored in input[{j}]")
     layout = derive_layouts(m)
     output_at: dict[int, Value] = {}
+    state_at: dict[int, Value] = {}
     for op in m.ops:
         r, st = op.result, op.result.storage
-        is_view = op.name != "const" and REGISTRY[op.name].has(VIEW)
-        if is_view:
+        opdef = REGISTRY.get(op.name)
+        is_view = opdef is not None and opdef.has(VIEW)
+        updates = opdef is not None and "updates_operand" in opdef.extra
+        if is_view or updates:
             _check_view(op, layout[r])
-        elif st.kind == "view" or st.kind == "input" or (st.kind == "const") != (op.name == "const"):
+        elif st.kind == "view" or st.kind == "input" or (st.kind == "const") != (op.name == "const") \
+                or (st.kind == "state") != (op.name == "state"):
             _fail(op, f"{op.name} cannot be stored in {st.kind}")
+        if updates and (layout[r].root.producer is None or layout[r].root.producer.name != "state"):
+            _fail(op, "updates a buffer that is not a state")
+        if op.name == "state":
+            if st.index != op.attrs["index"] or st.index in state_at:
+                _fail(op, f"state {op.attrs['index']} stored in state[{st.index}] (each state once, in its own slot)")
+            state_at[st.index] = r
         if st.kind == "arena" and st.size != at_largest(r.type.nbytes):
             _fail(op, f"arena slice of {st.size} bytes for a {r.type} ({at_largest(r.type.nbytes)} bytes "
                       "at its largest)")
@@ -106,7 +119,7 @@ def prove_storages(m: Module) -> None:
             if st.index in output_at:
                 _fail(op, f"output[{st.index}] is written by %{output_at[st.index].name} too")
             output_at[st.index] = r
-        if op.name != "const":
+        if op.name not in ROOT_OPS:
             _check_scratch(op)
             fact = REGISTRY[op.name].extra.get("strided_operands", ())
             for j, v in enumerate(op.operands):

@@ -268,6 +268,25 @@ def evaluate(x, env: Mapping[str, int]):
     return x
 
 
+def substitute(x, env: Mapping[str, "int | Sym"]):
+    """x (as for evaluate) with the symbols in env replaced by their values (ints or sizes); the
+    others stay."""
+    if isinstance(x, Sym):
+        total = 0
+        for m, c in x.terms:
+            for name in m:
+                c = c * (env[name] if name in env else Sym.symbol(name))
+            total = total + c
+        return total
+    if isinstance(x, tuple):
+        return tuple(substitute(v, env) for v in x)
+    if isinstance(x, list):
+        return [substitute(v, env) for v in x]
+    if isinstance(x, dict):
+        return {k: substitute(v, env) for k, v in x.items()}
+    return x
+
+
 def at_largest(x):
     """x with every symbol at the top of its range (size_ranges): what the arena is planned for."""
     ranges = _RANGES.get()

@@ -52,7 +52,7 @@ def format_attr(value: Any) -> str:
 def _format_storage(s: Storage) -> str:
     if s.kind == "arena":
         return f"arena[{s.offset}, {format_size(s.size)}]"
-    if s.kind in ("input", "output"):
+    if s.kind in ("input", "output", "state"):
         return f"{s.kind}[{s.index}]"
     if s.kind == "const":
         return "const"
@@ -214,7 +214,7 @@ class _Parser:
 
     def storage(self) -> Storage:
         kind, t, line = self.next()
-        if t in ("arena", "input", "output"):
+        if t in ("arena", "input", "output", "state"):
             self.expect("punct", "[")
             a = self.count()
             if t == "arena":

@@ -1,14 +1,14 @@
 """The verifier: every value defined before use, types agree with inference, attributes are typed,
-each dialect admits only its own ops (plus the shared `const`), the fused dialect admits no fold-only op,
+each dialect admits only its own ops (plus the shared `const` and `state`), the fused dialect admits no fold-only op,
 and planned buffers never overlap while both are live."""
 from __future__ import annotations
 
 from ..errors import VerificationError
-from .ir import Module, Operation
+from .ir import ROOT_OPS, Module, Operation
 from .symbolic import size_ranges
 from .registry import FOLD_ONLY, REGISTRY
 
-SHARED_OPS = ("const",)
+SHARED_OPS = ROOT_OPS
 
 
 def _fail(op: Operation | None, msg: str):
@@ -18,8 +18,11 @@ def _fail(op: Operation | None, msg: str):
 
 def verify_op(op: Operation, dialect: str | None = None) -> None:
     if op.name in SHARED_OPS:
-        if "name" not in op.attrs:
+        if op.name == "const" and "name" not in op.attrs:
             _fail(op, "const needs a name")
+        if op.name == "state" and (set(op.attrs) != {"index"} or type(op.attrs["index"]) is not int
+                                   or op.attrs["index"] < 0 or not op.result.type.is_static):
+            _fail(op, "state takes one attribute, its index (an int >= 0), and a static type")
         return
     if dialect is not None and op.dialect != dialect:
         _fail(op, f"op of dialect '{op.dialect}' is not allowed in the {dialect} dialect")

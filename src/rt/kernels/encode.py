@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
-from ..dialects.ir import Module, Operation, TensorType, Value, padded
+from ..dialects.ir import ROOT_OPS, Module, Operation, TensorType, Value, padded
 from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides, row_groups
 from ..errors import LoweringError
@@ -64,17 +64,21 @@ def encoder(*names: str):
 
 
 class ProgramLayout:
-    """Slot table of a planned module: 0 = arena, then inputs, outputs, constants."""
+    """Slot table of a planned module: 0 = arena, then inputs, outputs, states (persistent buffers the
+    caller binds after the outputs: state_types), constants."""
 
     def __init__(self, planned: Module):
         self.module = planned
         self.arena_bytes = planned.meta["plan"]["arena_bytes"]
         self.input_slots = [1 + i for i in range(len(planned.inputs))]
         self.output_slots = [1 + len(planned.inputs) + i for i in range(len(planned.outputs))]
+        self.state_types = state_types(planned)
+        first_state = 1 + len(planned.inputs) + len(planned.outputs)
+        self.state_slots = [first_state + i for i in range(len(self.state_types))]
         self.const_slot: dict[str, int] = {}
         self.constants: dict[int, np.ndarray] = {}
         nbytes = [self.arena_bytes] + [v.type.nbytes for v in planned.inputs] + \
-                 [v.type.nbytes for v in planned.outputs]
+                 [v.type.nbytes for v in planned.outputs] + [t.nbytes for t in self.state_types]
         for op in planned.ops:
             if op.name == "const" and op.attrs["name"] not in self.const_slot:
                 arr = np.ascontiguousarray(planned.constants[op.attrs["name"]]).reshape(op.result.type.shape)
@@ -101,6 +105,8 @@ class ProgramLayout:
             slot = self.input_slots[st.index]
         elif st.kind == "output":
             slot = self.output_slots[st.index]
+        elif st.kind == "state":
+            slot = self.state_slots[st.index]
         elif st.kind == "const":
             slot = self.const_slot[v.producer.attrs["name"]]
         else:
@@ -115,7 +121,7 @@ class ProgramLayout:
             return self._encode(target)
 
     def _encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
-        ops = [op for op in self.module.ops if op.name != "const" and not REGISTRY[op.name].has(VIEW)]
+        ops = [op for op in self.module.ops if op.name not in ROOT_OPS and not REGISTRY[op.name].has(VIEW)]
         placed = []
         reads: dict[int, int] = {}
         for op in ops:
@@ -140,6 +146,14 @@ class ProgramLayout:
             self.sized += [(i, *p) for p in sized_places(e.c_op, places, e.fields)]
             fill(rec, e.c_op, at_largest(places), at_largest(e.fields))
         return records, rec_ops, encoded
+
+
+def state_types(planned: Module) -> list[TensorType]:
+    """The type of each persistent buffer `state {index = i}` the program reads, by index (0..n-1)."""
+    found = {op.attrs["index"]: op.result.type for op in planned.ops if op.name == "state"}
+    if sorted(found) != list(range(len(found))):
+        raise LoweringError(f"the program's states are numbered {sorted(found)}, not 0..{len(found) - 1}")
+    return [found[i] for i in range(len(found))]
 
 
 def _need_f32(op: Operation, *vals: Operand | None) -> None:
@@ -293,6 +307,14 @@ def _copy_into(op: Operation, x: Operand, out: Operand) -> Encoded:
 @encoder("planned.copy")
 def _copy(op, args, out, ctx):
     return _copy_into(op, args[0], out)
+
+
+@encoder("planned.cache_write")
+def _cache_write(op, args, out, ctx):
+    """x copied into its rows of the cache (out is the cache itself)."""
+    d, x = op.attrs["dim"], args[1]
+    at = out.offset + op.attrs["start"] * out.strides[d] * out.type.np_dtype.itemsize
+    return _copy_into(op, x, Operand(out.slot, at, out.strides, x.type))
 
 
 @encoder("planned.cat")

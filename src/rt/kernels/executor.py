@@ -82,8 +82,10 @@ class CompiledProgram:
                 if e.c_op == "MATMUL" and e.fields["b_mode"] in _COPIES_B:
                     drop_packed(lay.constants[e.operands["b"].slot])
         self._explain = _explainer(self.ops, self.encoded)
+        # states (persistent buffers: a generator's KV caches) are bound like outputs, after them
+        self._out_slots = lay.output_slots + lay.state_slots
         self.program = _runtime.Program(records, lay.slot_nbytes, lay.constants, lay.input_slots,
-                                        lay.output_slots, after_prepare, self._explain)
+                                        self._out_slots, after_prepare, self._explain)
         if self.dynamic:     # self.program is the one at the largest sizes; others are bound per size
             self.binder = SizeBinder(records, lay.sized, lay.slot_sizes,
                                      [v.type.shape for v in planned.inputs + planned.outputs])
@@ -91,16 +93,22 @@ class CompiledProgram:
             self._at_sizes_lock = threading.Lock()
             return
         self.program.set_signature([(v.type.shape, v.type.np_dtype) for v in planned.inputs],
-                                   [(v.type.shape, v.type.np_dtype) for v in planned.outputs])
+                                   [(v.type.shape, v.type.np_dtype) for v in planned.outputs]
+                                   + [(t.shape, t.np_dtype) for t in lay.state_types])
 
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    def run(self, inputs: list[np.ndarray], states: list[np.ndarray] = (),
+            sizes: dict[str, int] | None = None) -> list[np.ndarray]:
+        """states: the persistent buffers (ProgramLayout.state_types), updated in place; sizes: the
+        dynamic sizes the inputs' shapes do not give (a KV cache's past length)."""
         if self.dynamic:
-            program, shapes = self.at_sizes(sizes_of(self.layout.module, [x.shape for x in inputs]))
+            env = dict(sizes or {})
+            env.update(sizes_of(self.layout.module, [x.shape for x in inputs]))
+            program, shapes = self.at_sizes(env)
             outs = [np.empty(s, dtype=v.type.np_dtype) for s, v in zip(shapes, self.layout.module.outputs)]
-            program.run(inputs, outs)
+            program.run(inputs, outs + list(states))
             return outs
         outs = _outputs_for(self.layout.module)
-        self.program.run(inputs, outs)
+        self.program.run(inputs, outs + list(states))
         return outs
 
     def at_sizes(self, env: dict[str, int]) -> tuple["_runtime.Program", list[tuple]]:
@@ -113,7 +121,7 @@ class CompiledProgram:
                 return hit
         records, slot_nbytes, shapes = self.binder.bind(env)
         lay = self.layout
-        program = _runtime.Program(records, slot_nbytes, lay.constants, lay.input_slots, lay.output_slots,
+        program = _runtime.Program(records, slot_nbytes, lay.constants, lay.input_slots, self._out_slots,
                                    None, self._explain, shared_from=self.program)
         hit = (program, shapes[len(lay.module.inputs):])
         with self._at_sizes_lock:
@@ -172,13 +180,16 @@ class OpByOpProgram:
             rec["slot"][rec["slot"] == 0] = arena_slot
             explain = _explainer(self.ops[i:i + 1], encoded[i:i + 1])
             self.programs.append(_runtime.Program(rec, slot_nbytes, lay.constants, lay.input_slots,
-                                                  [arena_slot] + lay.output_slots, None, explain))
+                                                  [arena_slot] + lay.output_slots + lay.state_slots, None,
+                                                  explain))
 
-    def run(self, inputs: list[np.ndarray], timings: list | None = None) -> list[np.ndarray]:
-        """timings, when given, receives (planned op, start, seconds) per op."""
+    def run(self, inputs: list[np.ndarray], timings: list | None = None,
+            states: list[np.ndarray] = ()) -> list[np.ndarray]:
+        """timings, when given, receives (planned op, start, seconds) per op; states as for
+        CompiledProgram.run."""
         outs = _outputs_for(self.layout.module)
         arena = np.empty(self.layout.arena_bytes, dtype=np.uint8)
-        bound = [arena] + outs
+        bound = [arena] + outs + list(states)
         for op, prog in zip(self.ops, self.programs):
             t0 = time.perf_counter()
             prog.run(inputs, bound)

@@ -1,13 +1,13 @@
 """Lowering fused -> planned: execution order, lifetimes, views, in-place reuse, arena offsets.
 
 Nothing is left to decide at run time: every value of the result has a storage (arena slice, input,
-output, constant or a strided view of another value), and `module.meta["plan"]` reports the arena
+output, constant, persistent state or a strided view of another value), and `module.meta["plan"]` reports the arena
 size, the lower bound (the largest total of bytes live at one step in the chosen order) and the
 no-reuse total.
 """
 from __future__ import annotations
 
-from ..dialects.ir import Module, Operation, Storage, Value
+from ..dialects.ir import ROOT_OPS, Module, Operation, Storage, Value
 from ..dialects.planned_proof import Layout, reads_strided
 from ..dialects.registry import REGISTRY, VIEW
 from ..abi import ALIGN, align
@@ -21,7 +21,7 @@ from .plan_order import choose_order
 
 # ---- 1. clone the fused module into planned ops -----------------------------------------------
 def _planned_name(name: str) -> str:
-    if name == "const":
+    if name in ROOT_OPS:
         return name
     twin = "planned." + name.split(".", 1)[1]
     if twin not in REGISTRY:
@@ -51,7 +51,7 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
     i = 0
     while i < len(m.ops):
         op = m.ops[i]
-        if op.name == "const":
+        if op.name in ROOT_OPS:
             of(op.result)
             i += 1
             continue
@@ -81,6 +81,12 @@ def _resolve_views(m: Module) -> dict[Value, Layout]:
                     raise LoweringError(f"{op.name} (%{op.result.name}) is not a view of a contiguous buffer")
             off, strides = fact
             layout[op.result] = Layout(ls.root, ls.elem_offset + off, tuple(strides))
+        elif "updates_operand" in opdef.extra:       # the op returns the buffer it updates: a state
+            updated = of(op.operands[opdef.extra["updates_operand"]])
+            if updated.root.producer is None or updated.root.producer.name != "state" or updated.elem_offset \
+                    or not is_contiguous(updated.root.type.shape, updated.strides):
+                raise LoweringError(f"{op.name} (%{op.result.name}) must update a whole state buffer")
+            layout[op.result] = updated
         else:
             of(op.result)
         i += 1
@@ -96,7 +102,7 @@ def _own_outputs(m: Module, layout: dict[Value, "Layout"]) -> dict[Value, int]:
     for i, v in enumerate(m.outputs):
         lv = layout[v]
         root = lv.root
-        direct = (root.producer is not None and root.producer.name != "const" and root not in owners
+        direct = (root.producer is not None and root.producer.name not in ROOT_OPS and root not in owners
                   and lv.elem_offset == 0 and is_contiguous(v.type.shape, lv.strides)
                   and v.type.nbytes == root.type.nbytes)
         if not direct:
@@ -112,7 +118,7 @@ def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
     """Arena buffers as groups of root values (in-place chains share one), with [start, end] steps."""
     step = {op.result: s for s, op in enumerate(m.ops)}
     in_arena = {op.result for op in m.ops
-                if op.name != "const" and layout[op.result].root is op.result and op.result not in outputs}
+                if op.name not in ROOT_OPS and layout[op.result].root is op.result and op.result not in outputs}
     last_use: dict[Value, int] = {}
     for s, op in enumerate(m.ops):
         for v in op.present_operands():
@@ -146,7 +152,7 @@ def _scratch_buffers(m: Module, spans: dict, sizes: dict, threads: int) -> dict:
     sized for the target's thread count (a kernel never runs on more threads than its scratch holds)."""
     keys = {}
     for step, op in enumerate(m.ops):
-        need = REGISTRY[op.name].extra.get("scratch") if op.name != "const" else None
+        need = REGISTRY[op.name].extra.get("scratch") if op.name not in ROOT_OPS else None
         if need is not None:
             key = ("scratch", step, threads)
             spans[key] = [step, step]
@@ -183,6 +189,8 @@ def _to_planned(fused: Module, target: Target | None) -> Module:
         lr = layout[r]
         if op.name == "const":
             r.storage = Storage("const")
+        elif op.name == "state":
+            r.storage = Storage("state", index=op.attrs["index"])
         elif lr.root is not r:
             r.storage = Storage("view", offset=lr.elem_offset * r.type.np_dtype.itemsize, base=lr.root,
                                 strides=None if is_contiguous(r.type.shape, lr.strides) else lr.strides)

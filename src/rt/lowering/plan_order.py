@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..dialects.ir import Module, Operation, Value
-from ..dialects.registry import REGISTRY, VIEW
+from ..dialects.ir import ROOT_OPS, Module, Operation, Value
 from ..dialects.symbolic import at_largest
 
 
@@ -16,12 +15,12 @@ def _peak(order: list[Operation], root: Callable[[Value], Value], outputs: set[V
     live = peak = 0
     for s, op in enumerate(order):
         r = op.result
-        owns = op.name != "const" and root(r) is r and r not in outputs
+        owns = op.name not in ROOT_OPS and root(r) is r and r not in outputs
         if owns:
             live += at_largest(r.type.nbytes)
         peak = max(peak, live)
         for v in {root(v) for v in op.present_operands()}:
-            if last.get(v) == s and v.producer is not None and v.producer.name != "const" and v not in outputs:
+            if last.get(v) == s and v.producer is not None and v.producer.name not in ROOT_OPS and v not in outputs:
                 live -= at_largest(v.type.nbytes)
         if owns and r not in last:
             live -= at_largest(r.type.nbytes)
@@ -41,10 +40,10 @@ def _greedy(m: Module, root: Callable[[Value], Value]) -> list[Operation]:
     order = []
     while ready:
         def net(op):
-            alloc = 0 if op.name == "const" or REGISTRY[op.name].has(VIEW) else at_largest(op.result.type.nbytes)
+            alloc = 0 if op.name in ROOT_OPS or root(op.result) is not op.result else at_largest(op.result.type.nbytes)
             freed = sum(at_largest(v.type.nbytes) for v in set(op.present_operands())
                         if remaining_uses.get(v) == 1 and v.producer is not None and root(v) is v
-                        and v.producer.name != "const")
+                        and v.producer.name not in ROOT_OPS)
             return (alloc - freed, index[op])
         op = min(ready, key=net)
         ready.remove(op)

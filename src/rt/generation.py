@@ -1,0 +1,249 @@
+"""Text generation from a compiled causal LM: a prefill and a decode program over one KV cache.
+
+`rt.compile_generator` derives both programs from the ordinary export (rt.lowering.kv_cache): prefill
+runs the prompt (any length up to the context bound) and writes every layer's K and V into the cache;
+decode runs one token at position P, writes its row and attends over rows [0, P]. Both read the same
+weights. The cache is the programs' persistent state: one buffer per layer's K and V, allocated per
+generation (so generations in several threads are independent) and written in place; nothing is
+concatenated or copied per step. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .dialects.ir import Module
+from .errors import InputError, UsageError
+from .lowering.kv_cache import PAST, sequence_symbol
+from .target import Target
+from .api import RunsOnTarget
+
+PROGRAMS = ("prefill", "decode")
+
+
+def _check_program(name: str, planned: Module) -> None:
+    if len(planned.inputs) != 1 or planned.inputs[0].type.dtype not in ("i64", "i32") \
+            or planned.inputs[0].type.rank != 2 or len(planned.outputs) != 1 or planned.outputs[0].type.rank != 3:
+        raise UsageError(f"the {name} program must take token ids [1, n] and return logits [1, n, vocab]")
+
+
+class Generator(RunsOnTarget):
+    """A causal LM compiled for generation: `generate(prompt_ids, max_new_tokens)` returns the new
+    token ids, `stream(...)` yields them as they come; `last_timings` holds the last generation's
+    prefill ms and decode tokens/s. Greedy by default; temperature, top-k and top-p sample with a
+    seed. Saved with `save`, loaded with `rt.load` (no torch needed)."""
+
+    def __init__(self, stages: dict[str, Module], weights=None, run_target: Target | None = None):
+        from .kernels.executor import CompiledProgram
+        for name in PROGRAMS:
+            _check_program(name, stages[name])
+        self.stages = stages
+        self.target: Target | None = stages["decode"].meta.get("target")
+        self.run_target = run_target or Target.host()
+        self._weights = weights
+        drop = weights.drop if weights is not None else None
+        self._prefill = CompiledProgram(stages["prefill"], self.run_target, drop)
+        self._decode = CompiledProgram(stages["decode"], self.run_target, drop)
+        self.cache_types = self._prefill.layout.state_types
+        if self._decode.layout.state_types != self.cache_types:
+            raise UsageError("the prefill and decode programs keep different KV caches")
+        _, _, self.context = sequence_symbol(stages["prefill"])
+        self.vocab_size = int(stages["decode"].outputs[0].type.shape[-1])
+        self.id_dtype = stages["decode"].inputs[0].type.np_dtype
+        self.last_timings: dict[str, float] = {}
+
+    # ---- facts ----------------------------------------------------------------------------------
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of one generation's KV cache (every layer's K and V, at the context bound)."""
+        return sum(t.nbytes for t in self.cache_types)
+
+    def plan_report(self) -> dict:
+        """Each program's arena plan, and the KV cache: its bytes and bytes per token."""
+        report = {name: dict(self.stages[name].meta["plan"]) for name in PROGRAMS}
+        report["kv_cache"] = {"bytes": self.cache_bytes, "bytes_per_token": self.cache_bytes // self.context,
+                              "context": self.context, "buffers": len(self.cache_types)}
+        return report
+
+    def plan_summary(self) -> str:
+        mib = lambda n: f"{n / 2**20:.2f} MiB"   # noqa: E731
+        r = self.plan_report()
+        kv = r["kv_cache"]
+        return (f"prefill arena {mib(r['prefill']['arena_bytes'])}, decode arena {mib(r['decode']['arena_bytes'])}, "
+                f"KV cache {mib(kv['bytes'])} ({kv['bytes_per_token'] / 1024:.1f} KiB per token, "
+                f"context {kv['context']})")
+
+    def kernel_plan(self, program: str = "decode") -> list[dict]:
+        return (self._prefill if program == "prefill" else self._decode).kernel_plan()
+
+    # ---- generating -----------------------------------------------------------------------------
+    def generate(self, prompt_ids, max_new_tokens: int, **sampling) -> list[int]:
+        """The new token ids (stopping early after a stop token, which is included)."""
+        return list(self.stream(prompt_ids, max_new_tokens, **sampling))
+
+    def stream(self, prompt_ids, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, stop_tokens: Iterable[int] = (),
+               with_logits: bool = False) -> Iterator[int]:
+        """Yield each new token id as soon as it is chosen (with_logits: (id, the logits [vocab] it was
+        chosen from) pairs)."""
+        prompt = self._prompt(prompt_ids)
+        pick = _sampler(temperature, top_k, top_p, seed)
+        stop = {int(t) for t in stop_tokens}
+        n = _count(max_new_tokens, "max_new_tokens")
+        if len(prompt) + n - 1 > self.context:
+            raise InputError(f"a prompt of {len(prompt)} tokens and {n} new ones need a KV cache of "
+                             f"{len(prompt) + n - 1} positions; this generator holds {self.context}")
+        steps = self._steps(prompt, n, pick, stop)
+        return steps if with_logits else (token for token, _ in steps)
+
+    def _steps(self, prompt: np.ndarray, n: int, pick, stop: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+        if n == 0:
+            return
+        cache = [np.empty(t.shape, t.np_dtype) for t in self.cache_types]   # only rows written are read
+        t0 = time.perf_counter()
+        logits = self._prefill.run([prompt.reshape(1, -1)], cache)[0]
+        token = pick(logits[0, -1])
+        t1 = time.perf_counter()
+        self.last_timings = {"prompt_tokens": len(prompt), "prefill_ms": (t1 - t0) * 1e3, "new_tokens": 1}
+        yield token, logits[0, -1]
+        step = np.empty((1, 1), dtype=self.id_dtype)
+        for i in range(1, n):
+            if token in stop:
+                break
+            step[0, 0] = token
+            logits = self._decode.run([step], cache, sizes={PAST: len(prompt) + i - 1})[0]
+            token = pick(logits[0, -1])
+            decode_s = time.perf_counter() - t1
+            self.last_timings.update(new_tokens=i + 1, decode_ms_per_token=decode_s * 1e3 / i,
+                                     decode_tokens_per_s=i / decode_s)
+            yield token, logits[0, -1]
+
+    def _prompt(self, prompt_ids) -> np.ndarray:
+        ids = np.asarray(prompt_ids)
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1 or ids.size == 0:
+            raise InputError(f"prompt_ids must be a non-empty list of token ids, got shape {list(ids.shape)}")
+        if ids.dtype.kind not in "iu":
+            raise InputError(f"prompt_ids must be integers, got {ids.dtype}")
+        bad = np.flatnonzero((ids < 0) | (ids >= self.vocab_size))
+        if bad.size:
+            raise InputError(f"prompt token {bad[0]} is {ids[bad[0]]}, outside the vocabulary [0, {self.vocab_size})")
+        if ids.size > self.context:
+            raise InputError(f"a prompt of {ids.size} tokens is longer than this generator's context of "
+                             f"{self.context}")
+        return ids.astype(self.id_dtype)
+
+    def save(self, path: str) -> None:
+        """Write both programs and the weights (once) to `path`; `rt.load(path)` gives the Generator
+        back, without torch."""
+        from .serialize import save_model
+        save_model(path, self.stages, programs=PROGRAMS)
+
+
+def generate(generator: Generator, prompt_ids, max_new_tokens: int, **sampling) -> list[int]:
+    """rt.generate(g, prompt_ids, n, temperature=, top_k=, top_p=, seed=, stop_tokens=): the new
+    token ids; g from rt.compile_generator or rt.load. Generator.stream yields them one by one."""
+    if not isinstance(generator, Generator):
+        raise UsageError(f"rt.generate takes a Generator (rt.compile_generator, or rt.load of a saved one), "
+                         f"got {type(generator).__name__}")
+    return generator.generate(prompt_ids, max_new_tokens, **sampling)
+
+
+def _count(n, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise InputError(f"{what} must be an integer >= 0, got {n!r}")
+    return int(n)
+
+
+def _sampler(temperature: float, top_k: int, top_p: float, seed: int | None):
+    """pick(logits) -> token id: argmax at temperature 0, else a draw from softmax(logits /
+    temperature) restricted to the top_k most likely tokens and to the smallest set of them whose
+    probability reaches top_p (a numpy Generator seeded with `seed`)."""
+    if not (isinstance(temperature, (int, float)) and temperature >= 0 and np.isfinite(temperature)):
+        raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    top_k = _count(top_k, "top_k")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1], got {top_p!r}")
+    if temperature == 0:
+        return lambda logits: int(np.argmax(logits))
+    rng = np.random.default_rng(seed)
+
+    def pick(logits: np.ndarray) -> int:
+        z = logits.astype(np.float64) / temperature
+        if 0 < top_k < z.size:
+            z[z < np.partition(z, -top_k)[-top_k]] = -np.inf
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if top_p < 1:
+            order = np.argsort(-p, kind="stable")
+            keep = np.searchsorted(np.cumsum(p[order]), top_p) + 1
+            p[order[keep:]] = 0.0
+            p /= p.sum()
+        return int(rng.choice(p.size, p=p))
+    return pick
+
+
+def compile_generator(model, max_context: int, *, example_ids=None, target: Target | None = None,
+                      progress=None, check: bool = True) -> Generator:
+    """Compile a causal LM (an nn.Module mapping token ids [1, n] to logits [1, n, vocab], or a
+    transformers model returning them as `logits`) for generation with prompts and outputs of up to
+    `max_context` tokens in all. example_ids: a [1, n] id tensor to trace with (default: n = 8 ids
+    below the model's config.vocab_size). check: run both programs once on random ids and refuse the
+    model if prefill then decode does not give what prefill of the longer sequence gives (a model
+    whose positions mix in a way the cache does not keep)."""
+    import inspect
+
+    import torch
+
+    from . import api
+    from .lowering.kv_cache import with_kv_cache
+    from .lowering.plan import to_planned
+
+    context = _count(max_context, "max_context")
+    if context < 2:
+        raise UsageError(f"max_context must be at least 2, got {max_context}")
+    if example_ids is None:
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        if vocab is None:
+            raise UsageError("give example_ids (a [1, n] tensor of token ids): the model has no config.vocab_size")
+        example_ids = torch.arange(min(8, context)).reshape(1, -1) % vocab
+    params = list(inspect.signature(model.forward).parameters)
+    kwargs = {"use_cache": False} if "use_cache" in params else {}
+    compiled = api.compile(model, (example_ids,), kwargs, target=target, progress=progress,
+                           dynamic={params[0]: {1: ("S", 1, context)}})
+    fused = compiled.stages["fused"]
+    names = compiled.output_names
+    output = names.index("logits") if "logits" in names else 0 if len(names) == 1 else None
+    if output is None:
+        raise UsageError(f"the model returns {names}; a generator needs its logits (an output named "
+                         "'logits', or the only output)")
+    target = compiled.target
+    stages = {"torch": compiled.stages["torch"], "fused": fused}
+    for phase in PROGRAMS:
+        stages[phase] = to_planned(with_kv_cache(fused, phase, output=output), target)
+    gen = Generator(stages, run_target=compiled.run_target)
+    if check:
+        check_cache(gen)
+    return gen
+
+
+def check_cache(gen: Generator, length: int = 9, seed: int = 0) -> None:
+    """Prefill of n - 1 random ids then one decode step must give the last logits of a prefill of
+    all n ids (and the same for the earlier rows): else the cache does not hold what the model
+    reads of earlier positions."""
+    from .errors import LoweringError
+    n = min(length, gen.context)
+    ids = np.random.default_rng(seed).integers(0, gen.vocab_size, (1, n)).astype(gen.id_dtype)
+    cache = [np.empty(t.shape, t.np_dtype) for t in gen.cache_types]
+    whole = gen._prefill.run([ids], cache)[0]
+    head = gen._prefill.run([ids[:, :-1]], cache)[0]
+    last = gen._decode.run([ids[:, -1:]], cache, sizes={PAST: n - 1})[0]
+    scale = float(np.abs(whole).max()) or 1.0
+    err = max(float(np.abs(head - whole[:, :-1]).max()), float(np.abs(last - whole[:, -1:]).max())) / scale
+    if not err <= 1e-4:
+        raise LoweringError(f"generation: prefill then decode differs from prefill of the whole sequence "
+                            f"(relative error {err:.2e}): the model reads earlier positions in a way rt's "
+                            "KV cache does not keep")

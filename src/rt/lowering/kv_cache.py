@@ -1,0 +1,183 @@
+"""Generation: a causal LM's KV cache, derived by the compiler from the ordinary no-cache export.
+
+A causal LM exported with a dynamic sequence length S computes every position's logits from the whole
+sequence. The only ops of such a model that mix positions are its causal self-attentions and the tables
+it reads by position (position ids and embeddings, rotary tables: constants that folding sized to the
+largest length and slices to rows [0, S), fold.SizedFold). With P tokens already seen, the model on S
+new tokens is the same program in which
+  - each attention writes its new K and V into rows [P, P + S) of a persistent buffer (a `state`,
+    [B, kv heads, C, D] for a context bound C: grouped-query K/V stay unrepeated) and attends over
+    rows [0, P + S) of it, and
+  - each position table is read at rows [P, P + S).
+Two phases are derived: prefill (P = 0, any S up to C) and decode (S = 1, P dynamic in [1, C - 1]).
+A model that mixes positions any other way (an attention that is not causal self-attention over the
+sequence, a mask rt did not absorb into the kernel) is refused, naming the op; rt.compile_generator
+also checks, on the compiled programs, that prefill then decode gives what prefill of the longer
+sequence gives.
+
+Why derive it rather than import transformers' StaticCache export: the ordinary export is what every
+model already gives rt (no `cache_position` input, no mutated buffers, no strict tracing), the cache
+is planned state the compiler owns (its layout, no repeated K/V), and attention reads only the valid
+rows, never the cache's whole capacity behind a mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dialects.ir import Module, Operation, TensorType, Value
+from ..dialects.registry import REGISTRY
+from ..dialects.symbolic import Sym, size_ranges, substitute
+from ..dialects.verifier import verify_module
+from ..errors import LoweringError
+from .fold import dead_code_elimination
+
+PAST = "P"          # the decode program's size symbol: tokens already in the cache
+PHASES = ("prefill", "decode")
+
+
+def _fail(op: Operation, why: str) -> LoweringError:
+    return LoweringError(f"generation: {op.name} (%{op.result.name}) {why}")
+
+
+def sequence_symbol(fused: Module) -> tuple[str, int, int]:
+    """The one dynamic size of a generator's export (its sequence length) and its range."""
+    symbols = fused.meta.get("symbols") or {}
+    if len(symbols) != 1:
+        raise LoweringError(f"generation needs exactly one dynamic size, the sequence length; the model has "
+                            f"{sorted(symbols) or 'none'}")
+    (name, (lo, hi)), = symbols.items()
+    return name, lo, hi
+
+
+def _is_position_slice(op: Operation | None, seq: Sym) -> bool:
+    """A size-dependent table read at positions [0, S) along one dim: a folded constant's leading
+    slice, one per dynamic dim (fold.SizedFold)."""
+    if op is None or op.name != "fused.slice" or not (
+            op.attrs.get("start") == 0 and op.attrs.get("end") == seq and op.attrs.get("step", 1) == 1):
+        return False
+    src = op.operands[0].producer
+    return src is not None and (src.name == "const" or _is_position_slice(src, seq))
+
+
+def _key_slices(fused: Module, seq: Sym) -> set[Operation]:
+    """The slices of attention masks along their key dim (the mask's last): with a cache, a mask is
+    read at query rows [P, P + S) and key columns [0, P + S)."""
+    keys = set()
+    for op in fused.ops:
+        mask = op.operands[3] if op.name == "fused.attention" and len(op.operands) > 3 else None
+        src = mask.producer if mask is not None else None
+        while _is_position_slice(src, seq):
+            if src.attrs["dim"] == mask.type.rank - 1:
+                keys.add(src)
+            src = src.operands[0].producer
+    return keys
+
+
+def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
+    """The fused module of one phase ("prefill" or "decode") of a generator, returning the fused
+    module's output #output (the logits), with its KV cache as states 0..2L-1 (K then V of each
+    attention, in program order)."""
+    if phase not in PHASES:
+        raise ValueError(f"phase is one of {PHASES}, got {phase!r}")
+    name, lo, context = sequence_symbol(fused)
+    seq = Sym.symbol(name)
+    if phase == "prefill":
+        env, new, past, symbols = {}, seq, 0, {name: (lo, context)}
+    else:
+        if context < 2:
+            raise LoweringError(f"generation needs a context of at least 2 tokens, the range of {name} ends at {context}")
+        env, new, past, symbols = {name: 1}, 1, Sym.symbol(PAST), {PAST: (1, context - 1)}
+    m = Module(fused.name, constants=dict(fused.constants),
+               meta={k: v for k, v in fused.meta.items() if k not in ("symbols", "signature") and not k.startswith("_")})
+    m.meta["symbols"] = symbols
+    m.meta["_names"] = {v.name for v in fused.values()}     # the cache's new values take fresh names
+    remap: dict[Value, Value] = {}
+
+    def value(v: Value, operands: list, attrs: dict) -> Value:
+        """v in this phase: a constant's own type, any other op's inferred from its new operands."""
+        if v.producer is None or v.producer.name == "const":
+            t = v.type
+        else:
+            opdef = REGISTRY[v.producer.name]
+            t = opdef.infer([None if o is None else o.type for o in operands], opdef.with_defaults(attrs))
+        out = remap[v] = Value(v.name, t)
+        return out
+
+    def add(name_: str, operands: list, attrs: dict, result: Value) -> Value:
+        op = Operation(name_, operands, attrs, result)
+        result.producer = op
+        m.ops.append(op)
+        return result
+
+    m.inputs = [remap.setdefault(v, Value(v.name, TensorType(substitute(v.type.shape, env), v.type.dtype)))
+                for v in fused.inputs]
+    states: list[Value] = []
+    key_slices = _key_slices(fused, seq)
+    for op in fused.ops:
+        operands = [None if v is None else remap[v] for v in op.operands]
+        attrs = substitute(op.attrs, env)
+        if op in key_slices:
+            attrs = dict(attrs, end=past + new)
+        elif _is_position_slice(op, seq):
+            attrs = dict(attrs, start=past, end=past + new)
+        elif op.name == "fused.attention":
+            operands = _attend_over_cache(fused, m, op, operands, attrs, seq, new, past, context, add, states)
+            # one new row sees every cached one; a prefill's rows (past 0) keep the model's causality
+            attrs = dict(attrs, causal=bool(attrs.get("causal")) and phase == "prefill")
+        with size_ranges(symbols):
+            add(op.name, operands, attrs, value(op.result, operands, attrs))
+    m.outputs = [remap[fused.outputs[output]]]
+    dead_code_elimination(m)
+    if not states:
+        raise LoweringError("generation: the model has no causal self-attention, so no KV cache to keep")
+    m.invalidate_names()
+    with size_ranges(symbols):
+        verify_module(m, "fused")
+    return m
+
+
+def _hides_later_keys(table: np.ndarray) -> bool:
+    """Whether an additive mask [..., queries, keys] hides from each query every later key (a causal
+    mask, or a sliding window): else a query reads tokens that a cache cannot have yet."""
+    q, k = table.shape[-2:]
+    later = np.triu(np.ones((q, k), dtype=bool), 1)
+    return bool(np.all(table[..., later] < -1e30))       # -inf, or HF's finfo(float32).min
+
+
+def _attend_over_cache(fused: Module, m: Module, op: Operation, operands: list, attrs: dict, seq: Sym, new,
+                       past, context: int, add, states: list[Value]) -> list:
+    """Each of K and V written into its cache at rows [past, past + new); the attention's K and V
+    become rows [0, past + new) of the caches."""
+    q, k, v, mask = (list(op.operands) + [None])[:4]
+    if mask is not None:
+        if not _is_position_slice(mask.producer, seq):
+            raise _fail(op, "has a mask computed from the inputs; a generator's mask must be a table of "
+                            "positions (causal, sliding window) that rt can read at the cached rows")
+        table = mask.producer
+        while table.name != "const":
+            table = table.operands[0].producer
+        if not _hides_later_keys(fused.constants[table.attrs["name"]]):
+            raise _fail(op, "lets a position attend to later ones (it is not causal): a KV cache cannot "
+                            "hold tokens that come later")
+    if mask is None and not attrs.get("causal"):
+        raise _fail(op, "is neither causal nor masked: a generator's attention must be causal self-attention")
+    if not (q.type.shape[-2] == k.type.shape[-2] == v.type.shape[-2] == seq):
+        raise _fail(op, f"attends from {q.type} to {k.type}: not self-attention over the sequence")
+    out = list(operands)
+    for j, kind in ((1, "k"), (2, "v")):
+        x = operands[j]
+        dim = x.type.rank - 2
+        index = len(states)
+        shape = list(x.type.shape)
+        shape[dim] = context
+        cache_t = TensorType(tuple(shape), x.type.dtype)
+        cache = add("state", [], {"index": index},
+                    Value(m.fresh_name(f"{kind}_cache{index // 2}"), cache_t))
+        written = add("fused.cache_write", [cache, x], {"dim": dim, "start": past},
+                      Value(m.fresh_name(f"{kind}_cache{index // 2}_written"), cache_t))
+        rows = list(shape)
+        rows[dim] = past + new
+        out[j] = add("fused.slice", [written], {"dim": dim, "start": 0, "end": past + new, "step": 1},
+                     Value(m.fresh_name(f"{kind}_cache{index // 2}_rows"), TensorType(tuple(rows), x.type.dtype)))
+        states.append(cache)
+    return out
