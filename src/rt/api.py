@@ -36,6 +36,16 @@ def _tensor_array(name: str, x) -> np.ndarray:
                          "model's dtype first") from None
 
 
+def summarize_kernels(plan: list[dict]) -> str:
+    """A kernel plan's C ops by kernel, matmuls by mode ('MATMUL[packed]×12, ADD×4, ...'), most
+    frequent first."""
+    counts: dict[str, int] = {}
+    for k in plan:
+        key = f"{k['kernel']}[{k['mode']}]" if "mode" in k else k["kernel"]
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k}×{n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 class RunsOnTarget:
     """What differs between the target a program was compiled for (self.target) and the one it runs
     on here (self.run_target): shared by compiled models and generators."""
@@ -92,11 +102,7 @@ class CompiledModel(RunsOnTarget, FastCallable):
 
     def kernel_summary(self) -> str:
         """C ops by kernel, matmuls by mode ('MATMUL[packed]×12, ADD×4, ...'), most frequent first."""
-        counts: dict[str, int] = {}
-        for k in self.kernel_plan():
-            key = f"{k['kernel']}[{k['mode']}]" if "mode" in k else k["kernel"]
-            counts[key] = counts.get(key, 0) + 1
-        return ", ".join(f"{k}×{n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return summarize_kernels(self.kernel_plan())
 
     def kernel_plan(self) -> list[dict]:
         """Per C op as it runs here: planned op, kernel, and for a MATMUL its mode ("blas", "onednn" (B

@@ -1,4 +1,4 @@
-"""The `rt` command: compile, run, inspect, bench, demo.
+"""The `rt` command: compile, run, generate, inspect, bench, demo.
 
 An rt error ends the command with one line, `rt <command>: <message>`, on stderr and the exit code of its
 family (EXIT_CODES); any other exception is a bug in rt and shows its traceback."""
@@ -34,22 +34,31 @@ def exit_code(e: RtError) -> int:
     return next(code for cls in type(e).__mro__ for code, families, _ in EXIT_CODES if cls in families)
 
 
-def _compile(args) -> int:
+def load_exported(path: str):
+    """The ExportedProgram in a torch.export.save file, or ModelFileError saying why there is none."""
     torch = require("torch", "rt compile")
-    import rt
-    if not os.path.isfile(args.model):
-        raise ModelFileError(f"cannot read {args.model}: no such file")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"cannot read {path}: no such file")
     torch_log = logging.getLogger("torch.export")     # it logs a traceback before raising on a bad file
     level = torch_log.level
     torch_log.setLevel(logging.CRITICAL)
     try:
-        ep = torch.export.load(args.model)
+        return torch.export.load(path)
     except Exception as e:  # noqa: BLE001 - any reason the file is not a saved ExportedProgram
-        raise ModelFileError(f"cannot read {args.model} ({type(e).__name__}: {e}); expected a file written by "
+        raise ModelFileError(f"cannot read {path} ({type(e).__name__}: {e}); expected a file written by "
                              "torch.export.save") from None
     finally:
         torch_log.setLevel(level)
-    compiled = rt.compile(ep)
+
+
+def _compile(args) -> int:
+    if args.generator:
+        from .cli_generate import compile_to_file
+        return compile_to_file(args)
+    if args.max_context is not None:
+        raise UsageError("--max-context is for --generator")
+    import rt
+    compiled = rt.compile(load_exported(args.model))
     compiled.save(args.output)
     print(f"compiled {args.model} -> {args.output}: {compiled.op_summary()[0]} planned ops; "
           f"{compiled.plan_summary()}")
@@ -74,11 +83,19 @@ def _parse_inputs(specs: list[str], names: list[str]) -> dict[str, np.ndarray]:
     return bound
 
 
-def _run(args) -> int:
+def _load_model(path: str, command: str):
+    """A saved model (not a generator, which `rt generate` runs)."""
     import rt
+    model = rt.load(path)
+    if not isinstance(model, rt.CompiledModel):
+        raise UsageError(f"{path} is a generator: `rt generate {path} --prompt-ids ...` runs it"
+                         + (", `rt inspect` shows it" if command != "inspect" else ""))
+    return model
 
+
+def _run(args) -> int:
     from .serialize import write_atomically
-    model = rt.load(args.model)
+    model = _load_model(args.model, "run")
     outs = model.run_flat(**_parse_inputs(args.input, model.input_names))
     named = len(outs) > 1 or model.output_names != ["output"]
     for i, (name, y) in enumerate(zip(model.output_names, outs)):
@@ -96,9 +113,24 @@ def _run(args) -> int:
     return 0
 
 
+def _inspect_generator(gen, args) -> int:
+    if args.stage:
+        for name in ("prefill", "decode") if args.stage == "planned" else (args.stage,):
+            print(gen.ir(name), end="")
+    m = gen.stages["decode"]
+    print(f"generator: token ids {m.inputs[0].type.np_dtype}, vocabulary {gen.vocab_size}, context {gen.context}")
+    print(f"plan: {gen.plan_summary()}")
+    print(f"target: {gen.target_summary()}")
+    for name in ("prefill", "decode"):
+        print(f"kernels ({name}): {gen.kernel_summary(name)}")
+    return 0
+
+
 def _inspect(args) -> int:
     import rt
     model = rt.load(args.model)
+    if isinstance(model, rt.Generator):
+        return _inspect_generator(model, args)
     if args.stage:
         print(model.ir(args.stage), end="")
     for kind, names, values in (("inputs", model.input_names, model.planned.inputs),
@@ -130,6 +162,7 @@ def _demo(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .cli_generate import add_generate_parser
     from .demo import DEFAULT_MODEL, DEMO_MODELS
 
     codes = "\n".join(f"  {code:>3}  {what}" for code, _, what in EXIT_CODES)
@@ -138,9 +171,15 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("compile", help="compile a torch.export.save file (.pt2) into an rt model file")
-    p.add_argument("model", help="a file written by torch.export.save (.pt2)")
+    p = sub.add_parser("compile", help="compile a torch.export.save file (.pt2) into an rt model file, or a "
+                                       "causal LM into a generator")
+    p.add_argument("model", help="a file written by torch.export.save (.pt2); with --generator also a "
+                                 "transformers checkpoint directory")
     p.add_argument("-o", "--output", required=True, help="where to write the rt model file (e.g. model.rt)")
+    p.add_argument("--generator", action="store_true",
+                   help="compile a causal LM for `rt generate` (a KV cache, prefill and decode programs)")
+    p.add_argument("--max-context", type=int, help="with --generator: the most tokens a prompt and its "
+                                                   "continuation hold")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs (torch not needed)")
@@ -150,6 +189,8 @@ def _parser() -> argparse.ArgumentParser:
                         "the inputs)")
     p.add_argument("--output", help="save the output(s) here (.npy, or .npz for several)")
     p.set_defaults(func=_run)
+
+    add_generate_parser(sub)
 
     p = sub.add_parser("inspect", help="show a compiled model's inputs, IR, plan report and plan picture")
     p.add_argument("model", help="an rt model file (from `rt compile` or CompiledModel.save)")

@@ -18,7 +18,8 @@ from .dialects.ir import Module
 from .errors import InputError, UsageError
 from .lowering.kv_cache import PAST, sequence_symbol
 from .target import Target
-from .api import RunsOnTarget
+from .api import RunsOnTarget, summarize_kernels
+from .dialects.text import print_module
 
 PROGRAMS = ("prefill", "decode")
 
@@ -76,7 +77,19 @@ class Generator(RunsOnTarget):
                 f"context {kv['context']})")
 
     def kernel_plan(self, program: str = "decode") -> list[dict]:
+        """Per C op of the prefill or decode program as it runs here (CompiledModel.kernel_plan)."""
+        if program not in PROGRAMS:
+            raise UsageError(f"program is one of {PROGRAMS}, got {program!r}")
         return (self._prefill if program == "prefill" else self._decode).kernel_plan()
+
+    def kernel_summary(self, program: str = "decode") -> str:
+        return summarize_kernels(self.kernel_plan(program))
+
+    def ir(self, stage: str = "decode") -> str:
+        """A stage's IR text: "torch" and "fused" (the model as exported), "prefill", "decode"."""
+        if stage not in self.stages:
+            raise UsageError(f"unknown stage {stage!r}; stages: {', '.join(self.stages)}")
+        return print_module(self.stages[stage])
 
     # ---- generating -----------------------------------------------------------------------------
     def generate(self, prompt_ids, max_new_tokens: int, **sampling) -> list[int]:
@@ -186,63 +199,72 @@ def _sampler(temperature: float, top_k: int, top_p: float, seed: int | None):
     return pick
 
 
-def compile_generator(model, max_context: int, *, example_ids=None, target: Target | None = None,
+def compile_generator(model, max_context: int | None = None, *, example_ids=None, target: Target | None = None,
                       progress=None, check: bool = True) -> Generator:
     """Compile a causal LM (an nn.Module mapping token ids [1, n] to logits [1, n, vocab], or a
     transformers model returning them as `logits`) for generation with prompts and outputs of up to
     `max_context` tokens in all. example_ids: a [1, n] id tensor to trace with (default: n = 8 ids
-    below the model's config.vocab_size). check: run both programs once on random ids and refuse the
-    model if prefill then decode does not give what prefill of the longer sequence gives (a model
-    whose positions mix in a way the cache does not keep)."""
+    below the model's config.vocab_size). A torch.export.ExportedProgram whose one dynamic size is
+    the sequence length compiles as exported (its range's top is the context). check: run both
+    programs once on random ids and refuse the model if prefill then decode does not give what
+    prefill of the longer sequence gives (a model whose positions mix in a way the cache does not
+    keep)."""
     import inspect
-
-    import torch
 
     from . import api
     from .lowering.kv_cache import with_kv_cache
     from .lowering.plan import to_planned
 
-    context = _count(max_context, "max_context")
-    if context < 2:
-        raise UsageError(f"max_context must be at least 2, got {max_context}")
-    if example_ids is None:
-        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        if vocab is None:
-            raise UsageError("give example_ids (a [1, n] tensor of token ids): the model has no config.vocab_size")
-        example_ids = torch.arange(min(8, context)).reshape(1, -1) % vocab
-    params = list(inspect.signature(model.forward).parameters)
-    kwargs = {"use_cache": False} if "use_cache" in params else {}
-    compiled = api.compile(model, (example_ids,), kwargs, target=target, progress=progress,
-                           dynamic={params[0]: {1: ("S", 1, context)}})
+    if type(model).__name__ == "ExportedProgram":
+        compiled = api.compile(model, target=target, progress=progress)
+        _, _, top = sequence_symbol(compiled.stages["fused"])
+        if max_context is not None and max_context != top:
+            raise UsageError(f"the export's sequence length ranges up to {top}: export it with max={max_context}")
+    else:
+        import torch
+        if max_context is None:
+            raise UsageError("compile_generator needs max_context (the most tokens a prompt and its continuation hold)")
+        context = _count(max_context, "max_context")
+        if context < 2:
+            raise UsageError(f"max_context must be at least 2, got {max_context}")
+        if example_ids is None:
+            vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+            if vocab is None:
+                raise UsageError("give example_ids (a [1, n] tensor of token ids): the model has no config.vocab_size")
+            example_ids = torch.arange(min(8, context)).reshape(1, -1) % vocab
+        params = list(inspect.signature(model.forward).parameters)
+        kwargs = {"use_cache": False} if "use_cache" in params else {}
+        compiled = api.compile(model, (example_ids,), kwargs, target=target, progress=progress,
+                               dynamic={params[0]: {1: ("S", 1, context)}})
     fused = compiled.stages["fused"]
     names = compiled.output_names
     output = names.index("logits") if "logits" in names else 0 if len(names) == 1 else None
     if output is None:
         raise UsageError(f"the model returns {names}; a generator needs its logits (an output named "
                          "'logits', or the only output)")
-    target = compiled.target
+    timed = api._Stages(progress)
     stages = {"torch": compiled.stages["torch"], "fused": fused}
     for phase in PROGRAMS:
-        stages[phase] = to_planned(with_kv_cache(fused, phase, output=output), target)
-    gen = Generator(stages, run_target=compiled.run_target)
+        cached = timed.run(f"kv_cache_{phase}", with_kv_cache, fused, phase, output=output)
+        stages[phase] = timed.run(f"to_planned_{phase}", to_planned, cached, compiled.target)
+    gen = timed.run("build_programs", Generator, stages, run_target=compiled.run_target)
     if check:
-        check_cache(gen)
+        timed.run("check_cache", check_cache, gen)
     return gen
 
 
 def check_cache(gen: Generator, length: int = 9, seed: int = 0) -> None:
-    """Prefill of n - 1 random ids then one decode step must give the last logits of a prefill of
-    all n ids (and the same for the earlier rows): else the cache does not hold what the model
-    reads of earlier positions."""
+    """Prefill of n - 2 random ids then two decode steps must give the logits of prefills of n - 1
+    and n ids: else the cache does not hold what the model reads of earlier positions."""
     from .errors import LoweringError
     n = min(length, gen.context)
     ids = np.random.default_rng(seed).integers(0, gen.vocab_size, (1, n)).astype(gen.id_dtype)
     cache = [np.empty(t.shape, t.np_dtype) for t in gen.cache_types]
-    whole = gen._prefill.run([ids], cache)[0]
-    head = gen._prefill.run([ids[:, :-1]], cache)[0]
-    last = gen._decode.run([ids[:, -1:]], cache, sizes={PAST: n - 1})[0]
-    scale = float(np.abs(whole).max()) or 1.0
-    err = max(float(np.abs(head - whole[:, :-1]).max()), float(np.abs(last - whole[:, -1:]).max())) / scale
+    want = [gen._prefill.run([ids[:, :k]], cache)[0] for k in (n - 1, n)]
+    gen._prefill.run([ids[:, :n - 2]], cache)
+    got = [gen._decode.run([ids[:, k - 1:k]], cache, sizes={PAST: k - 1})[0] for k in (n - 1, n)]
+    scale = max(float(np.abs(w).max()) for w in want) or 1.0
+    err = max(float(np.abs(g - w).max()) for g, w in zip(got, want)) / scale
     if not err <= 1e-4:
         raise LoweringError(f"generation: prefill then decode differs from prefill of the whole sequence "
                             f"(relative error {err:.2e}): the model reads earlier positions in a way rt's "

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dialects.ir import Module, Operation, TensorType, Value
-from ..dialects.registry import REGISTRY
+from ..dialects.registry import ELEMENTWISE, REGISTRY
 from ..dialects.symbolic import Sym, size_ranges, substitute
 from ..dialects.verifier import verify_module
 from ..errors import LoweringError
@@ -127,6 +127,8 @@ def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
         with size_ranges(symbols):
             add(op.name, operands, attrs, value(op.result, operands, attrs))
     m.outputs = [remap[fused.outputs[output]]]
+    if phase == "prefill":            # generation reads the last position's logits only
+        m.outputs = [_last_row(m, m.outputs[0], seq, m.users(), {})]
     dead_code_elimination(m)
     if not states:
         raise LoweringError("generation: the model has no causal self-attention, so no KV cache to keep")
@@ -134,6 +136,58 @@ def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
     with size_ranges(symbols):
         verify_module(m, "fused")
     return m
+
+
+# Ops that compute each token's row from that row alone, and the operands that may carry the rows
+# (the others must not depend on the sequence: weights, biases, norms' parameters).
+_ROW_WISE = {"fused.matmul": (0, 3), "fused.layer_norm": (0,), "fused.rms_norm": (0,)}
+
+
+def _token_dim(t: TensorType, seq: Sym) -> int | None:
+    """The dim of t that is the sequence, if it is the only dynamic one and only 1s lead it."""
+    dims = [d for d, n in enumerate(t.shape) if not isinstance(n, int)]
+    if len(dims) != 1 or t.shape[dims[0]] != seq or any(n != 1 for n in t.shape[:dims[0]]):
+        return None
+    return dims[0]
+
+
+def _last_row(m: Module, v: Value, seq: Sym, users: dict, done: dict) -> Value:
+    """v's last position (a [.., 1, ..] value in place of [.., S, ..]): the row-wise ops that make v
+    and that nothing else reads (the LM head, its norm, the last layer's MLP) recomputed on the last
+    row of their operands, so that prefill computes one row of logits instead of S; any other value
+    is sliced. done: the values already cut to their row."""
+    if v in done:
+        return done[v]
+    d = _token_dim(v.type, seq)
+    if d is None:
+        raise LoweringError(f"generation: the logits {v.type} are not one row per position")
+    op = v.producer if len(users.get(v, ())) <= 1 else None     # a value others read whole: sliced
+    carriers = _ROW_WISE.get(op.name) if op is not None else None
+    if carriers is None and op is not None and REGISTRY[op.name].has(ELEMENTWISE):
+        carriers = range(len(op.operands))
+    operands = list(op.operands) if op is not None else []
+    rows = carriers is not None and all(
+        x is None or (_token_dim(x.type, seq) is not None if j in carriers and not x.type.is_static else x.type.is_static)
+        for j, x in enumerate(operands))
+    attrs = dict(op.attrs) if op is not None else {}
+    if op is not None and op.name == "fused.reshape" and _token_dim(operands[0].type, seq) is not None:
+        rows, carriers = True, (0,)
+        attrs["shape"] = [1 if k == d else n for k, n in enumerate(attrs["shape"])]
+    if op is not None and op.name == "fused.slice" and op.attrs["dim"] != d:     # columns of the rows
+        rows, carriers = True, (0,)
+    shape = tuple(1 if k == d else n for k, n in enumerate(v.type.shape))
+    if not rows:
+        result = Value(m.fresh_name(v.name + "_last"), v.type.with_shape(shape))
+        new = Operation("fused.slice", [v], {"dim": d, "start": seq - 1, "end": seq, "step": 1}, result)
+    else:
+        operands = [_last_row(m, x, seq, users, done) if x is not None and j in carriers and not x.type.is_static else x
+                    for j, x in enumerate(operands)]
+        result = Value(m.fresh_name(v.name + "_last"), v.type.with_shape(shape))
+        new = Operation(op.name, operands, attrs, result)
+    result.producer = new
+    m.ops.append(new)
+    done[v] = result
+    return result
 
 
 def _hides_later_keys(table: np.ndarray) -> bool:
