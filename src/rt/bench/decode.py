@@ -49,19 +49,25 @@ def hf_greedy(model, prompt, new_tokens: int) -> list[int]:
     return eager_decode(model, prompt, new_tokens - 1)["tokens"]
 
 
+def _cache_argument(model) -> str:
+    """The forward argument taking the KV cache: later transformers 5 releases renamed past_key_values."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def eager_decode(model, prompt, steps: int) -> dict:
     import torch
     from transformers import DynamicCache
-    cache = DynamicCache(config=model.config)
+    kw = {_cache_argument(model): DynamicCache(config=model.config), "use_cache": True}
     with torch.inference_mode():
         t0 = time.perf_counter()
-        out = model(input_ids=prompt, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=prompt, logits_to_keep=1, **kw)
         tok = out.logits[:, -1:].argmax(-1)
         prefill_s = time.perf_counter() - t0
         tokens, step_s = [int(tok)], []
         for _ in range(steps):
             t0 = time.perf_counter()
-            out = model(input_ids=tok, past_key_values=cache, use_cache=True)
+            out = model(input_ids=tok, **kw)
             tok = out.logits[:, -1:].argmax(-1)
             step_s.append(time.perf_counter() - t0)
             tokens.append(int(tok))
