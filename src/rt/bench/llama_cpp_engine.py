@@ -11,6 +11,7 @@ llama-cpp-python is not an rt dependency: `CMAKE_ARGS="-DGGML_NATIVE=ON" pip ins
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import time
@@ -26,13 +27,16 @@ GGML_LOG_LEVEL_WARN = 3
 _log_callback = None     # llama.cpp keeps a pointer to it: it must live as long as the process
 
 
+def _need(module: str, install: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise Unavailable(f"{module} cannot be imported ({e}): {install}") from None
+
+
 def _import():
     global _log_callback
-    try:
-        import llama_cpp
-    except ImportError as e:
-        raise Unavailable(f"llama_cpp cannot be imported ({e}): "
-                          f"CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python") from None
+    llama_cpp = _need("llama_cpp", "CMAKE_ARGS=\"-DGGML_NATIVE=ON\" pip install llama-cpp-python")
     if _log_callback is None:
         # llama.cpp logs every graph it builds (each decode step): keep only warnings and errors
         @llama_cpp.llama_log_callback
@@ -111,6 +115,7 @@ def logits_error(engine: LlamaCpp, model, prompt: list[int]) -> float:
 def prepare(model, prompt, steps, threads, workdir, **_):
     from .gguf_export import write_gguf
     _import()
+    _need("gguf", "pip install gguf")
     path = os.path.join(workdir, "model.gguf")
     t0 = time.perf_counter()
     summary = write_gguf(model, path)
