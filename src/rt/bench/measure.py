@@ -118,9 +118,10 @@ def torch_peak_activation_bytes(model, args) -> int:
     return peak
 
 
-def read_bandwidth(threads: int, nbytes: int = 1 << 30, repeat: int = 3) -> dict:
-    """The machine's read bandwidth with `threads` threads, in bytes/s: the best of `repeat` passes of
-    numpy sums over a float32 array of `nbytes`, one slice per thread (numpy drops the GIL in the sum)."""
+def read_bandwidth(threads: int, nbytes: int = 1 << 30, repeat: int = 10) -> dict:
+    """The machine's read bandwidth with `threads` threads, in bytes/s: numpy sums over a float32 array of
+    `nbytes`, one slice per thread (numpy drops the GIL in the sum); the best of `repeat` passes, so that
+    other processes' load lowers it as little as possible."""
     import threading
 
     import numpy as np

@@ -116,6 +116,7 @@ class Worker:
                 times.append(time.perf_counter() - t0)
                 if self.is_decode:
                     phases.append({k: out[k] for k in PHASE_KEYS if k in out})
+                del out                     # not alive during the next call
         return {"times": times, **({"phases": phases} if self.is_decode else {})}
 
     def finish(self, req):
