@@ -1,9 +1,11 @@
-"""`rt bench`: rt against torch eager, torch.compile and ONNX Runtime, each engine in its own process.
+"""`rt bench`: rt against torch eager, torch.compile and ONNX Runtime (and, for text generation, llama.cpp),
+each engine in its own process.
 
-Entry points: `python benchmarks/run.py ...` and `rt bench ...` (same argv), both calling `main`.
-Layout: cases.py (what is measured), worker.py + engines.py + measure.py (run inside each engine's own
-process), runner.py (the parent: spawns workers, alternates rounds, enforces timeouts), report.py
-(terminal table + JSON), cli.py (arguments).
+Entry points: `python benchmarks/run.py ...`, `python -m rt.bench ...` and `rt bench ...` (same argv), all
+calling `main`. Layout: cases.py (what is measured), worker.py + engines.py + measure.py (run inside each
+engine's own process), decode.py + llama_cpp_engine.py + gguf_export.py (the decode cases' engines),
+runner.py (the parent: spawns workers, alternates rounds, enforces timeouts), report.py + decode_report.py
+(terminal tables + JSON), cli.py (arguments).
 """
 from __future__ import annotations
 

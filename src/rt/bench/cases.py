@@ -1,5 +1,8 @@
 """The benchmark cases: a name, how to build (model, example_args) inside a worker, and whether --quick runs it.
 
+A case with `decode` set times text generation instead of one call (decode.py): its factory's example input
+is the prompt, prefilled before `decode.steps` greedy decode steps of one token each.
+
 Models come from `rt.testing.models` (random weights from configs; nothing is downloaded). The builder is
 a (factory name, kwargs) pair so the parent never imports torch; the worker calls it.
 """
@@ -8,6 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SGEMM_N = 2048
+MODEL_ENGINES = ("rt", "eager", "compile", "ort")
+DECODE_ENGINES = ("rt", "eager", "llama.cpp")
+ENGINES = tuple(dict.fromkeys(MODEL_ENGINES + DECODE_ENGINES))     # what --engines may name, in round order
+
+
+@dataclass(frozen=True)
+class Decode:
+    steps: int = 32                   # decode steps timed per generation, after the prompt's prefill
 
 
 @dataclass(frozen=True)
@@ -18,10 +29,19 @@ class Case:
     quick: bool = False
     note: str = ""
     rt_options: dict = field(default_factory=dict)     # extra rt.compile arguments (e.g. dynamic=)
+    decode: Decode | None = None
 
     @property
     def is_sgemm(self) -> bool:
         return self.factory == "sgemm"
+
+    @property
+    def kind(self) -> str:
+        return "sgemm" if self.is_sgemm else "decode" if self.decode else "model"
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        return {"sgemm": ("numpy",), "decode": DECODE_ENGINES, "model": MODEL_ENGINES}[self.kind]
 
 
 # Llama-family models shaped like SmolLM2-135M and Qwen3-0.6B (random weights, tied embeddings).
@@ -63,6 +83,13 @@ CASES: list[Case] = [
     Case("resnet50_b8_224", "resnet50", dict(batch=8), note="HF ResNet-50, 1000 classes, 224x224"),
     Case("vit_b16_b1_224", "vit_b16", dict(batch=1), note="HF ViT-B/16 (ViTModel), 224x224"),
     Case("vit_b16_b8_224", "vit_b16", dict(batch=8), note="HF ViT-B/16 (ViTModel), 224x224"),
+    # text generation at context 128: prefill 128 tokens, then 32 greedy steps of one token (KV cache)
+    Case("decode_gpt2_c128", "gpt2_lm", dict(n_layer=12, seq=128), decode=Decode(),
+         note="GPT-2 small (GPT2Config defaults)"),
+    Case("decode_smollm2_c128", "llama_lm", dict(seq=128, **_SMOLLM2), decode=Decode(),
+         note="SmolLM2-135M-shaped Llama"),
+    Case("decode_qwen3_c128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B), decode=Decode(),
+         note="Qwen3-0.6B-shaped"),
 ]
 
 BY_NAME = {c.name: c for c in CASES}

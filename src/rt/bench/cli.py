@@ -7,8 +7,7 @@ import os
 import sys
 
 from ..errors import SaveError, UsageError, require
-from .cases import CASES, select
-from .engines import MODEL_ENGINES
+from .cases import CASES, ENGINES, select
 
 
 def cores() -> int:
@@ -21,8 +20,9 @@ def parser() -> argparse.ArgumentParser:
         "timed in alternating rounds."))
     p.add_argument("--quick", action="store_true", help="fewer cases, rounds and calls (under 5 minutes)")
     p.add_argument("--cases", nargs="+", metavar="SUBSTR", help="only cases whose name contains one of these")
-    p.add_argument("--engines", nargs="+", metavar="NAME", default=list(MODEL_ENGINES),
-                   help=f"engines to run, from {', '.join(MODEL_ENGINES)} (the sgemm case always uses numpy)")
+    p.add_argument("--engines", nargs="+", metavar="NAME", default=list(ENGINES),
+                   help=f"engines to run, from {', '.join(ENGINES)}; each case runs those of them it has "
+                        "(model cases: all but llama.cpp; decode cases: rt, eager, llama.cpp; sgemm: numpy)")
     p.add_argument("--threads", type=int, default=cores(), help="threads for every engine (default: cores)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 3)")
     p.add_argument("--round-seconds", type=float, help="target timed seconds per engine per round "
@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 def show(path: str) -> int:
     import json
 
-    from .report import LEGEND, table
+    from .report import legend, table
     try:
         with open(path) as f:
             doc = json.load(f)
@@ -53,7 +53,7 @@ def show(path: str) -> int:
           f"cores, avx512f={m.get('avx512f')} | {doc.get('settings', {}).get('threads')} threads | torch "
           f"{m.get('torch')}, onnxruntime {m.get('onnxruntime')}, numpy {m.get('numpy')}\n")
     print(table(doc["results"]))
-    print("\n" + LEGEND)
+    print("\n" + legend(doc["results"]))
     return 0
 
 
@@ -65,16 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         for c in CASES:
             print(f"{c.name:<24} {'quick' if c.quick else '':<6} {c.factory}({c.kwargs})")
         return 0
-    bad = [e for e in args.engines if e not in MODEL_ENGINES]
+    bad = [e for e in args.engines if e not in ENGINES]
     if bad:
-        raise UsageError(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(MODEL_ENGINES)}")
-    engines = [e for e in MODEL_ENGINES if e in args.engines]     # fixed round order
+        raise UsageError(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+    engines = [e for e in ENGINES if e in args.engines]     # fixed round order
     cases = select(args.cases, args.quick)
     if not cases:
         raise UsageError(f"no case matches {' '.join(args.cases)}; see --list")
     if not all(c.is_sgemm for c in cases):
         require("torch", "rt bench's model cases", load=False)    # the workers import it
-    from .report import LEGEND, case_block, table, write_json
+    from .report import case_block, legend, table, write_json
     from .runner import Options, run_case
     q = args.quick
     opts = Options(threads=args.threads, rounds=args.rounds or (3 if q else 5),
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rt bench {started:%Y-%m-%d %H:%M} | {m.get('cpu', '?')}, {m['cores']} cores, avx512f={m.get('avx512f')} | "
           f"{opts.threads} threads | torch {m['torch']}, onnxruntime {m['onnxruntime']}, numpy {m['numpy']}\n")
     print(table(results))
-    print("\n" + LEGEND)
+    print("\n" + legend(results))
     print(f"\nJSON: {args.json}")
     failed = [f"{r['case']}/{e}" for r in results for e, er in r["engines"].items() if er["status"] != "ok"]
     if failed:

@@ -18,8 +18,6 @@ import time
 
 from ..errors import require
 
-MODEL_ENGINES = ("rt", "eager", "compile", "ort")
-
 
 def _short(e: BaseException, limit: int = 200) -> str:
     msg = " ".join(str(e).split())

@@ -116,3 +116,24 @@ def torch_peak_activation_bytes(model, args) -> int:
         live += nbytes
         peak = max(peak, live)
     return peak
+
+
+def read_bandwidth(threads: int, nbytes: int = 1 << 30, repeat: int = 10) -> dict:
+    """The machine's read bandwidth with `threads` threads, in bytes/s: numpy sums over a float32 array of
+    `nbytes`, one slice per thread (numpy drops the GIL in the sum); the best of `repeat` passes, so that
+    other processes' load lowers it as little as possible."""
+    import threading
+
+    import numpy as np
+    a = np.ones(nbytes // 4, dtype=np.float32)          # written once, so every page is resident
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    for _ in range(repeat):
+        workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
+        t0 = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = min(best, time.perf_counter() - t0)
+    return {"bytes_per_s": a.nbytes / best, "threads": threads, "array_bytes": a.nbytes}

@@ -7,6 +7,7 @@ import os
 import platform
 
 from ..serialize import write_atomically
+from . import decode_report
 
 MiB = 2 ** 20
 HEADER = (f"{'case':<22} {'engine':<8} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'rt x med|min':>12} {'GFLOP/s':>8} "
@@ -73,16 +74,31 @@ def case_footer(res: dict) -> str:
     return f"{'':<22} " + "; ".join(parts) if parts else ""
 
 
-def case_block(res: dict) -> list[str]:
+def model_block(res: dict) -> list[str]:
     lines = [engine_line(res["case"], eng, r) for eng, r in res["engines"].items()]
     foot = case_footer(res)
     return lines + ([foot] if foot else [])
 
 
+# a case's kind -> (its table's header, its lines); results written before decode cases have no kind
+TABLES = {"model": (HEADER, model_block), "sgemm": (HEADER, model_block),
+          "decode": (decode_report.HEADER, decode_report.case_block)}
+
+
+def _kind(res: dict) -> str:
+    return res.get("kind", "model")
+
+
+def case_block(res: dict) -> list[str]:
+    return TABLES[_kind(res)][1](res)
+
+
 def table(results: list[dict]) -> str:
-    out = [HEADER, "-" * len(HEADER)]
-    for res in results:
-        out += case_block(res)
+    out = []
+    for header in dict.fromkeys(h for h, _ in TABLES.values()):
+        rows = [line for res in results if TABLES[_kind(res)][0] == header for line in case_block(res)]
+        if rows:
+            out += ([""] if out else []) + [header, "-" * len(header)] + rows
     return "\n".join(out)
 
 
@@ -91,6 +107,10 @@ LEGEND = ("median/min/max: latency of one call over all timed calls of all round
           "building the model, after compile+warm-up, and its peak (ru_maxrss) at the end of timing; max err: "
           "max |out - eager| / max |eager|; other load: median share of the machine's CPU used by processes other than the "
           "benchmark's workers while this engine was timed (high = noisy numbers).")
+
+
+def legend(results: list[dict]) -> str:
+    return LEGEND + ("\n" + decode_report.LEGEND if any(_kind(r) == "decode" for r in results) else "")
 
 
 def machine() -> dict:
@@ -125,7 +145,7 @@ def _version(dist: str):
 def write_json(path: str, results: list[dict], settings: dict, started: datetime.datetime):
     doc = {"started": started.isoformat(timespec="seconds"),
            "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-           "machine": machine(), "settings": settings, "legend": LEGEND, "results": results,
+           "machine": machine(), "settings": settings, "legend": legend(results), "results": results,
            "table": table(results)}
     with write_atomically(path, "w") as f:
         json.dump(doc, f, indent=1)

@@ -137,10 +137,13 @@ class WorkerProc:
         self._log.close()
 
 
+_NOT_APPLICABLE = ("MissingDependencyError: ", "Unavailable: ")    # error types that mean "cannot run here"
+
+
 def _status_of(err: str) -> str:
-    missing = "MissingDependencyError: "
-    if err.startswith(missing):
-        return "n/a: " + err[len(missing):]
+    for prefix in _NOT_APPLICABLE:
+        if err.startswith(prefix):
+            return "n/a: " + err[len(prefix):]
     return err if err.startswith("timeout") else f"failed: {err}"
 
 
@@ -202,8 +205,9 @@ def _log(msg: str):
 
 
 def run_case(case: Case, engines: list[str], opts: Options) -> dict:
-    engines = ["numpy"] if case.is_sgemm else list(engines)
-    res = {"case": case.name, "factory": case.factory, "kwargs": case.kwargs, "note": case.note, "engines": {}}
+    engines = list(case.engines) if case.is_sgemm else [e for e in case.engines if e in engines]
+    res = {"case": case.name, "kind": case.kind, "factory": case.factory, "kwargs": case.kwargs, "note": case.note,
+           "engines": {}}
     load0 = loadavg()
     workers: dict[str, WorkerProc] = {}
     reps: dict[str, int] = {}
@@ -221,6 +225,7 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
             _log(f"  {case.name:<22} {eng:<8} {r['status'][:150]}")
             continue
         setup.pop("ok")
+        res.update(setup.pop("facts"))
         r.update(setup)
         r["setup_wall_s"] = time.perf_counter() - t0
         workers[eng] = w
@@ -251,14 +256,17 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
             idle = sum(workers[e].cpu_seconds() - c for e, c in others.items() if e in workers)
             r.setdefault("rounds", []).append({"times_s": out["times"], "wall_s": wall, "idle_cpu_s": idle,
                                                "foreign_cpu_frac": other_load, "quiet_wait_s": waited,
-                                               "foreign_cpu_frac_before": before})
+                                               "foreign_cpu_frac_before": before,
+                                               **({"phases": out["phases"]} if "phases" in out else {})})
     flops_engine = "eager" if "eager" in workers else next(iter(workers), None)
     for eng, w in list(workers.items()):
         r = res["engines"][eng]
         try:
-            fin = w.request({"cmd": "finish", "flops": eng == flops_engine, "activations": eng == "eager"},
-                            opts.timeout_s)
-            for key in ("flops", "flops_error", "torch_peak_activation_bytes", "torch_peak_activation_error"):
+            fin = w.request({"cmd": "finish", "flops": eng == flops_engine, "activations": eng == "eager",
+                             "bandwidth": case.decode is not None and eng == flops_engine,
+                             "threads": opts.threads}, opts.timeout_s)
+            for key in ("flops", "flops_error", "torch_peak_activation_bytes", "torch_peak_activation_error",
+                        "read_bandwidth"):
                 if key in fin:
                     res[key] = fin[key]
             r["mem"] = fin["mem"]
@@ -273,8 +281,25 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
     return res
 
 
+def _per_token_times(rd: dict) -> list[float]:
+    """A decode round's per-token times: each step's own where the engine timed steps singly, else each
+    generation's mean (rt reports only that)."""
+    return [t for ph in rd["phases"] for t in (ph.get("step_s") or [ph["decode_s_per_token"]])]
+
+
+def _summarise_decode(r: dict):
+    rounds = r["rounds"]
+    r["prefill_median_s"] = statistics.median(ph["prefill_s"] for rd in rounds for ph in rd["phases"])
+    # the median over generations of each one's mean time per token
+    r["mean_s_per_token"] = statistics.median(ph["decode_s_per_token"] for rd in rounds for ph in rd["phases"])
+    for rd in rounds:                      # the per-token times are what median/min/max (and rt x) describe
+        rd["generation_s"], rd["times_s"] = rd["times_s"], _per_token_times(rd)
+
+
 def _summarise(res: dict):
     for eng, r in res["engines"].items():
+        if res["kind"] == "decode" and r.get("rounds"):
+            _summarise_decode(r)
         times = [t for rd in r.get("rounds", []) for t in rd["times_s"]]
         if not times:
             if r["status"] == "ok":

@@ -3,7 +3,10 @@ it in JSON lines: the worker reads commands on stdin and answers on the original
 for itself (fd 1 is pointed at stderr so library prints cannot corrupt the protocol).
 
 Commands: setup (build the model, prepare the engine, warm up), time (run `reps` timed calls),
-finish (memory, FLOPs, torch's peak activations; then exit).
+finish (memory, FLOPs, torch's peak activations, read bandwidth; then exit).
+
+In a decode case one call is one generation (decode.py); `time` then also returns each call's own phase
+timings (prefill, decode per token), and setup the bytes a decode step reads (`facts`).
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ sys.exit(serve(err))
 """
 
 
+PHASE_KEYS = ("prefill_s", "decode_s_per_token", "step_s")   # what a decode call's timings hold
+
+
 def bootstrap_code() -> str:
     rt_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return BOOTSTRAP.replace("RT_DIR", repr(rt_dir))
@@ -41,7 +47,7 @@ class Worker:
     def __init__(self, rt_import_error):
         self.rt_import_error = rt_import_error
         self.model = self.args = self.call = None
-        self.is_sgemm = False
+        self.is_sgemm = self.is_decode = False
         self.workdir = tempfile.mkdtemp(prefix="rt-bench-")
         self.mem = {}
 
@@ -51,8 +57,14 @@ class Worker:
         case, engine, threads = BY_NAME[req["case"]], req["engine"], int(req["threads"])
         self.is_sgemm = case.is_sgemm
         self.mem["start"] = measure.memory_point()
-        ref = None
-        if case.is_sgemm:
+        ref, facts = None, {}
+        if case.decode:
+            from . import decode
+            self.is_decode = True
+            t0 = time.perf_counter()
+            self.call, info, facts = decode.prepare(case, engine, threads, self.workdir, self.rt_import_error)
+            self.mem["built"] = measure.memory_point()
+        elif case.is_sgemm:
             from .engines import prepare_numpy
             t0 = time.perf_counter()
             self.call, info = prepare_numpy(case.kwargs["n"], threads)
@@ -79,13 +91,13 @@ class Worker:
                 t0 = time.perf_counter()
                 out = self.call()
                 warm.append(time.perf_counter() - t0)
-        err = None
+        err = info.get("max_rel_err")
         if ref is not None:
             from .measure import max_rel_error
             err = max_rel_error(out, ref)
         self.mem["ready"] = measure.memory_point()
         return {"info": info, "prepare_s": prepare_s, "first_call_s": first_s, "warmup_calls": len(warm),
-                "est_s": statistics.median(warm), "max_rel_err": err, "pid": os.getpid()}
+                "est_s": statistics.median(warm), "max_rel_err": err, "pid": os.getpid(), "facts": facts}
 
     def _mode(self):
         if self.is_sgemm:
@@ -95,14 +107,17 @@ class Worker:
         return torch.inference_mode()
 
     def time(self, req):
-        times = []
+        times, phases = [], []
         call = self.call
         with self._mode():
             for _ in range(int(req["reps"])):
                 t0 = time.perf_counter()
-                call()
+                out = call()
                 times.append(time.perf_counter() - t0)
-        return {"times": times}
+                if self.is_decode:
+                    phases.append({k: out[k] for k in PHASE_KEYS if k in out})
+                del out                     # not alive during the next call
+        return {"times": times, **({"phases": phases} if self.is_decode else {})}
 
     def finish(self, req):
         from . import measure
@@ -113,6 +128,8 @@ class Worker:
                 res["flops"] = measure.count_flops(self.model, self.args)
             except Exception as e:  # noqa: BLE001
                 res["flops_error"] = f"{type(e).__name__}: {e}"[:300]
+        if req.get("bandwidth"):
+            res["read_bandwidth"] = measure.read_bandwidth(int(req["threads"]))
         if req.get("activations") and self.model is not None:
             try:
                 res["torch_peak_activation_bytes"] = measure.torch_peak_activation_bytes(self.model, self.args)
