@@ -167,3 +167,39 @@ def test_models_the_cache_cannot_hold_are_refused():
     bert, _ = models.bert(n_layer=1, seq=8, batch=1)
     with pytest.raises(rt.LoweringError, match="generation: .*fused.attention"):
         rt.compile_generator(bert, max_context=32, example_ids=torch.randint(0, 100, (1, 8)))
+
+
+def _word_tokenizer(path, vocab: int):
+    """A tokenizer.json of `vocab` words w0, w1, ... split on whitespace (the tokenizers package)."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return tok
+
+
+def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
+    from rt.cli import main
+    wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, max_positions=64)
+    wrapped.model.save_pretrained(tmp_path / "ckpt")
+    path = str(tmp_path / "g.rt")
+    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "64"]) == 0
+    assert "generator" in capsys.readouterr().out
+    want = rt.load(path).generate([1, 2, 3], 6)
+    assert main(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--timing"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == [str(t) for t in want] and "decode" in out.err and "prefill" in out.err
+    tok = _word_tokenizer(tmp_path / "tokenizer.json", 256)
+    assert main(["generate", path, "--prompt", "w1 w2 w3", "--tokenizer", str(tmp_path / "tokenizer.json"),
+                 "--max-new-tokens", "6"]) == 0
+    assert capsys.readouterr().out.strip() == tok.decode(want).strip()
+    assert main(["inspect", path]) == 0
+    assert "context 64" in capsys.readouterr().out
+    for argv, code, message in [
+            (["generate", path], 2, "give the prompt as --prompt-ids"),
+            (["generate", path, "--prompt-ids", "1,x"], 3, "takes integers"),
+            (["generate", path, "--prompt-ids", "1,300"], 3, "outside the vocabulary"),
+            (["run", path], 2, "is a generator"),
+            (["compile", str(tmp_path / "ckpt"), "-o", path, "--generator"], 2, "needs --max-context")]:
+        assert main(argv) == code, argv
+        assert message in capsys.readouterr().err

@@ -33,7 +33,7 @@ def _check_program(name: str, planned: Module) -> None:
 class Generator(RunsOnTarget):
     """A causal LM compiled for generation: `generate(prompt_ids, max_new_tokens)` returns the new
     token ids, `stream(...)` yields them as they come; `last_timings` holds the last generation's
-    prefill ms and decode tokens/s. Greedy by default; temperature, top-k and top-p sample with a
+    prefill ms, each decode step's ms and decode tokens/s. Greedy by default; temperature, top-k and top-p sample with a
     seed. Saved with `save`, loaded with `rt.load` (no torch needed)."""
 
     def __init__(self, stages: dict[str, Module], weights=None, run_target: Target | None = None):
@@ -118,19 +118,21 @@ class Generator(RunsOnTarget):
         t0 = time.perf_counter()
         logits = self._prefill.run([prompt.reshape(1, -1)], cache)[0]
         token = pick(logits[0, -1])
-        t1 = time.perf_counter()
-        self.last_timings = {"prompt_tokens": len(prompt), "prefill_ms": (t1 - t0) * 1e3, "new_tokens": 1}
+        steps: list[float] = []         # each decode step's seconds (not the caller's time between them)
+        self.last_timings = {"prompt_tokens": len(prompt), "prefill_ms": (time.perf_counter() - t0) * 1e3,
+                             "new_tokens": 1, "decode_step_ms": steps}
         yield token, logits[0, -1]
         step = np.empty((1, 1), dtype=self.id_dtype)
         for i in range(1, n):
             if token in stop:
                 break
+            t0 = time.perf_counter()
             step[0, 0] = token
             logits = self._decode.run([step], cache, sizes={PAST: len(prompt) + i - 1})[0]
             token = pick(logits[0, -1])
-            decode_s = time.perf_counter() - t1
-            self.last_timings.update(new_tokens=i + 1, decode_ms_per_token=decode_s * 1e3 / i,
-                                     decode_tokens_per_s=i / decode_s)
+            steps.append((time.perf_counter() - t0) * 1e3)
+            self.last_timings.update(new_tokens=i + 1, decode_ms_per_token=sum(steps) / i,
+                                     decode_tokens_per_s=i * 1e3 / sum(steps))
             yield token, logits[0, -1]
 
     def _prompt(self, prompt_ids) -> np.ndarray:
@@ -227,6 +229,10 @@ def compile_generator(model, max_context: int | None = None, *, example_ids=None
         context = _count(max_context, "max_context")
         if context < 2:
             raise UsageError(f"max_context must be at least 2, got {max_context}")
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int) and context > positions:
+            raise UsageError(f"max_context {context} is more than the model's {positions} positions "
+                             "(config.max_position_embeddings)")
         if example_ids is None:
             vocab = getattr(getattr(model, "config", None), "vocab_size", None)
             if vocab is None:

@@ -8,7 +8,8 @@ engine can time steps singly. `facts` are the same for every engine: the bytes o
   eager      HF's own KV cache (DynamicCache), the model called step by step; prefill computes the logits
              of the last prompt row only (logits_to_keep=1), as generate() does.
   llama.cpp  the model written to an f32 GGUF file, run by llama-cpp-python's low-level API (llama_cpp_engine.py).
-  rt         rt.compile_generator(model, max_context=...), timed by its own g.last_timings.
+  rt         rt.compile_generator(model, max_context=...), timed by its own g.last_timings (each step's
+             program run and token choice).
 """
 from __future__ import annotations
 
@@ -84,8 +85,6 @@ def prepare_rt(model, prompt, steps, threads, workdir, rt_import_error=None):
     if rt_import_error:
         raise RuntimeError(f"import rt failed: {rt_import_error}")
     import rt
-    if not hasattr(rt, "compile_generator"):
-        raise Unavailable("rt has no compile_generator yet")
     t0 = time.perf_counter()
     g = rt.compile_generator(model, max_context=MAX_CONTEXT)
     info = {"compile_s": time.perf_counter() - t0, "max_context": MAX_CONTEXT}
@@ -95,7 +94,7 @@ def prepare_rt(model, prompt, steps, threads, workdir, rt_import_error=None):
         tokens = list(g.generate(ids, max_new_tokens=steps + 1))
         t = g.last_timings
         return {"prefill_s": t["prefill_ms"] / 1e3, "decode_s_per_token": t["decode_ms_per_token"] / 1e3,
-                "tokens": tokens[-(steps + 1):]}
+                "step_s": [ms / 1e3 for ms in t["decode_step_ms"]], "tokens": tokens}
 
     want = hf_greedy(model, prompt, steps + 1)
     got = session()["tokens"]
