@@ -38,5 +38,7 @@ def test_command_line_examples_run(tmp_path):
     assert "compiled mlp.pt2 -> mlp.rt" in r.stdout and "compiled gpt2.pt2 -> gpt2.rt" in r.stdout
     assert "planned.matmul" in r.stdout and "fused.attention" in r.stdout and "plan: arena" in r.stdout
     assert "output 0: float32[1, 128, 50257]" in r.stdout
+    assert "compiled gpt2-ckpt -> gpt2-gen.rt: generator" in r.stdout and "decode" in r.stderr
+    assert "generator: token ids int64, vocabulary 50257, context 512" in r.stdout
     for f in ("y.npy", "plan.png", "logits.npy", "gpt2-plan.png"):
         assert (tmp_path / f).exists(), f
