@@ -33,10 +33,16 @@ def _hf(family: str):
     return wrapped.model
 
 
+BATCH = 3
+
+
 @pytest.fixture(scope="module", params=["gpt2", "gpt2_wide", "llama", "qwen3", "mistral"])
 def compiled(request):
+    """(family, HF model, generator); with a batched decode program but for Mistral (its sliding
+    window is a mask of positions, which batched decoding refuses)."""
     hf = _hf(request.param)
-    return request.param, hf, rt.compile_generator(hf, max_context=CONTEXT)
+    batch = 1 if request.param == "mistral" else BATCH
+    return request.param, hf, rt.compile_generator(hf, max_context=CONTEXT, max_batch=batch)
 
 
 def _prompt(n: int, vocab: int) -> list[int]:
@@ -141,6 +147,31 @@ def test_bad_input_is_refused_clearly(compiled):
         rt.generate(hf, [1], 2)
 
 
+def test_a_batch_of_prompts_decodes_as_each_alone(compiled):
+    family, hf, gen = compiled
+    prompts = [_prompt(n, gen.vocab_size) for n in (1, 17, 40)]
+    if gen.max_batch == 1:
+        with pytest.raises(rt.UsageError, match="max_batch"):
+            gen.generate_batch(prompts, 4)
+        with pytest.raises(rt.LoweringError, match="sliding window"):
+            rt.compile_generator(hf, max_context=CONTEXT, max_batch=2)
+        return
+    together = gen.generate_batch(prompts, NEW)
+    assert gen.last_timings["prompts"] == 3 and len(gen.last_timings["decode_step_ms"]) == NEW - 1
+    assert together == [gen.generate(p, NEW) for p in prompts]
+    assert gen.generate_batch(prompts[1:], 8, temperature=1.0, top_k=20, seed=2) == \
+        gen.generate_batch(prompts[1:], 8, temperature=1.0, top_k=20, seed=2)
+    stop = together[1][2]
+    ended = gen.generate_batch(prompts, 12, stop_tokens=[stop])
+    for seq, full in zip(ended, together):
+        want = full[:full.index(stop) + 1] if stop in full[:12] else full[:12]
+        assert seq == want
+    with pytest.raises(rt.InputError, match="1..3 prompts"):
+        gen.generate_batch(prompts + prompts, 2)
+    with pytest.raises(rt.InputError, match="longest prompt has 200 tokens"):
+        gen.generate_batch([[1], [1] * 200], 58)
+
+
 def test_saved_generator_runs_without_torch(compiled, tmp_path):
     family, hf, gen = compiled
     if family not in ("gpt2_wide", "llama"):
@@ -156,10 +187,12 @@ g = rt.load({path!r})
 assert isinstance(g, rt.Generator) and "torch" not in sys.modules
 print(g.generate({prompt!r}, {NEW}))
 print(g.generate({prompt!r}, 8, temperature=1.0, top_k=20, seed=5))
+print(g.generate_batch([{prompt!r}, [3, 4]], 8))
 """
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
     lines = out.strip().splitlines()
-    assert lines[-2] == str(want) and lines[-1] == str(sampled)
+    assert lines[-3] == str(want) and lines[-2] == str(sampled)
+    assert lines[-1] == str(gen.generate_batch([prompt, [3, 4]], 8))
 
 
 def test_models_the_cache_cannot_hold_are_refused():
@@ -183,12 +216,16 @@ def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
     wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, max_positions=64)
     wrapped.model.save_pretrained(tmp_path / "ckpt")
     path = str(tmp_path / "g.rt")
-    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "64"]) == 0
+    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "64",
+                 "--max-batch", "2"]) == 0
     assert "generator" in capsys.readouterr().out
     want = rt.load(path).generate([1, 2, 3], 6)
     assert main(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--timing"]) == 0
     out = capsys.readouterr()
     assert out.out.split() == [str(t) for t in want] and "decode" in out.err and "prefill" in out.err
+    batch = rt.load(path).generate_batch([[1, 2, 3], [9, 8]], 5)
+    assert main(["generate", path, "--prompt-ids", "1,2,3", "--prompt-ids", "9,8", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.splitlines() == [" ".join(map(str, seq)) for seq in batch]
     tok = _word_tokenizer(tmp_path / "tokenizer.json", 256)
     assert main(["generate", path, "--prompt", "w1 w2 w3", "--tokenizer", str(tmp_path / "tokenizer.json"),
                  "--max-new-tokens", "6"]) == 0

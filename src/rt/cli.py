@@ -55,8 +55,8 @@ def _compile(args) -> int:
     if args.generator:
         from .cli_generate import compile_to_file
         return compile_to_file(args)
-    if args.max_context is not None:
-        raise UsageError("--max-context is for --generator")
+    if args.max_context is not None or args.max_batch != 1:
+        raise UsageError("--max-context and --max-batch are for --generator")
     import rt
     compiled = rt.compile(load_exported(args.model))
     compiled.save(args.output)
@@ -180,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="compile a causal LM for `rt generate` (a KV cache, prefill and decode programs)")
     p.add_argument("--max-context", type=int, help="with --generator: the most tokens a prompt and its "
                                                    "continuation hold")
+    p.add_argument("--max-batch", type=int, default=1, help="with --generator: also decode up to this many "
+                                                              "prompts together (`rt generate` with several --prompt-ids)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs (torch not needed)")

@@ -31,7 +31,7 @@ def compile_to_file(args) -> int:
     if args.max_context is None:
         raise UsageError("--generator needs --max-context (the most tokens a prompt and its continuation hold)")
     source = load_source(args.model)
-    gen = rt.compile_generator(source, max_context=args.max_context)
+    gen = rt.compile_generator(source, max_context=args.max_context, max_batch=args.max_batch)
     gen.save(args.output)
     print(f"compiled {args.model} -> {args.output}: generator, {gen.plan_summary()}")
     return 0
@@ -64,10 +64,12 @@ def generate(args) -> int:
         tok = _tokenizer(args.tokenizer)
         prompt = tok.encode(args.prompt).ids
     else:
-        prompt = _ids(args.prompt_ids)
+        prompt = _ids(args.prompt_ids[0])
     gen = rt.load(args.model)
     if not isinstance(gen, Generator):
         raise UsageError(f"{args.model} is a model, not a generator: compile it with `rt compile --generator`")
+    if args.prompt_ids is not None and len(args.prompt_ids) > 1:
+        return _generate_batch(gen, [_ids(p) for p in args.prompt_ids], args)
     stream = gen.stream(prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                         top_p=args.top_p, seed=args.seed, stop_tokens=_ids(args.stop) if args.stop else ())
     new: list[int] = []
@@ -89,10 +91,23 @@ def generate(args) -> int:
     return 0
 
 
+def _generate_batch(gen, prompts: list[list[int]], args) -> int:
+    """Several --prompt-ids: decoded together, each sequence's ids on a line of its own."""
+    for seq in gen.generate_batch(prompts, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                                  top_p=args.top_p, seed=args.seed, stop_tokens=_ids(args.stop) if args.stop else ()):
+        print(" ".join(map(str, seq)))
+    if args.timing:
+        t = gen.last_timings
+        print(f"prefill {t['prefill_ms']:.1f} ms ({t['prompt_tokens']} tokens in {len(prompts)} prompts), decode "
+              f"{t.get('decode_tokens_per_s', 0):.1f} tokens/s", file=sys.stderr)
+    return 0
+
+
 def add_generate_parser(sub) -> None:
     p = sub.add_parser("generate", help="generate tokens from a compiled generator (torch not needed)")
     p.add_argument("model", help="a generator file (from `rt compile --generator` or Generator.save)")
-    p.add_argument("--prompt-ids", help="the prompt's token ids: 1,2,3")
+    p.add_argument("--prompt-ids", action="append", help="the prompt's token ids: 1,2,3 (repeated: a batch, "
+                                                         "for a generator compiled with --max-batch)")
     p.add_argument("--prompt", help="the prompt as text (with --tokenizer; needs the tokenizers package)")
     p.add_argument("--tokenizer", help="a tokenizer.json (tokenizers package) to encode --prompt and print text")
     p.add_argument("--max-new-tokens", type=int, default=32)

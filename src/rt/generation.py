@@ -22,6 +22,7 @@ from .api import RunsOnTarget, summarize_kernels
 from .dialects.text import print_module
 
 PROGRAMS = ("prefill", "decode")
+BATCH = "decode_batch"        # the optional program decoding several sequences per step
 
 
 def _check_program(name: str, planned: Module) -> None:
@@ -50,6 +51,10 @@ class Generator(RunsOnTarget):
         self.cache_types = self._prefill.layout.state_types
         if self._decode.layout.state_types != self.cache_types:
             raise UsageError("the prefill and decode programs keep different KV caches")
+        self._batch = CompiledProgram(stages[BATCH], self.run_target, drop) if BATCH in stages else None
+        self.max_batch = int(stages[BATCH].inputs[0].type.shape[0]) if self._batch else 1
+        if self._batch and [t.shape[1:] for t in self._batch.layout.state_types] != [t.shape[1:] for t in self.cache_types]:
+            raise UsageError("the batched decode program keeps a KV cache of another shape")
         _, _, self.context = sequence_symbol(stages["prefill"])
         self.vocab_size = int(stages["decode"].outputs[0].type.shape[-1])
         self.id_dtype = stages["decode"].inputs[0].type.np_dtype
@@ -57,13 +62,19 @@ class Generator(RunsOnTarget):
 
     # ---- facts ----------------------------------------------------------------------------------
     @property
+    def programs(self) -> dict:
+        """{name: CompiledProgram}: prefill, decode and (with max_batch > 1) decode_batch."""
+        found = {"prefill": self._prefill, "decode": self._decode}
+        return found | ({BATCH: self._batch} if self._batch else {})
+
+    @property
     def cache_bytes(self) -> int:
         """Bytes of one generation's KV cache (every layer's K and V, at the context bound)."""
         return sum(t.nbytes for t in self.cache_types)
 
     def plan_report(self) -> dict:
         """Each program's arena plan, and the KV cache: its bytes and bytes per token."""
-        report = {name: dict(self.stages[name].meta["plan"]) for name in PROGRAMS}
+        report = {name: dict(self.stages[name].meta["plan"]) for name in self.programs}
         report["kv_cache"] = {"bytes": self.cache_bytes, "bytes_per_token": self.cache_bytes // self.context,
                               "context": self.context, "buffers": len(self.cache_types)}
         return report
@@ -78,9 +89,10 @@ class Generator(RunsOnTarget):
 
     def kernel_plan(self, program: str = "decode") -> list[dict]:
         """Per C op of the prefill or decode program as it runs here (CompiledModel.kernel_plan)."""
-        if program not in PROGRAMS:
-            raise UsageError(f"program is one of {PROGRAMS}, got {program!r}")
-        return (self._prefill if program == "prefill" else self._decode).kernel_plan()
+        programs = self.programs
+        if program not in programs:
+            raise UsageError(f"program is one of {tuple(programs)}, got {program!r}")
+        return programs[program].kernel_plan()
 
     def kernel_summary(self, program: str = "decode") -> str:
         return summarize_kernels(self.kernel_plan(program))
@@ -135,6 +147,70 @@ class Generator(RunsOnTarget):
                                      decode_tokens_per_s=i * 1e3 / sum(steps))
             yield token, logits[0, -1]
 
+    def generate_batch(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
+                       top_p: float = 1.0, seed: int | None = None, stop_tokens: Iterable[int] = ()) -> list[list[int]]:
+        """The new token ids of each prompt (up to max_batch of them, of any lengths), decoded
+        together: each step reads the weights once for all of them. Greedy gives each prompt's own
+        generate(); a sequence ends at a stop token (included) while the others go on."""
+        if self._batch is None:
+            raise UsageError("this generator decodes one sequence at a time: compile it with max_batch=N")
+        if not isinstance(prompts, (list, tuple)) or not 1 <= len(prompts) <= self.max_batch:
+            raise InputError(f"generate_batch takes a list of 1..{self.max_batch} prompts, got "
+                             f"{len(prompts) if isinstance(prompts, (list, tuple)) else type(prompts).__name__}")
+        prompts = [self._prompt(p) for p in prompts]
+        n = _count(max_new_tokens, "max_new_tokens")
+        longest = max(len(p) for p in prompts)
+        if longest + n - 1 > self.context:
+            raise InputError(f"a batch whose longest prompt has {longest} tokens and {n} new ones needs a KV "
+                             f"cache of {longest + n - 1} positions; this generator holds {self.context}")
+        pick = _sampler(temperature, top_k, top_p, seed)
+        stop = {int(t) for t in stop_tokens}
+        out: list[list[int]] = [[] for _ in prompts]
+        for tokens, _ in self._batch_steps(prompts, n, pick):
+            for seq, t in zip(out, tokens):
+                if not (seq and seq[-1] in stop):
+                    seq.append(int(t))
+            if all(seq and seq[-1] in stop for seq in out):
+                break
+        return out
+
+    def _batch_steps(self, prompts: list[np.ndarray], n: int, pick) -> Iterator[tuple[list[int], np.ndarray]]:
+        """(each sequence's token, the logits [B, vocab] it was chosen from) per step. The prompts are
+        prefilled one by one and their cache rows copied right-aligned into the batch's cache, so that
+        every sequence's next row is the same P; key_mask hides the rows before a shorter prompt."""
+        if n == 0:
+            return
+        b, rows, longest = len(prompts), self.max_batch, max(len(p) for p in prompts)
+        cache = [np.zeros(t.shape, t.np_dtype) for t in self._batch.layout.state_types]  # masked rows: 0, never NaN
+        one = [np.empty(t.shape, t.np_dtype) for t in self.cache_types]
+        key_mask = np.zeros((rows, 1, 1, self.context), dtype=np.float32)
+        t0 = time.perf_counter()
+        first = []
+        for i, p in enumerate(prompts):
+            first.append(self._prefill.run([p.reshape(1, -1)], one)[0][0, -1])
+            pad = longest - len(p)
+            for whole, mine in zip(cache, one):
+                whole[i, ..., pad:longest, :] = mine[0, ..., :len(p), :]
+            key_mask[i, ..., :pad] = -np.inf
+        tokens = [pick(x) for x in first]
+        steps: list[float] = []
+        self.last_timings = {"prompts": b, "prompt_tokens": sum(len(p) for p in prompts),
+                             "prefill_ms": (time.perf_counter() - t0) * 1e3, "new_tokens": 1, "decode_step_ms": steps}
+        yield tokens, np.stack(first)
+        ids = np.zeros((rows, 1), dtype=self.id_dtype)
+        positions = np.zeros(rows, dtype=np.int64)
+        lengths = np.array([len(p) for p in prompts])
+        for i in range(1, n):
+            t0 = time.perf_counter()
+            ids[:b, 0] = tokens
+            positions[:b] = lengths + i - 1
+            logits = self._batch.run([ids, positions, key_mask], cache, sizes={PAST: longest + i - 1})[0][:b, -1]
+            tokens = [pick(x) for x in logits]
+            steps.append((time.perf_counter() - t0) * 1e3)
+            self.last_timings.update(new_tokens=i + 1, decode_ms_per_step=sum(steps) / i,
+                                     decode_tokens_per_s=b * i * 1e3 / sum(steps))
+            yield tokens, logits
+
     def _prompt(self, prompt_ids) -> np.ndarray:
         ids = np.asarray(prompt_ids)
         if ids.ndim == 2 and ids.shape[0] == 1:
@@ -155,7 +231,7 @@ class Generator(RunsOnTarget):
         """Write both programs and the weights (once) to `path`; `rt.load(path)` gives the Generator
         back, without torch."""
         from .serialize import save_model
-        save_model(path, self.stages, programs=PROGRAMS)
+        save_model(path, self.stages, programs=PROGRAMS + ((BATCH,) if self._batch else ()))
 
 
 def generate(generator: Generator, prompt_ids, max_new_tokens: int, **sampling) -> list[int]:
@@ -201,8 +277,8 @@ def _sampler(temperature: float, top_k: int, top_p: float, seed: int | None):
     return pick
 
 
-def compile_generator(model, max_context: int | None = None, *, example_ids=None, target: Target | None = None,
-                      progress=None, check: bool = True) -> Generator:
+def compile_generator(model, max_context: int | None = None, *, max_batch: int = 1, example_ids=None,
+                      target: Target | None = None, progress=None, check: bool = True) -> Generator:
     """Compile a causal LM (an nn.Module mapping token ids [1, n] to logits [1, n, vocab], or a
     transformers model returning them as `logits`) for generation with prompts and outputs of up to
     `max_context` tokens in all. example_ids: a [1, n] id tensor to trace with (default: n = 8 ids
@@ -210,14 +286,20 @@ def compile_generator(model, max_context: int | None = None, *, example_ids=None
     the sequence length compiles as exported (its range's top is the context). check: run both
     programs once on random ids and refuse the model if prefill then decode does not give what
     prefill of the longer sequence gives (a model whose positions mix in a way the cache does not
-    keep)."""
+    keep). max_batch > 1 adds a program that decodes up to that many sequences per step
+    (Generator.generate_batch), from a second export at that batch size."""
     import inspect
 
     from . import api
     from .lowering.kv_cache import with_kv_cache
     from .lowering.plan import to_planned
 
+    batch = _count(max_batch, "max_batch")
+    if batch < 1:
+        raise UsageError("max_batch must be at least 1")
     if type(model).__name__ == "ExportedProgram":
+        if batch > 1:
+            raise UsageError("max_batch > 1 needs the model (an nn.Module) to export it at that batch size")
         compiled = api.compile(model, target=target, progress=progress)
         _, _, top = sequence_symbol(compiled.stages["fused"])
         if max_context is not None and max_context != top:
@@ -240,8 +322,11 @@ def compile_generator(model, max_context: int | None = None, *, example_ids=None
             example_ids = torch.arange(min(8, context)).reshape(1, -1) % vocab
         params = list(inspect.signature(model.forward).parameters)
         kwargs = {"use_cache": False} if "use_cache" in params else {}
-        compiled = api.compile(model, (example_ids,), kwargs, target=target, progress=progress,
-                               dynamic={params[0]: {1: ("S", 1, context)}})
+        dynamic = {params[0]: {1: ("S", 1, context)}}
+        compiled = api.compile(model, (example_ids,), kwargs, target=target, progress=progress, dynamic=dynamic)
+        if batch > 1:
+            batched = api.compile(model, (example_ids.expand(batch, -1).contiguous(),), kwargs, target=target,
+                                  progress=progress, dynamic=dynamic)
     fused = compiled.stages["fused"]
     names = compiled.output_names
     output = names.index("logits") if "logits" in names else 0 if len(names) == 1 else None
@@ -250,8 +335,9 @@ def compile_generator(model, max_context: int | None = None, *, example_ids=None
                          "'logits', or the only output)")
     timed = api._Stages(progress)
     stages = {"torch": compiled.stages["torch"], "fused": fused}
-    for phase in PROGRAMS:
-        cached = timed.run(f"kv_cache_{phase}", with_kv_cache, fused, phase, output=output)
+    for phase in PROGRAMS + ((BATCH,) if batch > 1 else ()):
+        source = batched.stages["fused"] if phase == BATCH else fused
+        cached = timed.run(f"kv_cache_{phase}", with_kv_cache, source, phase, output=output)
         stages[phase] = timed.run(f"to_planned_{phase}", to_planned, cached, compiled.target)
     gen = timed.run("build_programs", Generator, stages, run_target=compiled.run_target)
     if check:
@@ -275,3 +361,12 @@ def check_cache(gen: Generator, length: int = 9, seed: int = 0) -> None:
         raise LoweringError(f"generation: prefill then decode differs from prefill of the whole sequence "
                             f"(relative error {err:.2e}): the model reads earlier positions in a way rt's "
                             "KV cache does not keep")
+    if gen._batch is not None:      # two prompts of different lengths decoded together, and each alone
+        prompts = [ids[0, :n - 1], ids[0, :n - 3]]
+        greedy = _sampler(0.0, 0, 1.0, None)
+        together = [logits for _, logits in gen._batch_steps(prompts, 2, greedy)][1]
+        alone = np.stack([list(gen.stream(p, 2, with_logits=True))[1][1] for p in prompts])
+        err = float(np.abs(together - alone).max()) / (float(np.abs(alone).max()) or 1.0)
+        if not err <= 1e-4:
+            raise LoweringError(f"generation: decoding a batch differs from decoding each sequence alone "
+                                f"(relative error {err:.2e})")

@@ -22,6 +22,8 @@ rows, never the cache's whole capacity behind a mask.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..dialects.ir import Module, Operation, TensorType, Value
@@ -32,7 +34,10 @@ from ..errors import LoweringError
 from .fold import dead_code_elimination
 
 PAST = "P"          # the decode program's size symbol: tokens already in the cache
-PHASES = ("prefill", "decode")
+PHASES = ("prefill", "decode", "decode_batch")
+# decode_batch's own inputs, after the token ids: each sequence's position, and the additive mask of the
+# cache rows it sees (a batch's prompts are right-aligned in the cache: row P is every sequence's next)
+BATCH_INPUTS = ("positions", "key_mask")
 
 
 def _fail(op: Operation, why: str) -> LoweringError:
@@ -59,31 +64,34 @@ def _is_position_slice(op: Operation | None, seq: Sym) -> bool:
     return src is not None and (src.name == "const" or _is_position_slice(src, seq))
 
 
-def _key_slices(fused: Module, seq: Sym) -> set[Operation]:
-    """The slices of attention masks along their key dim (the mask's last): with a cache, a mask is
-    read at query rows [P, P + S) and key columns [0, P + S)."""
-    keys = set()
+def _mask_slices(fused: Module, seq: Sym) -> dict[Operation, bool]:
+    """The position slices of attention masks, each with whether it slices the key dim (the mask's
+    last): with a cache, a mask is read at query rows [P, P + S) and key columns [0, P + S)."""
+    found = {}
     for op in fused.ops:
         mask = op.operands[3] if op.name == "fused.attention" and len(op.operands) > 3 else None
         src = mask.producer if mask is not None else None
         while _is_position_slice(src, seq):
-            if src.attrs["dim"] == mask.type.rank - 1:
-                keys.add(src)
+            found[src] = src.attrs["dim"] == mask.type.rank - 1
             src = src.operands[0].producer
-    return keys
+    return found
 
 
 def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
-    """The fused module of one phase ("prefill" or "decode") of a generator, returning the fused
-    module's output #output (the logits), with its KV cache as states 0..2L-1 (K then V of each
-    attention, in program order)."""
+    """The fused module of one phase of a generator, returning the fused module's output #output (the
+    logits), with its KV cache as states 0..2L-1 (K then V of each attention, in program order).
+    prefill: a prompt, P = 0. decode: one token after P cached ones. decode_batch: one token for each
+    of the export's B sequences, whose prompts are right-aligned in the cache (so every one writes row
+    P), each at its own position (input `positions` [B]: its position tables are gathered) and seeing
+    the cache rows its additive `key_mask` [B, 1, 1, C] lets through (its own, not the padding before
+    its prompt)."""
     if phase not in PHASES:
         raise ValueError(f"phase is one of {PHASES}, got {phase!r}")
     name, lo, context = sequence_symbol(fused)
     seq = Sym.symbol(name)
     if phase == "prefill":
         env, new, past, symbols = {}, seq, 0, {name: (lo, context)}
-    else:
+    else:                   # decode, decode_batch
         if context < 2:
             raise LoweringError(f"generation needs a context of at least 2 tokens, the range of {name} ends at {context}")
         env, new, past, symbols = {name: 1}, 1, Sym.symbol(PAST), {PAST: (1, context - 1)}
@@ -111,17 +119,32 @@ def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
 
     m.inputs = [remap.setdefault(v, Value(v.name, TensorType(substitute(v.type.shape, env), v.type.dtype)))
                 for v in fused.inputs]
+    batch = phase == "decode_batch"
+    key_mask = positions = None
+    if batch:
+        rows = m.inputs[0].type.shape[0]
+        positions = Value(BATCH_INPUTS[0], TensorType((rows,), "i64"))
+        key_mask = Value(BATCH_INPUTS[1], TensorType((rows, 1, 1, context), "f32"))
+        m.inputs += [positions, key_mask]
+        m.meta["_names"].update(BATCH_INPUTS)
     states: list[Value] = []
-    key_slices = _key_slices(fused, seq)
+    mask_slices = _mask_slices(fused, seq)
     for op in fused.ops:
         operands = [None if v is None else remap[v] for v in op.operands]
         attrs = substitute(op.attrs, env)
-        if op in key_slices:
+        if batch and op in mask_slices:
+            raise _fail(op, "is a mask of positions (a sliding window): batched decoding takes causal "
+                            "attention only")
+        if batch and _is_position_slice(op, seq):
+            remap[op.result] = _gather_positions(m, op, operands[0], positions, add)
+            continue
+        if mask_slices.get(op):
             attrs = dict(attrs, end=past + new)
         elif _is_position_slice(op, seq):
             attrs = dict(attrs, start=past, end=past + new)
         elif op.name == "fused.attention":
-            operands = _attend_over_cache(fused, m, op, operands, attrs, seq, new, past, context, add, states)
+            operands = _attend_over_cache(fused, m, op, operands, attrs, seq, new, past, context, add, states,
+                                          key_mask)
             # one new row sees every cached one; a prefill's rows (past 0) keep the model's causality
             attrs = dict(attrs, causal=bool(attrs.get("causal")) and phase == "prefill")
         with size_ranges(symbols):
@@ -198,10 +221,31 @@ def _hides_later_keys(table: np.ndarray) -> bool:
     return bool(np.all(table[..., later] < -1e30))       # -inf, or HF's finfo(float32).min
 
 
+def _gather_positions(m: Module, op: Operation, table: Value, positions: Value, add) -> Value:
+    """A position table [1, .., C, rest] read at rows [P, P + 1) becomes each sequence's own row:
+    embedding(table as [C, rest], positions) as [B, .., 1, rest]."""
+    t, d = table.type, op.attrs["dim"]
+    if d == 0 or any(n != 1 for n in t.shape[:d]):
+        raise _fail(op, f"reads a position table {t} that is not shared by the batch ([1, .., positions, ..])")
+    rest = t.shape[d + 1:]
+    rows = positions.type.shape[0]
+    flat = add("fused.reshape", [table], {"shape": [t.shape[d], math.prod(rest)]},
+               Value(m.fresh_name(table.name + "_rows"), t.with_shape((t.shape[d], math.prod(rest)))))
+    idx_shape = (rows,) + (1,) * (d - 1)
+    idx = add("fused.reshape", [positions], {"shape": list(idx_shape)},
+              Value(m.fresh_name("positions"), positions.type.with_shape(idx_shape)))
+    picked = add("fused.embedding", [flat, idx], {},
+                 Value(m.fresh_name(op.result.name + "_picked"), t.with_shape(idx_shape + (math.prod(rest),))))
+    shape = (rows,) + (1,) * d + tuple(rest)
+    return add("fused.reshape", [picked], {"shape": list(shape)},
+               Value(m.fresh_name(op.result.name + "_each"), t.with_shape(shape)))
+
+
 def _attend_over_cache(fused: Module, m: Module, op: Operation, operands: list, attrs: dict, seq: Sym, new,
-                       past, context: int, add, states: list[Value]) -> list:
+                       past, context: int, add, states: list[Value], key_mask: Value | None) -> list:
     """Each of K and V written into its cache at rows [past, past + new); the attention's K and V
-    become rows [0, past + new) of the caches."""
+    become rows [0, past + new) of the caches (and its mask rows [0, past + new) of key_mask, if
+    given)."""
     q, k, v, mask = (list(op.operands) + [None])[:4]
     if mask is not None:
         if not _is_position_slice(mask.producer, seq):
@@ -234,4 +278,10 @@ def _attend_over_cache(fused: Module, m: Module, op: Operation, operands: list, 
         out[j] = add("fused.slice", [written], {"dim": dim, "start": 0, "end": past + new, "step": 1},
                      Value(m.fresh_name(f"{kind}_cache{index // 2}_rows"), TensorType(tuple(rows), x.type.dtype)))
         states.append(cache)
+    if key_mask is not None:
+        if mask is not None:
+            raise _fail(op, "has a mask of positions (a sliding window): batched decoding takes causal attention only")
+        shape = key_mask.type.shape[:3] + (past + new,)
+        out = (out + [None])[:3] + [add("fused.slice", [key_mask], {"dim": 3, "start": 0, "end": past + new, "step": 1},
+                                        Value(m.fresh_name("key_mask_rows"), key_mask.type.with_shape(shape)))]
     return out
