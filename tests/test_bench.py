@@ -28,7 +28,8 @@ def _tiny_gpt2():
 def test_decode_cases_stay_out_of_quick():
     from rt.bench.cases import DECODE_ENGINES, select
     decode = select(["decode_"], quick=False)
-    assert {c.name for c in decode} == {"decode_gpt2_c128", "decode_smollm2_c128", "decode_qwen3_c128"}
+    assert {c.name for c in decode} == {"decode_gpt2_c128", "decode_smollm2_c128", "decode_qwen3_c128",
+                                        "decode_gpt2_c1024", "decode_smollm2_c1024"}
     assert all(c.engines == DECODE_ENGINES for c in decode)
     assert not any(c.decode for c in select(None, quick=True))
 

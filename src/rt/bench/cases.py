@@ -90,6 +90,11 @@ CASES: list[Case] = [
          note="SmolLM2-135M-shaped Llama"),
     Case("decode_qwen3_c128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B), decode=Decode(),
          note="Qwen3-0.6B-shaped"),
+    # at context ~1024: a prompt of 991 tokens, so the last of the 32 steps fills GPT-2's 1024 positions
+    Case("decode_gpt2_c1024", "gpt2_lm", dict(n_layer=12, seq=991), decode=Decode(),
+         note="GPT-2 small, a 991-token prompt"),
+    Case("decode_smollm2_c1024", "llama_lm", dict(seq=991, **_SMOLLM2), decode=Decode(),
+         note="SmolLM2-135M-shaped Llama, a 991-token prompt"),
 ]
 
 BY_NAME = {c.name: c for c in CASES}

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import time
 
-MAX_CONTEXT = 256     # rt's generator is compiled for this many positions (prompt + generated)
+def context_for(prompt, steps: int) -> int:
+    """Positions an engine's cache holds for a case: the prompt, the first token and each step's."""
+    return prompt.shape[1] + steps + 1
 
 
 class Unavailable(RuntimeError):
@@ -86,8 +88,9 @@ def prepare_rt(model, prompt, steps, threads, workdir, rt_import_error=None):
         raise RuntimeError(f"import rt failed: {rt_import_error}")
     import rt
     t0 = time.perf_counter()
-    g = rt.compile_generator(model, max_context=MAX_CONTEXT)
-    info = {"compile_s": time.perf_counter() - t0, "max_context": MAX_CONTEXT}
+    context = context_for(prompt, steps)
+    g = rt.compile_generator(model, max_context=context)
+    info = {"compile_s": time.perf_counter() - t0, "max_context": context}
     ids = prompt[0].tolist()
 
     def session():

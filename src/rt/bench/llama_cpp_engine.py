@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .decode import MAX_CONTEXT, Unavailable
+from .decode import Unavailable, context_for
 
 CHECK_PROMPT, CHECK_STEPS = 16, 3
 GGML_TYPE_F32 = 0
@@ -50,14 +50,14 @@ def _import():
 class LlamaCpp:
     """One model and one context (one sequence) of llama.cpp."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, context: int = 256):
         L = self.L = _import()
         L.llama_backend_init()
         self.model = L.llama_model_load_from_file(path.encode(), L.llama_model_default_params())
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {path} (its log is in the worker's log)")
         p = L.llama_context_default_params()
-        p.n_ctx = p.n_batch = p.n_ubatch = MAX_CONTEXT
+        p.n_ctx = p.n_batch = p.n_ubatch = context
         p.n_threads = p.n_threads_batch = threads
         p.type_k = p.type_v = GGML_TYPE_F32
         p.flash_attn_type = FLASH_ATTN_DISABLED
@@ -66,7 +66,7 @@ class LlamaCpp:
             raise RuntimeError("llama.cpp could not create a context")
         self.flash_attn = L.llama_flash_attn_type_name(p.flash_attn_type).decode()
         self.n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(self.model))
-        self.batch = L.llama_batch_init(MAX_CONTEXT, 0, 1)
+        self.batch = L.llama_batch_init(context, 0, 1)
 
     def reset(self):
         self.L.llama_memory_clear(self.L.llama_get_memory(self.ctx), True)
@@ -121,7 +121,7 @@ def prepare(model, prompt, steps, threads, workdir, **_):
     summary = write_gguf(model, path)
     info = {**summary, "gguf_write_s": time.perf_counter() - t0, "gguf_bytes": os.path.getsize(path),
             "prefill_logits": "last row", "kv_type": "f32"}
-    engine = LlamaCpp(path, threads)
+    engine = LlamaCpp(path, threads, context_for(prompt, steps))
     info["flash_attn"] = engine.flash_attn
     ids = prompt[0].tolist()
     info["max_rel_err"] = logits_error(engine, model, ids)
