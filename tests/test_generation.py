@@ -79,6 +79,12 @@ def test_programs_share_weights_and_one_cache_layout(compiled):
     names = lambda m: {op.attrs["name"] for op in m.ops if op.name == "const"}   # noqa: E731
     shared = names(pre) & names(dec)
     assert shared and all(pre.constants[c] is dec.constants[c] for c in shared)
+    if gen.max_batch > 1:                 # a second export: its weights are the first one's arrays
+        bat = gen.stages["decode_batch"]
+        assert names(bat) == names(dec) and all(bat.constants[c] is dec.constants[c] for c in names(dec))
+    # each program reads the weights in place: no packed or split copy of any
+    modes = {k.get("mode") for p in gen.programs for k in gen.kernel_plan(p)}
+    assert not modes & {"packed", "split"}, modes
     assert dec.meta["symbols"] == {PAST: (1, CONTEXT - 1)}
     assert dec.op_counts()["planned.cache_write"] == 2 * layers == dec.op_counts()["state"]
 

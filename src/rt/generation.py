@@ -45,13 +45,13 @@ class Generator(RunsOnTarget):
         self.target: Target | None = stages["decode"].meta.get("target")
         self.run_target = run_target or Target.host()
         self._weights = weights
-        drop = weights.drop if weights is not None else None
-        self._prefill = CompiledProgram(stages["prefill"], self.run_target, drop)
-        self._decode = CompiledProgram(stages["decode"], self.run_target, drop)
+        # the programs read one copy of the weights, each in place (no packed or split copies)
+        self._prefill = CompiledProgram(stages["prefill"], self.run_target, weights_in_place=True)
+        self._decode = CompiledProgram(stages["decode"], self.run_target, weights_in_place=True)
         self.cache_types = self._prefill.layout.state_types
         if self._decode.layout.state_types != self.cache_types:
             raise UsageError("the prefill and decode programs keep different KV caches")
-        self._batch = CompiledProgram(stages[BATCH], self.run_target, drop) if BATCH in stages else None
+        self._batch = CompiledProgram(stages[BATCH], self.run_target, weights_in_place=True) if BATCH in stages else None
         self.max_batch = int(stages[BATCH].inputs[0].type.shape[0]) if self._batch else 1
         if self._batch and [t.shape[1:] for t in self._batch.layout.state_types] != [t.shape[1:] for t in self.cache_types]:
             raise UsageError("the batched decode program keeps a KV cache of another shape")
@@ -291,8 +291,10 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     import inspect
 
     from . import api
+    from .lowering.fold import dead_code_elimination
     from .lowering.kv_cache import with_kv_cache
     from .lowering.plan import to_planned
+    from .lowering.weights import weights_n_by_k
 
     batch = _count(max_batch, "max_batch")
     if batch < 1:
@@ -334,15 +336,32 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
         raise UsageError(f"the model returns {names}; a generator needs its logits (an output named "
                          "'logits', or the only output)")
     timed = api._Stages(progress)
+    sources = {phase: fused for phase in PROGRAMS}
+    if batch > 1:
+        sources[BATCH] = batched.stages["fused"]
+    for source in {id(m): m for m in sources.values()}.values():
+        timed.run("weights_n_by_k", weights_n_by_k, source)
+        dead_code_elimination(source)
+    if batch > 1:
+        _share_constants(sources[BATCH], fused)
     stages = {"torch": compiled.stages["torch"], "fused": fused}
-    for phase in PROGRAMS + ((BATCH,) if batch > 1 else ()):
-        source = batched.stages["fused"] if phase == BATCH else fused
+    for phase, source in sources.items():
         cached = timed.run(f"kv_cache_{phase}", with_kv_cache, source, phase, output=output)
         stages[phase] = timed.run(f"to_planned_{phase}", to_planned, cached, compiled.target)
     gen = timed.run("build_programs", Generator, stages, run_target=compiled.run_target)
     if check:
         timed.run("check_cache", check_cache, gen)
     return gen
+
+
+def _share_constants(module: Module, other: Module) -> None:
+    """module's constants that other holds too (same name, same contents: the weights of a second
+    export of one model, merged and transposed alike) become other's arrays, so they are held once."""
+    for name, arr in module.constants.items():
+        mine = other.constants.get(name)
+        if mine is not None and mine is not arr and mine.shape == arr.shape and mine.dtype == arr.dtype \
+                and np.array_equal(mine, arr):
+            module.constants[name] = mine
 
 
 def check_cache(gen: Generator, length: int = 9, seed: int = 0) -> None:

@@ -37,10 +37,12 @@ class Operand:
 
 @dataclass
 class Context:
-    """What an encoder may ask beyond its own op: the target, and how many ops read each constant."""
+    """What an encoder may ask beyond its own op: the target, how many ops read each constant, and
+    whether the weights are shared with other programs (a generator's), so no op may copy one."""
     target: Target
     const_reads: dict[int, int]
     const_slots: frozenset[int]
+    weights_in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,15 @@ class ProgramLayout:
             raise LoweringError(f"%{v.name}: unknown storage {st.kind}")
         return Operand(slot, offset, strides if strides is not None else contiguous_strides(ttype.shape), ttype)
 
-    def encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
+    def encode(self, target: Target, weights_in_place: bool = False) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
         """The op-record array, the planned op each record runs (a planned op may run as several), and
         what each was encoded from. With dynamic sizes: the records at the largest sizes, and in
-        self.sized the places (record, "ip" | "offset", index, size) that bind.py writes per call."""
+        self.sized the places (record, "ip" | "offset", index, size) that bind.py writes per call.
+        weights_in_place: no op keeps its own copy of a weight (matmul_b_mode)."""
         with size_ranges(self.symbols):
-            return self._encode(target)
+            return self._encode(target, weights_in_place)
 
-    def _encode(self, target: Target) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
+    def _encode(self, target: Target, weights_in_place: bool) -> tuple[np.ndarray, list[Operation], list[Encoded]]:
         ops = [op for op in self.module.ops if op.name not in ROOT_OPS and not REGISTRY[op.name].has(VIEW)]
         placed = []
         reads: dict[int, int] = {}
@@ -132,7 +135,7 @@ class ProgramLayout:
                 if a is not None and a.slot in self.constants:
                     reads[a.slot] = reads.get(a.slot, 0) + 1
             placed.append((op, args, self.operand(op.result)))
-        ctx = Context(target, reads, frozenset(self.constants))
+        ctx = Context(target, reads, frozenset(self.constants), weights_in_place)
         encoded, rec_ops = [], []
         for op, args, out in placed:
             e = ENCODERS[op.name](op, args, out, ctx)
@@ -204,7 +207,10 @@ def matmul_b_mode(ctx: Context, b: Operand, m: int, n: int, k: int, ta: bool, ba
     split form stays even then: it is smaller than B, and the other readers of a model loaded from its
     file fault in only the pages of B they touch (an embedding: a few rows). BLAS for the rest.
     A dynamic row count (one record for every size) takes the several-rows modes: oneDNN makes a
-    primitive per row count it meets; a dynamic N or K, BLAS (nothing can be prepared for B)."""
+    primitive per row count it meets; a dynamic N or K, BLAS (nothing can be prepared for B).
+    Programs that share their weights (a generator's prefill and decode: ctx.weights_in_place) read
+    every one in place: "onednn" for several rows, BLAS's gemv for one (measured as fast as the split
+    form here, docs/architecture.md "Generation"), so the weights are held once."""
     if not is_static((n, k)):
         return "blas"
     one_row = is_static(m) and m == 1
@@ -213,10 +219,10 @@ def matmul_b_mode(ctx: Context, b: Operand, m: int, n: int, k: int, ta: bool, ba
     if b.slot not in ctx.const_slots or batch != [1, 1] or k == 0:
         return "blas"
     if one_row:
-        return "split" if not ta and ctx.target.split_worthy(n, k) else "blas"
+        return "split" if not (ta or ctx.weights_in_place) and ctx.target.split_worthy(n, k) else "blas"
     if not ctx.target.onednn or alpha != 1.0:
         return "blas"
-    return "onednn" if ctx.const_reads[b.slot] > 1 else "packed"
+    return "onednn" if ctx.const_reads[b.slot] > 1 or ctx.weights_in_place else "packed"
 
 
 @encoder("planned.matmul")

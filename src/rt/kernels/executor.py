@@ -67,13 +67,14 @@ class CompiledProgram:
     """The production executor: one C call per run, GIL released inside."""
 
     def __init__(self, planned: Module, target: Target,
-                 drop_packed: Callable[[np.ndarray], None] | None = None):
+                 drop_packed: Callable[[np.ndarray], None] | None = None, weights_in_place: bool = False):
         """drop_packed(constant) is called as soon as a matmul holds its own copy of that constant
         (oneDNN-packed or split), so the original's pages may be given back before the next is made
-        (a split table's other reader, an embedding, faults back in only the rows it gathers)."""
+        (a split table's other reader, an embedding, faults back in only the rows it gathers).
+        weights_in_place: every op reads its weights where they are (programs sharing them)."""
         self.layout = lay = ProgramLayout(planned)
         self.target = target
-        records, self.ops, self.encoded = lay.encode(target)
+        records, self.ops, self.encoded = lay.encode(target, weights_in_place)
         self.dynamic = bool(lay.symbols)
         after_prepare = None
         if drop_packed is not None:

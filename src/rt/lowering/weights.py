@@ -35,6 +35,26 @@ def _other_readers_are_embeddings(op: Operation, w: Value, readers: list[Operati
                for u in readers) and sum(u is op for u in readers) == 1 and op.operands[0] is not w
 
 
+def _store_transposed(module: Module, names: set[str], users: dict, op: Operation, w: Value,
+                      arr: np.ndarray) -> None:
+    """matmul op reads the transpose of its constant weight w (flipping transpose_b); the transposed
+    copy (and the tables' permuted view of it) take the original's place."""
+    b = Builder(module, names, w.name)
+    wt = b.const(np.ascontiguousarray(arr.T), hint=w.producer.attrs["name"] + ".T")
+    op.operands[1] = wt
+    if op.attrs.get("transpose_b", False):
+        del op.attrs["transpose_b"]
+    else:
+        op.attrs["transpose_b"] = True
+    tables = [u for u in users[w] if u is not op]
+    if tables:
+        table = b.op("fused.permute", [wt], {"perm": [1, 0]})
+        for u in tables:
+            u.operands[0] = table
+    at = module.ops.index(w.producer)
+    module.ops[at + 1:at + 1] = b.new_ops
+
+
 @register_pass("layout-weights", dialect="fused")
 def layout_weights(module: Module) -> None:
     target = module.meta.get("target") or Target()
@@ -50,19 +70,27 @@ def layout_weights(module: Module) -> None:
         k, n = arr.shape[::-1] if stored_n_by_k else arr.shape
         if (k > n) == stored_n_by_k or target.split_worthy(n, k):      # [N, K] only for a narrow output
             continue
-        # The transposed copy (and the tables' permuted view of it) take the original's place.
-        b = Builder(module, names, w.name)
-        wt = b.const(np.ascontiguousarray(arr.T), hint=w.producer.attrs["name"] + ".T")
-        op.operands[1] = wt
-        if stored_n_by_k:
-            del op.attrs["transpose_b"]
-        else:
-            op.attrs["transpose_b"] = True
-        tables = [u for u in users[w] if u is not op]
-        if tables:
-            table = b.op("fused.permute", [wt], {"perm": [1, 0]})
-            for u in tables:
-                u.operands[0] = table
-        at = module.ops.index(w.producer)
-        module.ops[at + 1:at + 1] = b.new_ops
+        _store_transposed(module, names, users, op, w, arr)
     module.invalidate_names()
+
+
+def weights_n_by_k(module: Module) -> int:
+    """Every matmul's constant 2-D weight stored [N, K] (read with transpose_b), transposed once where it
+    arrives [K, N] (GPT-2's Conv1D), where the matmul is its only reader or the others only gather rows
+    from it. For programs that read each weight in place and share it (a generator's prefill on
+    oneDNN, decode on gemv): oneDNN reads [N, K] in place as fast as its packed copy, [K, N] at up to
+    half that (`benchmarks/matmul_modes.py --m 128`), and gemv streams both at 25-27 GB/s. Returns the
+    number of weights transposed; the originals are left to dead-code elimination."""
+    users = module.users()
+    names = {v.name for v in module.values()}
+    moved = 0
+    for op in list(module.ops):
+        w = op.operands[1] if op.name == "fused.matmul" else None
+        arr = module.const_value(w)
+        if (arr is None or arr.ndim != 2 or op.attrs.get("transpose_b", False)
+                or not _other_readers_are_embeddings(op, w, users[w])):
+            continue
+        _store_transposed(module, names, users, op, w, arr)
+        moved += 1
+    module.invalidate_names()
+    return moved
