@@ -593,6 +593,33 @@ def test_attention_cross(Sq, Sk, D, Dv, causal, seed):
     assert_close(out, attention_ref(q, k, v, None, causal, 0.3))
 
 
+@SETTINGS
+@given(B=st.integers(1, 3), Hkv=st.integers(1, 4), group=st.sampled_from([1, 2, 3]), Sk=st.sampled_from(EDGES[1:16]),
+       D=st.sampled_from([8, 64]), masked=st.booleans(), causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_attention_decode_one_query_row(B, Hkv, group, Sk, D, masked, causal, seed):
+    """One query row per head (decoding): K/V heads read once per group of kv_group query heads, keys
+    in chunks on both threads, read in place from a larger cache ([B, Hkv, capacity, D]) through
+    strides, with an additive key mask hiding some rows (or all of them: zeros)."""
+    rng = np.random.default_rng(seed)
+    H, cap = Hkv * group, Sk + 5
+    q = rand(rng, B, H, 1, D)
+    kc, vc = rand(rng, B, Hkv, cap, D), rand(rng, B, Hkv, cap, D)
+    mask = None
+    if masked:
+        mask = np.where(rng.random((B, 1, 1, Sk)) < 0.3, -np.inf, 0).astype(np.float32)
+        mask[0] = -np.inf if B > 1 else mask[0]          # a batch item that sees no key
+    out = empty((B, H, 1, D))
+    cs = (Hkv * cap * D, cap * D, D)
+    ops = {"q": q, "k": kc, "v": vc, "scratch": attn_scratch(Sk, D, D), "out": out}
+    if mask is not None:
+        ops["mask"] = mask
+    run_program("ATTENTION", ops, **attention_fields(
+        B=B, H=H, Sq=1, Sk=Sk, D=D, Dv=D, q=(H * D, D, D), k=cs, v=cs, o=(H * D, D, D), causal=causal,
+        mask=(Sk, 0, 0, 1), scale=0.2, kv_group=group))
+    k, v = (np.repeat(t[:, :, :Sk], group, axis=1) for t in (kc, vc))
+    assert_close(out, attention_ref(q, k, v, mask, causal, 0.2))
+
+
 def test_attention_fully_masked_row_gives_zeros():
     rng = np.random.default_rng(0)
     q, k, v = rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8)

@@ -178,11 +178,115 @@ RT_SIMD static void attn_task(const attn_head *p, int64_t qa, int64_t qb, float 
     }
 }
 
+/* Decoding (one query row per head): a task is one K/V head of one batch item and a chunk of its
+ * keys, for every query head of its group, so each K and V row is read once per group while the
+ * chunks keep both cores busy however few heads there are (flash-decoding). Each task leaves, per
+ * query head, its chunk's (max, sum of exp, exp-weighted V) in `part`; the heads' chunks are then
+ * combined. `tmp` holds one thread's scores. Returns 0 when the scratch cannot hold this layout
+ * (the caller then runs the general path). */
+#define DECODE_MIN_KEYS 64 /* keys per chunk at least: fewer and combining costs more than it splits */
+RT_SIMD static int attn_decode(const rt_op *op, char *const *arg, int64_t scratch_floats)
+{
+    const rt_attention_ints *ip = &op->ip.attention;
+    int64_t B = ip->B, H = ip->H, Sk = ip->Sk, D = ip->D, Dv = ip->Dv, G = ip->kv_group;
+    int64_t Hkv = (H + G - 1) / G, kend = ip->causal && Sk > 1 ? 1 : Sk; /* top-left: row 0 sees key 0 */
+    int64_t groups = B * Hkv, nth_max = ip->threads < rt_nthreads ? ip->threads : rt_nthreads;
+    int64_t nchunks = groups >= 2 * nth_max ? 1 : (2 * nth_max + groups - 1) / groups;
+    int64_t most = (kend + DECODE_MIN_KEYS - 1) / DECODE_MIN_KEYS;
+    nchunks = nchunks < most ? nchunks : most > 0 ? most : 1;
+    int64_t chunk = (kend + nchunks - 1) / nchunks, ntasks = groups * nchunks, stride = Dv + 2;
+    int64_t part_floats = ntasks * G * stride, tmp_floats = round_up(chunk * G, 16);
+    int nth = (int)(nth_max < ntasks ? nth_max : ntasks);
+    if (part_floats + nth * tmp_floats > scratch_floats) return 0;
+    float *part = (float *)arg[RT_ATTENTION_SCRATCH], *tmp0 = part + part_floats;
+    const float *Q = (const float *)arg[RT_ATTENTION_Q], *K = (const float *)arg[RT_ATTENTION_K],
+                *V = (const float *)arg[RT_ATTENTION_V], *M = (const float *)arg[RT_ATTENTION_MASK];
+    float *O = (float *)arg[RT_ATTENTION_OUT], scale = (float)op->fp.attention.scale;
+#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
+    for (int64_t t = 0; t < ntasks; t++) {
+        int64_t b = t / (Hkv * nchunks), c = t / nchunks % Hkv, j0 = t % nchunks * chunk;
+        int64_t j1 = j0 + chunk < kend ? j0 + chunk : kend, h0 = c * G, nh = H - h0 < G ? H - h0 : G;
+        const float *kb = K + b * ip->k_sb + c * ip->k_sh, *vb = V + b * ip->v_sb + c * ip->v_sh;
+        float *s = tmp0 + rt_thread_id() * tmp_floats, *mine = part + t * G * stride;
+        for (int64_t g = 0; g < nh; g++) {
+            const float *q = Q + b * ip->q_sb + (h0 + g) * ip->q_sh;
+            const float *mk = M ? M + b * ip->m_sb + (h0 + g) * ip->m_sh : NULL;
+            float *sg = s + g * chunk, m = -INFINITY;
+            int64_t j = j0;
+            for (; j + 4 <= j1; j += 4) { /* four keys at once: q loaded once, four independent sums */
+                const float *k0 = kb + j * ip->k_ss, *k1 = k0 + ip->k_ss, *k2 = k1 + ip->k_ss, *k3 = k2 + ip->k_ss;
+                float d0 = 0.f, d1 = 0.f, d2 = 0.f, d3 = 0.f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+                for (int64_t d = 0; d < D; d++) {
+                    d0 += q[d] * k0[d];
+                    d1 += q[d] * k1[d];
+                    d2 += q[d] * k2[d];
+                    d3 += q[d] * k3[d];
+                }
+                sg[j - j0] = d0 * scale;
+                sg[j - j0 + 1] = d1 * scale;
+                sg[j - j0 + 2] = d2 * scale;
+                sg[j - j0 + 3] = d3 * scale;
+            }
+            for (; j < j1; j++) {
+                const float *kr = kb + j * ip->k_ss;
+                float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+                for (int64_t d = 0; d < D; d++) dot += q[d] * kr[d];
+                sg[j - j0] = dot * scale;
+            }
+            for (j = j0; j < j1; j++) {
+                float x = sg[j - j0] + (mk ? mk[j * ip->m_sk] : 0.f);
+                sg[j - j0] = x;
+                m = x > m ? x : m;
+            }
+            float l = 0.f;
+            if (m != -INFINITY) {
+#pragma omp simd reduction(+ : l)
+                for (int64_t j = 0; j < j1 - j0; j++) {
+                    sg[j] = rt_expf(sg[j] - m);
+                    l += sg[j];
+                }
+            }
+            mine[g * stride] = m;
+            mine[g * stride + 1] = l;
+            for (int64_t e = 0; e < Dv; e++) mine[g * stride + 2 + e] = 0.f;
+        }
+        for (int64_t j = j0; j < j1; j++) { /* each V row once, for the whole group */
+            const float *vr = vb + j * ip->v_ss;
+            for (int64_t g = 0; g < nh; g++) {
+                float p = mine[g * stride] == -INFINITY ? 0.f : s[g * chunk + j - j0], *acc = mine + g * stride + 2;
+#pragma omp simd
+                for (int64_t e = 0; e < Dv; e++) acc[e] += p * vr[e];
+            }
+        }
+    }
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const float *first = part + ((b * Hkv + h / G) * nchunks * G + h % G) * stride;
+            float m = -INFINITY, l = 0.f, *o = O + b * ip->o_sb + h * ip->o_sh;
+            for (int64_t ch = 0; ch < nchunks; ch++) m = first[ch * G * stride] > m ? first[ch * G * stride] : m;
+            for (int64_t e = 0; e < Dv; e++) o[e] = 0.f;
+            if (m == -INFINITY) continue; /* no visible key: zeros, as torch SDPA gives */
+            for (int64_t ch = 0; ch < nchunks; ch++) {
+                const float *pc = first + ch * G * stride;
+                if (pc[0] == -INFINITY) continue;
+                float w = rt_expf(pc[0] - m);
+                l += w * pc[1];
+                for (int64_t e = 0; e < Dv; e++) o[e] += w * pc[2 + e];
+            }
+            float inv = l > 0.f ? 1.f / l : 0.f;
+            for (int64_t e = 0; e < Dv; e++) o[e] *= inv;
+        }
+    return 1;
+}
+
 int rt_k_attention(const rt_op *op, char *const *arg)
 {
     const rt_attention_ints *ip = &op->ip.attention;
     int64_t B = ip->B, H = ip->H, Sq = ip->Sq, Sk = ip->Sk, D = ip->D, Dv = ip->Dv;
     if (B * H * Sq == 0 || Dv == 0) return RT_OK;
+    if (Sq == 1 && attn_decode(op, arg, rt_attention_scratch_floats(Sk, D, Dv) * ip->threads)) return RT_OK;
     /* One task per head when there are enough heads (K/V packed once per head);
      * otherwise heads are split into query chunks so every thread has work. */
     int64_t nqb = (Sq + BQ - 1) / BQ, heads = B * H;
