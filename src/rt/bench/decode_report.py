@@ -5,8 +5,8 @@ MiB = 2 ** 20
 HEADER = (f"{'case':<22} {'engine':<9} {'ms/token':>9} {'min':>7} {'max':>7} {'tok/s':>7} {'floor ms':>8} "
           f"{'of floor':>8} {'rt x':>5} {'prefill ms':>10} {'RSS MiB ready/peak':>18} {'max err':>8} "
           f"{'other load':>10}")
-LEGEND = ("decode cases: ms/token: median time of one greedy decode step after the prompt's prefill (rt: the "
-          "median of each generation's mean, the only figure its timings give), min/max over steps; floor ms: "
+LEGEND = ("decode cases: ms/token: median time of one greedy decode step after the prompt's prefill (rt: "
+          "its program run and token choice, from Generator.last_timings), min/max over steps; floor ms: "
           "bytes one step reads (fp32 weights, LM head included and a tied embedding once, + K/V cache at the "
           "prompt's length) / the read bandwidth measured with the same threads (numpy sums over 1 GiB); "
           "of floor: floor / median (100% = bandwidth-bound); rt x: engine / rt of the medians; prefill ms: "
