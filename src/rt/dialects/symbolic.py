@@ -255,36 +255,35 @@ def is_static(x) -> bool:
     return not isinstance(x, Sym)
 
 
+def _map_sizes(x, fn):
+    """x (a size, or nested lists/tuples/dicts of sizes) with fn applied to each Sym in it."""
+    if isinstance(x, Sym):
+        return fn(x)
+    if isinstance(x, tuple):
+        return tuple(_map_sizes(v, fn) for v in x)
+    if isinstance(x, list):
+        return [_map_sizes(v, fn) for v in x]
+    if isinstance(x, dict):
+        return {k: _map_sizes(v, fn) for k, v in x.items()}
+    return x
+
+
 def evaluate(x, env: Mapping[str, int]):
     """x (a size, or nested lists/tuples/dicts of sizes) with every symbol bound."""
-    if isinstance(x, Sym):
-        return x.evaluate(env)
-    if isinstance(x, tuple):
-        return tuple(evaluate(v, env) for v in x)
-    if isinstance(x, list):
-        return [evaluate(v, env) for v in x]
-    if isinstance(x, dict):
-        return {k: evaluate(v, env) for k, v in x.items()}
-    return x
+    return _map_sizes(x, lambda s: s.evaluate(env))
 
 
 def substitute(x, env: Mapping[str, "int | Sym"]):
     """x (as for evaluate) with the symbols in env replaced by their values (ints or sizes); the
     others stay."""
-    if isinstance(x, Sym):
+    def one(s: Sym):
         total = 0
-        for m, c in x.terms:
+        for m, c in s.terms:
             for name in m:
                 c = c * (env[name] if name in env else Sym.symbol(name))
             total = total + c
         return total
-    if isinstance(x, tuple):
-        return tuple(substitute(v, env) for v in x)
-    if isinstance(x, list):
-        return [substitute(v, env) for v in x]
-    if isinstance(x, dict):
-        return {k: substitute(v, env) for k, v in x.items()}
-    return x
+    return _map_sizes(x, one)
 
 
 def at_largest(x):
