@@ -155,6 +155,7 @@ cdef class Program:
     cdef object _records     # the validated records self.ops points into: never handed out
     cdef object _constants
     cdef dict _constant_slots            # the slot -> array dict it was built with
+    cdef list _kinds                     # each slot's binding (ARENA, CONSTANT, INPUT, OUTPUT, UNBOUND)
     cdef rt_op *ops
     cdef readonly int64_t nops
     cdef int64_t nprepared
@@ -249,21 +250,36 @@ cdef class Program:
         if bad >= 0:
             raise ProgramError(f"op #{bad} ({self._name(bad)}): {msg.decode()}")
         cdef int a
-        for i in range(self.nops):
-            for a in range(self.ops[i].nargs):
-                s = self.ops[i].slot[a]
-                if s < 0:
-                    continue
-                if kind[s] == UNBOUND:
-                    raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
-                # the operands a kernel writes (its out, and those rt.abi marks written)
-                if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
-                    raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
-                                     f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
+        self._kinds = kind
+        # the slots each operand reads and writes: as the owner's, which checked them, or checked here
+        if shared_from is None or kind != shared_from._kinds or not self._same_slots(shared_from):
+            for i in range(self.nops):
+                for a in range(self.ops[i].nargs):
+                    s = self.ops[i].slot[a]
+                    if s < 0:
+                        continue
+                    if kind[s] == UNBOUND:
+                        raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
+                    # the operands a kernel writes (its out, and those rt.abi marks written)
+                    if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
+                        raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
+                                         f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
         if shared_from is None:
             self._prepare(after_prepare)
         else:
             self._share_state(shared_from)
+
+    cdef bint _same_slots(self, Program owner):
+        """Whether every op is owner's op on the same slots (a binding of owner's program to sizes)."""
+        cdef int64_t i
+        cdef int a
+        for i in range(self.nops):
+            if self.ops[i].code != owner.ops[i].code or self.ops[i].nargs != owner.ops[i].nargs:
+                return False
+            for a in range(self.ops[i].nargs):
+                if self.ops[i].slot[a] != owner.ops[i].slot[a]:
+                    return False
+        return True
 
     cdef _share_state(self, Program owner):
         """Run on owner's prepared state: each op must be owner's op on the same constants."""
