@@ -246,3 +246,13 @@ def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
             (["compile", str(tmp_path / "ckpt"), "-o", path, "--generator"], 2, "needs --max-context")]:
         assert main(argv) == code, argv
         assert message in capsys.readouterr().err
+
+
+def test_a_generator_file_without_its_decode_program_is_refused(tmp_path):
+    from rt.serialize import save_model
+    hf = _hf("gpt2")
+    gen = rt.compile_generator(hf, max_context=32)
+    path = str(tmp_path / "half.rt")
+    save_model(path, {"prefill": gen.stages["prefill"]}, programs=("prefill",))
+    with pytest.raises(rt.ModelFileError, match="needs a decode program"):
+        rt.load(path)

@@ -34,12 +34,14 @@ def _check_program(name: str, planned: Module) -> None:
 class Generator(RunsOnTarget):
     """A causal LM compiled for generation: `generate(prompt_ids, max_new_tokens)` returns the new
     token ids, `stream(...)` yields them as they come; `last_timings` holds the last generation's
-    prefill ms, each decode step's ms and decode tokens/s. Greedy by default; temperature, top-k and top-p sample with a
-    seed. Saved with `save`, loaded with `rt.load` (no torch needed)."""
+    prefill ms, each decode step's ms and decode tokens/s. Greedy by default; temperature, top-k and
+    top-p sample with a seed. Saved with `save`, loaded with `rt.load` (no torch needed)."""
 
     def __init__(self, stages: dict[str, Module], weights=None, run_target: Target | None = None):
         from .kernels.executor import CompiledProgram
         for name in PROGRAMS:
+            if name not in stages:
+                raise UsageError(f"a generator needs a {name} program; it has {', '.join(stages)}")
             _check_program(name, stages[name])
         self.stages = stages
         self.target: Target | None = stages["decode"].meta.get("target")
