@@ -30,7 +30,8 @@ def _compile(text: str) -> CompiledModel:
     return CompiledModel({"fused": fused, "planned": planned})
 
 
-def _check(text: str, inputs: list[np.ndarray], rtol: float = 2e-6, atol: float = 1e-6):
+def assert_matches_reference(text: str, inputs: list[np.ndarray], rtol: float = 2e-6, atol: float = 1e-6):
+    """The module compiled, run through both executors, equals the reference interpreter's result."""
     model = _compile(text)
     want = run_reference(model.stages["fused"], inputs)[0]
     for got in (model(*inputs), model.run_op_by_op(*inputs)):
@@ -49,7 +50,7 @@ def test_unary(name):
   return %y
 }}"""
     rtol = 5e-6 if name in ("pow", "expm1", "log1p", "elu", "softplus", "mish") else 2e-6
-    _check(text, [x], rtol=rtol)
+    assert_matches_reference(text, [x], rtol=rtol)
 
 
 @pytest.mark.parametrize("name", [n for n in UNARY_OPS if n not in _DOMAIN])
@@ -104,7 +105,7 @@ def test_binary(name, dtype, shapes):
   return %y
 }}"""
     if dtype == "f32" and rdt == "f32":
-        _check(text, [a, b], rtol=5e-6)
+        assert_matches_reference(text, [a, b], rtol=5e-6)
     else:
         model = _compile(text)
         want = run_reference(model.stages["fused"], [a, b])[0]
@@ -140,7 +141,7 @@ def test_binary_maximum_and_minimum_propagate_nan():
   %y = fused.{name} %a, %b : tensor<4xf32>
   return %y
 }}"""
-        _check(text, [a, b])
+        assert_matches_reference(text, [a, b])
 
 
 @pytest.mark.parametrize("name", REDUCE_OPS)
@@ -156,7 +157,7 @@ def test_reduce(name, dims, keepdim):
   %y = fused.{name} %x {{dims = {dims}, keepdim = {str(keepdim).lower()}, correction = 1.0}} : {_t(ref_shape, rdt)}
   return %y
 }}"""
-    _check(text, [x], rtol=1e-4 if name == "prod" else 2e-5)
+    assert_matches_reference(text, [x], rtol=1e-4 if name == "prod" else 2e-5)
 
 
 @pytest.mark.parametrize("name, dtype", [(n, d) for n in SCAN_OPS for d in ("f32", "i64")
@@ -169,7 +170,7 @@ def test_scan_through_strides(name, dtype):
   %y = fused.{name} %p {{dim = 0}} : tensor<9x7x{dtype}>
   return %y
 }}"""
-    _check(text, [x], rtol=1e-5)
+    assert_matches_reference(text, [x], rtol=1e-5)
 
 
 def test_gather_scatter_sort():
@@ -217,7 +218,7 @@ def test_reduce_of_a_strided_view():
 }"""
     model = _compile(text)
     assert "planned.copy" not in model.ir("planned")
-    _check(text, [x], rtol=1e-5)
+    assert_matches_reference(text, [x], rtol=1e-5)
 
 
 def test_rms_norm():
@@ -268,7 +269,7 @@ def test_grouped_query_attention_reads_each_kv_head_for_its_query_group(causal):
 }}"""
     model = _compile(text)
     assert "planned.copy" not in model.ir("planned")
-    _check(text, [q, k, v], rtol=1e-5, atol=1e-6)
+    assert_matches_reference(text, [q, k, v], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("rot, interleaved, table", [(-1, False, "2x16x8"), (4, False, "16x8"),
@@ -286,7 +287,7 @@ def test_rope_rotates_q_read_by_strides(rot, interleaved, table):
 }}"""
     model = _compile(text)
     assert "planned.copy" not in model.ir("planned")
-    _check(text, [x, cos, sin], rtol=1e-6)
+    assert_matches_reference(text, [x, cos, sin], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["silu_mul", "gelu_tanh_mul", "gelu_erf_mul"])
@@ -299,4 +300,4 @@ def test_gated_products_read_both_halves_of_one_matmul_by_strides(name):
   %y = fused.{name} %g, %u : tensor<5x32xf32>
   return %y
 }}"""
-    _check(text, [x], rtol=1e-5)
+    assert_matches_reference(text, [x], rtol=1e-5)

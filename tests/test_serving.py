@@ -117,15 +117,19 @@ def test_a_loaded_model_holds_a_lease_and_copies_only_what_it_reads(files):
     assert packed and len(kept) == len(model._program.layout.constants) - len(packed)
 
 
+def _served_copy(files, tmp_path):
+    """(model loaded from a copy of the packed-weights file, its input, the copy's path, another file)."""
+    _, paths = files
+    served, other, xpath = paths[4]
+    path = tmp_path / "m.rt"
+    path.write_bytes(served.read_bytes())
+    return rt.load(str(path)), np.load(xpath), path, other
+
+
 def test_op_by_op_after_the_file_changed(files, tmp_path):
     """The packed weights' file pages are gone once the file changed: the op-by-op executors, which
     read every weight, say so; the compiled program keeps its answers."""
-    _, paths = files
-    served, other, xpath = paths[4]
-    x = np.load(xpath)
-    path = tmp_path / "m.rt"
-    path.write_bytes(served.read_bytes())
-    model = rt.load(str(path))
+    model, x, path, other = _served_copy(files, tmp_path)
     want = model(x)
     path.write_bytes(other.read_bytes())          # opened for writing here: the lease breaks first
     assert model.weights_state == "detached"
@@ -135,12 +139,7 @@ def test_op_by_op_after_the_file_changed(files, tmp_path):
 
 
 def test_op_by_op_before_the_file_changes_keeps_every_weight(files, tmp_path):
-    _, paths = files
-    served, other, xpath = paths[4]
-    x = np.load(xpath)
-    path = tmp_path / "m.rt"
-    path.write_bytes(served.read_bytes())
-    model = rt.load(str(path))
+    model, x, path, other = _served_copy(files, tmp_path)
     want = model.run_op_by_op(x, kernels="numpy")
     path.write_bytes(other.read_bytes())
     assert np.array_equal(model.run_op_by_op(x, kernels="numpy"), want)

@@ -18,14 +18,17 @@ RT_SIMD static void softmax_row(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] *= inv;
 }
 
-int rt_k_softmax(const rt_op *op, char *const *arg)
+/* Each row of the SOFTMAX family's [rows, cols] operand through one row function. */
+static int each_row(const rt_op *op, char *const *arg, void (*row)(const float *, float *, int64_t))
 {
     const float *x = (const float *)arg[RT_SOFTMAX_X];
     float *y = (float *)arg[RT_SOFTMAX_OUT];
     int64_t rows = op->ip.softmax.rows, cols = op->ip.softmax.cols;
-    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, softmax_row(x + r * cols, y + r * cols, cols););
+    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, row(x + r * cols, y + r * cols, cols););
     return RT_OK;
 }
+
+int rt_k_softmax(const rt_op *op, char *const *arg) { return each_row(op, arg, softmax_row); }
 
 int rt_c_softmax(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
 {
@@ -49,11 +52,4 @@ RT_SIMD static void log_softmax_row(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] - shift;
 }
 
-int rt_k_log_softmax(const rt_op *op, char *const *arg)
-{
-    const float *x = (const float *)arg[RT_SOFTMAX_X];
-    float *y = (float *)arg[RT_SOFTMAX_OUT];
-    int64_t rows = op->ip.softmax.rows, cols = op->ip.softmax.cols;
-    RT_FOR(rows * cols >= RT_PAR_MIN_ELEMS, r, rows, log_softmax_row(x + r * cols, y + r * cols, cols););
-    return RT_OK;
-}
+int rt_k_log_softmax(const rt_op *op, char *const *arg) { return each_row(op, arg, log_softmax_row); }
