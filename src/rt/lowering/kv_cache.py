@@ -40,8 +40,13 @@ PHASES = ("prefill", "decode", "decode_batch")
 BATCH_INPUTS = ("positions", "key_mask")
 
 
-def _fail(op: Operation, why: str) -> LoweringError:
-    return LoweringError(f"generation: {op.name} (%{op.result.name}) {why}")
+def _fail(module: Module, op: Operation, why: str) -> LoweringError:
+    """The refusal, naming the op and the model line it came from (a lowered op keeps its torch
+    node's name, with a _N suffix where one node became several ops)."""
+    src = module.meta.get("source", {})
+    name = op.result.name
+    where = src.get(name) or src.get(name.rsplit("_", 1)[0])
+    return LoweringError(f"generation: {op.name} (%{name}) {why}" + (f"\n  at {where}" if where else ""))
 
 
 def sequence_symbol(fused: Module) -> tuple[str, int, int]:
@@ -133,7 +138,7 @@ def with_kv_cache(fused: Module, phase: str, output: int = 0) -> Module:
         operands = [None if v is None else remap[v] for v in op.operands]
         attrs = substitute(op.attrs, env)
         if batch and op in mask_slices:
-            raise _fail(op, "is a mask of positions (a sliding window): batched decoding takes causal "
+            raise _fail(fused, op, "is a mask of positions (a sliding window): batched decoding takes causal "
                             "attention only")
         if batch and _is_position_slice(op, seq):
             remap[op.result] = _gather_positions(m, op, operands[0], positions, add)
@@ -226,7 +231,7 @@ def _gather_positions(m: Module, op: Operation, table: Value, positions: Value, 
     embedding(table as [C, rest], positions) as [B, .., 1, rest]."""
     t, d = table.type, op.attrs["dim"]
     if d == 0 or any(n != 1 for n in t.shape[:d]):
-        raise _fail(op, f"reads a position table {t} that is not shared by the batch ([1, .., positions, ..])")
+        raise _fail(m, op, f"reads a position table {t} that is not shared by the batch ([1, .., positions, ..])")
     rest = t.shape[d + 1:]
     rows = positions.type.shape[0]
     flat = add("fused.reshape", [table], {"shape": [t.shape[d], math.prod(rest)]},
@@ -249,18 +254,18 @@ def _attend_over_cache(fused: Module, m: Module, op: Operation, operands: list, 
     q, k, v, mask = (list(op.operands) + [None])[:4]
     if mask is not None:
         if not _is_position_slice(mask.producer, seq):
-            raise _fail(op, "has a mask computed from the inputs; a generator's mask must be a table of "
+            raise _fail(fused, op, "has a mask computed from the inputs; a generator's mask must be a table of "
                             "positions (causal, sliding window) that rt can read at the cached rows")
         table = mask.producer
         while table.name != "const":
             table = table.operands[0].producer
         if not _hides_later_keys(fused.constants[table.attrs["name"]]):
-            raise _fail(op, "lets a position attend to later ones (it is not causal): a KV cache cannot "
+            raise _fail(fused, op, "lets a position attend to later ones (it is not causal): a KV cache cannot "
                             "hold tokens that come later")
     if mask is None and not attrs.get("causal"):
-        raise _fail(op, "is neither causal nor masked: a generator's attention must be causal self-attention")
+        raise _fail(fused, op, "is neither causal nor masked: a generator's attention must be causal self-attention")
     if not (q.type.shape[-2] == k.type.shape[-2] == v.type.shape[-2] == seq):
-        raise _fail(op, f"attends from {q.type} to {k.type}: not self-attention over the sequence")
+        raise _fail(fused, op, f"attends from {q.type} to {k.type}: not self-attention over the sequence")
     out = list(operands)
     for j, kind in ((1, "k"), (2, "v")):
         x = operands[j]
@@ -280,7 +285,7 @@ def _attend_over_cache(fused: Module, m: Module, op: Operation, operands: list, 
         states.append(cache)
     if key_mask is not None:
         if mask is not None:
-            raise _fail(op, "has a mask of positions (a sliding window): batched decoding takes causal attention only")
+            raise _fail(fused, op, "has a mask of positions (a sliding window): batched decoding takes causal attention only")
         shape = key_mask.type.shape[:3] + (past + new,)
         out = (out + [None])[:3] + [add("fused.slice", [key_mask], {"dim": 3, "start": 0, "end": past + new, "step": 1},
                                         Value(m.fresh_name("key_mask_rows"), key_mask.type.with_shape(shape)))]
