@@ -14,7 +14,7 @@ import rt
 from rt.dialects.instantiate import instantiate
 from rt.dialects.text import parse_module, print_module
 from rt.kernels.executor import OpByOpProgram
-from rt.lowering.kv_cache import PAST
+from rt.lowering.kv_cache import PAST, with_kv_cache
 from rt.testing import models
 from test_save_load import BLOCK_TORCH
 
@@ -256,3 +256,39 @@ def test_a_generator_file_without_its_decode_program_is_refused(tmp_path):
     save_model(path, {"prefill": gen.stages["prefill"]}, programs=("prefill",))
     with pytest.raises(rt.ModelFileError, match="needs a decode program"):
         rt.load(path)
+
+
+KV_IN = """module @m(%q: tensor<1x2x?(S)x8xf32>, %k: tensor<1x1x?(S)x8xf32>, %v: tensor<1x1x?(S)x8xf32>) -> (tensor<1x?(S)x16xf32>) where S in [1, 16] {
+  %o = fused.attention %q, %k, %v {causal = true, kv_group = 2, merge_heads = true, scale = 0.25} : tensor<1x?(S)x16xf32>
+  return %o
+}
+"""
+
+
+def test_kv_cache_derivation_as_ir_text():
+    """IR text in, IR text out: grouped K/V written at row P into their states and read at rows
+    [0, P + 1) (decode, no causal mask left for one row), or at 0 and [0, S) with the prefill's last row
+    returned."""
+    assert print_module(with_kv_cache(parse_module(KV_IN), "decode")) == """module @m(%q: tensor<1x2x1x8xf32>, %k: tensor<1x1x1x8xf32>, %v: tensor<1x1x1x8xf32>) -> (tensor<1x1x16xf32>) where P in [1, 15] {
+  %k_cache0 = state {index = 0} : tensor<1x1x16x8xf32>
+  %k_cache0_written = fused.cache_write %k_cache0, %k {dim = 2, start = ?(P)} : tensor<1x1x16x8xf32>
+  %k_cache0_rows = fused.slice %k_cache0_written {dim = 2, end = ?(P + 1), start = 0, step = 1} : tensor<1x1x?(P + 1)x8xf32>
+  %v_cache0 = state {index = 1} : tensor<1x1x16x8xf32>
+  %v_cache0_written = fused.cache_write %v_cache0, %v {dim = 2, start = ?(P)} : tensor<1x1x16x8xf32>
+  %v_cache0_rows = fused.slice %v_cache0_written {dim = 2, end = ?(P + 1), start = 0, step = 1} : tensor<1x1x?(P + 1)x8xf32>
+  %o = fused.attention %q, %k_cache0_rows, %v_cache0_rows {causal = false, kv_group = 2, merge_heads = true, scale = 0.25} : tensor<1x1x16xf32>
+  return %o
+}
+"""
+    assert print_module(with_kv_cache(parse_module(KV_IN), "prefill")) == """module @m(%q: tensor<1x2x?(S)x8xf32>, %k: tensor<1x1x?(S)x8xf32>, %v: tensor<1x1x?(S)x8xf32>) -> (tensor<1x1x16xf32>) where S in [1, 16] {
+  %k_cache0 = state {index = 0} : tensor<1x1x16x8xf32>
+  %k_cache0_written = fused.cache_write %k_cache0, %k {dim = 2, start = 0} : tensor<1x1x16x8xf32>
+  %k_cache0_rows = fused.slice %k_cache0_written {dim = 2, end = ?(S), start = 0, step = 1} : tensor<1x1x?(S)x8xf32>
+  %v_cache0 = state {index = 1} : tensor<1x1x16x8xf32>
+  %v_cache0_written = fused.cache_write %v_cache0, %v {dim = 2, start = 0} : tensor<1x1x16x8xf32>
+  %v_cache0_rows = fused.slice %v_cache0_written {dim = 2, end = ?(S), start = 0, step = 1} : tensor<1x1x?(S)x8xf32>
+  %o = fused.attention %q, %k_cache0_rows, %v_cache0_rows {causal = true, kv_group = 2, merge_heads = true, scale = 0.25} : tensor<1x?(S)x16xf32>
+  %o_last = fused.slice %o {dim = 1, end = ?(S), start = ?(S - 1), step = 1} : tensor<1x1x16xf32>
+  return %o_last
+}
+"""
