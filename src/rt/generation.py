@@ -149,6 +149,17 @@ class Generator(RunsOnTarget):
                                      decode_tokens_per_s=i * 1e3 / sum(steps))
             yield token, logits[0, -1]
 
+    def position_logits(self, ids) -> np.ndarray:
+        """The logits [n, vocab] the model gives after each of the n tokens `ids`, computed as generation
+        does: the first token's by prefill, each later one's by a decode step fed that token (so a
+        quantized decode path is what is measured; rt.bench compares them with fp32's)."""
+        ids = self._prompt(ids)
+        cache = [np.empty(t.shape, t.np_dtype) for t in self.cache_types]
+        rows = [self._prefill.run([ids[:1].reshape(1, 1)], cache)[0][0, -1].copy()]
+        for pos in range(1, len(ids)):
+            rows.append(self._decode.run([ids[pos:pos + 1].reshape(1, 1)], cache, sizes={PAST: pos})[0][0, -1].copy())
+        return np.stack(rows)
+
     def generate_batch(self, prompts, max_new_tokens: int, *, temperature: float = 0.0, top_k: int = 0,
                        top_p: float = 1.0, seed: int | None = None, stop_tokens: Iterable[int] = ()) -> list[list[int]]:
         """The new token ids of each prompt (up to max_batch of them, of any lengths), decoded
