@@ -4,7 +4,7 @@ kernel is reachable from some planned op."""
 import numpy as np
 import pytest
 
-from rt.abi import BINARY_OPS, BOOL_RESULT, OP_CODES, attention_scratch_floats
+from rt.abi import BINARY_OPS, BOOL_RESULT, OP_CODES, qweight_bytes
 from rt.dialects.ir import Operation, TensorType, Value
 from rt.dialects.registry import REGISTRY
 from rt.dialects.strides import contiguous_strides
@@ -68,6 +68,8 @@ CASES = {
     "planned.attention": ([((1, 2, 4, 8), F)] * 3, ((1, 2, 4, 8), F), {"scale": 0.25, "causal": True}),
     "planned.embedding": ([((10, 4), F), ((3,), "i64")], ((3, 4), F), {}),
     "planned.cast": ([((6,), F)], ((6,), "i64"), {}),
+    "planned.matmul_packed": ([((2, 64), F), ((qweight_bytes("int8", 4, 64, 64, False),), "u8")], ((2, 4), F),
+                              {"format": "int8", "n": 4, "k": 64, "group": 64}),
 }
 
 
@@ -89,15 +91,15 @@ CASES.update({
 
 def encode_case(name: str) -> tuple[list[Encoded], list[Operand], Operand]:
     """Run op `name`'s encoder on CASES[name], every operand in a slot of its own (1, 2, ...), the result
-    in the next; attention's scratch in the arena. The records it gives (one, or several)."""
+    in the next; kernel scratch in the arena. The records it gives (one, or several)."""
     types, out_type, attrs = CASES[name]
     attrs = dict(attrs)
     args = [Operand(1 + i, 0, contiguous_strides(shape), TensorType(shape, dt)) for i, (shape, dt) in enumerate(types)]
     out = Operand(1 + len(args), 0, contiguous_strides(out_type[0]), TensorType(*out_type))
-    if name == "planned.attention":
-        q, k, v = (a.type.shape for a in args)
-        attrs["scratch"] = [0, attention_scratch_floats(k[-2], q[-1], v[-1]) * 4, 1]
     op = Operation(name, [Value(f"v{i}", a.type) for i, a in enumerate(args)], attrs, Value("r", out.type))
+    scratch = REGISTRY[name].extra.get("scratch")
+    if scratch is not None:         # planned in the arena, for one thread
+        op.attrs["scratch"] = [0, scratch(op, 1), 1]
     ctx = Context(Target.host(), {}, frozenset())
     e = ENCODERS[name](op, args, out, ctx)
     return e if isinstance(e, list) else [e], args, out

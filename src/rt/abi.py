@@ -35,6 +35,11 @@ def align(n: int) -> int:
 MATVEC_SMALL_ELEMS = 128 * 128
 # Inputs per encoded chunk of the split form; a row's last k % SPLIT_CHUNK stay plain floats.
 SPLIT_CHUNK = 64
+# Packed weights (QMATMUL, rt/weight_formats.py): outputs per panel (one 16-float vector), and inputs
+# per block of an activation row quantized to int8 with one scale (the int formats' group sizes are
+# multiples of it).
+QPANEL = 16
+QBLOCK = 32
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "dtype": ("f32", "i64", "bool", "i32", "f64"),   # f64: casts only
@@ -45,6 +50,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     # constant B in 3.5 bytes per float (matvec_split.c); rt's register-blocked one-row loops for a
     # B of at most MATVEC_SMALL_ELEMS (matvec.c).
     "b_mode": ("blas", "onednn", "packed", "split", "small"),
+    # QMATMUL's weight formats (rt/weight_formats.py describes their layouts)
+    "weight_format": ("bf16", "int8", "int4"),
     # Why a kernel stopped (rt_status.code)
     "error": ("ok", "index", "nomem", "backend"),
 }
@@ -132,6 +139,16 @@ sc1, sc2); it may be out itself, or not overlap it. b_mode other than blas needs
 one row.""",
     "a b bias? residual? out",
     "b1 b2 M N K trans_a:bool trans_b:bool lda ldb ldc sa1 sa2 sb1 sb2 sc1 sc2 act:act b_mode:b_mode",
+    "alpha")
+
+QMATMUL = family("qmatmul", """
+out[M,N] = act(alpha * A[M,K] @ W + bias[N] + residual[M,N]), W a constant [N, K] weight packed in
+`format` (rt/weight_formats.py: panels of QPANEL outputs; int formats in groups of `group` inputs along
+K, each with a scale per output and, with zero_point, an offset). A's rows (leading dim lda) are read
+contiguously; int formats quantize each QBLOCK inputs of a row to int8 into scratch (qmatmul_scratch_bytes)
+and multiply in integers. residual has out's layout (ldc) and may be out itself.""",
+    "a w bias? residual? >scratch? out",
+    "M N K lda ldc format:weight_format group zero_point:bool act:act",
     "alpha")
 
 UNARY = family("unary", """
@@ -334,6 +351,7 @@ class Op:
 # Op codes are positions in this list.
 OPS: tuple[Op, ...] = (
     Op("MATMUL", MATMUL),
+    Op("QMATMUL", QMATMUL),
     *(Op(n.upper(), UNARY) for n in UNARY_OPS),
     *(Op(n.upper(), BINARY) for n in BINARY_OPS),
     *(Op(n.upper(), REDUCE) for n in REDUCE_OPS),
@@ -376,6 +394,23 @@ def attention_scratch_floats(sk: int, d: int, dv: int) -> int:
     up = lambda x, m: (x + m - 1) // m * m     # noqa: E731
     skp, dvp = up(sk, ATTENTION_BK), up(dv, ATTENTION_LANES)
     return up(d * skp + skp * dvp + ATTENTION_BQ * d + ATTENTION_BQ * ATTENTION_BK + ATTENTION_BQ * dvp, 16)
+
+
+def qweight_bytes(fmt: str, n: int, k: int, group: int, zero_point: bool) -> int:
+    """Bytes of a [N, K] weight packed in format fmt. Mirrors rt_qweight_bytes in csrc/matmul_packed.c,
+    whose checker refuses less (tests/test_weight_formats.py compares the two)."""
+    panels = -(-n // QPANEL)
+    if fmt == "bf16":
+        return panels * (k + k % 2) * QPANEL * 2
+    scales = QPANEL * 2 * (2 if zero_point else 1)      # an fp16 scale (and offset) per output
+    values = QPANEL * group if fmt == "int8" else QPANEL * group // 2
+    return panels * (k // group) * (scales + values)
+
+
+def qmatmul_scratch_bytes(fmt: str, m: int, k: int) -> int:
+    """Scratch of a QMATMUL: its int formats' quantized activations, per row K int8 and two floats per
+    QBLOCK inputs (the block's scale, and the scale times the sum of its quantized values)."""
+    return 0 if fmt == "bf16" else m * (k + k // QBLOCK * 8)
 
 
 # ATTENTION's tiles: query rows per block, keys per block, register tile width (floats).

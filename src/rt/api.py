@@ -279,7 +279,8 @@ class _Stages:
 
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
             print_ir_after_all: bool = False, progress: Progress | None = None,
-            target: Target | None = None, dynamic_shapes=None, dynamic: dict | None = None) -> CompiledModel:
+            target: Target | None = None, dynamic_shapes=None, dynamic: dict | None = None,
+            weights=None, lm_head="auto") -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
     already exported torch.export.ExportedProgram) into a CompiledModel. `args` may be one tensor or a
     tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
@@ -289,7 +290,11 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     this machine has, and a saved file records it.
     dynamic_shapes: torch.export's (torch.export.Dim with min/max, Dim.AUTO); or the short form
     dynamic={"input_ids": {1: (1, 1024)}} (input -> {dim: (min, max) or (name, min, max)}): one
-    compile then serves every size in range, with the arena planned for the largest."""
+    compile then serves every size in range, with the arena planned for the largest.
+    weights: the format of the constant matmul weights (rt/weight_formats.py): None (fp32, the
+    default), "bf16", "int8", "int4" (with options: "int8:g32", "int4:g128", "int4:g32:zp"), or a dict
+    {name pattern: format} for per-layer choices; lm_head: the LM head's format ("auto": the body's,
+    int8 under int4)."""
     require("torch", "rt.compile")
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
@@ -316,11 +321,26 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     target = target or Target.host()
     fused = stages.run("to_fused", to_fused, torch_ir, target=target, verify=verify,
                        print_ir_after_all=print_ir_after_all)
+    stages.run("pack_weights", pack_weights_as_chosen, fused, weights, lm_head)
     planned = stages.run("to_planned", to_planned, fused, target)
     if verify:
         verify_module(planned, "planned")
     return stages.run("build_program", CompiledModel, {"torch": torch_ir, "fused": fused, "planned": planned},
                       stages.times, run_target=target.restricted_to(Target.host()))
+
+
+def pack_weights_as_chosen(fused, weights, lm_head="auto") -> list[dict]:
+    """Pack fused's constant matmul weights in the formats chosen (rt.compile's weights, lm_head);
+    nothing when all stay fp32. Returns rt.lowering.weight_packing's report."""
+    from .lowering.fold import dead_code_elimination
+    from .lowering.weight_packing import pack_weights
+    from .weight_formats import WeightChoice
+    choice = WeightChoice(weights, lm_head)
+    if not choice.active:
+        return []
+    report = pack_weights(fused, choice)
+    dead_code_elimination(fused)
+    return report
 
 
 def load(path: str):

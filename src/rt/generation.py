@@ -18,6 +18,7 @@ from .dialects.ir import Module
 from .errors import InputError, UsageError
 from .lowering.kv_cache import PAST, sequence_symbol
 from .target import Target
+from .weight_formats import WeightChoice
 from .api import RunsOnTarget, summarize_kernels
 from .dialects.text import print_module
 
@@ -291,7 +292,8 @@ def _sampler(temperature: float, top_k: int, top_p: float, seed: int | None):
 
 
 def compile_generator(model, max_context: int | None = None, *, max_batch: int = 1, example_ids=None,
-                      target: Target | None = None, progress=None, check: bool = True) -> Generator:
+                      target: Target | None = None, progress=None, check: bool = True, weights=None,
+                      lm_head: str = "auto") -> Generator:
     """Compile a causal LM (an nn.Module mapping token ids [1, n] to logits [1, n, vocab], or a
     transformers model returning them as `logits`) for generation with prompts and outputs of up to
     `max_context` tokens in all. example_ids: a [1, n] id tensor to trace with (default: n = 8 ids
@@ -300,7 +302,9 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     programs once on random ids and refuse the model if prefill then decode does not give what
     prefill of the longer sequence gives (a model whose positions mix in a way the cache does not
     keep). max_batch > 1 adds a program that decodes up to that many sequences per step
-    (Generator.generate_batch), from a second export at that batch size."""
+    (Generator.generate_batch), from a second export at that batch size. weights, lm_head: the
+    matmul weights' formats, as rt.compile takes them ("int8", "int4", ...: decoding reads fewer
+    bytes per token)."""
     import inspect
 
     from . import api
@@ -352,18 +356,33 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     sources = {phase: fused for phase in PROGRAMS}
     if batch > 1:
         sources[BATCH] = batched.stages["fused"]
-    for source in {id(m): m for m in sources.values()}.values():
+    unique = {id(m): m for m in sources.values()}.values()
+    for source in unique:
         timed.run("weights_n_by_k", weights_n_by_k, source)
         dead_code_elimination(source)
     if batch > 1:
         _share_constants(sources[BATCH], fused)
-    stages = {"torch": compiled.stages["torch"], "fused": fused}
-    for phase, source in sources.items():
-        cached = timed.run(f"kv_cache_{phase}", with_kv_cache, source, phase, output=output)
-        stages[phase] = timed.run(f"to_planned_{phase}", to_planned, cached, compiled.target)
-    gen = timed.run("build_programs", Generator, stages, run_target=compiled.run_target)
+
+    def programs(label: str) -> Generator:
+        stages = {"torch": compiled.stages["torch"], "fused": fused}
+        for phase, source in sources.items():
+            cached = timed.run(f"kv_cache_{phase}{label}", with_kv_cache, source, phase, output=output)
+            stages[phase] = timed.run(f"to_planned_{phase}{label}", to_planned, cached, compiled.target)
+        return timed.run(f"build_programs{label}", Generator, stages, run_target=compiled.run_target)
+
+    packing = WeightChoice(weights, lm_head).active
+    gen = programs("_fp32" if packing else "")
     if check:
+        # The cache's derivation does not depend on the weights' format, and is checked in fp32: int
+        # formats round each product's inputs to int8, so there prefill and decode (whose attention
+        # sums in another order) differ by whole rounding steps, not by fp32's last bits.
         timed.run("check_cache", check_cache, gen)
+    if packing:
+        for source in unique:
+            timed.run("pack_weights", api.pack_weights_as_chosen, source, weights, lm_head)
+        if batch > 1:
+            _share_constants(sources[BATCH], fused)
+        gen = programs("")
     return gen
 
 

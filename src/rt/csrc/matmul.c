@@ -19,7 +19,7 @@
 /* Split N (each thread packs only its columns of B) when every thread gets this many. */
 #define RT_SPLIT_N_MIN 128
 
-static const rt_row_fn acts[RT_ACT_COUNT] = {[RT_ACT_NONE] = NULL, [RT_ACT_RELU] = rt_row_relu,
+const rt_row_fn rt_matmul_acts[RT_ACT_COUNT] = {[RT_ACT_NONE] = NULL, [RT_ACT_RELU] = rt_row_relu,
                                             [RT_ACT_GELU_TANH] = rt_row_gelu_tanh,
                                             [RT_ACT_GELU_ERF] = rt_row_gelu_erf, [RT_ACT_SILU] = rt_row_silu};
 
@@ -134,7 +134,7 @@ int rt_k_matmul(const rt_op *op, char *const *arg)
     int mode = effective_b_mode(op);
     mm_params p = {.M = ip->M, .N = ip->N, .K = ip->K, .ta = (int)ip->trans_a, .tb = (int)ip->trans_b,
                    .lda = ip->lda, .ldb = ip->ldb, .ldc = ip->ldc, .alpha = (float)op->fp.matmul.alpha,
-                   .bias = (const float *)arg[RT_MATMUL_BIAS], .act = acts[ip->act],
+                   .bias = (const float *)arg[RT_MATMUL_BIAS], .act = rt_matmul_acts[ip->act],
                    .split = mode == RT_B_MODE_SPLIT ? op->state : NULL,
                    .small = mode == RT_B_MODE_SMALL};
     if (p.M == 0 || p.N == 0 || nb == 0) return RT_OK;

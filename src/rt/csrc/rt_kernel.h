@@ -81,6 +81,9 @@ typedef void (*rt_row_fn)(const float *x, float *y, int64_t n, float a, float b)
 RT_UNARY_LIST(RT_UNARY_DECL)
 #undef RT_UNARY_DECL
 
+/* matmul.c: the epilogue activations by RT_ACT_* code (NULL for none), shared with matmul_packed.c. */
+extern const rt_row_fn rt_matmul_acts[RT_ACT_COUNT];
+
 /* Item sizes by RT_DTYPE_* code (f32, i64, bool, i32, f64). */
 static const int64_t rt_dtype_size[RT_DTYPE_COUNT] = {4, 8, 1, 4, 8};
 

@@ -49,6 +49,9 @@ const char *rt_op_name(int32_t code); /* NULL when out of range */
 
 /* Scratch floats one thread of ATTENTION needs (the planner sizes its scratch buffer with it). */
 int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv);
+/* matmul_packed.c: bytes of a [n, k] weight packed in weight format fmt, and QMATMUL's scratch bytes. */
+int64_t rt_qweight_bytes(int fmt, int64_t n, int64_t k, int64_t group, int zp);
+int64_t rt_qmatmul_scratch_bytes(int fmt, int64_t m, int64_t k);
 
 /* Validate a whole program once. Returns the index of the first bad op (message in
  * msg), or -1 when all ops are valid. */

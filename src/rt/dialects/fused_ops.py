@@ -58,7 +58,8 @@ from __future__ import annotations
 import math
 import numpy as np
 
-from ..abi import BINARY_OPS, BOOL_RESULT, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
+from ..abi import BINARY_OPS, BOOL_RESULT, ENUMS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, qweight_bytes
+from ..weight_formats import reference as packed_matmul_reference
 from . import numerics
 from .ir import DTYPES, TensorType, padded
 from .strides import contiguous_strides, reshape_strides
@@ -116,6 +117,40 @@ op("fused.matmul", ("a", "b", "bias?", "residual?"), _matmul_infer, _matmul_ref,
    attrs={"transpose_a": Attr("bool", False), "transpose_b": Attr("bool", False),
           "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
    verify=_matmul_verify)
+
+
+def _packed_infer(types, attrs):
+    a = types[0]
+    if a.shape[-1] != attrs["k"]:
+        raise ValueError(f"a has {a.shape[-1]} inputs per row, the packed weight {attrs['k']}")
+    return a.with_shape(tuple(a.shape[:-1]) + (attrs["n"],))
+
+
+def _packed_verify(op, types):
+    a, w, bias, res = padded(types, 4)
+    at = {"group": 0, "zero_point": False, **op.attrs}
+    if at["format"] not in ENUMS["weight_format"]:
+        return f"unknown weight format {at['format']!r}"
+    if at.get("act", "none") not in ACTIVATIONS:
+        return f"unknown act {at['act']!r} (known: {', '.join(ACTIVATIONS)})"
+    want = qweight_bytes(at["format"], at["n"], at["k"], at["group"], at["zero_point"])
+    if w.dtype != "u8" or w.shape != (want,):
+        return f"w must be u8 [{want}] (a [{at['n']}, {at['k']}] weight in {at['format']}), got {w}"
+    if bias is not None and bias.shape != (at["n"],):
+        return f"bias must have shape ({at['n']},), got {bias}"
+    if res is not None and res.shape != op.result.type.shape:
+        return f"residual must have the result's shape {op.result.type.shape}, got {res}"
+    return None
+
+
+#   fused.matmul_packed a, w, bias?, residual? {format, n, k, group, zero_point, alpha, act}
+# act(alpha * a @ W^T + bias + residual) with W a constant [n, k] weight packed in `format`
+# (rt/weight_formats.py); group: inputs per scale of an int format (k itself: one per output).
+op("fused.matmul_packed", ("a", "w", "bias?", "residual?"), _packed_infer,
+   packed_matmul_reference,
+   attrs={"format": Attr("str"), "n": Attr("int"), "k": Attr("int"), "group": Attr("int", 0),
+          "zero_point": Attr("bool", False), "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
+   verify=_packed_verify)
 
 
 # ---- elementwise ----------------------------------------------------------------------------
@@ -797,10 +832,8 @@ op("fused.cat", ("xs*",), _cat_infer, lambda a, at: np.concatenate(a, axis=at["d
 #       _nearest_exact,bilinear}2d; scales: torch's scale factors ([] when the size was given)
 #   fused.pad x {lo, hi, mode, value}       lo[d] / hi[d] >= 0 items before / after dim d: value, reflect
 #                                           or replicate
-from ..abi import ENUMS as _ABI_ENUMS  # noqa: E402  (this section's own import)
-
 LAYOUTS = ("nchw", "nhwc")
-CONV_ACTS = _ABI_ENUMS["eltwise"]      # a convolution's epilogue activations (oneDNN eltwise post-ops)
+CONV_ACTS = ENUMS["eltwise"]      # a convolution's epilogue activations (oneDNN eltwise post-ops)
 NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 
 

@@ -22,6 +22,7 @@ DTYPES: dict[str, np.dtype] = {
     "i64": np.dtype(np.int64),
     "i32": np.dtype(np.int32),
     "bool": np.dtype(np.bool_),
+    "u8": np.dtype(np.uint8),       # packed weights (rt/weight_formats.py)
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 

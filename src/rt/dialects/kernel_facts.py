@@ -12,9 +12,10 @@ that operand.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
-from ..abi import BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, attention_scratch_floats
+from ..abi import BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, attention_scratch_floats, qmatmul_scratch_bytes
 from .ir import Operation
 from .strides import row_groups
 from .symbolic import at_largest
@@ -40,7 +41,13 @@ def _attention_scratch(op: Operation, threads: int) -> int:
     return attention_scratch_floats(*at_largest((k.shape[-2], q.shape[-1], v.shape[-1]))) * threads * 4
 
 
+def _packed_matmul_scratch(op: Operation, threads: int) -> int:
+    a = op.operands[0].type
+    return qmatmul_scratch_bytes(op.attrs["format"], at_largest(math.prod(a.shape[:-1])), a.shape[-1])
+
+
 kernel_facts("planned.matmul", strided=(0, 1), inplace=(3,))
+kernel_facts("planned.matmul_packed", inplace=(3,), scratch=_packed_matmul_scratch)
 for _name in UNARY_OPS:
     kernel_facts(f"planned.{_name}", inplace=(0,))
 for _name in BINARY_OPS:

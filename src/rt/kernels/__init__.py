@@ -7,6 +7,8 @@ from rt.kernels._runtime import (
     attention_scratch_floats,
     cpu_features,
     get_num_threads,
+    qmatmul_scratch_bytes,
+    qweight_bytes,
     record_layout,
     set_num_threads,
 )
@@ -21,6 +23,8 @@ __all__ = [
     "cpu_features",
     "get_num_threads",
     "make_record",
+    "qmatmul_scratch_bytes",
+    "qweight_bytes",
     "operand_places",
     "read_fields",
     "record_layout",

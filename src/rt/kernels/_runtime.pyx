@@ -17,7 +17,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 cnp.import_array()
 
-from rt.abi import OPS
+from rt.abi import ENUMS, OPS
 from rt.errors import KernelError, ProgramError, UsageError
 from rt.kernels.records import RECORD_DTYPE
 
@@ -44,6 +44,8 @@ cdef extern from "rt_program.h" nogil:
 
     const char *rt_op_name(int32_t code)
     int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv)
+    int64_t rt_qweight_bytes(int fmt, int64_t n, int64_t k, int64_t group, int zp)
+    int64_t rt_qmatmul_scratch_bytes(int fmt, int64_t m, int64_t k)
     int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
                              int64_t nslots, char *msg, size_t msglen)
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
@@ -112,6 +114,16 @@ _WRITTEN = tuple(frozenset(i for i, f in enumerate(o.family.args) if f.written) 
 def attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv):
     """C's own count of ATTENTION's per-thread scratch floats (rt.abi mirrors it)."""
     return rt_attention_scratch_floats(Sk, D, Dv)
+
+
+def qweight_bytes(str fmt, int64_t n, int64_t k, int64_t group, bint zero_point):
+    """C's own size of a packed weight (rt.abi mirrors it)."""
+    return rt_qweight_bytes(ENUMS["weight_format"].index(fmt), n, k, group, zero_point)
+
+
+def qmatmul_scratch_bytes(str fmt, int64_t m, int64_t k):
+    """C's own size of QMATMUL's scratch (rt.abi mirrors it)."""
+    return rt_qmatmul_scratch_bytes(ENUMS["weight_format"].index(fmt), m, k)
 
 
 def set_num_threads(int n):

@@ -263,6 +263,19 @@ def _matmul(op, args, out, ctx):
         b_mode=matmul_b_mode(ctx, b, m, n, k, ta, batch, alpha), alpha=alpha))
 
 
+@encoder("planned.matmul_packed")
+def _matmul_packed(op, args, out, ctx):
+    """QMATMUL: a's rows (contiguous: the op reads no strides) times the packed constant weight."""
+    a, w, bias, res = padded(args, 4)
+    _need_f32(op, a, bias, res, out)
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    rows = math.prod(a.type.shape[:-1])
+    scratch = None if at["format"] == "bf16" else _scratch(op)[0]
+    return Encoded("QMATMUL", dict(a=a, w=w, bias=bias, residual=res, scratch=scratch, out=out), dict(
+        M=rows, N=at["n"], K=at["k"], lda=at["k"], ldc=at["n"], format=at["format"], group=at["group"],
+        zero_point=at["zero_point"], act=at["act"], alpha=float(at["alpha"])))
+
+
 # ---- elementwise ----------------------------------------------------------------------------
 @encoder(*(f"planned.{n}" for n in UNARY_OPS))
 def _unary(op, args, out, ctx):

@@ -1,0 +1,240 @@
+"""Weight formats for constant matmul weights, chosen at compile time (`rt.compile(..., weights=)`):
+how a [N, K] weight is packed for QMATMUL (csrc/matmul_packed.c documents the byte layout), read back,
+and multiplied in numpy the way the kernel multiplies (the interpreter's reference). Nothing here
+imports torch.
+
+Formats, spelled as users give them:
+- "bf16": each weight rounded to bfloat16 (to nearest even); products in fp32 with the inputs as they are.
+- "int8": symmetric, a scale per output channel (w = d u, u in [-127, 127]); "int8:g32" (or g64, g128...)
+  a scale per output and per group of that many inputs instead.
+- "int4": symmetric, a scale per output and per group of 32 inputs (w = d (u - 8), u in [0, 15], as
+  llama.cpp's q4_0); "int4:g128" groups of 128; a ":zp" suffix adds an offset per group (w = d u - m,
+  as q4_1), which fits a group's range exactly.
+Int formats multiply the inputs quantized to int8 per block of QBLOCK (32) with a scale each.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .abi import QBLOCK, QPANEL, qweight_bytes
+from .errors import UsageError
+
+KINDS = ("bf16", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    kind: str                   # one of KINDS
+    group: int | None = None    # int formats: inputs per scale; None = all of K (int8's default)
+    zero_point: bool = False    # int4: an offset per group
+
+    @property
+    def name(self) -> str:
+        return self.kind + (f":g{self.group}" if self.group else "") + (":zp" if self.zero_point else "")
+
+    def group_for(self, k: int) -> int:
+        """The group size this format takes for K inputs (K itself for per-channel int8, 0 for bf16)."""
+        return 0 if self.kind == "bf16" else self.group or k
+
+    def fits(self, k: int) -> str | None:
+        """Why a weight with K inputs cannot take this format, or None."""
+        if self.kind == "bf16":
+            return None
+        g = self.group_for(k)
+        if k % QBLOCK or k % g:
+            return f"{self.name} needs K ({k}) to be a multiple of {QBLOCK} and of its group ({g})"
+        return None
+
+
+def parse(spec) -> WeightFormat | None:
+    """A format from its spelling ("bf16", "int8", "int8:g32", "int4", "int4:g128:zp", ...); None or
+    "fp32" keep a weight as it is."""
+    if spec is None or isinstance(spec, WeightFormat):
+        return spec
+    if not isinstance(spec, str):
+        raise UsageError(f"a weight format is a string such as 'int8' or 'int4:g128', got {spec!r}")
+    if spec == "fp32":
+        return None
+    kind, *opts = spec.split(":")
+    group, zero_point = None, False
+    for o in opts:
+        if o == "zp":
+            zero_point = True
+        elif o.startswith("g") and o[1:].isdigit() and int(o[1:]) > 0 and int(o[1:]) % QBLOCK == 0:
+            group = int(o[1:])
+        else:
+            raise UsageError(f"weight format {spec!r}: unknown option {o!r} (groups are g<n> with n a "
+                             f"multiple of {QBLOCK}; 'zp' adds a zero point)")
+    if kind not in KINDS:
+        raise UsageError(f"unknown weight format {spec!r} (known: fp32, {', '.join(KINDS)}, with "
+                         "options such as int8:g32, int4:g128, int4:g32:zp)")
+    if kind == "bf16" and (group or zero_point):
+        raise UsageError(f"weight format {spec!r}: bf16 takes no group or zero point")
+    if kind == "int8" and zero_point:
+        raise UsageError(f"weight format {spec!r}: int8 is symmetric (only int4 takes a zero point)")
+    if kind == "int4" and group is None:
+        group = 32
+    return WeightFormat(kind, group, zero_point)
+
+
+# ---- packing --------------------------------------------------------------------------------------
+def _f16(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float16)
+
+
+def _bf16_bits(w: np.ndarray) -> np.ndarray:
+    u = np.ascontiguousarray(w, dtype=np.float32).view(np.uint32)
+    rounded = ((u.astype(np.uint64) + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(w), np.uint16(0x7FC0), rounded)
+
+
+def _panels(a: np.ndarray, n: int) -> np.ndarray:
+    """a [N, ...] zero-padded to whole panels, as [panels, QPANEL, ...]."""
+    pad = -n % QPANEL
+    if pad:
+        a = np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)])
+    return a.reshape((-1, QPANEL) + a.shape[1:])
+
+
+def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int):
+    """Per (output, group): fp16 scale d, fp16 offset m (None when implied) and values u, with
+    w ~ d u - m."""
+    n, k = w.shape
+    wg = w.reshape(n, k // g, g).astype(np.float32)
+    if fmt.kind == "int8":
+        d = _f16(np.abs(wg).max(axis=2) / 127)
+        u = np.clip(np.rint(wg / _safe(d)[..., None]), -127, 127) + 128
+        return d, None, u.astype(np.uint8)
+    if not fmt.zero_point:     # q4_0: the value of largest magnitude maps to -8
+        idx = np.abs(wg).argmax(axis=2)
+        big = np.take_along_axis(wg, idx[..., None], axis=2)[..., 0]
+        d = _f16(big / -8)
+        u = np.clip(np.rint(wg / _safe(d)[..., None]) + 8, 0, 15)
+        return d, None, u.astype(np.uint8)
+    lo, hi = wg.min(axis=2), wg.max(axis=2)
+    d, m = _f16((hi - lo) / 15), _f16(-lo)
+    u = np.clip(np.rint((wg + m.astype(np.float32)[..., None]) / _safe(d)[..., None]), 0, 15)
+    return d, m, u.astype(np.uint8)
+
+
+def _safe(d: np.ndarray) -> np.ndarray:
+    """d as float32 with zeros replaced by 1 (a zero scale's values are all zero anyway)."""
+    d = d.astype(np.float32)
+    return np.where(d == 0, np.float32(1), d)
+
+
+def pack(w: np.ndarray, fmt: WeightFormat) -> np.ndarray:
+    """A [N, K] float weight as the bytes QMATMUL reads (uint8, qweight_bytes long)."""
+    n, k = w.shape
+    why = fmt.fits(k)
+    if why:
+        raise UsageError(why)
+    if fmt.kind == "bf16":
+        bits = _bf16_bits(w)
+        if k % 2:
+            bits = np.concatenate([bits, np.zeros((n, 1), np.uint16)], axis=1)
+        p = _panels(bits, n)                                     # [panels, 16, Kp]
+        out = p.reshape(p.shape[0], QPANEL, -1, 2).transpose(0, 2, 1, 3)
+        return np.ascontiguousarray(out).view(np.uint8).reshape(-1)
+    g = fmt.group_for(k)
+    d, m, u = _quantize_groups(w, fmt, g)
+    parts = [_panels(d, n).transpose(0, 2, 1)[..., None].view(np.uint8).reshape(-1, k // g, 2 * QPANEL)]
+    if m is not None:
+        parts.append(_panels(m, n).transpose(0, 2, 1)[..., None].view(np.uint8).reshape(-1, k // g, 2 * QPANEL))
+    up = _panels(u, n)                                           # [panels, 16, groups, g]
+    if fmt.kind == "int8":
+        vals = up.reshape(up.shape[0], QPANEL, k // g, g // 4, 4).transpose(0, 2, 3, 1, 4)
+    else:
+        o = up.reshape(up.shape[0], QPANEL, k // g, g // 8, 2, 4)
+        vals = (o[..., 0, :] | (o[..., 1, :] << 4)).transpose(0, 2, 3, 1, 4)
+    parts.append(np.ascontiguousarray(vals).reshape(vals.shape[0], k // g, -1))
+    out = np.ascontiguousarray(np.concatenate(parts, axis=2)).reshape(-1)
+    assert out.size == qweight_bytes(fmt.kind, n, k, g, fmt.zero_point)
+    return out
+
+
+def unpack(packed: np.ndarray, kind: str, n: int, k: int, group: int, zero_point: bool) -> np.ndarray:
+    """The [N, K] float32 weight that `packed` holds (d u - m per value, as the kernel reads it)."""
+    panels = -(-n // QPANEL)
+    if kind == "bf16":
+        kp = k + k % 2
+        bits = packed.view(np.uint16).reshape(panels, kp // 2, QPANEL, 2).transpose(0, 2, 1, 3).reshape(-1, kp)
+        return (bits.astype(np.uint32) << 16).view(np.float32)[:n, :k]
+    ng, head = k // group, 2 * QPANEL * (2 if zero_point else 1)
+    rec = packed.reshape(panels, ng, -1)
+    d = rec[..., :2 * QPANEL].copy().view(np.float16).astype(np.float32)        # [panels, groups, 16]
+    vals = rec[..., head:]
+    if kind == "int8":
+        u = vals.reshape(panels, ng, group // 4, QPANEL, 4).transpose(0, 3, 1, 2, 4).reshape(panels, QPANEL, ng, group)
+        m = d * 128
+    else:
+        b = vals.reshape(panels, ng, group // 8, QPANEL, 4)
+        u = np.stack([b & 15, b >> 4], axis=3)                                   # [p, g, oct, 2, 16, 4]
+        u = u.transpose(0, 4, 1, 2, 3, 5).reshape(panels, QPANEL, ng, group)
+        m = rec[..., 2 * QPANEL:head].copy().view(np.float16).astype(np.float32) if zero_point else d * 8
+    d, m = d.transpose(0, 2, 1)[..., None], m.transpose(0, 2, 1)[..., None]    # [p, 16, groups, 1]
+    w = d * u.astype(np.float32) - m
+    return w.reshape(panels * QPANEL, k)[:n]
+
+
+# ---- the kernel's arithmetic, in numpy --------------------------------------------------------------
+def quantize_inputs(a: np.ndarray) -> np.ndarray:
+    """Rows of a [..., K] as an int format's product reads them: each QBLOCK inputs rounded to int8
+    with scale max|x| / 127, times that scale (float32 steps as in the kernel)."""
+    x = a.astype(np.float32).reshape(-1, a.shape[-1] // QBLOCK, QBLOCK)
+    amax = np.abs(x).max(axis=2, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+        q = np.rint(x * inv)
+    return (q * (amax / np.float32(127))).reshape(a.shape)
+
+
+def reference(args, attrs) -> np.ndarray:
+    """fused.matmul_packed in numpy: act(alpha * a @ W^T + bias + residual), W = unpack(w)."""
+    from .dialects import numerics
+    a, w, bias, res = (list(args) + [None] * 4)[:4]
+    kind = attrs["format"]
+    weight = unpack(w, kind, attrs["n"], attrs["k"], attrs["group"], attrs["zero_point"])
+    x = a if kind == "bf16" else quantize_inputs(a)
+    y = np.matmul(x.astype(np.float64), weight.T.astype(np.float64)) * attrs["alpha"]
+    if bias is not None:
+        y = y + bias
+    if res is not None:
+        y = y + res
+    return numerics.ACTIVATIONS[attrs["act"]](y.astype(np.float32))
+
+
+# ---- which weight takes which format ----------------------------------------------------------------
+AUTO = "auto"
+
+
+class WeightChoice:
+    """Which format each constant matmul weight takes. `weights`: one format for all, or a dict
+    {pattern: format} matched (fnmatch, first match wins; no match keeps fp32) against the weight's
+    name as the model names it (`model.layers.0.mlp.down_proj.weight`; merged projections join their
+    names with '+'). `lm_head`: the format of the product that gives a model output (the LM head); by
+    default the body's, but int8 under an int4 body: the logits are where 4-bit errors show most, and
+    llama.cpp likewise keeps its q4_0 models' output tensor at 6 bits."""
+
+    def __init__(self, weights, lm_head=AUTO):
+        items = weights.items() if isinstance(weights, dict) else [("*", weights)]
+        self.rules = [(str(pattern), parse(spec)) for pattern, spec in items]
+        self.lm_head = lm_head if lm_head == AUTO else parse(lm_head)
+
+    @property
+    def active(self) -> bool:
+        return any(f is not None for _, f in self.rules) or self.lm_head not in (AUTO, None)
+
+    def body(self, name: str) -> WeightFormat | None:
+        from fnmatch import fnmatchcase
+        return next((f for pattern, f in self.rules if fnmatchcase(name, pattern)), None)
+
+    def pick(self, name: str, is_output: bool) -> WeightFormat | None:
+        if not is_output:
+            return self.body(name)
+        if self.lm_head != AUTO:
+            return self.lm_head
+        body = self.body(name)
+        return parse("int8") if body is not None and body.kind == "int4" else body

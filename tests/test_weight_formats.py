@@ -1,0 +1,140 @@
+"""Packed weight formats (rt/weight_formats.py, csrc/matmul_packed.c): packing, the QMATMUL kernel
+against its numpy arithmetic, the checker, and models compiled with `weights=`."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rt
+from rt.abi import qmatmul_scratch_bytes, qweight_bytes
+from rt.errors import ProgramError, UsageError
+from rt.kernels import qmatmul_scratch_bytes as c_scratch_bytes, qweight_bytes as c_weight_bytes
+from rt.weight_formats import WeightChoice, pack, parse, quantize_inputs, reference, unpack
+
+from kernel_helpers import build_program, run_program
+
+SPECS = ("bf16", "int8", "int8:g32", "int4", "int4:g128", "int4:g32:zp")
+
+
+def _weight(n, k, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_sizes_python_mirror_equals_c(spec):
+    f = parse(spec)
+    for n, k in ((16, 128), (17, 256), (50257, 768), (1, 384)):
+        g = f.group_for(k)
+        assert c_weight_bytes(f.kind, n, k, g, f.zero_point) == qweight_bytes(f.kind, n, k, g, f.zero_point)
+        assert c_scratch_bytes(f.kind, 5, k) == qmatmul_scratch_bytes(f.kind, 5, k)
+        assert pack(_weight(n, k), f).size == qweight_bytes(f.kind, n, k, g, f.zero_point) if n < 1000 else True
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_unpacked_weights_are_within_half_a_step(spec):
+    f = parse(spec)
+    n, k = 37, 256
+    w = _weight(n, k)
+    got = unpack(pack(w, f), f.kind, n, k, f.group_for(k), f.zero_point)
+    assert got.shape == w.shape and got.dtype == np.float32
+    if f.kind == "bf16":
+        assert np.all(np.abs(got - w) <= np.abs(w) * 2.0 ** -8)
+        return
+    g = f.group_for(k)
+    wg = w.reshape(n, k // g, g)
+    span = wg.max(axis=2) - wg.min(axis=2) if f.zero_point else np.abs(wg).max(axis=2) * 2
+    # q4_0's grid d * [-8, 7] puts the largest magnitude at -8: the other sign's extreme may round a
+    # whole step (to 7); every other grid rounds to its nearest level
+    levels, reach = {"int8": (254, 0.5), "int4": (15, 0.5) if f.zero_point else (16, 1.0)}[f.kind]
+    step = np.repeat(span / levels, g, axis=1)
+    assert np.all(np.abs(got - w) <= step * reach * 1.01 + 1e-6)     # fp16 scales: 1% slack
+
+
+def test_odd_k_bf16_and_padded_panels():
+    w = _weight(19, 33)
+    got = unpack(pack(w, parse("bf16")), "bf16", 19, 33, 0, False)
+    assert np.allclose(got, w, rtol=2.0 ** -8, atol=0)
+
+
+def _qmatmul(spec, m, n, k, *, bias=False, residual=False, act="none", alpha=1.0, seed=0, inplace=False):
+    f = parse(spec)
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = pack(_weight(n, k, seed + 1), f)
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    r = rng.standard_normal((m, n)).astype(np.float32) if residual else None
+    out = r.copy() if inplace else np.full((m, n), np.nan, np.float32)
+    scratch = np.empty(max(qmatmul_scratch_bytes(f.kind, m, k), 1) // 4 + 1, np.float32)
+    attrs = dict(format=f.kind, n=n, k=k, group=f.group_for(k), zero_point=f.zero_point, alpha=alpha, act=act)
+    want = reference([a, w, b, r], attrs)
+    run_program("QMATMUL", dict(a=a, w=w, bias=b, residual=out if inplace else r,
+                                scratch=None if f.kind == "bf16" else scratch, out=out),
+                constant=("w",), M=m, N=n, K=k, lda=k, ldc=n, format=f.kind, group=f.group_for(k),
+                zero_point=f.zero_point, act=act, alpha=alpha)
+    return out, want
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("m,n,k", [(1, 16, 128), (1, 2304, 768), (3, 37, 256), (4, 48, 128), (9, 70, 384)])
+def test_kernel_matches_its_numpy_arithmetic(spec, m, n, k):
+    if parse(spec).fits(k):
+        pytest.skip(parse(spec).fits(k))
+    got, want = _qmatmul(spec, m, n, k)
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("spec", ("bf16", "int8", "int4:g32:zp"))
+def test_kernel_epilogue(spec):
+    got, want = _qmatmul(spec, 5, 40, 128, bias=True, residual=True, act="gelu_tanh", alpha=0.5)
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+    got, want = _qmatmul(spec, 2, 33, 128, residual=True, inplace=True, act="silu")
+    assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+
+
+def test_int_products_quantize_inputs_per_block_and_propagate_nan():
+    a = np.zeros((1, 64), np.float32)
+    a[0, 3], a[0, 40] = 1.0, 1000.0
+    q = quantize_inputs(a)
+    assert q[0, 3] == np.float32(1.0) and q[0, 40] == np.float32(1000.0)     # each block its own scale
+    got, _ = _qmatmul("int8", 2, 16, 64)
+    assert np.isfinite(got).all()
+    f = parse("int8")
+    a[0, 5] = np.nan
+    w = pack(_weight(16, 64), f)
+    out = np.zeros((1, 16), np.float32)
+    scratch = np.empty(qmatmul_scratch_bytes("int8", 1, 64) // 4, np.float32)
+    run_program("QMATMUL", dict(a=a, w=w, scratch=scratch, out=out), constant=("w",), M=1, N=16, K=64,
+                lda=64, ldc=16, format="int8", group=64, zero_point=False, act="none", alpha=1.0)
+    assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize("change,why", [
+    (dict(group=48), "group"), (dict(zero_point=True), "zero point"), (dict(K=128, lda=128, group=128), "needs"),
+    (dict(scratch=None), "scratch")])
+def test_checker_refuses(change, why):
+    f = parse("int8")
+    a = np.zeros((2, 64), np.float32)
+    operands = dict(a=a, w=pack(_weight(16, 64), f),
+                    scratch=np.empty(qmatmul_scratch_bytes("int8", 2, 64) // 4, np.float32),
+                    out=np.zeros((2, 16), np.float32))
+    if "scratch" in change:
+        operands["scratch"] = change.pop("scratch")
+    fields = dict(M=2, N=16, K=64, lda=64, ldc=16, format="int8", group=64, zero_point=False, act="none",
+                  alpha=1.0) | change
+    with pytest.raises(ProgramError, match=why):
+        build_program("QMATMUL", operands, constant=("w",), **fields)
+
+
+def test_format_spellings():
+    assert parse("int4") == parse("int4:g32") and parse("fp32") is None and parse(None) is None
+    assert parse("int4:g128:zp").name == "int4:g128:zp" and parse("int8").group is None
+    for bad in ("int3", "int4:g33", "bf16:g32", "int8:zp", "int4:x", 8):
+        with pytest.raises(UsageError):
+            parse(bad)
+    choice = WeightChoice({"*.mlp.*": "int4", "*": "int8"})
+    assert choice.pick("layers.0.mlp.up.weight", False).name == "int4:g32"
+    assert choice.pick("layers.0.attn.q.weight", False).name == "int8"
+    assert choice.pick("lm_head.weight", True).name == "int8"
+    assert WeightChoice("int4").pick("lm_head.weight", True).name == "int8"      # the auto rule
+    assert WeightChoice("int4", lm_head="int4:g128").pick("x", True).name == "int4:g128"
+    assert WeightChoice({"*.mlp.*": "int4"}).pick("attn.q.weight", False) is None
