@@ -138,3 +138,82 @@ def test_format_spellings():
     assert WeightChoice("int4").pick("lm_head.weight", True).name == "int8"      # the auto rule
     assert WeightChoice("int4", lm_head="int4:g128").pick("x", True).name == "int4:g128"
     assert WeightChoice({"*.mlp.*": "int4"}).pick("attn.q.weight", False) is None
+
+
+# ---- models compiled with weights= ------------------------------------------------------------------
+torch = pytest.importorskip("torch")
+from rt.testing import models  # noqa: E402
+
+
+def _mlp():
+    m = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 40), torch.nn.ReLU(),
+                            torch.nn.Linear(40, 8))
+    torch.manual_seed(0)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return m.eval()
+
+
+# The measured error of each format against fp32 on this MLP (max |err| / max |fp32|), with headroom.
+BOUNDS = {"bf16": 1e-2, "int8": 2e-2, "int8:g32": 2e-2, "int4": 0.2, "int4:g32:zp": 0.2}
+
+
+@pytest.mark.parametrize("spec", sorted(BOUNDS))
+def test_compiled_model_both_executors_and_its_error(spec):
+    m, x = _mlp(), torch.randn(5, 64, generator=torch.Generator().manual_seed(1))
+    want = m(x).detach().numpy()
+    c = rt.compile(m, (x,), weights=spec)
+    got = np.asarray(c(x))
+    ref = np.asarray(c.run_op_by_op(x, kernels="numpy"))
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()       # C = the kernel's arithmetic
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert 0 < err <= BOUNDS[spec]
+    by_format = c.weight_bytes()
+    assert set(by_format) >= {parse(spec).name, "f32"}           # Linear(40, 8): K = 40 keeps fp32
+    assert "QMATMUL" in c.kernel_summary()
+
+
+def test_per_layer_choice_and_report():
+    m, x = _mlp(), torch.randn(2, 64)
+    c = rt.compile(m, (x,), weights={"0.*": "int4", "*": "int8"}, lm_head="bf16")
+    took = {op.operands[1].producer.attrs["name"]: op.attrs["format"] for op in c.stages["fused"].ops
+            if op.name == "fused.matmul_packed"}
+    assert took == {"0.weight.int4:g32": "int4", "2.weight.int8": "int8", "4.weight.bf16": "bf16"}
+    assert set(c.weight_bytes()) == {"int4:g32", "int8", "bf16", "f32"}      # f32: the biases
+    assert set(rt.compile(m, (x,)).weight_bytes()) == {"f32"}
+
+
+def test_generator_packed_save_load_and_error(tmp_path):
+    wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, hidden=64, intermediate=128, max_positions=64)
+    hf = wrapped.model
+    ids = list(range(1, 40))
+    fp32 = rt.compile_generator(hf, max_context=64).position_logits(ids)
+    with torch.no_grad():
+        want = hf(input_ids=torch.tensor([ids]), use_cache=False).logits[0].numpy()
+    assert np.abs(fp32 - want).max() <= 1e-4 * np.abs(want).max()
+    for spec, bound in (("int8", 2e-2), ("int4", 0.25)):
+        gen = rt.compile_generator(hf, max_context=64, weights=spec)
+        got = gen.position_logits(ids)
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert 0 < err <= bound, (spec, err)
+        path = str(tmp_path / f"{spec}.rt")
+        gen.save(path)
+        loaded = rt.load(path)
+        assert np.array_equal(loaded.position_logits(ids), got)
+        assert loaded.weight_bytes() == gen.weight_bytes()
+        assert loaded.generate(ids[:5], 4) == gen.generate(ids[:5], 4)
+
+
+def test_cli_compiles_with_a_weight_format(tmp_path, capsys):
+    from rt.cli import main
+    wrapped, _ = models.causal_lm("llama", n_layer=1, seq=8, max_positions=32)
+    wrapped.model.save_pretrained(tmp_path / "ckpt")
+    path = str(tmp_path / "g.rt")
+    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "32",
+                 "--weights", "int4:g32:zp"]) == 0
+    assert "int4:g32:zp" in capsys.readouterr().out
+    assert main(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "32",
+                 "--weights", "int5"]) == 2
+    assert "unknown weight format" in capsys.readouterr().err

@@ -56,6 +56,11 @@ class RunsOnTarget:
         """What differs between the target the model was compiled for and the one it runs on here."""
         return self.target.changes(self.run_target) if self.target else []
 
+    def weight_bytes(self) -> dict[str, int]:
+        """Bytes of the weights by the format they are read in (rt.weight_formats.weight_bytes)."""
+        from .weight_formats import weight_bytes
+        return weight_bytes(self.stages["planned" if "planned" in self.stages else "decode"])
+
     def target_summary(self) -> str:
         """One line: the target compiled for, and what differs here (what `rt inspect` prints)."""
         compiled = self.target.describe() if self.target else "unrecorded (an older file)"

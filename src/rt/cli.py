@@ -58,10 +58,11 @@ def _compile(args) -> int:
     if args.max_context is not None or args.max_batch != 1:
         raise UsageError("--max-context and --max-batch are for --generator")
     import rt
-    compiled = rt.compile(load_exported(args.model))
+    from .weight_formats import describe_weight_bytes
+    compiled = rt.compile(load_exported(args.model), weights=args.weights, lm_head=args.lm_head)
     compiled.save(args.output)
     print(f"compiled {args.model} -> {args.output}: {compiled.op_summary()[0]} planned ops; "
-          f"{compiled.plan_summary()}")
+          f"{compiled.plan_summary()}; weights: {describe_weight_bytes(compiled.weight_bytes())}")
     return 0
 
 
@@ -182,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
                                                    "continuation hold")
     p.add_argument("--max-batch", type=int, default=1, help="with --generator: also decode up to this many "
                                                               "prompts together (`rt generate` with several --prompt-ids)")
+    p.add_argument("--weights", default=None, help="the matmul weights' format: fp32 (default), bf16, int8, "
+                                                   "int4, or with options: int8:g32, int4:g128, int4:g32:zp")
+    p.add_argument("--lm-head", default="auto", help="the LM head's format (default auto: the weights', "
+                                                     "but int8 when they are int4)")
     p.set_defaults(func=_compile)
 
     p = sub.add_parser("run", help="run a compiled model on .npy inputs (torch not needed)")

@@ -31,9 +31,12 @@ def compile_to_file(args) -> int:
     if args.max_context is None:
         raise UsageError("--generator needs --max-context (the most tokens a prompt and its continuation hold)")
     source = load_source(args.model)
-    gen = rt.compile_generator(source, max_context=args.max_context, max_batch=args.max_batch)
+    from .weight_formats import describe_weight_bytes
+    gen = rt.compile_generator(source, max_context=args.max_context, max_batch=args.max_batch,
+                               weights=args.weights, lm_head=args.lm_head)
     gen.save(args.output)
-    print(f"compiled {args.model} -> {args.output}: generator, {gen.plan_summary()}")
+    print(f"compiled {args.model} -> {args.output}: generator, {gen.plan_summary()}; "
+          f"weights: {describe_weight_bytes(gen.weight_bytes())}")
     return 0
 
 

@@ -206,6 +206,31 @@ def reference(args, attrs) -> np.ndarray:
     return numerics.ACTIVATIONS[attrs["act"]](y.astype(np.float32))
 
 
+# ---- what a program holds --------------------------------------------------------------------------
+def weight_bytes(module) -> dict[str, int]:
+    """Bytes of a module's constants by the format they are read in: each packed matmul weight under
+    its format's name (int4:g32, ...), every other constant under its dtype (f32, i64, ...)."""
+    packed = {}
+    for op in module.ops:
+        if op.name.endswith(".matmul_packed"):
+            at = op.attrs
+            group = at.get("group", 0)
+            fmt = WeightFormat(at["format"], group if group and group != at["k"] else None, at.get("zero_point", False))
+            packed[op.operands[1].producer.attrs["name"]] = fmt.name
+    out: dict[str, int] = {}
+    seen = set()
+    for op in module.ops:
+        if op.name == "const" and op.attrs["name"] not in seen:
+            seen.add(op.attrs["name"])
+            key = packed.get(op.attrs["name"], op.result.type.dtype)
+            out[key] = out.get(key, 0) + module.constants[op.attrs["name"]].nbytes
+    return out
+
+
+def describe_weight_bytes(by_format: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sorted(by_format.items(), key=lambda kv: -kv[1]))
+
+
 # ---- which weight takes which format ----------------------------------------------------------------
 AUTO = "auto"
 
