@@ -1,7 +1,8 @@
 """The benchmark cases: a name, how to build (model, example_args) inside a worker, and whether --quick runs it.
 
 A case with `decode` set times text generation instead of one call (decode.py): its factory's example input
-is the prompt, prefilled before `decode.steps` greedy decode steps of one token each.
+is the prompt, prefilled before `decode.steps` greedy decode steps of one token each. With
+`decode.quantized` it also runs the quantized-weight engines (QUANT_ENGINES).
 
 Models come from `rt.testing.models` (random weights from configs; nothing is downloaded). The builder is
 a (factory name, kwargs) pair so the parent never imports torch; the worker calls it.
@@ -13,12 +14,31 @@ from dataclasses import dataclass, field
 SGEMM_N = 2048
 MODEL_ENGINES = ("rt", "eager", "compile", "ort")
 DECODE_ENGINES = ("rt", "eager", "llama.cpp")
-ENGINES = tuple(dict.fromkeys(MODEL_ENGINES + DECODE_ENGINES))     # what --engines may name, in round order
+# Quantized weights (issue 21): engine "<base>-<format>" is decode engine <base> with its weights in <format>
+# (rt: rt.compile_generator(weights=...); llama.cpp: its f32 GGUF through its own quantizer, as
+# `llama-quantize model.gguf q8_0` does; ort-genai: onnxruntime-genai's model builder, `-p int4`).
+WEIGHT_FORMATS = {"rt": ("bf16", "int8", "int4"), "llama.cpp": ("q8_0", "q4_0"), "ort-genai": ("int4",)}
+VARIANTS = {f"{base}-{fmt}": (base, fmt) for base, fmts in WEIGHT_FORMATS.items() for fmt in fmts}
+QUANT_ENGINES = tuple(VARIANTS)
+ENGINES = tuple(dict.fromkeys(MODEL_ENGINES + DECODE_ENGINES + QUANT_ENGINES))   # what --engines may name, in round order
+# whose time "rt x" divides by: a quantized baseline's by rt's of the same weight width, the rest by rt's
+RT_PEER = {"llama.cpp-q8_0": "rt-int8", "llama.cpp-q4_0": "rt-int4", "ort-genai-int4": "rt-int4"}
+
+
+def engine_spec(engine: str) -> tuple[str, str | None]:
+    """(base engine, weight format or None for fp32) of an engine name: "rt-int4" -> ("rt", "int4")."""
+    return VARIANTS.get(engine, (engine, None))
+
+
+def rt_peer(engine: str) -> str:
+    """The rt engine that `engine`'s "rt x" is taken against (an rt engine is its own)."""
+    return engine if engine_spec(engine)[0] == "rt" else RT_PEER.get(engine, "rt")
 
 
 @dataclass(frozen=True)
 class Decode:
     steps: int = 32                   # decode steps timed per generation, after the prompt's prefill
+    quantized: bool = False           # also the quantized-weight engines (QUANT_ENGINES)
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,7 @@ class Case:
     note: str = ""
     rt_options: dict = field(default_factory=dict)     # extra rt.compile arguments (e.g. dynamic=)
     decode: Decode | None = None
+    smoke: bool = False               # a check of the harness, not a benchmark: only run when named
 
     @property
     def is_sgemm(self) -> bool:
@@ -41,7 +62,9 @@ class Case:
 
     @property
     def engines(self) -> tuple[str, ...]:
-        return {"sgemm": ("numpy",), "decode": DECODE_ENGINES, "model": MODEL_ENGINES}[self.kind]
+        if self.decode:
+            return DECODE_ENGINES + (QUANT_ENGINES if self.decode.quantized else ())
+        return {"sgemm": ("numpy",), "model": MODEL_ENGINES}[self.kind]
 
 
 # Llama-family models shaped like SmolLM2-135M and Qwen3-0.6B (random weights, tied embeddings).
@@ -83,29 +106,33 @@ CASES: list[Case] = [
     Case("resnet50_b8_224", "resnet50", dict(batch=8), note="HF ResNet-50, 1000 classes, 224x224"),
     Case("vit_b16_b1_224", "vit_b16", dict(batch=1), note="HF ViT-B/16 (ViTModel), 224x224"),
     Case("vit_b16_b8_224", "vit_b16", dict(batch=8), note="HF ViT-B/16 (ViTModel), 224x224"),
-    # text generation at context 128: prefill 128 tokens, then 32 greedy steps of one token (KV cache)
-    Case("decode_gpt2_c128", "gpt2_lm", dict(n_layer=12, seq=128), decode=Decode(),
+    # text generation at context 128: prefill 128 tokens, then 32 greedy steps of one token (KV cache);
+    # these also run the quantized-weight engines
+    Case("decode_gpt2_c128", "gpt2_lm", dict(n_layer=12, seq=128), decode=Decode(quantized=True),
          note="GPT-2 small (GPT2Config defaults)"),
-    Case("decode_smollm2_c128", "llama_lm", dict(seq=128, **_SMOLLM2), decode=Decode(),
+    Case("decode_smollm2_c128", "llama_lm", dict(seq=128, **_SMOLLM2), decode=Decode(quantized=True),
          note="SmolLM2-135M-shaped Llama"),
-    Case("decode_qwen3_c128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B), decode=Decode(),
+    Case("decode_qwen3_c128", "qwen3_lm", dict(seq=128, **_QWEN3_0P6B), decode=Decode(quantized=True),
          note="Qwen3-0.6B-shaped"),
     # at context ~1024: a prompt of 991 tokens, so the last of the 32 steps fills GPT-2's 1024 positions
     Case("decode_gpt2_c1024", "gpt2_lm", dict(n_layer=12, seq=991), decode=Decode(),
          note="GPT-2 small, a 991-token prompt"),
     Case("decode_smollm2_c1024", "llama_lm", dict(seq=991, **_SMOLLM2), decode=Decode(),
          note="SmolLM2-135M-shaped Llama, a 991-token prompt"),
+    # not a benchmark: every decode engine end to end in seconds (tests/test_bench.py)
+    Case("smoke_llama_gen", "llama_lm", dict(n_layer=2, seq=24, tie_word_embeddings=True),
+         decode=Decode(steps=4, quantized=True), smoke=True, note="2-layer 64-wide Llama, 24-token prompt, 4 steps"),
 ]
 
 BY_NAME = {c.name: c for c in CASES}
 
 
 def select(filters: list[str] | None, quick: bool) -> list[Case]:
-    """Cases whose name contains any of `filters` (all when none); --quick keeps the quick ones only
-    unless a filter names cases explicitly."""
+    """Cases whose name contains any of `filters` (all but the smoke ones when none); --quick keeps the
+    quick ones only unless a filter names cases explicitly."""
     if filters:
         return [c for c in CASES if any(f in c.name for f in filters)]
-    return [c for c in CASES if c.quick or not quick]
+    return [c for c in CASES if (c.quick or not quick) and not c.smoke]
 
 
 def build(case: Case):

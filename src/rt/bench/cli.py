@@ -22,7 +22,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", nargs="+", metavar="SUBSTR", help="only cases whose name contains one of these")
     p.add_argument("--engines", nargs="+", metavar="NAME", default=list(ENGINES),
                    help=f"engines to run, from {', '.join(ENGINES)}; each case runs those of them it has "
-                        "(model cases: all but llama.cpp; decode cases: rt, eager, llama.cpp; sgemm: numpy)")
+                        "(model cases: rt, eager, compile, ort; decode cases: rt, eager, llama.cpp, and at "
+                        "context 128 the quantized ones too; sgemm: numpy)")
     p.add_argument("--threads", type=int, default=cores(), help="threads for every engine (default: cores)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 3)")
     p.add_argument("--round-seconds", type=float, help="target timed seconds per engine per round "

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .cases import Case
+from .cases import Case, rt_peer
 from .worker import bootstrap_code
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -312,8 +312,9 @@ def _summarise(res: dict):
         r["max_idle_cpu_frac"] = max(rd["idle_cpu_s"] / rd["wall_s"] for rd in r["rounds"] if rd["wall_s"] > 0)
         if res.get("flops"):
             r["gflops"] = res["flops"] / r["median_s"] / 1e9
-    rt_med = res["engines"].get("rt", {}).get("median_s")
     for eng, r in res["engines"].items():
-        if eng != "rt" and rt_med and r.get("median_s"):
-            r["rt_speedup"] = r["median_s"] / rt_med     # >1: rt is faster than this engine
-            r["rt_speedup_min"] = r["min_s"] / res["engines"]["rt"]["min_s"]
+        peer = res["engines"].get(rt_peer(eng), {})     # rt, or rt of the same weight width (cases.RT_PEER)
+        if rt_peer(eng) != eng and peer.get("median_s") and r.get("median_s"):
+            r["rt_speedup"] = r["median_s"] / peer["median_s"]     # >1: rt is faster than this engine
+            r["rt_speedup_min"] = r["min_s"] / peer["min_s"]
+            r["rt_peer"] = rt_peer(eng)
