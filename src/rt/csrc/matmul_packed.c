@@ -25,6 +25,9 @@
 #define TILE_ROWS 4
 /* Below this M*N*K a product is not worth splitting over threads. */
 #define QMM_SPLIT_MIN (64 * 64 * 32)
+#ifndef PREFETCH_AHEAD
+#define PREFETCH_AHEAD 4096
+#endif
 
 int64_t rt_qweight_bytes(int fmt, int64_t n, int64_t k, int64_t group, int zp)
 {
@@ -168,7 +171,7 @@ INLINE QMM_TARGET __m512i bcast4(const int8_t *p)
 INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *w, int64_t r0, const int R, const int int8, __m512 *y)
 {
     const int64_t nb = p->K / BLK, gb = p->group / BLK;
-    const __m512i nib = _mm512_set1_epi8(0x0f), zero = _mm512_setzero_si512();
+    const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0), zero = _mm512_setzero_si512();
     const __m512 zconst = _mm512_set1_ps(int8 ? 128.f : 8.f);
     for (int r = 0; r < R; r++) y[r] = _mm512_setzero_ps();
     for (int64_t g = 0; g < p->K / p->group; g++) {
@@ -185,29 +188,33 @@ INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *w, int64_t r0, cons
         for (int64_t bb = 0; bb < gb; bb++) {
             int64_t blk = g * gb + bb;
             __m512i v[8];
+            for (int i = 0; i < (int8 ? 8 : 4); i++) _mm_prefetch((const char *)w + PREFETCH_AHEAD + 64 * i, _MM_HINT_T0);
             if (int8) {
                 for (int i = 0; i < 8; i++) v[i] = _mm512_loadu_si512(w + 64 * i);
                 w += 8 * 64;
             } else {
                 for (int i = 0; i < 4; i++) {
                     __m512i b = _mm512_loadu_si512(w + 64 * i);
-                    v[2 * i] = _mm512_and_si512(b, nib);
-                    v[2 * i + 1] = _mm512_and_si512(_mm512_srli_epi16(b, 4), nib);
+                    v[2 * i] = _mm512_and_si512(b, low);
+                    v[2 * i + 1] = _mm512_and_si512(b, high); /* 16 x the high nibbles: unshifted */
                 }
                 w += 4 * 64;
             }
             for (int r = 0; r < R; r++) {
                 const int8_t *xq = p->q + (r0 + r) * p->K + blk * BLK;
                 const float *sb = p->sb + ((r0 + r) * nb + blk) * 2;
+                /* four short chains (vpdpbusd's latency bounds one row); int4's odd ones sum 16 x */
                 __m512i a0 = _mm512_dpbusd_epi32(zero, v[0], bcast4(xq));
                 __m512i a1 = _mm512_dpbusd_epi32(zero, v[1], bcast4(xq + 4));
-                a0 = _mm512_dpbusd_epi32(a0, v[2], bcast4(xq + 8));
-                a1 = _mm512_dpbusd_epi32(a1, v[3], bcast4(xq + 12));
+                __m512i a2 = _mm512_dpbusd_epi32(zero, v[2], bcast4(xq + 8));
+                __m512i a3 = _mm512_dpbusd_epi32(zero, v[3], bcast4(xq + 12));
                 a0 = _mm512_dpbusd_epi32(a0, v[4], bcast4(xq + 16));
                 a1 = _mm512_dpbusd_epi32(a1, v[5], bcast4(xq + 20));
-                a0 = _mm512_dpbusd_epi32(a0, v[6], bcast4(xq + 24));
-                a1 = _mm512_dpbusd_epi32(a1, v[7], bcast4(xq + 28));
-                s1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_set1_ps(sb[0]), s1[r]);
+                a2 = _mm512_dpbusd_epi32(a2, v[6], bcast4(xq + 24));
+                a3 = _mm512_dpbusd_epi32(a3, v[7], bcast4(xq + 28));
+                __m512i odd = _mm512_add_epi32(a1, a3);
+                a0 = _mm512_add_epi32(_mm512_add_epi32(a0, a2), int8 ? odd : _mm512_srai_epi32(odd, 4));
+                s1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(sb[0]), s1[r]);
                 s2[r] += sb[1];
             }
         }
@@ -216,28 +223,46 @@ INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *w, int64_t r0, cons
     }
 }
 
-/* The same for bf16: A's floats times the widened weights. */
+/* The same for bf16: A's floats times the widened weights, two pairs of inputs per step (four
+ * chains per row: the FMA's latency would bound one). */
 INLINE QMM_TARGET void bf16_rows(const qmm *p, const uint8_t *w, int64_t r0, const int R, __m512 *y)
 {
     const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
-    __m512 even[TILE_ROWS], odd[TILE_ROWS];
-    for (int r = 0; r < R; r++) even[r] = odd[r] = _mm512_setzero_ps();
-    int64_t pairs = p->K / 2;
-    for (int64_t kk = 0; kk < pairs; kk++, w += 4 * P) {
+    __m512 acc[TILE_ROWS][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 4; c++) acc[r][c] = _mm512_setzero_ps();
+    int64_t pairs = p->K / 2, kk = 0;
+    for (; kk + 2 <= pairs; kk += 2, w += 8 * P) {
+        _mm_prefetch((const char *)w + PREFETCH_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)w + PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        __m512i v0 = _mm512_loadu_si512(w), v1 = _mm512_loadu_si512(w + 4 * P);
+        __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), w1 = _mm512_castsi512_ps(_mm512_and_si512(v0, high));
+        __m512 w2 = _mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)), w3 = _mm512_castsi512_ps(_mm512_and_si512(v1, high));
+        for (int r = 0; r < R; r++) {
+            const float *x = p->a + (r0 + r) * p->lda + 2 * kk;
+            acc[r][0] = _mm512_fmadd_ps(w0, _mm512_set1_ps(x[0]), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(w1, _mm512_set1_ps(x[1]), acc[r][1]);
+            acc[r][2] = _mm512_fmadd_ps(w2, _mm512_set1_ps(x[2]), acc[r][2]);
+            acc[r][3] = _mm512_fmadd_ps(w3, _mm512_set1_ps(x[3]), acc[r][3]);
+        }
+    }
+    if (kk < pairs) {
         __m512i v = _mm512_loadu_si512(w);
         __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), wo = _mm512_castsi512_ps(_mm512_and_si512(v, high));
         for (int r = 0; r < R; r++) {
             const float *x = p->a + (r0 + r) * p->lda + 2 * kk;
-            even[r] = _mm512_fmadd_ps(we, _mm512_set1_ps(x[0]), even[r]);
-            odd[r] = _mm512_fmadd_ps(wo, _mm512_set1_ps(x[1]), odd[r]);
+            acc[r][0] = _mm512_fmadd_ps(we, _mm512_set1_ps(x[0]), acc[r][0]);
+            acc[r][1] = _mm512_fmadd_ps(wo, _mm512_set1_ps(x[1]), acc[r][1]);
         }
+        w += 4 * P;
     }
     if (p->K % 2) {
         __m512 we = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512(w), 16));
         for (int r = 0; r < R; r++)
-            even[r] = _mm512_fmadd_ps(we, _mm512_set1_ps(p->a[(r0 + r) * p->lda + p->K - 1]), even[r]);
+            acc[r][0] = _mm512_fmadd_ps(we, _mm512_set1_ps(p->a[(r0 + r) * p->lda + p->K - 1]), acc[r][0]);
     }
-    for (int r = 0; r < R; r++) y[r] = _mm512_add_ps(even[r], odd[r]);
+    for (int r = 0; r < R; r++)
+        y[r] = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3]));
 }
 
 /* One function per (format, rows) pair, so each loop is compiled for its constants. */
