@@ -41,13 +41,19 @@ def test_unpacked_weights_are_within_half_a_step(spec):
         assert np.all(np.abs(got - w) <= np.abs(w) * 2.0 ** -8)
         return
     g = f.group_for(k)
-    wg = w.reshape(n, k // g, g)
+    wg, err = w.reshape(n, k // g, g), np.abs(got - w).reshape(n, k // g, g)
+    if f.kind == "int4" and not f.zero_point:
+        # q4_0's grid with a searched scale: never more squared error per group than q4_0's own rule
+        # (the value of largest magnitude at -8), and every value within two of the finest grid's steps
+        big = np.take_along_axis(wg, np.abs(wg).argmax(axis=2)[..., None], axis=2)
+        d = (big / -8).astype(np.float16).astype(np.float32)
+        rule = d * (np.clip(np.rint(wg / d) + 8, 0, 15) - 8)
+        assert np.all(np.square(err).sum(axis=2) <= np.square(rule - wg).sum(axis=2) * (1 + 1e-6) + 1e-12)
+        assert np.all(err <= np.abs(big) * 2 / 9 * 1.01)
+        return
     span = wg.max(axis=2) - wg.min(axis=2) if f.zero_point else np.abs(wg).max(axis=2) * 2
-    # q4_0's grid d * [-8, 7] puts the largest magnitude at -8: the other sign's extreme may round a
-    # whole step (to 7); every other grid rounds to its nearest level
-    levels, reach = {"int8": (254, 0.5), "int4": (15, 0.5) if f.zero_point else (16, 1.0)}[f.kind]
-    step = np.repeat(span / levels, g, axis=1)
-    assert np.all(np.abs(got - w) <= step * reach * 1.01 + 1e-6)     # fp16 scales: 1% slack
+    levels = {"int8": 254, "int4": 15}[f.kind]
+    assert np.all(err <= (span / levels)[..., None] * 0.5 * 1.01 + 1e-6)     # fp16 scales: 1% slack
 
 
 def test_odd_k_bf16_and_padded_panels():

@@ -107,16 +107,38 @@ def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int):
         d = _f16(np.abs(wg).max(axis=2) / 127)
         u = np.clip(np.rint(wg / _safe(d)[..., None]), -127, 127) + 128
         return d, None, u.astype(np.uint8)
-    if not fmt.zero_point:     # q4_0: the value of largest magnitude maps to -8
-        idx = np.abs(wg).argmax(axis=2)
-        big = np.take_along_axis(wg, idx[..., None], axis=2)[..., 0]
-        d = _f16(big / -8)
+    if not fmt.zero_point:     # q4_0's grid d * [-8, 7], d searched: see _int4_scales
+        d = _int4_scales(wg)
         u = np.clip(np.rint(wg / _safe(d)[..., None]) + 8, 0, 15)
         return d, None, u.astype(np.uint8)
     lo, hi = wg.min(axis=2), wg.max(axis=2)
     d, m = _f16((hi - lo) / 15), _f16(-lo)
     u = np.clip(np.rint((wg + m.astype(np.float32)[..., None]) / _safe(d)[..., None]), 0, 15)
     return d, m, u.astype(np.uint8)
+
+
+# Where the group's value of largest magnitude lands on the grid: q4_0 puts it at -8 exactly; a
+# slightly finer grid that rounds it (and clips) often errs less over the group. The scale with the
+# least squared error over these is kept: same format and speed, smaller error than q4_0's rule.
+INT4_EXTREMES = np.linspace(-9.0, -7.0, 9)
+
+
+def _int4_scales(wg: np.ndarray) -> np.ndarray:
+    """Per group (last axis) the fp16 scale d of q4_0's grid that minimises sum (w - d (u - 8))^2."""
+    idx = np.abs(wg).argmax(axis=2)
+    big = np.take_along_axis(wg, idx[..., None], axis=2)[..., 0]
+    best_d, best_err = None, None
+    for t in INT4_EXTREMES:
+        d = _f16(big / t)
+        df = _safe(d)[..., None]
+        u = np.clip(np.rint(wg / df) + 8, 0, 15)
+        err = np.square(df * (u - 8) - wg).sum(axis=2)
+        if best_d is None:
+            best_d, best_err = d, err
+        else:
+            better = err < best_err
+            best_d, best_err = np.where(better, d, best_d), np.minimum(err, best_err)
+    return best_d
 
 
 def _safe(d: np.ndarray) -> np.ndarray:
