@@ -217,13 +217,21 @@ def _word_tokenizer(path, vocab: int):
     return tok
 
 
-def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
+def compile_checkpoint_with_cli(tmp_path, n_layer: int, context: int, *options) -> tuple[str, str, int]:
+    """A small Llama saved as a transformers checkpoint, compiled by `rt compile --generator`: (its
+    directory, the generator file, the CLI's exit code)."""
     from rt.cli import main
-    wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, max_positions=64)
+    wrapped, _ = models.causal_lm("llama", n_layer=n_layer, seq=8, max_positions=context)
     wrapped.model.save_pretrained(tmp_path / "ckpt")
     path = str(tmp_path / "g.rt")
-    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "64",
-                 "--max-batch", "2"]) == 0
+    code = main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", str(context), *options])
+    return str(tmp_path / "ckpt"), path, code
+
+
+def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
+    from rt.cli import main
+    ckpt, path, code = compile_checkpoint_with_cli(tmp_path, 2, 64, "--max-batch", "2")
+    assert code == 0
     assert "generator" in capsys.readouterr().out
     want = rt.load(path).generate([1, 2, 3], 6)
     assert main(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "6", "--timing"]) == 0
@@ -243,7 +251,7 @@ def test_cli_compiles_a_checkpoint_directory_and_generates(tmp_path, capsys):
             (["generate", path, "--prompt-ids", "1,x"], 3, "takes integers"),
             (["generate", path, "--prompt-ids", "1,300"], 3, "outside the vocabulary"),
             (["run", path], 2, "is a generator"),
-            (["compile", str(tmp_path / "ckpt"), "-o", path, "--generator"], 2, "needs --max-context")]:
+            (["compile", ckpt, "-o", path, "--generator"], 2, "needs --max-context")]:
         assert main(argv) == code, argv
         assert message in capsys.readouterr().err
 

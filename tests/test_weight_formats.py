@@ -212,16 +212,12 @@ def test_generator_packed_save_load_and_error(tmp_path):
 
 def test_cli_compiles_with_a_weight_format(tmp_path, capsys):
     from rt.cli import main
-    wrapped, _ = models.causal_lm("llama", n_layer=1, seq=8, max_positions=32)
-    wrapped.model.save_pretrained(tmp_path / "ckpt")
-    path = str(tmp_path / "g.rt")
-    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "32",
-                 "--weights", "int4:g32:zp"]) == 0
-    assert "int4:g32:zp" in capsys.readouterr().out
+    from test_generation import compile_checkpoint_with_cli
+    ckpt, path, code = compile_checkpoint_with_cli(tmp_path, 1, 32, "--weights", "int4:g32:zp")
+    assert code == 0 and "int4:g32:zp" in capsys.readouterr().out
     assert main(["generate", path, "--prompt-ids", "1,2,3", "--max-new-tokens", "3"]) == 0
     assert len(capsys.readouterr().out.split()) == 3
-    assert main(["compile", str(tmp_path / "ckpt"), "-o", path, "--generator", "--max-context", "32",
-                 "--weights", "int5"]) == 2
+    assert main(["compile", ckpt, "-o", path, "--generator", "--max-context", "32", "--weights", "int5"]) == 2
     assert "unknown weight format" in capsys.readouterr().err
 
 
