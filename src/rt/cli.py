@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import (ExportError, InputError, KernelError, LoweringError, MissingDependencyError, ModelFileError,
                      RtError, SaveError, UnsupportedOpError, UsageError, require)
+from .weight_formats import describe_weight_bytes
 
 # (exit code, the error families that end with it, what it means); README.md's "Command line" has the same table
 EXIT_CODES = [
@@ -58,7 +59,6 @@ def _compile(args) -> int:
     if args.max_context is not None or args.max_batch != 1:
         raise UsageError("--max-context and --max-batch are for --generator")
     import rt
-    from .weight_formats import describe_weight_bytes
     compiled = rt.compile(load_exported(args.model), weights=args.weights, lm_head=args.lm_head)
     compiled.save(args.output)
     print(f"compiled {args.model} -> {args.output}: {compiled.op_summary()[0]} planned ops; "
@@ -121,6 +121,7 @@ def _inspect_generator(gen, args) -> int:
     m = gen.stages["decode"]
     print(f"generator: token ids {m.inputs[0].type.np_dtype}, vocabulary {gen.vocab_size}, context {gen.context}")
     print(f"plan: {gen.plan_summary()}")
+    print(f"weights: {describe_weight_bytes(gen.weight_bytes())}")
     print(f"target: {gen.target_summary()}")
     for name in ("prefill", "decode"):
         print(f"kernels ({name}): {gen.kernel_summary(name)}")
@@ -144,6 +145,7 @@ def _inspect(args) -> int:
         print("dynamic sizes: " + ", ".join(f"{k} in {lo}..{hi}" for k, (lo, hi) in sizes.items())
               + " (arena planned for the largest)")
     print(f"plan: {model.plan_summary()}")
+    print(f"weights: {describe_weight_bytes(model.weight_bytes())}")
     print(f"planned ops: {model.op_summary()[1]}")
     print(f"target: {model.target_summary()}")
     print(f"kernels: {model.kernel_summary()}")
