@@ -210,6 +210,15 @@ def test_generator_packed_save_load_and_error(tmp_path):
         assert loaded.generate(ids[:5], 4) == gen.generate(ids[:5], 4)
 
 
+def test_batched_decoding_reads_packed_weights_for_every_row():
+    """decode_batch runs QMATMUL on several rows per loaded block: each prompt gets its own tokens."""
+    wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, hidden=64, intermediate=128, max_positions=64)
+    gen = rt.compile_generator(wrapped.model, max_context=64, max_batch=3, weights="int8")
+    assert "QMATMUL" in gen.kernel_summary("decode_batch")
+    prompts = [[1, 2, 3, 4, 5], [7, 8], [9, 10, 11]]
+    assert gen.generate_batch(prompts, 6) == [gen.generate(p, 6) for p in prompts]
+
+
 def test_cli_compiles_with_a_weight_format(tmp_path, capsys):
     from rt.cli import main
     from test_generation import compile_checkpoint_with_cli
