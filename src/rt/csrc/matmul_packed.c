@@ -167,59 +167,79 @@ INLINE QMM_TARGET __m512i bcast4(const int8_t *p)
     return _mm512_set1_epi32(v);
 }
 
-/* y[r] = rows r0 .. r0 + R of A times panel w (int formats), unscaled by alpha. */
-INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *w, int64_t r0, const int R, const int int8, __m512 *y)
+/* One block's integer products of one row with one panel's 32 x 16 values v (int4's odd vectors
+ * hold 16 x their values): four short chains, as vpdpbusd's latency bounds a row. */
+INLINE QMM_TARGET __m512i block_dot(const __m512i *v, const int8_t *xq, const int int8)
+{
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i a0 = _mm512_dpbusd_epi32(zero, v[0], bcast4(xq));
+    __m512i a1 = _mm512_dpbusd_epi32(zero, v[1], bcast4(xq + 4));
+    __m512i a2 = _mm512_dpbusd_epi32(zero, v[2], bcast4(xq + 8));
+    __m512i a3 = _mm512_dpbusd_epi32(zero, v[3], bcast4(xq + 12));
+    a0 = _mm512_dpbusd_epi32(a0, v[4], bcast4(xq + 16));
+    a1 = _mm512_dpbusd_epi32(a1, v[5], bcast4(xq + 20));
+    a2 = _mm512_dpbusd_epi32(a2, v[6], bcast4(xq + 24));
+    a3 = _mm512_dpbusd_epi32(a3, v[7], bcast4(xq + 28));
+    __m512i odd = _mm512_add_epi32(a1, a3);
+    return _mm512_add_epi32(_mm512_add_epi32(a0, a2), int8 ? odd : _mm512_srai_epi32(odd, 4));
+}
+
+/* y[j * TILE_ROWS + r] = rows r0 .. r0 + R of A times panel wp[j], j < NP (int formats), unscaled by
+ * alpha. Two panels per pass give each row twice the independent work: one row alone is bound by
+ * its chains' latency (M = 2 costs 1.2x M = 1), not by the multiplies. */
+INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *const *wp, int64_t r0, const int R, const int NP,
+                                const int int8, __m512 *y)
 {
     const int64_t nb = p->K / BLK, gb = p->group / BLK;
-    const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0), zero = _mm512_setzero_si512();
+    const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0);
     const __m512 zconst = _mm512_set1_ps(int8 ? 128.f : 8.f);
-    for (int r = 0; r < R; r++) y[r] = _mm512_setzero_ps();
+    const uint8_t *w[2] = {wp[0], wp[NP - 1]};
+    for (int j = 0; j < NP; j++)
+        for (int r = 0; r < R; r++) y[j * TILE_ROWS + r] = _mm512_setzero_ps();
     for (int64_t g = 0; g < p->K / p->group; g++) {
-        __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w)), m;
-        w += 2 * P;
-        if (p->zp) {
-            m = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w));
-            w += 2 * P;
-        } else
-            m = _mm512_mul_ps(d, zconst);
-        __m512 s1[TILE_ROWS];
+        __m512 d[2], m[2], s1[2][TILE_ROWS];
         float s2[TILE_ROWS];
-        for (int r = 0; r < R; r++) s1[r] = _mm512_setzero_ps(), s2[r] = 0.f;
+        for (int j = 0; j < NP; j++) {
+            d[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[j]));
+            w[j] += 2 * P;
+            if (p->zp) {
+                m[j] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[j]));
+                w[j] += 2 * P;
+            } else
+                m[j] = _mm512_mul_ps(d[j], zconst);
+            for (int r = 0; r < R; r++) s1[j][r] = _mm512_setzero_ps();
+        }
+        for (int r = 0; r < R; r++) s2[r] = 0.f;
         for (int64_t bb = 0; bb < gb; bb++) {
             int64_t blk = g * gb + bb;
-            __m512i v[8];
-            for (int i = 0; i < (int8 ? 8 : 4); i++) _mm_prefetch((const char *)w + PREFETCH_AHEAD + 64 * i, _MM_HINT_T0);
-            if (int8) {
-                for (int i = 0; i < 8; i++) v[i] = _mm512_loadu_si512(w + 64 * i);
-                w += 8 * 64;
-            } else {
-                for (int i = 0; i < 4; i++) {
-                    __m512i b = _mm512_loadu_si512(w + 64 * i);
-                    v[2 * i] = _mm512_and_si512(b, low);
-                    v[2 * i + 1] = _mm512_and_si512(b, high); /* 16 x the high nibbles: unshifted */
+            __m512i v[2][8];
+            for (int j = 0; j < NP; j++) {
+                for (int i = 0; i < (int8 ? 8 : 4); i++)
+                    _mm_prefetch((const char *)w[j] + PREFETCH_AHEAD + 64 * i, _MM_HINT_T0);
+                if (int8) {
+                    for (int i = 0; i < 8; i++) v[j][i] = _mm512_loadu_si512(w[j] + 64 * i);
+                    w[j] += 8 * 64;
+                } else {
+                    for (int i = 0; i < 4; i++) {
+                        __m512i b = _mm512_loadu_si512(w[j] + 64 * i);
+                        v[j][2 * i] = _mm512_and_si512(b, low);
+                        v[j][2 * i + 1] = _mm512_and_si512(b, high); /* 16 x the high nibbles: unshifted */
+                    }
+                    w[j] += 4 * 64;
                 }
-                w += 4 * 64;
             }
             for (int r = 0; r < R; r++) {
                 const int8_t *xq = p->q + (r0 + r) * p->K + blk * BLK;
                 const float *sb = p->sb + ((r0 + r) * nb + blk) * 2;
-                /* four short chains (vpdpbusd's latency bounds one row); int4's odd ones sum 16 x */
-                __m512i a0 = _mm512_dpbusd_epi32(zero, v[0], bcast4(xq));
-                __m512i a1 = _mm512_dpbusd_epi32(zero, v[1], bcast4(xq + 4));
-                __m512i a2 = _mm512_dpbusd_epi32(zero, v[2], bcast4(xq + 8));
-                __m512i a3 = _mm512_dpbusd_epi32(zero, v[3], bcast4(xq + 12));
-                a0 = _mm512_dpbusd_epi32(a0, v[4], bcast4(xq + 16));
-                a1 = _mm512_dpbusd_epi32(a1, v[5], bcast4(xq + 20));
-                a2 = _mm512_dpbusd_epi32(a2, v[6], bcast4(xq + 24));
-                a3 = _mm512_dpbusd_epi32(a3, v[7], bcast4(xq + 28));
-                __m512i odd = _mm512_add_epi32(a1, a3);
-                a0 = _mm512_add_epi32(_mm512_add_epi32(a0, a2), int8 ? odd : _mm512_srai_epi32(odd, 4));
-                s1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a0), _mm512_set1_ps(sb[0]), s1[r]);
+                for (int j = 0; j < NP; j++)
+                    s1[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block_dot(v[j], xq, int8)), _mm512_set1_ps(sb[0]), s1[j][r]);
                 s2[r] += sb[1];
             }
         }
-        for (int r = 0; r < R; r++)
-            y[r] = _mm512_fnmadd_ps(m, _mm512_set1_ps(s2[r]), _mm512_fmadd_ps(d, s1[r], y[r]));
+        for (int j = 0; j < NP; j++)
+            for (int r = 0; r < R; r++)
+                y[j * TILE_ROWS + r] = _mm512_fnmadd_ps(m[j], _mm512_set1_ps(s2[r]),
+                                                        _mm512_fmadd_ps(d[j], s1[j][r], y[j * TILE_ROWS + r]));
     }
 }
 
@@ -265,44 +285,62 @@ INLINE QMM_TARGET void bf16_rows(const qmm *p, const uint8_t *w, int64_t r0, con
         y[r] = _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]), _mm512_add_ps(acc[r][2], acc[r][3]));
 }
 
-/* One function per (format, rows) pair, so each loop is compiled for its constants. */
-typedef void (*rows_fn)(const qmm *, const uint8_t *, int64_t, __m512 *);
+/* One function per (format, rows, panels) triple, so each loop is compiled for its constants. */
+typedef void (*rows_fn)(const qmm *, const uint8_t *const *, int64_t, __m512 *);
 #define ROWS_FNS(R)                                                                                      \
-    QMM_TARGET static void int8_rows_##R(const qmm *p, const uint8_t *w, int64_t r0, __m512 *y)          \
-    { int_rows(p, w, r0, R, 1, y); }                                                                     \
-    QMM_TARGET static void int4_rows_##R(const qmm *p, const uint8_t *w, int64_t r0, __m512 *y)          \
-    { int_rows(p, w, r0, R, 0, y); }                                                                     \
-    QMM_TARGET static void bf16_rows_##R(const qmm *p, const uint8_t *w, int64_t r0, __m512 *y)          \
-    { bf16_rows(p, w, r0, R, y); }
+    QMM_TARGET static void int8_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
+    { int_rows(p, w, r0, R, 1, 1, y); }                                                                  \
+    QMM_TARGET static void int4_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
+    { int_rows(p, w, r0, R, 1, 0, y); }                                                                  \
+    QMM_TARGET static void bf16_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
+    { bf16_rows(p, w[0], r0, R, y); }
 ROWS_FNS(1)
 ROWS_FNS(2)
 ROWS_FNS(3)
 ROWS_FNS(4)
+#define PAIR_FNS(R)                                                                                      \
+    QMM_TARGET static void int8_pair_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
+    { int_rows(p, w, r0, R, 2, 1, y); }                                                                  \
+    QMM_TARGET static void int4_pair_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
+    { int_rows(p, w, r0, R, 2, 0, y); }
+PAIR_FNS(1)
 static const rows_fn rows_fns[RT_WEIGHT_FORMAT_COUNT][TILE_ROWS] = {
     [RT_WEIGHT_FORMAT_BF16] = {bf16_rows_1, bf16_rows_2, bf16_rows_3, bf16_rows_4},
     [RT_WEIGHT_FORMAT_INT8] = {int8_rows_1, int8_rows_2, int8_rows_3, int8_rows_4},
     [RT_WEIGHT_FORMAT_INT4] = {int4_rows_1, int4_rows_2, int4_rows_3, int4_rows_4},
+};
+/* Two panels per pass for one row (decoding: 1.2-1.3x in cache); two rows already keep the units
+ * busy (measured: no gain from pairs at M = 2). */
+#define PAIR_ROWS 1
+static const rows_fn pair_fns[RT_WEIGHT_FORMAT_COUNT][PAIR_ROWS] = {
+    [RT_WEIGHT_FORMAT_INT8] = {int8_pair_1},
+    [RT_WEIGHT_FORMAT_INT4] = {int4_pair_1},
 };
 
 /* Output panels [p0, p1): every row, then alpha, bias and residual as each tile is stored. */
 QMM_TARGET static void panels_avx512(const qmm *p, int64_t p0, int64_t p1)
 {
     const __m512 alpha = _mm512_set1_ps(p->alpha);
-    for (int64_t pn = p0; pn < p1; pn++) {
-        const uint8_t *w = p->w + pn * p->panel_bytes;
-        int64_t c0 = pn * P, nc = p->N - c0 < P ? p->N - c0 : P;
-        __mmask16 mask = (__mmask16)(nc == P ? 0xffffu : (1u << nc) - 1);
-        __m512 bias = p->bias ? _mm512_maskz_loadu_ps(mask, p->bias + c0) : _mm512_setzero_ps();
+    int pairs = p->M <= PAIR_ROWS && pair_fns[p->fmt][0];
+    for (int64_t pn = p0; pn < p1;) {
+        int np = pairs && pn + 1 < p1 ? 2 : 1;
+        const uint8_t *w[2] = {p->w + pn * p->panel_bytes, p->w + (pn + np - 1) * p->panel_bytes};
         for (int64_t r0 = 0; r0 < p->M; r0 += TILE_ROWS) {
             int R = p->M - r0 < TILE_ROWS ? (int)(p->M - r0) : TILE_ROWS;
-            __m512 y[TILE_ROWS];
-            rows_fns[p->fmt][R - 1](p, w, r0, y);
-            for (int r = 0; r < R; r++) {
-                __m512 v = _mm512_fmadd_ps(alpha, y[r], bias);
-                if (p->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p->res + (r0 + r) * p->ldc + c0));
-                _mm512_mask_storeu_ps(p->out + (r0 + r) * p->ldc + c0, mask, v);
+            __m512 y[2 * TILE_ROWS];
+            (np == 2 ? pair_fns[p->fmt][R - 1] : rows_fns[p->fmt][R - 1])(p, w, r0, y);
+            for (int j = 0; j < np; j++) {
+                int64_t c0 = (pn + j) * P, nc = p->N - c0 < P ? p->N - c0 : P;
+                __mmask16 mask = (__mmask16)(nc == P ? 0xffffu : (1u << nc) - 1);
+                __m512 bias = p->bias ? _mm512_maskz_loadu_ps(mask, p->bias + c0) : _mm512_setzero_ps();
+                for (int r = 0; r < R; r++) {
+                    __m512 v = _mm512_fmadd_ps(alpha, y[j * TILE_ROWS + r], bias);
+                    if (p->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, p->res + (r0 + r) * p->ldc + c0));
+                    _mm512_mask_storeu_ps(p->out + (r0 + r) * p->ldc + c0, mask, v);
+                }
             }
         }
+        pn += np;
     }
 }
 
