@@ -237,7 +237,8 @@ def weight_bytes(module) -> dict[str, int]:
         if op.name.endswith(".matmul_packed"):
             at = op.attrs
             group = at.get("group", 0)
-            fmt = WeightFormat(at["format"], group if group and group != at["k"] else None, at.get("zero_point", False))
+            per_channel = at["format"] == "int8" and group == at["k"]     # int8's default spelling
+            fmt = WeightFormat(at["format"], None if per_channel or not group else group, at.get("zero_point", False))
             packed[op.operands[1].producer.attrs["name"]] = fmt.name
     out: dict[str, int] = {}
     seen = set()
