@@ -305,6 +305,7 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     from .frontend import import_module, import_program
     from .lowering import to_fused
     from .lowering.plan import to_planned
+    from .lowering.weight_packing import pack_chosen_weights
 
     stages = _Stages(progress)
     if type(model).__name__ == "ExportedProgram":
@@ -326,26 +327,12 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     target = target or Target.host()
     fused = stages.run("to_fused", to_fused, torch_ir, target=target, verify=verify,
                        print_ir_after_all=print_ir_after_all)
-    stages.run("pack_weights", pack_weights_as_chosen, fused, weights, lm_head)
+    stages.run("pack_weights", pack_chosen_weights, fused, weights, lm_head)
     planned = stages.run("to_planned", to_planned, fused, target)
     if verify:
         verify_module(planned, "planned")
     return stages.run("build_program", CompiledModel, {"torch": torch_ir, "fused": fused, "planned": planned},
                       stages.times, run_target=target.restricted_to(Target.host()))
-
-
-def pack_weights_as_chosen(fused, weights, lm_head="auto") -> list[dict]:
-    """Pack fused's constant matmul weights in the formats chosen (rt.compile's weights, lm_head);
-    nothing when all stay fp32. Returns rt.lowering.weight_packing's report."""
-    from .lowering.fold import dead_code_elimination
-    from .lowering.weight_packing import pack_weights
-    from .weight_formats import WeightChoice
-    choice = WeightChoice(weights, lm_head)
-    if not choice.active:
-        return []
-    report = pack_weights(fused, choice)
-    dead_code_elimination(fused)
-    return report
 
 
 def load(path: str):

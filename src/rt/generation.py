@@ -311,6 +311,7 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     from .lowering.fold import dead_code_elimination
     from .lowering.kv_cache import with_kv_cache
     from .lowering.plan import to_planned
+    from .lowering.weight_packing import pack_chosen_weights
     from .lowering.weights import weights_n_by_k
 
     batch = _count(max_batch, "max_batch")
@@ -379,7 +380,7 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
         timed.run("check_cache", check_cache, gen)
     if packing:
         for source in unique:
-            timed.run("pack_weights", api.pack_weights_as_chosen, source, weights, lm_head)
+            timed.run("pack_weights", pack_chosen_weights, source, weights, lm_head)
         if batch > 1:
             _share_constants(sources[BATCH], fused)
         gen = programs("")

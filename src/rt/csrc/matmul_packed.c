@@ -14,6 +14,7 @@
  *   activations for q8_0) into scratch, and sum_k w x = sum over blocks of s (d sum u q - m sum q),
  *   the byte products summed by AVX-512 VNNI. Without VNNI a portable loop computes the same sums on
  *   the dequantized values. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 
@@ -368,13 +369,11 @@ int rt_k_qmatmul(const rt_op *op, char *const *arg)
 #ifdef HAVE_AVX512_QMM
     if (have_avx512(p.fmt)) run = panels_avx512, quantize = quantize_row_avx512;
 #endif
-    double work = (double)p.M * (double)p.N * (double)(p.K > 0 ? p.K : 1);
-    int nth = work >= QMM_SPLIT_MIN ? rt_nthreads : 1;
-    if (p.fmt != RT_WEIGHT_FORMAT_BF16) {
-        p.q = (const int8_t *)arg[RT_QMATMUL_SCRATCH];
-        p.sb = (const float *)(arg[RT_QMATMUL_SCRATCH] + p.M * p.K);
+    int nth = (double)p.M * (double)p.N * (double)p.K >= QMM_SPLIT_MIN ? rt_nthreads : 1;
+    if (p.fmt != RT_WEIGHT_FORMAT_BF16) { /* the checker saw the scratch: M*K bytes, then the floats */
         int8_t *q = (int8_t *)arg[RT_QMATMUL_SCRATCH];
         float *sb = (float *)(arg[RT_QMATMUL_SCRATCH] + p.M * p.K);
+        p.q = q, p.sb = sb;
         RT_FOR(nth > 1 && p.M >= 2 * nth, r, p.M,
                { quantize(p.a + r * p.lda, p.K, q + r * p.K, sb + r * (p.K / BLK) * 2); });
     }
@@ -406,7 +405,7 @@ int rt_c_qmatmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen
     RT_CHECK(!zp || fmt == RT_WEIGHT_FORMAT_INT4, "only int4 takes a zero point");
     RT_CHECK(ip->lda >= K && ip->ldc >= N, "lda %lld < K %lld or ldc %lld < N %lld", (long long)ip->lda,
              (long long)K, (long long)ip->ldc, (long long)N);
-    RT_CHECK(fabs(op->fp.qmatmul.alpha) <= 3.4e38, "alpha %g is not a finite float", op->fp.qmatmul.alpha);
+    RT_CHECK(fabs(op->fp.qmatmul.alpha) <= FLT_MAX, "alpha %g is not a finite float", op->fp.qmatmul.alpha);
     int64_t arows = M ? rt_add(rt_mul(M - 1, ip->lda), K) : 0, crows = M ? rt_add(rt_mul(M - 1, ip->ldc), N) : 0;
     int64_t scratch = rt_qmatmul_scratch_bytes(fmt, M, K);
     RT_CHECK(scratch == 0 || avail[RT_QMATMUL_SCRATCH] >= 0, "an int format needs its scratch operand");

@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..dialects.builder import Builder
 from ..dialects.ir import Module, Operation, replace_all_uses
 from ..dialects.registry import REGISTRY, VIEW
-from ..weight_formats import WeightChoice, pack
+from ..weight_formats import AUTO, WeightChoice, pack
+from .fold import dead_code_elimination
 
 
 def _feeds_output(module: Module, op: Operation, users: dict) -> bool:
@@ -68,4 +69,15 @@ def pack_weights(module: Module, choice: WeightChoice) -> list[dict]:
         entry["format"] = fmt.name
         entry["bytes"] = int(packed.producer.result.type.nbytes)
     module.invalidate_names()
+    return report
+
+
+def pack_chosen_weights(fused: Module, weights, lm_head=AUTO) -> list[dict]:
+    """pack_weights for rt.compile's / compile_generator's `weights` and `lm_head`, then dead-code
+    elimination of the fp32 originals; nothing at all when every weight stays fp32."""
+    choice = WeightChoice(weights, lm_head)
+    if not choice.active:
+        return []
+    report = pack_weights(fused, choice)
+    dead_code_elimination(fused)
     return report
