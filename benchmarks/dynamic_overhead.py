@@ -3,10 +3,11 @@
     python benchmarks/dynamic_overhead.py [--layers 12] [--max 1024] [--reps 2000]
 
 Reports, in microseconds (medians): a call of a static program at S, a call of the dynamic program at
-the same S (the program for that size cached), the records step of a new size (SizeBinder.bind), and
-a new size end to end (bind + the C check + the program built on the shared arenas and oneDNN state;
-the first run at a new row count then makes oneDNN's primitives, timed separately); and the arena at
-the bound against a static plan compiled at the bound. Run it on an otherwise idle machine.
+the same S (the program for that size cached), the sizes of a new size (SizeBinder.bind), its records
+(Program.bound_to_sizes: a copy of the records and the C check), and a new size end to end (both, on
+the shared arenas and oneDNN state; the first run at a new row count then makes oneDNN's primitives,
+timed separately); and the arena at the bound against a static plan compiled at the bound. Run it on
+an otherwise idle machine.
 """
 from __future__ import annotations
 
@@ -37,11 +38,14 @@ def main() -> None:
     x = np.zeros((1, a.seq), np.int64)
     static = rt.compile(model, (torch.from_numpy(x),))
     prog = dyn._program
-    print(f"GPT-2 {a.layers} layers, S in [1, {a.max}], measured at S={a.seq}: {len(prog.binder.records)} records, "
+    print(f"GPT-2 {a.layers} layers, S in [1, {a.max}], measured at S={a.seq}: {prog.program.nops} records, "
           f"{len(prog.layout.sized)} size-dependent fields, {len(prog.binder.monomials)} monomials")
     print(f"  static program call          {median_us(lambda: static(x), a.reps):9.1f} us")
     print(f"  dynamic program, same size   {median_us(lambda: dyn(x), a.reps):9.1f} us")
     print(f"  SizeBinder.bind (new size)   {median_us(lambda: prog.binder.bind({'S': a.seq + 1}), a.reps):9.1f} us")
+    values, slot_nbytes, _ = prog.binder.bind({'S': a.seq + 1})
+    print(f"  records bound (new size)     "
+          f"{median_us(lambda: prog.program.bound_to_sizes(prog.binder.words, values, slot_nbytes), a.reps):9.1f} us")
 
     def new_size():
         prog._at_sizes.clear()

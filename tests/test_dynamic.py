@@ -103,6 +103,33 @@ def test_arena_at_the_bound_equals_a_static_plan_there(gpt2):
     assert dyn["arena_bytes"] <= 1.05 * stat["arena_bytes"]
 
 
+
+def test_binding_a_size_rewrites_only_size_fields_and_is_checked_again(gpt2):
+    """Program.bound_to_sizes writes only ip / offset words, keeps constants' sizes and the planned
+    arena, and its records pass the C check again: a bad binding is refused, never run."""
+    _, compiled = gpt2
+    prog = compiled._program
+    values, slot_nbytes, _ = prog.binder.bind({"S": 7})
+    bound = prog.program.bound_to_sizes(prog.binder.words, values, slot_nbytes)
+    ids = np.arange(7, dtype=np.int64)[None]
+    assert np.array_equal(compiled(ids), compiled(ids))         # the cached binding runs as well
+    assert bound.records["code"].tolist() == prog.program.records["code"].tolist()
+    code_word = np.array([0], np.intp)                           # word 0 holds an op's code and nargs
+    with pytest.raises(rt.ProgramError, match="not an op's size field"):
+        prog.program.bound_to_sizes(code_word, np.array([5]), slot_nbytes)
+    with pytest.raises(rt.ProgramError, match="more than the"):
+        prog.program.bound_to_sizes(prog.binder.words, values, np.r_[slot_nbytes[:1] * 2, slot_nbytes[1:]])
+    const = next(iter(prog.layout.constants))
+    grown = slot_nbytes.copy()
+    grown[const] += 4
+    with pytest.raises(rt.ProgramError, match="changes size"):
+        prog.program.bound_to_sizes(prog.binder.words, values, grown)
+    too_far = np.full_like(values, 1 << 40)                      # sizes past the planned buffers
+    with pytest.raises(rt.ProgramError, match="op #"):
+        prog.program.bound_to_sizes(prog.binder.words, too_far, slot_nbytes)
+    with pytest.raises(rt.ProgramError, match="largest sizes"):
+        bound.bound_to_sizes(prog.binder.words, values, slot_nbytes)
+
 @pytest.mark.parametrize("seq", [1, 2, 513, 1024])
 def test_planned_storages_never_overlap_at_any_size(gpt2, seq):
     """At each size, every arena value lies inside its planned slot (which is planned at the bound),

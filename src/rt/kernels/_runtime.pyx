@@ -107,6 +107,11 @@ def _check_abi():
 
 _check_abi()
 
+# Where a record's size fields sit, in int64 words (bound_to_sizes rewrites only these).
+cdef int64_t _OFFSET_WORD = rt_record_layout_[4] // 8
+cdef int64_t _IP_WORD = rt_record_layout_[5] // 8
+cdef int64_t _FP_WORD = rt_record_layout_[6] // 8
+
 # Per op code: the operand indices its kernel writes.
 _WRITTEN = tuple(frozenset(i for i, f in enumerate(o.family.args) if f.written) for o in OPS)
 
@@ -177,7 +182,8 @@ cdef class Program:
     cdef char **template
     cdef int32_t *in_slots
     cdef int32_t *out_slots
-    cdef Py_ssize_t nin, nout
+    cdef int32_t *const_slots
+    cdef Py_ssize_t nin, nout, nconst
     # Idle arenas. Taken and given back only while holding the GIL (this module does not
     # declare itself free-threading safe, so the GIL exists), which is their lock.
     cdef void *pool[POOL_CAP]
@@ -188,14 +194,13 @@ cdef class Program:
     cdef Program _arena_owner          # the program whose arenas and prepared state this one uses, or None
 
     def __init__(self, records, slot_nbytes, dict constants, list input_slots, list output_slots,
-                 after_prepare=None, explain=None, Program shared_from=None):
+                 after_prepare=None, explain=None):
         """after_prepare(i), when given, is called once op i has made something of its own (its
         state: a primitive, a packed or split copy of a constant; see _prepare). explain(error, i,
         detail), when given, makes the exception a failed run raises (error: a name of
         rt.abi.ENUMS["error"]; i: the failing op; detail: e.g. the bad index), so the message can
-        speak of the model rather than of records. shared_from: the same program at its largest sizes
-        (a dynamic model, rt.kernels.bind): this one takes its idle arenas and runs on its prepared
-        state (oneDNN primitives and packed weights), which each kernel adapts to the record's sizes."""
+        speak of the model rather than of records. A dynamic model's program at other sizes comes
+        from bound_to_sizes."""
         if self.slot_nbytes != NULL:
             raise RuntimeError("Program is already initialised")
         # Private copies: the caller cannot change what was validated.
@@ -211,11 +216,6 @@ cdef class Program:
         self.nops = recs.shape[0]
         self.nslots = nslots
         self.arena_nbytes = sizes[0]
-        if shared_from is not None:
-            if (shared_from.arena_nbytes < self.arena_nbytes or shared_from.nops != self.nops
-                    or shared_from.nslots != nslots):
-                raise ProgramError("shared_from: not the same program at larger sizes")
-            self._arena_owner = shared_from
         self.ops = <rt_op *>cnp.PyArray_DATA(recs)
         for i in range(self.nops):
             self.ops[i].state = NULL
@@ -223,7 +223,8 @@ cdef class Program:
         self.template = <char **>malloc(nslots * sizeof(char *))
         self.in_slots = <int32_t *>malloc((len(input_slots) + 1) * sizeof(int32_t))
         self.out_slots = <int32_t *>malloc((len(output_slots) + 1) * sizeof(int32_t))
-        if not (self.slot_nbytes and self.template and self.in_slots and self.out_slots):
+        self.const_slots = <int32_t *>malloc((len(constants) + 1) * sizeof(int32_t))
+        if not (self.slot_nbytes and self.template and self.in_slots and self.out_slots and self.const_slots):
             raise KernelError("out of memory building the program's slot tables")
         memcpy(self.slot_nbytes, cnp.PyArray_DATA(sizes), nslots * sizeof(int64_t))
         memset(self.template, 0, nslots * sizeof(char *))
@@ -240,14 +241,11 @@ cdef class Program:
                 raise ProgramError(f"{what} slot {slot} is bound twice")
             kind[slot] = k
 
-        if shared_from is not None and constants is shared_from._constant_slots:
-            # the owner checked these very arrays (the same dict): take its table (a size binds fast)
-            for slot in constants:
-                self.template[slot] = shared_from.template[slot]
-        else:
-            for slot, arr in constants.items():
-                self._check_array(arr, slot, f"constant for slot {slot}", False)
-                self.template[slot] = <char *>cnp.PyArray_DATA(arr)
+        for i, (slot, arr) in enumerate(constants.items()):
+            self._check_array(arr, slot, f"constant for slot {slot}", False)
+            self.template[slot] = <char *>cnp.PyArray_DATA(arr)
+            self.const_slots[i] = slot
+        self.nconst = len(constants)
         self._constants = list(constants.values())
         self._constant_slots = constants
         self.nin, self.nout = len(input_slots), len(output_slots)
@@ -263,52 +261,90 @@ cdef class Program:
             raise ProgramError(f"op #{bad} ({self._name(bad)}): {msg.decode()}")
         cdef int a
         self._kinds = kind
-        # the slots each operand reads and writes: as the owner's, which checked them, or checked here
-        if shared_from is None or kind != shared_from._kinds or not self._same_slots(shared_from):
-            for i in range(self.nops):
-                for a in range(self.ops[i].nargs):
-                    s = self.ops[i].slot[a]
-                    if s < 0:
-                        continue
-                    if kind[s] == UNBOUND:
-                        raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
-                    # the operands a kernel writes (its out, and those rt.abi marks written)
-                    if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
-                        raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
-                                         f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
-        if shared_from is None:
-            self._prepare(after_prepare)
-        else:
-            self._share_state(shared_from)
-
-    cdef bint _same_slots(self, Program owner):
-        """Whether every op is owner's op on the same slots (a binding of owner's program to sizes)."""
-        cdef int64_t i
-        cdef int a
         for i in range(self.nops):
-            if self.ops[i].code != owner.ops[i].code or self.ops[i].nargs != owner.ops[i].nargs:
-                return False
-            for a in range(self.ops[i].nargs):
-                if self.ops[i].slot[a] != owner.ops[i].slot[a]:
-                    return False
-        return True
-
-    cdef _share_state(self, Program owner):
-        """Run on owner's prepared state: each op must be owner's op on the same constants."""
-        cdef int64_t i
-        cdef int a
-        for i in range(self.nops):
-            if self.ops[i].code != owner.ops[i].code or self.ops[i].nargs != owner.ops[i].nargs:
-                raise ProgramError(f"op #{i} ({self._name(i)}): not the shared program's op")
-            if owner.ops[i].state == NULL:
-                continue
             for a in range(self.ops[i].nargs):
                 s = self.ops[i].slot[a]
-                if s != owner.ops[i].slot[a] or (s > 0 and self.template[s] != NULL and
-                                                 self.ops[i].offset[a] != owner.ops[i].offset[a]):
-                    raise ProgramError(f"op #{i} ({self._name(i)}): reads other constants than the "
-                                       "shared program's")
-            self.ops[i].state = owner.ops[i].state
+                if s < 0:
+                    continue
+                if kind[s] == UNBOUND:
+                    raise ProgramError(f"op #{i} ({self._name(i)}): operand {a} uses unbound slot {s}")
+                # the operands a kernel writes (its out, and those rt.abi marks written)
+                if a in _WRITTEN[self.ops[i].code] and kind[s] in (CONSTANT, INPUT):
+                    raise ProgramError(f"op #{i} ({self._name(i)}): writes into "
+                                     f"{'constant' if kind[s] == CONSTANT else 'input'} slot {s}")
+        self._prepare(after_prepare)
+
+    def bound_to_sizes(self, cnp.ndarray words, cnp.ndarray values, slot_nbytes):
+        """This program at other (smaller) sizes, for a dynamic model (rt.kernels.bind): its records
+        with words[j] (an index into the records as int64 words, inside an op's ip fields or operand
+        offsets) set to values[j], and these slot sizes; checked again in C, run on this program's
+        prepared state (oneDNN primitives, packed weights: each kernel adapts them to its record's
+        sizes) and its arenas. Costs a copy of the records and the check, nothing per op in Python."""
+        if self._arena_owner is not None:
+            raise ProgramError("bind sizes on the program at the largest sizes")
+        words = np.ascontiguousarray(words, dtype=np.intp).reshape(-1)
+        values = np.ascontiguousarray(values, dtype=np.int64).reshape(-1)
+        sizes = np.ascontiguousarray(slot_nbytes, dtype=np.int64).reshape(-1)
+        if words.shape[0] != values.shape[0] or sizes.shape[0] != self.nslots:
+            raise ProgramError(f"bound_to_sizes: {words.shape[0]} words for {values.shape[0]} values, "
+                               f"{sizes.shape[0]} slot sizes for {self.nslots} slots")
+        cdef const cnp.npy_intp *w = <const cnp.npy_intp *>cnp.PyArray_DATA(words)
+        cdef const int64_t *v = <const int64_t *>cnp.PyArray_DATA(values)
+        cdef const int64_t *n = <const int64_t *>cnp.PyArray_DATA(sizes)
+        cdef Py_ssize_t j, nwords = words.shape[0]
+        cdef int64_t i, per = sizeof(rt_op) // 8, at
+        for j in range(nwords):
+            at = w[j] % per if w[j] >= 0 else -1
+            if w[j] >= self.nops * per or not (_OFFSET_WORD <= at < _OFFSET_WORD + RT_MAX_ARGS
+                                               or _IP_WORD <= at < _FP_WORD):
+                raise ProgramError(f"bound_to_sizes: word {w[j]} is not an op's size field")
+        for i in range(self.nslots):
+            if n[i] < 0:
+                raise ProgramError(f"bound_to_sizes: slot {i} of {n[i]} bytes")
+        if n[0] > self.arena_nbytes:
+            raise ProgramError(f"bound_to_sizes: an arena of {n[0]} bytes, more than the "
+                               f"{self.arena_nbytes} planned")
+        for j in range(self.nconst):
+            if n[self.const_slots[j]] != self.slot_nbytes[self.const_slots[j]]:
+                raise ProgramError(f"bound_to_sizes: constant slot {self.const_slots[j]} changes size")
+
+        cdef Program p = Program.__new__(Program)
+        recs = self._records.copy()
+        cdef int64_t *rw = <int64_t *>cnp.PyArray_DATA(recs)
+        for j in range(nwords):
+            rw[w[j]] = v[j]
+        p._records = recs
+        p.ops = <rt_op *>rw
+        p._explain = self._explain
+        p.nops, p.nslots, p.arena_nbytes = self.nops, self.nslots, n[0]
+        p._arena_owner = self
+        p.slot_nbytes = <int64_t *>malloc(self.nslots * sizeof(int64_t))
+        p.template = <char **>malloc(self.nslots * sizeof(char *))
+        p.in_slots = <int32_t *>malloc((self.nin + 1) * sizeof(int32_t))
+        p.out_slots = <int32_t *>malloc((self.nout + 1) * sizeof(int32_t))
+        p.const_slots = <int32_t *>malloc((self.nconst + 1) * sizeof(int32_t))
+        if not (p.slot_nbytes and p.template and p.in_slots and p.out_slots and p.const_slots):
+            raise KernelError("out of memory building the program's slot tables")
+        memcpy(p.slot_nbytes, n, self.nslots * sizeof(int64_t))
+        memcpy(p.template, self.template, self.nslots * sizeof(char *))
+        memcpy(p.in_slots, self.in_slots, self.nin * sizeof(int32_t))
+        memcpy(p.out_slots, self.out_slots, self.nout * sizeof(int32_t))
+        memcpy(p.const_slots, self.const_slots, self.nconst * sizeof(int32_t))
+        p.nin, p.nout, p.nconst = self.nin, self.nout, self.nconst
+        p._constants, p._constant_slots, p._kinds = self._constants, self._constant_slots, self._kinds
+        cdef char msg[512]
+        cdef int64_t bad = rt_program_check(p.ops, p.nops, p.slot_nbytes, p.nslots, msg, sizeof(msg))
+        if bad >= 0:
+            raise ProgramError(f"op #{bad} ({p._name(bad)}): {msg.decode()}")
+        cdef int a
+        for i in range(self.nops):      # prepared state was made for these constants: they stay put
+            if self.ops[i].state == NULL:
+                continue
+            for a in range(self.ops[i].nargs):
+                if (self.ops[i].slot[a] > 0 and self.template[self.ops[i].slot[a]] != NULL
+                        and p.ops[i].offset[a] != self.ops[i].offset[a]):
+                    raise ProgramError(f"op #{i} ({self._name(i)}): bound to other constants")
+        return p
 
     cdef _prepare(self, after_prepare):
         """Let each op make what it needs once (oneDNN primitives, packed weights). It sees only
@@ -352,6 +388,7 @@ cdef class Program:
         free(self.template)
         free(self.in_slots)
         free(self.out_slots)
+        free(self.const_slots)
 
     cdef str _name(self, int64_t i):
         cdef const char *n = rt_op_name(self.ops[i].code)

@@ -88,7 +88,7 @@ class CompiledProgram:
         self.program = _runtime.Program(records, lay.slot_nbytes, lay.constants, lay.input_slots,
                                         self._out_slots, after_prepare, self._explain)
         if self.dynamic:     # self.program is the one at the largest sizes; others are bound per size
-            self.binder = SizeBinder(records, lay.sized, lay.slot_sizes,
+            self.binder = SizeBinder(records.dtype, lay.sized, lay.slot_sizes,
                                      [v.type.shape for v in planned.inputs + planned.outputs])
             self._at_sizes: OrderedDict = OrderedDict()
             self._at_sizes_lock = threading.Lock()
@@ -120,11 +120,9 @@ class CompiledProgram:
             if hit is not None:
                 self._at_sizes.move_to_end(key)
                 return hit
-        records, slot_nbytes, shapes = self.binder.bind(env)
-        lay = self.layout
-        program = _runtime.Program(records, slot_nbytes, lay.constants, lay.input_slots, self._out_slots,
-                                   None, self._explain, shared_from=self.program)
-        hit = (program, shapes[len(lay.module.inputs):])
+        values, slot_nbytes, shapes = self.binder.bind(env)
+        program = self.program.bound_to_sizes(self.binder.words, values, slot_nbytes)
+        hit = (program, shapes[len(self.layout.module.inputs):])
         with self._at_sizes_lock:
             self._at_sizes[key] = hit
             if len(self._at_sizes) > BOUND_SIZES:
