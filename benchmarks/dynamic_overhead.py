@@ -26,6 +26,19 @@ def median_us(fn, reps: int) -> float:
     return median_seconds(fn, reps, warm=False) * 1e6
 
 
+def interleaved_median_us(fns, reps: int) -> list[float]:
+    """Each fn's median over reps rounds of one call each, in turn: drift on a noisy host hits all alike."""
+    times = [[] for _ in fns]
+    for f in fns:
+        f()
+    for _ in range(reps):
+        for f, t in zip(fns, times):
+            t0 = time.perf_counter()
+            f()
+            t.append(time.perf_counter() - t0)
+    return [float(np.median(t)) * 1e6 for t in times]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=12)
@@ -40,8 +53,9 @@ def main() -> None:
     prog = dyn._program
     print(f"GPT-2 {a.layers} layers, S in [1, {a.max}], measured at S={a.seq}: {prog.program.nops} records, "
           f"{len(prog.layout.sized)} size-dependent fields, {len(prog.binder.monomials)} monomials")
-    print(f"  static program call          {median_us(lambda: static(x), a.reps):9.1f} us")
-    print(f"  dynamic program, same size   {median_us(lambda: dyn(x), a.reps):9.1f} us")
+    static_us, dynamic_us = interleaved_median_us([lambda: static(x), lambda: dyn(x)], a.reps)
+    print(f"  static program call          {static_us:9.1f} us")
+    print(f"  dynamic program, same size   {dynamic_us:9.1f} us ({dynamic_us / static_us - 1:+.1%}; calls interleaved)")
     print(f"  SizeBinder.bind (new size)   {median_us(lambda: prog.binder.bind({'S': a.seq + 1}), a.reps):9.1f} us")
     values, slot_nbytes, _ = prog.binder.bind({'S': a.seq + 1})
     print(f"  records bound (new size)     "

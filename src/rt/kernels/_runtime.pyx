@@ -309,8 +309,9 @@ cdef class Program:
                 raise ProgramError(f"bound_to_sizes: constant slot {self.const_slots[j]} changes size")
 
         cdef Program p = Program.__new__(Program)
-        recs = self._records.copy()
+        recs = np.empty_like(self._records)     # a bytewise copy: numpy copies records field by field
         cdef int64_t *rw = <int64_t *>cnp.PyArray_DATA(recs)
+        memcpy(rw, self.ops, self.nops * sizeof(rt_op))
         for j in range(nwords):
             rw[w[j]] = v[j]
         p._records = recs
