@@ -68,6 +68,44 @@ class RunsOnTarget:
         return f"compiled for {compiled}" + (f"; here: {', '.join(changes)}" if changes else "")
 
 
+def bind_inputs(module: Module, signature: Signature, args: tuple, kwargs: dict) -> tuple[list[np.ndarray], bool]:
+    """A call's arrays for module's inputs, and whether torch tensors came in: positional arguments
+    are the tensor inputs in order, or (when there are more) all the model's arguments in order; an
+    argument fixed at compile time is accepted with its compiled value."""
+    names, baked = [v.name for v in module.inputs], signature.baked
+    params = names if len(args) <= len(names) else signature.params
+    if len(args) > len(params):
+        raise InputError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(args)} "
+                         "positional arguments")
+    given = {}
+    for k, v in [*zip(params, args), *kwargs.items()]:
+        if k in baked:
+            signature.check_baked(k, v)
+        elif k not in names:
+            raise InputError(f"unknown input {k!r}; the model's inputs are: {', '.join(names)}")
+        elif k in given:
+            raise InputError(f"input {k!r} given twice")
+        else:
+            given[k] = v
+    missing = [n for n in names if n not in given]
+    if missing:
+        raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}")
+    torch_in = any(_is_torch_tensor(x) for x in given.values())
+    arrays = []
+    for v in module.inputs:
+        x = given[v.name]
+        arr = _tensor_array(v.name, x) if _is_torch_tensor(x) else np.asarray(x)
+        if arr.dtype != v.type.np_dtype:
+            raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
+                             f"(shape {list(v.type.shape)})")
+        if arr.shape != v.type.shape and v.type.is_static:      # dynamic dims: checked by sizes_of
+            raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
+                             f"{list(v.type.shape)} ({v.type.np_dtype})")
+        aligned = arr.flags.c_contiguous and arr.flags.aligned
+        arrays.append(arr if aligned else np.require(arr, requirements=("C_CONTIGUOUS", "ALIGNED")))  # keeps 0-d
+    return arrays, torch_in
+
+
 class CompiledModel(RunsOnTarget, FastCallable):
     """A model compiled by rt. Call it with numpy arrays or torch tensors (outputs come back as the
     same kind); `ir(stage)` shows each stage's IR; `plan_report()` the memory plan. Inputs of exactly
@@ -127,41 +165,7 @@ class CompiledModel(RunsOnTarget, FastCallable):
         return self.signature.outputs.paths()
 
     def _bind(self, args: tuple, kwargs: dict) -> tuple[list[np.ndarray], bool]:
-        """Inputs by name from a call: positional arguments are the tensor inputs in order, or (when there
-        are more) all the model's arguments in order; an argument fixed at compile time is accepted with
-        its compiled value."""
-        names, baked = self.input_names, self.signature.baked
-        params = names if len(args) <= len(names) else self.signature.params
-        if len(args) > len(params):
-            raise InputError(f"the model takes {len(names)} inputs ({', '.join(names)}), got {len(args)} "
-                             "positional arguments")
-        given = {}
-        for k, v in [*zip(params, args), *kwargs.items()]:
-            if k in baked:
-                self.signature.check_baked(k, v)
-            elif k not in names:
-                raise InputError(f"unknown input {k!r}; the model's inputs are: {', '.join(names)}")
-            elif k in given:
-                raise InputError(f"input {k!r} given twice")
-            else:
-                given[k] = v
-        missing = [n for n in names if n not in given]
-        if missing:
-            raise InputError(f"missing input(s) {', '.join(missing)}; the model takes {', '.join(names)}")
-        torch_in = any(_is_torch_tensor(x) for x in given.values())
-        arrays = []
-        for v in self.planned.inputs:
-            x = given[v.name]
-            arr = _tensor_array(v.name, x) if _is_torch_tensor(x) else np.asarray(x)
-            if arr.dtype != v.type.np_dtype:
-                raise InputError(f"input {v.name!r} has dtype {arr.dtype}, expected {v.type.np_dtype} "
-                                 f"(shape {list(v.type.shape)})")
-            if arr.shape != v.type.shape and v.type.is_static:      # dynamic dims: checked by sizes_of
-                raise InputError(f"input {v.name!r} has shape {list(arr.shape)}, expected "
-                                 f"{list(v.type.shape)} ({v.type.np_dtype})")
-            aligned = arr.flags.c_contiguous and arr.flags.aligned
-            arrays.append(arr if aligned else np.require(arr, requirements=("C_CONTIGUOUS", "ALIGNED")))  # keeps 0-d
-        return arrays, torch_in
+        return bind_inputs(self.planned, self.signature, args, kwargs)
 
     def _call(self, args: tuple, kwargs: dict):
         arrays, torch_in = self._bind(args, kwargs)
@@ -285,7 +289,7 @@ class _Stages:
 def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool = False, verify: bool = False,
             print_ir_after_all: bool = False, progress: Progress | None = None,
             target: Target | None = None, dynamic_shapes=None, dynamic: dict | None = None,
-            weights=None, lm_head="auto") -> CompiledModel:
+            weights=None, lm_head="auto", calibration=None) -> CompiledModel:
     """Compile `model` (an nn.Module, with example inputs `args`/`kwargs` as torch tensors, or an
     already exported torch.export.ExportedProgram) into a CompiledModel. `args` may be one tensor or a
     tuple of them. strict: capture with torch.export's strict (TorchDynamo) tracer; verify: check every
@@ -299,14 +303,18 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     weights: the format of the constant matmul weights (rt/weight_formats.py): None (fp32, the
     default), "bf16", "int8", "int4" (with options: "int8:g32", "int4:g128", "int4:g32:zp"), or a dict
     {name pattern: format} for per-layer choices; lm_head: the LM head's format ("auto": the body's,
-    int8 under int4)."""
+    int8 under int4). calibration: inputs like the model's real ones (a list of samples, each a dict of
+    inputs by name, a tuple, or one tensor) that int formats round their weights for (GPTQ: each
+    matmul keeps its products on these inputs close, not just its weights); default round to nearest."""
     require("torch", "rt.compile")
     from .dialects.verifier import verify_module
     from .frontend import import_module, import_program
     from .lowering import to_fused
     from .lowering.plan import to_planned
-    from .lowering.weight_packing import pack_chosen_weights
+    from .lowering.weight_packing import check_calibration, input_moments, pack_chosen_weights
 
+    if calibration is not None:
+        check_calibration(weights, lm_head)
     stages = _Stages(progress)
     if type(model).__name__ == "ExportedProgram":
         if dynamic is not None or dynamic_shapes is not None:
@@ -327,12 +335,31 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     target = target or Target.host()
     fused = stages.run("to_fused", to_fused, torch_ir, target=target, verify=verify,
                        print_ir_after_all=print_ir_after_all)
-    stages.run("pack_weights", pack_chosen_weights, fused, weights, lm_head)
+    moments = None
+    if calibration is not None:
+        moments = stages.run("calibrate", input_moments, fused, calibration_arrays(fused, calibration))
+    stages.run("pack_weights", pack_chosen_weights, fused, weights, lm_head, moments)
     planned = stages.run("to_planned", to_planned, fused, target)
     if verify:
         verify_module(planned, "planned")
     return stages.run("build_program", CompiledModel, {"torch": torch_ir, "fused": fused, "planned": planned},
                       stages.times, run_target=target.restricted_to(Target.host()))
+
+
+def calibration_arrays(module: Module, samples) -> list[list[np.ndarray]]:
+    """Each calibration sample (a dict of inputs by name, a tuple, or one tensor) as module's arrays."""
+    if not isinstance(samples, (list, tuple)) or not samples:
+        raise UsageError("calibration= takes a non-empty list of samples, each a dict of inputs by "
+                         "name, a tuple of them, or one tensor")
+    signature = module.meta.get("signature") or Signature.flat([v.name for v in module.inputs], len(module.outputs))
+    out = []
+    for i, s in enumerate(samples):
+        args, kwargs = ((), s) if isinstance(s, dict) else (s if isinstance(s, tuple) else (s,), {})
+        try:
+            out.append(bind_inputs(module, signature, args, kwargs)[0])
+        except InputError as e:
+            raise InputError(f"calibration sample {i}: {e}") from None
+    return out
 
 
 def load(path: str):

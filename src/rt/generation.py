@@ -293,7 +293,7 @@ def _sampler(temperature: float, top_k: int, top_p: float, seed: int | None):
 
 def compile_generator(model, max_context: int | None = None, *, max_batch: int = 1, example_ids=None,
                       target: Target | None = None, progress=None, check: bool = True, weights=None,
-                      lm_head: str = "auto") -> Generator:
+                      lm_head: str = "auto", calibration=None) -> Generator:
     """Compile a causal LM (an nn.Module mapping token ids [1, n] to logits [1, n, vocab], or a
     transformers model returning them as `logits`) for generation with prompts and outputs of up to
     `max_context` tokens in all. example_ids: a [1, n] id tensor to trace with (default: n = 8 ids
@@ -304,16 +304,19 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     keep). max_batch > 1 adds a program that decodes up to that many sequences per step
     (Generator.generate_batch), from a second export at that batch size. weights, lm_head: the
     matmul weights' formats, as rt.compile takes them ("int8", "int4", ...: decoding reads fewer
-    bytes per token)."""
+    bytes per token); calibration: prompts like the real ones (each a sequence of token ids) that int
+    formats round their weights for (GPTQ, as rt.compile's calibration=)."""
     import inspect
 
     from . import api
     from .lowering.fold import dead_code_elimination
     from .lowering.kv_cache import with_kv_cache
     from .lowering.plan import to_planned
-    from .lowering.weight_packing import pack_chosen_weights
+    from .lowering.weight_packing import check_calibration, input_moments, pack_chosen_weights
     from .lowering.weights import weights_n_by_k
 
+    if calibration is not None:
+        check_calibration(weights, lm_head)
     batch = _count(max_batch, "max_batch")
     if batch < 1:
         raise UsageError("max_batch must be at least 1")
@@ -379,12 +382,33 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
         # sums in another order) differ by whole rounding steps, not by fp32's last bits.
         timed.run("check_cache", check_cache, gen)
     if packing:
+        moments = None
+        if calibration is not None:
+            moments = timed.run("calibrate", input_moments, fused, _calibration_prompts(fused, calibration))
         for source in unique:
-            timed.run("pack_weights", pack_chosen_weights, source, weights, lm_head)
+            timed.run("pack_weights", pack_chosen_weights, source, weights, lm_head, moments)
         if batch > 1:
             _share_constants(sources[BATCH], fused)
         gen = programs("")
     return gen
+
+
+def _calibration_prompts(fused: Module, prompts) -> list[list[np.ndarray]]:
+    """compile_generator's calibration prompts (each a sequence of token ids) as the fused module's
+    inputs ([1, n] ids; n within the context)."""
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise UsageError("calibration= takes a non-empty list of prompts, each a sequence of token ids")
+    _, _, top = sequence_symbol(fused)
+    out = []
+    for i, p in enumerate(prompts):
+        ids = np.asarray(p.numpy() if hasattr(p, "numpy") else p)
+        if ids.ndim == 2 and ids.shape[0] == 1:
+            ids = ids[0]
+        if ids.ndim != 1 or not 1 <= ids.shape[0] <= top or not np.issubdtype(ids.dtype, np.integer):
+            raise InputError(f"calibration prompt {i}: expected 1 to {top} token ids, got "
+                             f"{ids.dtype}{list(ids.shape)}")
+        out.append([ids.astype(np.int64)[None]])
+    return out
 
 
 def _share_constants(module: Module, other: Module) -> None:

@@ -15,9 +15,10 @@ from .errors import InputError
 
 
 def run_reference(module: Module, inputs: list[np.ndarray], timings: dict | None = None,
-                  states: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                  states: list[np.ndarray] | None = None, observe=None) -> list[np.ndarray]:
     """states: the persistent buffers `state {index = i}` reads (a generator's KV caches); each
-    cache_write returns an updated copy, so the caller's are left as they were."""
+    cache_write returns an updated copy, so the caller's are left as they were. observe(op, args),
+    when given, sees each op's operand arrays before it runs (calibration statistics)."""
     if len(inputs) != len(module.inputs):
         raise InputError(f"{module.name} takes {len(module.inputs)} inputs, got {len(inputs)}")
     env = {}
@@ -34,6 +35,8 @@ def run_reference(module: Module, inputs: list[np.ndarray], timings: dict | None
         if opdef.reference is None:
             raise NotImplementedError(f"{op.name} has no reference implementation")
         args = [None if v is None else env[v] for v in op.operands]
+        if observe is not None:
+            observe(op, args)
         t0 = time.perf_counter()
         out = np.asarray(opdef.reference(args, opdef.with_defaults(op.attrs)))
         if timings is not None:

@@ -108,6 +108,15 @@ def error_ids(vocab: int, n: int = ERROR_POSITIONS) -> list[int]:
     return np.random.default_rng(ERROR_SEED).integers(0, vocab, n).tolist()
 
 
+# rt's "-gptq" formats round on these prompts (random ids, another seed than the measured prompt's)
+CALIBRATION_PROMPTS, CALIBRATION_SEED = 8, 1
+
+
+def calibration_ids(vocab: int, n: int) -> list[list[int]]:
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    return [rng.integers(0, vocab, n).tolist() for _ in range(CALIBRATION_PROMPTS)]
+
+
 def reference_logits(model, ids) -> np.ndarray:
     """HF's fp32 logits [n, vocab] after each token of `ids`: one forward without a cache."""
     import torch
@@ -159,8 +168,14 @@ def _compile_generator(model, context: int, weights: str | None):
     if "weights" not in inspect.signature(rt.compile_generator).parameters:
         raise Unavailable(f"this rt's compile_generator takes no weights= argument (quantized weights, issue 21): "
                           f"cannot compile with weights={weights!r}")
+    fmt, _, rounding = weights.partition("-")
+    extra = {}
+    if rounding == "gptq":
+        if "calibration" not in inspect.signature(rt.compile_generator).parameters:
+            raise Unavailable("this rt's compile_generator takes no calibration= argument")
+        extra["calibration"] = calibration_ids(model.config.vocab_size, min(ERROR_POSITIONS, context))
     try:
-        return rt.compile_generator(model, max_context=context, weights=weights)
+        return rt.compile_generator(model, max_context=context, weights=fmt, **extra)
     except (UsageError, UnsupportedOpError) as e:
         raise Unavailable(f"rt refuses weights={weights!r}: {' '.join(str(e).split())[:300]}") from None
 
