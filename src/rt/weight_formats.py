@@ -117,22 +117,23 @@ def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int, hessian: np.ndarr
 
 @dataclass
 class _Grid:
-    """Per weight [N, K]: u = clip(rint(w / d) + implied) (or clip(rint((w + m) / d)) with an
-    offset m) in [lo, hi], and back: d (u - implied) (or d u - m)."""
+    """Per weight value: u = clip(rint(w / d) + implied) (or clip(rint((w + m) / d)) with an offset
+    m) in [lo, hi], and back: d (u - implied) (or d u - m). d and m have the weights' shape; `at`
+    picks the part of them (an index or slice of their first axis) that w or u covers."""
     d: np.ndarray
     m: np.ndarray | None
     implied: int
     lo: int
     hi: int
 
-    def round(self, w: np.ndarray, cols=slice(None)) -> np.ndarray:
-        d = self.d[:, cols]
-        x = np.rint(w / d) + self.implied if self.m is None else np.rint((w + self.m[:, cols]) / d)
+    def round(self, w: np.ndarray, at=slice(None)) -> np.ndarray:
+        d = self.d[at]
+        x = np.rint(w / d) + self.implied if self.m is None else np.rint((w + self.m[at]) / d)
         return np.clip(x, self.lo, self.hi)
 
-    def value(self, u: np.ndarray, cols=slice(None)) -> np.ndarray:
-        d = self.d[:, cols]
-        return d * (u - self.implied) if self.m is None else d * u - self.m[:, cols]
+    def value(self, u: np.ndarray, at=slice(None)) -> np.ndarray:
+        d = self.d[at]
+        return d * (u - self.implied) if self.m is None else d * u - self.m[at]
 
 
 # GPTQ's dampening, as a fraction of the mean diagonal of the Hessian: with a few hundred calibration
@@ -153,20 +154,22 @@ def _gptq(w: np.ndarray, grid: _Grid, hessian: np.ndarray) -> np.ndarray:
     h += GPTQ_DAMP * np.mean(np.diag(h)) * np.eye(k)
     order = np.argsort(-np.diag(h), kind="stable")
     inv_chol = np.linalg.cholesky(np.linalg.inv(h[np.ix_(order, order)])).T     # upper triangular
-    work = w.astype(np.float64)[:, order]
-    g = _Grid(grid.d[:, order], None if grid.m is None else grid.m[:, order], grid.implied, grid.lo, grid.hi)
-    u = np.empty((n, k), np.float32)
+    # inputs as rows ([K, N]): each step reads and updates whole contiguous rows
+    work = np.ascontiguousarray(w.T[order], dtype=np.float64)
+    g = _Grid(np.ascontiguousarray(grid.d.T[order]), None if grid.m is None else np.ascontiguousarray(grid.m.T[order]),
+              grid.implied, grid.lo, grid.hi)
+    u = np.empty((k, n), np.float32)
     for b0 in range(0, k, GPTQ_BLOCK):
         b1 = min(b0 + GPTQ_BLOCK, k)
-        err = np.empty((n, b1 - b0))
+        err = np.empty((b1 - b0, n))
         for j in range(b0, b1):
-            u[:, j] = g.round(work[:, j:j + 1], slice(j, j + 1))[:, 0]
-            e = (work[:, j] - g.value(u[:, j:j + 1], slice(j, j + 1))[:, 0]) / inv_chol[j, j]
-            work[:, j:b1] -= np.outer(e, inv_chol[j, j:b1])
-            err[:, j - b0] = e
-        work[:, b1:] -= err @ inv_chol[b0:b1, b1:]
-    out = np.empty_like(u)
-    out[:, order] = u
+            u[j] = g.round(work[j], j)
+            e = (work[j] - g.value(u[j], j)) / inv_chol[j, j]
+            work[j:b1] -= inv_chol[j, j:b1, None] * e
+            err[j - b0] = e
+        work[b1:] -= inv_chol[b0:b1, b1:].T @ err
+    out = np.empty((n, k), np.float32)
+    out[:, order] = u.T
     return out
 
 

@@ -4,6 +4,8 @@ A `fused.matmul` whose B is a constant 2-D weight and whose A is read as it is b
 `fused.matmul_packed` on the packed bytes (a u8 constant saved in the .rt file and mapped like any
 weight), keeping its bias, residual, alpha and activation. The fp32 original goes to dead-code
 elimination unless something else reads it (a tied embedding gathers its rows: those stay exact).
+With calibration samples, `input_moments` first measures each weight's inputs, and int formats round
+by GPTQ on them (weight_formats._gptq) instead of to nearest.
 """
 from __future__ import annotations
 
