@@ -247,6 +247,24 @@ def test_generator_packed_save_load_and_error(tmp_path):
         assert loaded.generate(ids[:5], 4) == gen.generate(ids[:5], 4)
 
 
+
+def test_generator_calibration_rounds_by_prompts_and_names_a_bad_one():
+    """compile_generator(calibration=prompts): the int4 weights change (GPTQ) but keep their format and
+    bytes; a prompt the generator would refuse is refused naming its index."""
+    wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, hidden=64, intermediate=128, max_positions=64)
+    hf = wrapped.model
+    prompts = [list(range(i, i + 48)) for i in (3, 60, 117)]
+    nearest = rt.compile_generator(hf, max_context=64, weights="int4")
+    calibrated = rt.compile_generator(hf, max_context=64, weights="int4", calibration=prompts)
+    assert calibrated.weight_bytes() == nearest.weight_bytes()
+    ids = list(range(1, 40))
+    assert not np.array_equal(calibrated.position_logits(ids), nearest.position_logits(ids))
+    vocab = hf.config.vocab_size
+    with pytest.raises(rt.InputError, match=rf"calibration prompt 1: prompt token 0 is {vocab}, outside"):
+        rt.compile_generator(hf, max_context=64, weights="int4", calibration=[[1, 2], [vocab, 1]])
+    with pytest.raises(UsageError, match="calibration"):
+        rt.compile_generator(hf, max_context=64, calibration=prompts)
+
 def test_batched_decoding_reads_packed_weights_for_every_row():
     """decode_batch runs QMATMUL on several rows per loaded block: each prompt gets its own tokens."""
     wrapped, _ = models.causal_lm("llama", n_layer=2, seq=8, hidden=64, intermediate=128, max_positions=64)

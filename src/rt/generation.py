@@ -384,7 +384,7 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     if packing:
         moments = None
         if calibration is not None:
-            moments = timed.run("calibrate", input_moments, fused, _calibration_prompts(fused, calibration))
+            moments = timed.run("calibrate", input_moments, fused, _calibration_prompts(gen, calibration))
         for source in unique:
             timed.run("pack_weights", pack_chosen_weights, source, weights, lm_head, moments)
         if batch > 1:
@@ -393,21 +393,17 @@ def compile_generator(model, max_context: int | None = None, *, max_batch: int =
     return gen
 
 
-def _calibration_prompts(fused: Module, prompts) -> list[list[np.ndarray]]:
-    """compile_generator's calibration prompts (each a sequence of token ids) as the fused module's
-    inputs ([1, n] ids; n within the context)."""
+def _calibration_prompts(gen: Generator, prompts) -> list[list[np.ndarray]]:
+    """compile_generator's calibration prompts (each a sequence of token ids, checked as gen checks a
+    prompt) as its fused module's inputs ([1, n] ids)."""
     if not isinstance(prompts, (list, tuple)) or not prompts:
         raise UsageError("calibration= takes a non-empty list of prompts, each a sequence of token ids")
-    _, _, top = sequence_symbol(fused)
     out = []
     for i, p in enumerate(prompts):
-        ids = np.asarray(p.numpy() if hasattr(p, "numpy") else p)
-        if ids.ndim == 2 and ids.shape[0] == 1:
-            ids = ids[0]
-        if ids.ndim != 1 or not 1 <= ids.shape[0] <= top or not np.issubdtype(ids.dtype, np.integer):
-            raise InputError(f"calibration prompt {i}: expected 1 to {top} token ids, got "
-                             f"{ids.dtype}{list(ids.shape)}")
-        out.append([ids.astype(np.int64)[None]])
+        try:
+            out.append([gen._prompt(p)[None]])
+        except InputError as e:
+            raise InputError(f"calibration prompt {i}: {e}") from None
     return out
 
 

@@ -186,9 +186,8 @@ def _int4_scales(wg: np.ndarray) -> np.ndarray:
     best_d, best_err = None, None
     for t in INT4_EXTREMES:
         d = _f16(big / t)
-        df = _safe(d)[..., None]
-        u = np.clip(np.rint(wg / df) + 8, 0, 15)
-        err = np.square(df * (u - 8) - wg).sum(axis=2)
+        grid = _Grid(_safe(d)[..., None], None, 8, 0, 15)
+        err = np.square(grid.value(grid.round(wg)) - wg).sum(axis=2)
         if best_d is None:
             best_d, best_err = d, err
         else:
