@@ -2,7 +2,10 @@
 from .errors import (ExportError, IndexOutOfRangeError, InputError, IRParseError, KernelError, LoweringError,
                      MissingDependencyError, ModelFileError, ProgramError, RtError, SaveError, UnsupportedOpError,
                      UsageError, VerificationError)
+from .openmp_wait import bound_spinning
 from .target import Target
+
+bound_spinning()      # before any libgomp loads: see openmp_wait.py
 
 # The compiled runtime loads on first use of these, so the IR and lowering packages (rt.dialects,
 # rt.lowering) import without it.

@@ -21,7 +21,28 @@ DECODE_ENGINES = ("rt", "eager", "llama.cpp")
 WEIGHT_FORMATS = {"rt": ("bf16", "int8", "int4", "int8-gptq", "int4-gptq"), "llama.cpp": ("q8_0", "q4_0"), "ort-genai": ("int4",)}
 VARIANTS = {f"{base}-{fmt}": (base, fmt) for base, fmts in WEIGHT_FORMATS.items() for fmt in fmts}
 QUANT_ENGINES = tuple(VARIANTS)
-ENGINES = tuple(dict.fromkeys(MODEL_ENGINES + DECODE_ENGINES + QUANT_ENGINES))   # what --engines may name, in round order
+
+
+@dataclass(frozen=True)
+class SharedCoreVariant:
+    """A model engine set up as it would be on cores it shares with other work (issue 22, --contend)."""
+    base: str
+    threads: int | None = None                          # None: --threads
+    env: dict = field(default_factory=dict)             # the worker's environment, on top of worker_env
+    options: dict = field(default_factory=dict)         # the base engine's prepare options
+
+
+SHARED_CORE_VARIANTS = {
+    "rt-1t": SharedCoreVariant("rt", threads=1),
+    # rt without its thread count following the free cores (csrc/threads.c)
+    "rt-fixed": SharedCoreVariant("rt", env={"RT_ADAPT_THREADS": "0"}),
+    # and also with libgomp's own spinning before its threads sleep (~3 ms; rt/openmp_wait.py bounds it)
+    "rt-before": SharedCoreVariant("rt", env={"RT_ADAPT_THREADS": "0", "GOMP_SPINCOUNT": "300000"}),
+    "ort-nospin": SharedCoreVariant("ort", options={"spinning": False}),
+}
+# what --engines may name, in round order; the shared-core variants run only when named
+ENGINES = tuple(dict.fromkeys(MODEL_ENGINES + tuple(SHARED_CORE_VARIANTS) + DECODE_ENGINES + QUANT_ENGINES))
+DEFAULT_ENGINES = tuple(e for e in ENGINES if e not in SHARED_CORE_VARIANTS)
 # whose time "rt x" divides by: a quantized baseline's by rt's of the same weight width, the rest by rt's
 RT_PEER = {"llama.cpp-q8_0": "rt-int8", "llama.cpp-q4_0": "rt-int4", "ort-genai-int4": "rt-int4"}
 
@@ -29,6 +50,11 @@ RT_PEER = {"llama.cpp-q8_0": "rt-int8", "llama.cpp-q4_0": "rt-int4", "ort-genai-
 def engine_spec(engine: str) -> tuple[str, str | None]:
     """(base engine, weight format or None for fp32) of an engine name: "rt-int4" -> ("rt", "int4")."""
     return VARIANTS.get(engine, (engine, None))
+
+
+def shared_core_variant(engine: str) -> SharedCoreVariant:
+    """How a model engine is set up: its variant, or the engine itself with no changes."""
+    return SHARED_CORE_VARIANTS.get(engine, SharedCoreVariant(engine))
 
 
 def rt_peer(engine: str) -> str:
@@ -65,7 +91,7 @@ class Case:
     def engines(self) -> tuple[str, ...]:
         if self.decode:
             return DECODE_ENGINES + (QUANT_ENGINES if self.decode.quantized else ())
-        return {"sgemm": ("numpy",), "model": MODEL_ENGINES}[self.kind]
+        return {"sgemm": ("numpy",), "model": MODEL_ENGINES + tuple(SHARED_CORE_VARIANTS)}[self.kind]
 
 
 # Llama-family models shaped like SmolLM2-135M and Qwen3-0.6B (random weights, tied embeddings).

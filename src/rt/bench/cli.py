@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import SaveError, UsageError, require
-from .cases import CASES, ENGINES, select
+from .cases import CASES, DEFAULT_ENGINES, ENGINES, SHARED_CORE_VARIANTS, select
 
 
 def cores() -> int:
@@ -20,10 +20,14 @@ def parser() -> argparse.ArgumentParser:
         "timed in alternating rounds."))
     p.add_argument("--quick", action="store_true", help="fewer cases, rounds and calls (under 5 minutes)")
     p.add_argument("--cases", nargs="+", metavar="SUBSTR", help="only cases whose name contains one of these")
-    p.add_argument("--engines", nargs="+", metavar="NAME", default=list(ENGINES),
+    p.add_argument("--engines", nargs="+", metavar="NAME", default=list(DEFAULT_ENGINES),
                    help=f"engines to run, from {', '.join(ENGINES)}; each case runs those of them it has "
-                        "(model cases: rt, eager, compile, ort; decode cases: rt, eager, llama.cpp, and at "
+                        "(model cases: rt, eager, compile, ort, and when named the shared-core variants "
+                        f"{', '.join(SHARED_CORE_VARIANTS)}; decode cases: rt, eager, llama.cpp, and at "
                         "context 128 the quantized ones too; sgemm: numpy)")
+    p.add_argument("--contend", type=int, default=0, metavar="N",
+                   help="keep N busy processes (one spinning Python loop each) competing for the cores while "
+                        "engines are timed: rt on shared cores (no quiet wait then)")
     p.add_argument("--threads", type=int, default=cores(), help="threads for every engine (default: cores)")
     p.add_argument("--rounds", type=int, help="alternating rounds (default 5, quick 3)")
     p.add_argument("--round-seconds", type=float, help="target timed seconds per engine per round "
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [e for e in args.engines if e not in ENGINES]
     if bad:
         raise UsageError(f"unknown engine(s) {', '.join(bad)}; choose from {', '.join(ENGINES)}")
+    if args.contend < 0:
+        raise UsageError(f"--contend takes a number of busy processes (0 or more), got {args.contend}")
     engines = [e for e in ENGINES if e in args.engines]     # fixed round order
     cases = select(args.cases, args.quick)
     if not cases:
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                    max_reps=500 if q else 5000, warmup_s=0.3 if q else 1.0, warmup_min=2 if q else 3,
                    timeout_s=args.timeout or (240 if q else 900), settle_s=0.2 if q else 0.5,
                    log_dir=os.path.join(os.path.dirname(os.path.abspath(args.json)), "logs"),
-                   quiet_wait_s=args.quiet_wait if args.quiet_wait is not None else (2.0 if q else 5.0))
+                   quiet_wait_s=0.0 if args.contend else args.quiet_wait if args.quiet_wait is not None
+                   else (2.0 if q else 5.0), contend=args.contend)
     try:
         os.makedirs(opts.log_dir, exist_ok=True)
     except OSError as e:

@@ -9,6 +9,10 @@ returns (call, info). `call()` runs one inference on the fixed example inputs an
   compile  torch.compile(model) (inductor, default mode); the first call compiles.
   ort      ONNX Runtime on the model exported by torch.onnx.export(dynamo=True), falling back to the legacy
            TorchScript exporter when that fails; all graph optimisations, intra-op threads = --threads.
+  rt-1t, rt-fixed, rt-before, ort-nospin
+           shared-core variants (cases.SHARED_CORE_VARIANTS, for --contend): rt on one thread, rt on a fixed
+           thread count, rt as before issue 22 (fixed count, libgomp's default spinning), ORT with its
+           intra-op spinning off.
   numpy    (sgemm case only) numpy.matmul of two float32 n x n matrices.
 """
 from __future__ import annotations
@@ -63,7 +67,7 @@ def _export_onnx(model, args, path):
     raise RuntimeError("; ".join(errors))
 
 
-def prepare_ort(model, args, threads, workdir, **_):
+def prepare_ort(model, args, threads, workdir, spinning=True, **_):
     ort = require("onnxruntime", "the ort engine")
     path = os.path.join(workdir, "model.onnx")
     t0 = time.perf_counter()
@@ -74,6 +78,8 @@ def prepare_ort(model, args, threads, workdir, **_):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spinning:      # its intra-op threads sleep between parallel sections instead of spinning
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     t0 = time.perf_counter()
     sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     inputs = sess.get_inputs()
@@ -82,7 +88,7 @@ def prepare_ort(model, args, threads, workdir, **_):
                            f"the model {len(args)}")
     feed = {i.name: a.detach().numpy() for i, a in zip(inputs, args)}
     info = {"exporter": exporter, "export_s": export_s, "session_s": time.perf_counter() - t0,
-            "ort_version": ort.__version__}
+            "ort_version": ort.__version__, "spinning": spinning}
     if export_errors:
         info["export_fallback_reason"] = export_errors
     return (lambda: sess.run(None, feed)), info

@@ -10,7 +10,7 @@ from ..serialize import write_atomically
 from . import decode_report
 
 MiB = 2 ** 20
-HEADER = (f"{'case':<22} {'engine':<8} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'rt x med|min':>12} {'GFLOP/s':>8} "
+HEADER = (f"{'case':<22} {'engine':<12} {'median ms':>10} {'min ms':>9} {'p99 ms':>9} {'max ms':>9} {'rt x med|min':>12} {'GFLOP/s':>8} "
           f"{'RSS MiB built/ready/peak':>25} {'max err':>8} {'other load':>10}")
 
 
@@ -34,14 +34,15 @@ def _flops(f) -> str:
 
 def engine_line(case: str, eng: str, r: dict) -> str:
     if "median_s" not in r:
-        return f"{case:<22} {eng:<8} {r['status']}"[:220]
+        return f"{case:<22} {eng:<12} {r['status']}"[:220]
     mem = r.get("mem", {})
     rss = "/".join(_mib(mem.get(k, {}).get(f)) for k, f in (("built", "rss"), ("ready", "rss"), ("end", "maxrss")))
     speed = (f"{r['rt_speedup']:.2f}|{r['rt_speedup_min']:.2f}" if "rt_speedup" in r
              else ("1" if eng == "rt" else ""))
     gf = f"{r['gflops']:.1f}" if "gflops" in r else ""
     err = f"{r['max_rel_err']:.0e}" if r.get("max_rel_err") is not None else ""
-    line = (f"{case:<22} {eng:<8} {_ms(r['median_s']):>10} {_ms(r['min_s']):>9} {_ms(r['max_s']):>9} {speed:>12} "
+    line = (f"{case:<22} {eng:<12} {_ms(r['median_s']):>10} {_ms(r['min_s']):>9} {_ms(r['p99_s']):>9} "
+            f"{_ms(r['max_s']):>9} {speed:>12} "
             f"{gf:>8} {rss:>25} {err:>8} {r.get('foreign_cpu_frac', 0):>10.0%}")
     if r["status"] != "ok":
         line += f"  [{r['status'][:80]}]"
@@ -102,7 +103,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(out)
 
 
-LEGEND = ("median/min/max: latency of one call over all timed calls of all rounds; rt x: engine / rt, of the "
+LEGEND = ("median/min/p99/max: latency of one call over all timed calls of all rounds; rt x: engine / rt, of the "
           "medians | of the minima (>1 means rt is faster); GFLOP/s: counted matmul FLOPs / median; RSS: the worker's resident set after "
           "building the model, after compile+warm-up, and its peak (ru_maxrss) at the end of timing; max err: "
           "max |out - eager| / max |eager|; other load: median share of the machine's CPU used by processes other than the "

@@ -11,6 +11,7 @@ workers burned during the block (`idle_cpu_s`, from /proc/<pid>/stat) as evidenc
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .cases import Case, rt_peer
+from .cases import Case, rt_peer, shared_core_variant
 from .worker import bootstrap_code
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -41,6 +42,7 @@ class Options:
     log_dir: str
     quiet_frac: float = 0.15   # wait (up to quiet_wait_s) until other processes use less than this share of the CPUs
     quiet_wait_s: float = 5.0
+    contend: int = 0           # busy processes competing for the cores while engines are timed (no quiet wait then)
 
 
 class WorkerError(RuntimeError):
@@ -60,9 +62,11 @@ class WorkerProc:
     def __init__(self, case: str, engine: str, opts: Options):
         self.log_path = os.path.join(opts.log_dir, f"{case}.{engine}.log")
         self._log = open(self.log_path, "w")
+        variant = shared_core_variant(engine)
+        self.threads = variant.threads or opts.threads
         self.proc = subprocess.Popen([sys.executable, "-c", bootstrap_code()], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, env=worker_env(opts.threads),
-                                     start_new_session=True)
+                                     stdout=subprocess.PIPE, stderr=self._log,
+                                     env={**worker_env(self.threads), **variant.env}, start_new_session=True)
         self._buf = b""
 
     @property
@@ -200,6 +204,20 @@ def loadavg() -> float:
         return -1.0
 
 
+@contextlib.contextmanager
+def busy_processes(n: int):
+    """n processes that each keep a core busy (a Python spin loop) until the block ends: --contend."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+             for _ in range(n)]
+    try:
+        time.sleep(0.5 if procs else 0)       # running before the first timed call
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def _log(msg: str):
     print(msg, file=sys.stderr, flush=True)
 
@@ -216,13 +234,13 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
         t0 = time.perf_counter()
         w = WorkerProc(case.name, eng, opts)
         try:
-            setup = w.request({"cmd": "setup", "case": case.name, "engine": eng, "threads": opts.threads,
+            setup = w.request({"cmd": "setup", "case": case.name, "engine": eng, "threads": w.threads,
                                "warmup_s": opts.warmup_s, "warmup_min": opts.warmup_min}, opts.timeout_s)
         except WorkerError as e:
             r["status"] = _status_of(str(e))
             r["log"] = w.log_path
             w.close(wait_s=2)
-            _log(f"  {case.name:<22} {eng:<8} {r['status'][:150]}")
+            _log(f"  {case.name:<22} {eng:<12} {r['status'][:150]}")
             continue
         setup.pop("ok")
         res.update(setup.pop("facts"))
@@ -230,8 +248,35 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
         r["setup_wall_s"] = time.perf_counter() - t0
         workers[eng] = w
         reps[eng] = max(opts.min_reps, min(opts.max_reps, int(opts.round_s / max(setup["est_s"], 1e-9))))
-        _log(f"  {case.name:<22} {eng:<8} ready in {r['setup_wall_s']:.1f} s, ~{setup['est_s'] * 1e3:.3f} ms/call, "
+        _log(f"  {case.name:<22} {eng:<12} ready in {r['setup_wall_s']:.1f} s, ~{setup['est_s'] * 1e3:.3f} ms/call, "
              f"{reps[eng]} calls/round")
+    with busy_processes(opts.contend):
+        _time_rounds(res, engines, workers, reps, opts)
+    flops_engine = "eager" if "eager" in workers else next(iter(workers), None)
+    for eng, w in list(workers.items()):
+        r = res["engines"][eng]
+        try:
+            fin = w.request({"cmd": "finish", "flops": eng == flops_engine, "activations": eng == "eager",
+                             "bandwidth": case.decode is not None and eng == flops_engine,
+                             "threads": opts.threads}, opts.timeout_s)
+            for key in ("flops", "flops_error", "torch_peak_activation_bytes", "torch_peak_activation_error",
+                        "read_bandwidth"):
+                if key in fin:
+                    res[key] = fin[key]
+            r["mem"] = fin["mem"]
+        except WorkerError as e:
+            r["finish_error"] = str(e)
+        w.close()
+    res["loadavg"] = [load0, loadavg()]
+    if case.is_sgemm:
+        n = case.kwargs["n"]
+        res["flops"] = 2 * n ** 3
+    _summarise(res)
+    return res
+
+
+def _time_rounds(res: dict, engines: list[str], workers: dict, reps: dict, opts: Options):
+    """The alternating timed rounds: one engine at a time, each after the machine settles."""
     for rnd in range(opts.rounds):
         for eng in engines:
             w = workers.get(eng)
@@ -258,27 +303,6 @@ def run_case(case: Case, engines: list[str], opts: Options) -> dict:
                                                "foreign_cpu_frac": other_load, "quiet_wait_s": waited,
                                                "foreign_cpu_frac_before": before,
                                                **({"phases": out["phases"]} if "phases" in out else {})})
-    flops_engine = "eager" if "eager" in workers else next(iter(workers), None)
-    for eng, w in list(workers.items()):
-        r = res["engines"][eng]
-        try:
-            fin = w.request({"cmd": "finish", "flops": eng == flops_engine, "activations": eng == "eager",
-                             "bandwidth": case.decode is not None and eng == flops_engine,
-                             "threads": opts.threads}, opts.timeout_s)
-            for key in ("flops", "flops_error", "torch_peak_activation_bytes", "torch_peak_activation_error",
-                        "read_bandwidth"):
-                if key in fin:
-                    res[key] = fin[key]
-            r["mem"] = fin["mem"]
-        except WorkerError as e:
-            r["finish_error"] = str(e)
-        w.close()
-    res["loadavg"] = [load0, loadavg()]
-    if case.is_sgemm:
-        n = case.kwargs["n"]
-        res["flops"] = 2 * n ** 3
-    _summarise(res)
-    return res
 
 
 def _per_token_times(rd: dict) -> list[float]:
@@ -307,6 +331,7 @@ def _summarise(res: dict):
             continue
         r["median_s"] = statistics.median(times)
         r["min_s"], r["max_s"], r["n_calls"] = min(times), max(times), len(times)
+        r["mean_s"], r["p99_s"] = statistics.fmean(times), sorted(times)[min(len(times) - 1, int(0.99 * len(times)))]
         r["round_medians_s"] = [statistics.median(rd["times_s"]) for rd in r["rounds"]]
         r["foreign_cpu_frac"] = statistics.median(rd["foreign_cpu_frac"] for rd in r["rounds"])
         r["max_idle_cpu_frac"] = max(rd["idle_cpu_s"] / rd["wall_s"] for rd in r["rounds"] if rd["wall_s"] > 0)

@@ -72,15 +72,17 @@ class Worker:
         else:
             import torch
             torch.set_num_threads(threads)
+            from .cases import shared_core_variant
             from .engines import PREPARE
             self.model, self.args = build(case)
             self.mem["built"] = measure.memory_point()
             with torch.inference_mode():
                 ref = self.model(*self.args)
             t0 = time.perf_counter()
-            self.call, info = PREPARE[engine](self.model, self.args, threads, self.workdir,
-                                              rt_import_error=self.rt_import_error,
-                                              **({"rt_options": case.rt_options} if engine == "rt" else {}))
+            variant = shared_core_variant(engine)
+            self.call, info = PREPARE[variant.base](self.model, self.args, threads, self.workdir,
+                                                    rt_import_error=self.rt_import_error, **variant.options,
+                                                    **({"rt_options": case.rt_options} if variant.base == "rt" else {}))
         prepare_s = time.perf_counter() - t0
         with self._mode():
             t0 = time.perf_counter()

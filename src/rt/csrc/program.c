@@ -110,7 +110,7 @@ static _Thread_local int64_t error_detail;
 
 void rt_set_error_detail(int64_t detail) { error_detail = detail; }
 
-int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
+static int run_ops(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
 {
     char *arg[RT_MAX_ARGS];
     for (int64_t i = 0; i < nops; i++) {
@@ -129,17 +129,14 @@ int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status
     return RT_OK;
 }
 
-int rt_nthreads = 1;
-
-/* rt's OpenMP loops hold all the parallelism, matmuls included (matmul.c splits them),
- * so OpenBLAS stays single-threaded: its spinning workers would fight OpenMP's. */
-void rt_set_num_threads(int n)
+int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
 {
-    rt_nthreads = n < 1 ? 1 : n;
-    scipy_openblas_set_num_threads(1);
+    rt_threads_run_begin();
+    int rc = run_ops(ops, nops, slots, st);
+    rt_threads_run_end();
+    return rc;
 }
 
-int rt_get_num_threads(void) { return rt_nthreads; }
 
 int64_t rt_cpu_features(void)
 {

@@ -80,8 +80,13 @@ int rt_op_variant(const rt_op *op);
 /* Run a validated program; slots[i] is the base address of slot i. Returns status.code. */
 int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st);
 
-/* Threads used by rt's OpenMP loops and by OpenBLAS, kept in step. */
-void rt_set_num_threads(int n);
+/* Threads for rt's OpenMP loops (OpenBLAS stays on one): n asked for; with adapt, runs use fewer while
+ * other processes keep cores busy (threads.c). rt_get_num_threads is n, rt_threads_in_use the count now. */
+void rt_set_num_threads(int n, int adapt);
 int rt_get_num_threads(void);
+int rt_threads_in_use(void);
+/* Around each run: where the count may follow the free cores (threads.c). */
+void rt_threads_run_begin(void);
+void rt_threads_run_end(void);
 
 #endif

@@ -11,6 +11,7 @@ from rt.kernels._runtime import (
     qweight_bytes,
     record_layout,
     set_num_threads,
+    threads_in_use,
 )
 from rt.kernels.records import RECORD_DTYPE, make_record, operand_places, read_fields
 
@@ -29,4 +30,5 @@ __all__ = [
     "read_fields",
     "record_layout",
     "set_num_threads",
+    "threads_in_use",
 ]

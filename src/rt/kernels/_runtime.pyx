@@ -56,8 +56,9 @@ cdef extern from "rt_program.h" nogil:
     int rt_have_onednn()
     int rt_split_fast()
     int64_t rt_cpu_features()
-    void rt_set_num_threads(int n)
+    void rt_set_num_threads(int n, int adapt)
     int rt_get_num_threads()
+    int rt_threads_in_use()
 
 cdef extern from *:
     """
@@ -131,15 +132,22 @@ def qmatmul_scratch_bytes(str fmt, int64_t m, int64_t k):
     return rt_qmatmul_scratch_bytes(ENUMS["weight_format"].index(fmt), m, k)
 
 
-def set_num_threads(int n):
-    """Threads for rt's OpenMP loops and for OpenBLAS, set together."""
+def set_num_threads(int n, adapt=None):
+    """Threads for rt's OpenMP loops (OpenBLAS stays on one). With adapt (default: RT_ADAPT_THREADS, on),
+    runs use fewer while other processes keep cores busy (csrc/threads.c); adapt=False pins the count."""
     if n < 1:
         raise UsageError(f"need at least one thread, got {n}")
-    rt_set_num_threads(n)
+    rt_set_num_threads(n, _default_adapt() if adapt is None else bool(adapt))
 
 
 def get_num_threads():
+    """The thread count asked for (set_num_threads, RT_NUM_THREADS, or this process's cores)."""
     return rt_get_num_threads()
+
+
+def threads_in_use():
+    """The threads runs use now: get_num_threads(), or fewer while other processes hold cores."""
+    return rt_threads_in_use()
 
 
 def _default_threads():
@@ -149,6 +157,13 @@ def _default_threads():
             raise UsageError(f"RT_NUM_THREADS must be a positive integer, got {env!r}")
         return int(env)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _default_adapt():
+    env = os.environ.get("RT_ADAPT_THREADS", "1")
+    if env not in ("0", "1"):
+        raise UsageError(f"RT_ADAPT_THREADS must be 0 (a fixed thread count) or 1, got {env!r}")
+    return env == "1"
 
 
 set_num_threads(_default_threads())
