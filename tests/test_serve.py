@@ -5,6 +5,8 @@ replaced with no request lost or answered wrongly. One Ray instance (2 CPUs, loo
 each class deploys its own model and deletes it after, so that the next one has the CPUs."""
 import json
 import socket
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -17,8 +19,8 @@ from rt.serving import application, deploy
 from rt.serving.batcher import run_batched
 from rt.serving.deploy import plan_threads
 from rt.testing import models
-from rt.testing.serve_load import (answer_arrays, binary_request, drive, in_process, json_request,
-                                   kill_one_replica, replica_pids, same, wait_for_replicas)
+from rt.testing.serve_load import (answer_arrays, binary_request, drive, in_process, json_request, measure,
+                                   replica_pids, same)
 
 READY_S = 120       # the longest a deployment may take to come up on a loaded 2-core machine
 
@@ -80,6 +82,13 @@ def rng_rows(n: int, seed: int) -> np.ndarray:
 
 
 # ---- without Ray ----------------------------------------------------------------------------------
+def test_rt_and_rt_serving_import_nothing_of_ray():
+    code = ("import sys, rt, rt.cli, rt.serving\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'starlette', 'httpx'}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stderr
+
+
 def test_threads_times_replicas_must_fit_the_cpus():
     assert plan_threads(1, None, 2, [2]) == 2 and plan_threads(2, None, 2, [2]) == 1
     assert plan_threads(2, 2, 8, [4, 4]) == 2 and plan_threads(2, None, 8, [4, 4]) == 4
@@ -200,12 +209,11 @@ class TestStaticModel:
         assert r.status_code == 405 and r.json()["error"] == "UsageError"
 
     def test_a_short_load_has_no_errors_and_every_answer_right(self, served, files):
-        xs = [[rng_rows(1, seed)] for seed in range(300)]
-        wants, _ = in_process(str(files / "mlp.rt"), xs, threads=1)
-        forms = (json_request, binary_request)
-        result = drive(served.url, [forms[i % 2](["input"], x, w) for i, (x, w) in enumerate(zip(xs, wants))],
-                       clients=4, retries=0, deadline_s=90)
-        assert result.summary()["ok"] == 300 and result.wrong == 0 and result.errors == {} and result.unsent == 0
+        out = measure(served, str(files / "mlp.rt"), [[rng_rows(1, seed)] for seed in range(100)], count=300,
+                      clients=4, binary=False, deadline_s=90)
+        assert out["in_process"]["ok"] == 300
+        assert {k: out["served"][k] for k in ("ok", "wrong", "errors", "unsent")} == \
+            {"ok": 300, "wrong": 0, "errors": {}, "unsent": 0}, out
 
 
 # ---- dynamic batching -----------------------------------------------------------------------------
@@ -297,15 +305,14 @@ class TestReplicaKill:
     deployment = ("mlp.rt", {"threads": 1, "replicas": 2})
 
     def test_the_killed_replica_is_replaced_and_no_request_is_lost_or_wrong(self, served, files):
-        xs = [[rng_rows(1, seed)] for seed in range(300)]
-        wants, _ = in_process(str(files / "mlp.rt"), xs, threads=1)
         before = replica_pids(served.name)
-        killed = []
-        result = drive(served.url, [json_request(["input"], x, w) for x, w in zip(xs, wants)], clients=4,
-                       retries=3, deadline_s=90, midway=lambda: killed.append(kill_one_replica(served.name)))
-        print("replica kill:", result.summary())
-        assert len(before) == 2 and killed and killed[0] in before
-        assert result.ok == 300 and result.wrong == 0 and result.errors == {} and result.unsent == 0, result.summary()
-        print(f"replaced in {wait_for_replicas(served.name, 2, killed[0], timeout_s=READY_S):.1f} s after the load")
+        out = measure(served, str(files / "mlp.rt"), [[rng_rows(1, seed)] for seed in range(100)], count=300,
+                      clients=4, kill=True, deadline_s=90)
+        print("replica kill:", out["kill"])      # what Serve failed (retried) is in out["kill"]["retried"]
+        assert len(before) == 2 and out["served"]["ok"] == 300 and out["served"]["errors"] == {}
+        kill = out["kill"]
+        assert kill["killed_pid"] in before and "replaced_after_s" in kill, kill
+        assert {k: kill[k] for k in ("ok", "wrong", "errors", "unsent")} == \
+            {"ok": 300, "wrong": 0, "errors": {}, "unsent": 0}, kill
         after = replica_pids(served.name)
-        assert killed[0] not in after and len(after) == 2
+        assert kill["killed_pid"] not in after and len(after) == 2

@@ -10,7 +10,8 @@ from typing import Any
 
 from ..errors import UsageError, require
 
-# Serve's default (10 s) leaves a killed replica unnoticed for that long; the check itself costs nothing
+# Serve replaces a crashed replica after a health check finds it gone (its default: every 10 s; a SIGKILLed
+# replica was replaced 8 s after the kill, 2-4 s at this period); the check itself costs nothing here
 _HEALTH_CHECK_PERIOD_S = 2.0
 
 _started_ray = False        # whether this process's Ray is deploy's to stop
@@ -34,9 +35,11 @@ def application(path: str, *, replicas: int = 1, threads: int = 1, max_batch: in
     `replicas` copies, each on `threads` CPUs and as many rt threads."""
     serve = require("ray.serve", "rt.serving")
     from .replica import ModelServer
-    limit = 1 if max_batch is None else max_batch
+    from .spec import DEFAULT_MAX_BATCH
+    # requests a replica holds: a full batch waiting while one runs (Serve's default 5 would cap batches)
+    ongoing = max(5, 2 * (max_batch or DEFAULT_MAX_BATCH))
     return serve.deployment(ModelServer, name="rt_model").options(
-        num_replicas=replicas, ray_actor_options={"num_cpus": threads}, max_ongoing_requests=max(5, 2 * limit),
+        num_replicas=replicas, ray_actor_options={"num_cpus": threads}, max_ongoing_requests=ongoing,
         health_check_period_s=_HEALTH_CHECK_PERIOD_S).bind(os.path.abspath(path), max_batch, batch_wait_ms)
 
 
@@ -82,12 +85,8 @@ def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batc
 def _check_file(path: str, max_batch: int | None) -> int:
     """The rows per batched call for this file (rt.serving.spec), or the error the replicas would meet,
     raised here (ModelFileError, UsageError) before anything starts."""
-    import rt
-    from .spec import ModelSpec
-    model = rt.load(path)
-    if not isinstance(model, rt.CompiledModel):
-        raise UsageError(f"{path} is a generator; rt serves models (`rt generate` runs generators)")
-    return ModelSpec.of(model).batch_limit(max_batch)
+    from .spec import ModelSpec, load_model
+    return ModelSpec.of(load_model(path)).batch_limit(max_batch)
 
 
 def _start_ray(ray, address: str | None) -> None:
@@ -131,4 +130,8 @@ def shutdown() -> None:
     require("ray.serve", "rt.serving").shutdown()
     if _started_ray:
         ray.shutdown()
-        _started_ray = False
+        # Serve replaces a crashed replica after a health check finds it gone (its default: every 10 s; a SIGKILLed
+# replica was replaced 8 s after the kill, 2-4 s at this period); the check itself costs nothing here
+_HEALTH_CHECK_PERIOD_S = 2.0
+
+_started_ray = False

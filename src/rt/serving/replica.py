@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,11 +22,10 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-import rt
 from ..errors import RtError, UsageError
 from ..kernels import get_num_threads, set_num_threads
 from . import batcher, codec
-from .spec import ModelSpec
+from .spec import ModelSpec, load_model
 
 _log = logging.getLogger("ray.serve")
 _ROUTES = {"/": "POST", "/predict": "POST", "/health": "GET", "/ready": "GET"}
@@ -37,14 +37,13 @@ class ModelServer:
         self._path, self._wait_ms = path, batch_wait_ms
         self._replica = serve.get_replica_context().replica_id.unique_id
         self._calls = ThreadPoolExecutor(1, thread_name_prefix="rt-model")     # one model call at a time
-        self._rows_per_call: Counter = Counter()
+        self._rows_per_call: Counter = Counter()        # written on the call thread, read by /health
+        self._stats = threading.Lock()
         self._requests = 0
         self._limit = 1
         self._failed: RtError | None = None     # why the model did not load: every request answers 503
         try:
-            self._model = rt.load(path)
-            if not isinstance(self._model, rt.CompiledModel):
-                raise UsageError(f"{path} is a generator; rt serves models (`rt generate` runs generators)")
+            self._model = load_model(path)
             self._spec = ModelSpec.of(self._model)
             self._limit = self._spec.batch_limit(max_batch)
         except RtError as e:
@@ -96,7 +95,8 @@ class ModelServer:
 
     def _run(self, arrays: list) -> list:
         outs = self._model.run_flat(*arrays)
-        self._rows_per_call[batcher.rows(arrays) if self._spec.batch_symbol else 1] += 1
+        with self._stats:
+            self._rows_per_call[batcher.rows(arrays) if self._spec.batch_symbol else 1] += 1
         return outs
 
     def health(self) -> dict:
@@ -109,9 +109,11 @@ class ModelServer:
             return {**out, "error": type(self._failed).__name__, "message": str(self._failed)}
         batching = ({"max_rows": self._limit, "wait_ms": self._wait_ms} if self._limit > 1 else
                     {"max_rows": 1, "why": self._spec.why_unbatched or "max_batch=1: one request per call"})
+        with self._stats:
+            rows = sorted(self._rows_per_call.items())
         return {**out, **self._spec.describe(), "batching": batching,
-                "served": {"requests": self._requests, "calls": sum(self._rows_per_call.values()),
-                           "rows_per_call": {str(k): v for k, v in sorted(self._rows_per_call.items())}}}
+                "served": {"requests": self._requests, "calls": sum(n for _, n in rows),
+                           "rows_per_call": {str(k): n for k, n in rows}}}
 
 
 def _json(status: int, doc: dict) -> Response:

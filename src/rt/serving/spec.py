@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..api import CompiledModel, bind_inputs
+from ..api import CompiledModel, bind_inputs, load
 from ..dialects.instantiate import sizes_of
 from ..dialects.ir import Value
 from ..dialects.symbolic import Sym, evaluate, symbols_of
 from ..errors import UsageError
 
+DEFAULT_MAX_BATCH = 16    # rows per batched call unless told (every request in a call waits for all of it)
 _NPY_HEADER = 4096        # room for a .npy header (numpy writes 128 bytes, or a multiple of 64)
 
 
@@ -63,9 +64,9 @@ class ModelSpec:
 
     def batch_limit(self, max_batch: int | None) -> int:
         """The most rows one batched call runs (1: requests run one at a time): `max_batch`, or by
-        default the model's bound capped at 16; UsageError when the model cannot take that many."""
+        default the model's bound capped at DEFAULT_MAX_BATCH; UsageError when the model cannot take that many."""
         if max_batch is None:
-            return min(self.max_rows, 16)
+            return min(self.max_rows, DEFAULT_MAX_BATCH)
         if not isinstance(max_batch, int) or max_batch < 1:
             raise UsageError(f"max_batch must be a positive integer, got {max_batch!r}")
         if max_batch > 1 and self.batch_symbol is None:
@@ -87,6 +88,14 @@ class ModelSpec:
     def describe(self) -> dict:
         return {"inputs": [t.describe() for t in self.inputs], "outputs": [t.describe() for t in self.outputs],
                 "dynamic_sizes": {k: list(v) for k, v in self.ranges.items()}}
+
+
+def load_model(path: str) -> CompiledModel:
+    """The model file at `path` (ModelFileError if it does not load; UsageError for a generator's)."""
+    model = load(path)
+    if not isinstance(model, CompiledModel):
+        raise UsageError(f"{path} is a generator; rt serves models (`rt generate` runs generators)")
+    return model
 
 
 def _batch_symbol(values: list[Value], ranges: dict) -> tuple[str | None, str]:

@@ -152,9 +152,11 @@ def drive(url: str, requests: list[Request], clients: int = 4, retries: int = 3,
     return result
 
 
-def in_process(path: str, inputs: list[list[np.ndarray]], threads: int) -> tuple[list[list[np.ndarray]], LoadResult]:
-    """The model called in this process on `threads` rt threads (what a replica runs on), one input
-    after another: the outputs (what the served answers must equal) and their timing."""
+def in_process(path: str, inputs: list[list[np.ndarray]], threads: int,
+               count: int | None = None) -> tuple[list[list[np.ndarray]], LoadResult]:
+    """The model called in this process on `threads` rt threads (what a replica runs on), `count` calls
+    (default: one per input) one after another, cycling over `inputs`: the outputs for each input (what
+    the served answers must equal) and the calls' timing."""
     import rt
     from ..kernels import get_num_threads, set_num_threads
     before = get_num_threads()
@@ -163,15 +165,42 @@ def in_process(path: str, inputs: list[list[np.ndarray]], threads: int) -> tuple
         model = rt.load(path)           # after the thread count: the runtime sizes its scratch then
         result, outs = LoadResult(), []
         start = time.perf_counter()
-        for arrays in inputs:
+        for i in range(len(inputs) if count is None else count):
             t0 = time.perf_counter()
-            outs.append(model.run_flat(*arrays))
+            out = model.run_flat(*inputs[i % len(inputs)])
             result.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            if i < len(inputs):
+                outs.append(out)
         result.seconds = time.perf_counter() - start
-        result.sent = result.ok = len(inputs)
+        result.sent = result.ok = len(result.latencies_ms)
         return outs, result
     finally:
         set_num_threads(before)
+
+
+def measure(served, path: str, inputs: list[list[np.ndarray]], count: int, clients: int, binary: bool = True,
+            kill: bool = False, deadline_s: float = 120.0) -> dict:
+    """One model of the load test, served as `served` (rt.serving.deploy's answer): `count` calls
+    in-process cycling over `inputs`, the same `count` requests over HTTP from `clients` clients
+    (.npy/.npz bodies, or JSON), and with `kill`, the same again while one replica is SIGKILLed midway
+    (what Serve fails is retried, at most 3 times), with the seconds from the kill until Serve runs as
+    many replicas as before. Summaries (LoadResult.summary) by run."""
+    import rt
+    wants, local = in_process(path, inputs, served.threads, count)
+    names, form = rt.load(path).input_names, binary_request if binary else json_request
+    pool = [form(names, x, w) for x, w in zip(inputs, wants)]
+    requests = [pool[i % len(pool)] for i in range(count)]
+    out = {"in_process": local.summary(),
+           "served": drive(served.url, requests, clients, retries=0, deadline_s=deadline_s).summary()}
+    if kill:
+        killed = []             # (pid, when)
+        result = drive(served.url, requests, clients, retries=3, deadline_s=deadline_s,
+                       midway=lambda: killed.append((kill_one_replica(served.name), time.perf_counter())))
+        out["kill"] = result.summary()
+        if killed:
+            wait_for_replicas(served.name, served.replicas, killed[0][0])
+            out["kill"].update(killed_pid=killed[0][0], replaced_after_s=round(time.perf_counter() - killed[0][1], 1))
+    return out
 
 
 def replica_pids(app: str) -> list[int]:
