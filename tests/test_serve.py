@@ -3,7 +3,9 @@ bit, in JSON and in .npy/.npz; bad requests get 400 with rt's message; health an
 requests to a model with a dynamic batch dim share calls; a short load; a replica killed mid-load is
 replaced with no request lost or answered wrongly. One Ray instance (2 CPUs, loopback) for the module;
 each class deploys its own model and deletes it after, so that the next one has the CPUs."""
+import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -15,9 +17,10 @@ import torch
 import torch.nn as nn
 
 import rt
-from rt.serving import application, deploy
+from rt.serving import application, codec, deploy
 from rt.serving.batcher import run_batched
 from rt.serving.deploy import plan_threads
+from rt.serving.spec import ModelSpec
 from rt.testing import models
 from rt.testing.serve_load import (answer_arrays, binary_request, drive, in_process, json_request, measure,
                                    replica_pids, same)
@@ -99,6 +102,38 @@ def test_threads_times_replicas_must_fit_the_cpus():
         plan_threads(2, 3, 6, [4, 2])
 
 
+def test_bodies_decode_to_the_inputs_dtypes_or_say_what_is_wrong(files):
+    spec = ModelSpec.of(rt.load(str(files / "pair.rt")))
+    x = rng_rows(2, 0).tolist()
+    args, kwargs = codec.decode_inputs(json.dumps({"inputs": [x, [[1, 2, 3, 4]] * 2]}).encode(), codec.JSON, spec)
+    assert kwargs == {} and [(a.dtype, a.shape) for a in args] == [(np.float32, (2, 64)), (np.int64, (2, 4))]
+    for ids, message in (([[1.5, 2, 3, 4]] * 2, "input 'ids' takes int64 values; the JSON holds floats"),
+                         ([[2 ** 70, 2, 3, 4]] * 2, "input 'ids' takes int64 values; the JSON holds mixed values"),
+                         ([[True, False, True, True]] * 2, "input 'ids' takes int64 values; the JSON holds booleans")):
+        with pytest.raises(rt.InputError, match=re.escape(message)):
+            codec.decode_inputs(json.dumps({"inputs": {"x": x, "ids": ids}}).encode(), codec.JSON, spec)
+    with pytest.raises(rt.InputError, match=re.escape("the model's 2 input(s): x, ids")):
+        codec.decode_inputs(json.dumps({"inputs": [x, x, x]}).encode(), codec.JSON, spec)
+    with pytest.raises(rt.InputError, match="this model takes 2 inputs \\(x, ids\\): send an application/x-npz"):
+        codec.decode_inputs(binary_request(["x"], [np.zeros((1, 64), np.float32)], []).body, codec.NPY, spec)
+    for arrays, message in (({"y": np.zeros((1, 64), np.float32)}, "the .npz member 'y' is not one of the model's"),
+                            ({"x": np.zeros((40, 64), np.float32)}, "or is larger than that input can be")):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        with pytest.raises(rt.InputError, match=re.escape(message)):
+            codec.decode_inputs(buf.getvalue(), codec.NPZ, spec)
+
+
+def test_errors_answer_their_status_with_rts_message_and_no_traceback():
+    for e, status in ((rt.InputError("x"), 400), (rt.IndexOutOfRangeError("x"), 400), (rt.UsageError("x"), 400),
+                      (rt.ModelFileError("x"), 503), (rt.KernelError("x"), 500), (rt.ProgramError("x"), 500),
+                      (ZeroDivisionError("x"), 500)):
+        assert codec.error_status(e) == status
+    assert json.loads(codec.error_body(rt.KernelError("op failed"))) == {"error": "KernelError", "message": "op failed"}
+    assert json.loads(codec.error_body(ZeroDivisionError("bug"))) == {"error": "InternalError",
+                                                                      "message": "ZeroDivisionError: bug"}
+
+
 def test_deploy_refuses_before_starting_anything(files):
     with pytest.raises(rt.ModelFileError) as e:
         deploy(str(files / "cut.rt"))
@@ -137,12 +172,13 @@ def test_batching_stacks_rows_and_a_failed_call_runs_its_requests_alone():
 
 # ---- one request per call -------------------------------------------------------------------------
 class TestStaticModel:
-    deployment = ("mlp.rt", {"threads": 1})
+    deployment = ("mlp.rt", {})        # default threads: both CPUs of the module's Ray
 
     def test_health_and_readiness(self, served, files):
         import httpx
         h = httpx.get(f"{served.url}/health", timeout=READY_S).json()
-        assert h["state"] == "ready" and h["model"] == "mlp.rt" and h["threads"] == 1
+        assert served.threads == 2 and h["threads"] == 2     # what Ray gave the replica, not OMP_NUM_THREADS=1
+        assert h["state"] == "ready" and h["model"] == "mlp.rt"
         assert h["torch_imported"] is False
         assert h["inputs"] == [{"name": "input", "dtype": "float32", "shape": [1, 64]}]
         assert h["outputs"] == [{"name": "output", "dtype": "float32", "shape": [1, 64]}]
@@ -153,7 +189,7 @@ class TestStaticModel:
     def test_json_and_npy_answers_equal_the_model_in_process(self, served, files):
         import httpx
         xs = [[rng_rows(1, seed)] for seed in range(4)]
-        wants, _ = in_process(str(files / "mlp.rt"), xs, threads=1)
+        wants, _ = in_process(str(files / "mlp.rt"), xs, threads=served.threads)
         for x, want in zip(xs, wants):
             for req, accept, kind in ((json_request(["input"], x, want), None, "application/json"),
                                       (binary_request(["input"], x, want), None, "application/x-npy"),
@@ -238,7 +274,7 @@ class TestBatching:
         import httpx
         before = httpx.get(f"{served.url}/health").json()["served"]
         inputs = [self.request(1 + i % 3, i) for i in range(24)]
-        wants, _ = in_process(str(files / "pair.rt"), inputs, threads=1)       # each request alone
+        wants, _ = in_process(str(files / "pair.rt"), inputs, threads=served.threads)     # each request alone
         result = drive(served.url, [binary_request(["x", "ids"], a, w) for a, w in zip(inputs, wants)],
                        clients=8, retries=0)
         assert result.ok == 24 and result.errors == {}, result.summary()
@@ -251,7 +287,7 @@ class TestBatching:
     def test_a_lone_request_waits_at_most_the_batch_wait(self, served, files):
         import httpx
         inputs = [self.request(2, 99)]
-        (want,), _ = in_process(str(files / "pair.rt"), inputs, threads=1)
+        (want,), _ = in_process(str(files / "pair.rt"), inputs, threads=served.threads)
         t0 = time.perf_counter()
         r = httpx.post(f"{served.url}/predict", content=json_request(["x", "ids"], inputs[0], want).body,
                        headers={"content-type": "application/json"})
@@ -263,7 +299,7 @@ class TestBatching:
         import httpx
         inputs = [self.request(2, i) for i in range(6)]
         inputs[3][1][1, 2] = 100                             # a token id past the embedding's 100 rows
-        wants, _ = in_process(str(files / "pair.rt"), inputs[:3] + inputs[4:], threads=1)
+        wants, _ = in_process(str(files / "pair.rt"), inputs[:3] + inputs[4:], threads=served.threads)
         result = drive(served.url, [binary_request(["x", "ids"], a, w)
                                     for a, w in zip(inputs, wants[:3] + [[]] + wants[3:])], clients=6, retries=0)
         assert result.ok == 5 and result.errors == {"HTTP 400": 1}, result.summary()
