@@ -336,6 +336,13 @@ def test_a_file_that_does_not_load_answers_503_with_rts_message(files, port):
         serve.delete("cut")
 
 
+def test_deploy_is_bounded_in_time(files, port):
+    from ray import serve
+    with pytest.raises(rt.RtError, match="late: the replicas were not all up after 0 s") as e:
+        deploy(str(files / "mlp.rt"), threads=1, port=port, name="late", route="/late", ready_timeout_s=0)
+    assert type(e.value) is rt.RtError and "late" not in serve.status().applications
+
+
 # ---- a replica killed mid-load --------------------------------------------------------------------
 class TestReplicaKill:
     deployment = ("mlp.rt", {"threads": 1, "replicas": 2})

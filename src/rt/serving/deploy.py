@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError, require
+from ..errors import RtError, UsageError, require
 
 # Serve replaces a crashed replica after a health check finds it gone (its default: every 10 s; a SIGKILLed
 # replica was replaced 8 s after the kill, 2-4 s at this period); the check itself costs nothing here
@@ -45,7 +46,7 @@ def application(path: str, *, replicas: int = 1, threads: int = 1, max_batch: in
 
 def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batch: int | None = None,
            batch_wait_ms: float = 5.0, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
-           route: str = "/", address: str | None = None) -> Served:
+           route: str = "/", address: str | None = None, ready_timeout_s: float = 300.0) -> Served:
     """Serve the model file at `path` over HTTP on Ray Serve, and return once every replica has loaded it.
 
     threads: rt threads per replica (default: the free CPUs shared among the replicas); replicas x
@@ -54,7 +55,8 @@ def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batc
     one request per call. batch_wait_ms: the longest a request waits for others to share its call.
     address: a Ray cluster to join (`ray start --head` printed it); default: start Ray here. The app
     `name` (default: the file's stem) deployed again replaces the old one. host and port apply when
-    this call starts Serve."""
+    this call starts Serve. Replicas not all up after `ready_timeout_s` are removed again, with an
+    rt.RtError saying what Serve reported."""
     for what, value, low in (("replicas", replicas, 1), ("threads", threads, 1), ("port", port, 1)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise UsageError(f"{what} must be an integer of at least {low}, got {value!r}")
@@ -77,9 +79,27 @@ def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batc
     if not local:
         threads = plan_threads(replicas, threads, ray.available_resources().get("CPU", 0),
                                [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
-    handle = serve.run(application(path, replicas=replicas, threads=threads, max_batch=limit,
-                                   batch_wait_ms=batch_wait_ms), name=name, route_prefix=route)
+    app = application(path, replicas=replicas, threads=threads, max_batch=limit, batch_wait_ms=batch_wait_ms)
+    handle, = serve.run_many([serve.RunTarget(app, name, route)], wait_for_applications_running=False)
+    _wait_until_running(serve, name, ready_timeout_s)
     return Served(f"http://{host}:{port}{route.rstrip('/')}", name, replicas, threads, limit, handle)
+
+
+def _wait_until_running(serve, name: str, timeout_s: float) -> None:
+    """Until Serve runs every replica of application `name` (each has loaded the file: a replica is up
+    once its constructor returns); RtError with Serve's message if it fails, or is not up in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        app = serve.status().applications.get(name)
+        if app is not None and app.status == "RUNNING":
+            return
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise RtError(f"Serve could not deploy {name}: {app.message}")
+        if time.monotonic() > deadline:
+            serve.delete(name)
+            said = f"{app.status}: {app.message}" if app is not None else "not started"
+            raise RtError(f"{name}: the replicas were not all up after {timeout_s:g} s (Serve: {said}); removed it")
+        time.sleep(0.2)
 
 
 def _check_file(path: str, max_batch: int | None) -> int:
