@@ -244,6 +244,15 @@ class TestStaticModel:
         r = httpx.get(f"{served.url}/predict")
         assert r.status_code == 405 and r.json()["error"] == "UsageError"
 
+    def test_the_load_client_counts_wrong_answers_and_rts_errors_without_retrying(self, served, files):
+        x = [rng_rows(1, 0)]
+        (want,), _ = in_process(str(files / "mlp.rt"), [x], threads=served.threads)
+        off = [np.nextafter(want[0], np.inf)]                      # one ulp away: wrong
+        bad = [np.zeros((2, 64), np.float32)]                      # rt refuses it: 400, not retried
+        result = drive(served.url, [json_request(["input"], x, want), json_request(["input"], x, off),
+                                    json_request(["input"], bad, [])], clients=1, retries=3)
+        assert (result.ok, result.wrong, result.errors, result.retried) == (1, 1, {"HTTP 400": 1}, {})
+
     def test_a_short_load_has_no_errors_and_every_answer_right(self, served, files):
         out = measure(served, str(files / "mlp.rt"), [[rng_rows(1, seed)] for seed in range(100)], count=300,
                       clients=4, binary=False, deadline_s=90)

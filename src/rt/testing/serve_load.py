@@ -62,6 +62,14 @@ def same(got: list[np.ndarray], want: list[np.ndarray]) -> bool:
     return len(got) == len(want) and all(g.dtype == w.dtype and np.array_equal(g, w) for g, w in zip(got, want))
 
 
+def _right(response, want: list[np.ndarray]) -> bool:
+    """Whether a 200 answer holds exactly `want` (an answer that does not decode is wrong)."""
+    try:
+        return same(answer_arrays(response), want)
+    except (ValueError, KeyError, TypeError, OSError):
+        return False
+
+
 def _is_rt_answer(response) -> bool:
     try:
         doc = response.json()
@@ -110,7 +118,7 @@ def drive(url: str, requests: list[Request], clients: int = 4, retries: int = 3,
                 outcome = why = type(e).__name__
             else:
                 if resp.status_code == 200:
-                    return ("ok" if same(answer_arrays(resp), r.want) else "wrong"), failed
+                    return ("ok" if _right(resp, r.want) else "wrong"), failed
                 outcome = f"HTTP {resp.status_code}"
                 if resp.status_code < 500 or _is_rt_answer(resp):
                     return outcome, failed
