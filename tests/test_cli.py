@@ -109,3 +109,63 @@ def test_an_rt_error_is_one_line_on_stderr(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_inspect", refused)
     assert cli.main(["inspect", "m.rt"]) == 5
     assert capsys.readouterr() == ("", "rt inspect: m.rt: corrupt header (checksum mismatch)\n")
+
+
+def _ray_servers() -> set[int]:
+    """The pids of the Ray clusters' GCS servers running now (one per Ray instance)."""
+    pids = set()
+    for d in pathlib.Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and b"gcs_server" in (d / "cmdline").read_bytes().split(b"\0")[0]:
+                pids.add(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_serve_answers_over_http_until_ctrl_c(workdir, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("ray")
+    import re
+    import select
+    import signal
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    before = _ray_servers()
+    with open(tmp_path / "stderr", "w+") as err:        # a file: Ray's logs would fill a pipe
+        p = subprocess.Popen([sys.executable, "-m", "rt.cli", "serve", "m.rt", "--threads", "1", "--port", str(port)],
+                             cwd=workdir, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:
+            assert select.select([p.stdout], [], [], 180)[0], "rt serve printed nothing in 180 s"
+            line = p.stdout.readline()       # the one line it prints once the model is served (or EOF)
+            assert line.startswith("serving m.rt at "), (line, (tmp_path / "stderr").read_text()[-3000:])
+            url = re.search(r"at (\S+)/predict", line).group(1)
+            assert url == f"http://127.0.0.1:{port}" and "1 replica(s) x 1 thread(s), one request per call" in line
+            x, want = np.load(workdir / "x.npy"), np.load(workdir / "want.npy")
+            r = httpx.post(f"{url}/predict", json={"inputs": {"input": x.tolist()}}, timeout=60)
+            got = np.array(r.json()["outputs"]["output"]["data"], np.float32)
+            assert r.status_code == 200 and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+            p.send_signal(signal.SIGINT)
+            assert p.wait(timeout=60) == 130
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
+    deadline = time.monotonic() + 30                # its Ray is stopped: no GCS server of its own is left
+    while _ray_servers() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _ray_servers() - before
+
+
+def test_serve_refuses_more_threads_than_cores_before_starting_ray(workdir):
+    pytest.importorskip("ray")
+    import os
+    cores = len(os.sched_getaffinity(0))
+    r = rt_cmd("serve", "m.rt", "--replicas", str(cores + 1), "--threads", "1", cwd=workdir)
+    assert r.returncode == 2 and r.stderr == (
+        f"rt serve: {cores + 1} replica(s) x 1 thread(s) = {cores + 1} CPUs, more than the {cores} free on this "
+        "machine: lower the replicas or the threads (each replica runs rt on CPUs of its own)\n")

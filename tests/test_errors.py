@@ -308,6 +308,7 @@ def test_compile_without_torch(env, tmp_path):
     (["compile", "m.pt2", "-o", "y.rt"], "torch", "pip install torch==2.13.0"),
     (["demo", "--model", "mlp"], "torch", "pip install torch==2.13.0"),
     (["inspect", "m.rt", "--picture", "p.png"], "matplotlib", "pip install matplotlib"),
+    (["serve", "m.rt"], "ray", "pip install 'ray[serve]==2.60.0'"),
 ])
 def test_cli_missing_package_exits_7(mlp, env, args, block, text):
     d, _, _ = mlp

@@ -1,4 +1,4 @@
-"""The `rt` command: compile, run, generate, inspect, bench, demo.
+"""The `rt` command: compile, run, generate, serve, inspect, bench, demo.
 
 An rt error ends the command with one line, `rt <command>: <message>`, on stderr and the exit code of its
 family (EXIT_CODES); any other exception is a bug in rt and shows its traceback."""
@@ -166,6 +166,7 @@ def _demo(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from .cli_generate import add_generate_parser
+    from .cli_serve import add_serve_parser
     from .demo import DEFAULT_MODEL, DEMO_MODELS
 
     codes = "\n".join(f"  {code:>3}  {what}" for code, _, what in EXIT_CODES)
@@ -200,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run)
 
     add_generate_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("inspect", help="show a compiled model's inputs, IR, plan report and plan picture")
     p.add_argument("model", help="an rt model file (from `rt compile` or CompiledModel.save)")

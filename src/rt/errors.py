@@ -72,7 +72,7 @@ class UsageError(RtError, ValueError):
 
 
 # what `pip install` needs for an optional package whose version rt pins (pyproject.toml's extras)
-_PIP_SPECS = {"torch": "torch==2.13.0", "transformers": "'transformers>=5,<6'"}
+_PIP_SPECS = {"torch": "torch==2.13.0", "transformers": "'transformers>=5,<6'", "ray": "'ray[serve]==2.60.0'"}
 
 
 def require(module: str, feature: str, load: bool = True):
