@@ -104,7 +104,8 @@ def test_eight_threads_fifty_calls_each(saved):
 
 def test_gpt2_small_served_from_file_stays_lean(tmp_path):
     """Loading and running GPT-2 small (12 layers, S=128) without torch peaks at no more than
-    1.15 x (weight bytes + planned arena) of resident memory."""
+    1.15 x (weight bytes + planned arena) of resident memory, plus the output the call returns (the
+    caller's array: 24.5 MiB of logits, ~5% of the weights, not rt's overhead)."""
     from rt.testing import models
     model, (ids,) = models.gpt2_lm(n_layer=12, seq=128)
     compiled = rt.compile(model, (ids,))
@@ -115,7 +116,7 @@ def test_gpt2_small_served_from_file_stays_lean(tmp_path):
     weights = sum({id(a): a.nbytes for a in compiled.planned.constants.values()}.values())
     import os
     weights = min(weights, os.path.getsize(path))        # tied weights are stored once
-    budget = 1.15 * (weights + compiled.plan_report()["arena_bytes"])
+    budget = 1.15 * (weights + compiled.plan_report()["arena_bytes"]) + want.nbytes
     script = BLOCK_TORCH + f"""
 import numpy as np, rt
 m = rt.load({path!r})

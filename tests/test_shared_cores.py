@@ -117,8 +117,8 @@ def test_bad_thread_settings_are_usage_errors():
 
 def test_harness_times_engines_beside_busy_processes(tmp_path):
     out = tmp_path / "b.json"
-    r = subprocess.run([sys.executable, "-m", "rt.cli", "bench", "--cases", "mlp_tiny", "--engines", "rt", "rt-1t",
-                        "rt-fixed", "--contend", "1", "--rounds", "1", "--round-seconds", "0.4", "--json", str(out)],
+    r = subprocess.run([sys.executable, "-m", "rt.cli", "bench", "--cases", "mlp_512", "--engines", "rt", "rt-1t",
+                        "rt-fixed", "--contend", "1", "--rounds", "1", "--round-seconds", "0.3", "--json", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     engines = json.loads(out.read_text())["results"][0]["engines"]

@@ -26,15 +26,17 @@
 #include "rt_program.h"
 
 #define SAMPLE_NS 100000000LL /* 100 ms: several jiffies per CPU, and soon after a load starts or stops */
+#define PAUSE_NS (3 * SAMPLE_NS) /* a longer gap since the last run ended starts a new window */
 
 int rt_nthreads = 1;
 static int threads_wanted = 1;
 static int adapting = 1;
 static int runs_in_flight;
 static int sampling;
+static int64_t last_run_end_ns;
 
 static struct {
-    int64_t wall_ns, own_ns, busy_ticks; /* at the last look; wall_ns 0 before the first */
+    int64_t wall_ns, own_ns, busy_ticks; /* at the last look */
 } last;
 
 static int64_t clock_ns(clockid_t clock)
@@ -78,7 +80,9 @@ static void look(int64_t now)
     int ncpus;
     int64_t busy = busy_ticks(&ncpus), own = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
     if (busy < 0) return;
-    if (last.wall_ns) {
+    /* After a pause between runs the window starts again, the count kept: what others did while this
+     * process was idle (another engine's turn, in the benchmark harness) says little about now. */
+    if (last.wall_ns && now - last_run_end_ns <= PAUSE_NS) {
         double wall_s = (now - last.wall_ns) * 1e-9;
         double others = ((double)(busy - last.busy_ticks) / (double)sysconf(_SC_CLK_TCK) -
                          (own - last.own_ns) * 1e-9) / wall_s;
@@ -98,7 +102,11 @@ void rt_threads_run_begin(void)
     __atomic_store_n(&sampling, 0, __ATOMIC_RELEASE);
 }
 
-void rt_threads_run_end(void) { __atomic_fetch_sub(&runs_in_flight, 1, __ATOMIC_ACQ_REL); }
+void rt_threads_run_end(void)
+{
+    if (adapting) last_run_end_ns = clock_ns(CLOCK_MONOTONIC);
+    __atomic_fetch_sub(&runs_in_flight, 1, __ATOMIC_ACQ_REL);
+}
 
 /* rt's OpenMP loops hold all the parallelism, matmuls included (matmul.c splits them),
  * so OpenBLAS stays single-threaded: its spinning workers would fight OpenMP's. */

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import RtError, UsageError
-from ..kernels import get_num_threads, set_num_threads
+from ..kernels import get_num_threads, set_num_threads, threads_in_use
 from . import batcher, codec
 from .spec import ModelSpec, load_model
 
@@ -103,7 +103,8 @@ class ModelServer:
         """Liveness and what this replica serves: the model's inputs and outputs, rt's threads, how it
         batches, what it ran."""
         out = {"model": os.path.basename(self._path), "path": self._path, "replica": self._replica,
-               "pid": os.getpid(), "threads": get_num_threads(), "torch_imported": "torch" in sys.modules,
+               "pid": os.getpid(), "threads": get_num_threads(),
+               "threads_in_use": threads_in_use(), "torch_imported": "torch" in sys.modules,
                "state": "ready" if self._failed is None else "failed"}
         if self._failed is not None:
             return {**out, "error": type(self._failed).__name__, "message": str(self._failed)}
