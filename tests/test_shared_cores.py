@@ -1,6 +1,7 @@
 """rt on cores shared with other processes: its thread count follows the cores they leave free
 (csrc/threads.c), its idle OpenMP threads spin only briefly (rt/openmp_wait.py), and the benchmark
 harness can time engines beside busy processes (--contend). No timing is asserted here."""
+import contextlib
 import json
 import os
 import subprocess
@@ -37,23 +38,27 @@ def _threads_after_running(call, seconds: float) -> int:
     return kernels.threads_in_use()
 
 
-def _busy(n: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+@contextlib.contextmanager
+def _busy(n: int, nice: int = 0):
+    """n processes each keeping a core busy (at this niceness) until the block ends."""
+    others = [subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-c", "while True: pass"])
+              for _ in range(n)]
+    try:
+        time.sleep(0.2)
+        yield
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
 
 
 @needs_two_cores
 def test_thread_count_follows_the_free_cores(program):
     kernels.set_num_threads(CORES)
     assert _threads_after_running(program, 0.5) == CORES          # the machine is ours
-    others = _busy(CORES - 1)
-    try:
-        time.sleep(0.2)
+    with _busy(CORES - 1):
         assert _threads_after_running(program, 1.0) == 1           # all but one core taken
         assert kernels.get_num_threads() == CORES                  # what was asked for is kept
-    finally:
-        for p in others:
-            p.kill()
-            p.wait()
     deadline = time.monotonic() + 5
     while kernels.threads_in_use() != CORES and time.monotonic() < deadline:
         _threads_after_running(program, 0.2)
@@ -63,29 +68,16 @@ def test_thread_count_follows_the_free_cores(program):
 @needs_two_cores
 def test_a_pinned_thread_count_stays(program):
     kernels.set_num_threads(CORES, adapt=False)
-    others = _busy(CORES - 1)
-    try:
-        time.sleep(0.2)
+    with _busy(CORES - 1):
         assert _threads_after_running(program, 0.5) == CORES
-    finally:
-        for p in others:
-            p.kill()
-            p.wait()
 
 
 @needs_two_cores
 def test_niced_processes_do_not_take_cores(program):
     """Work below rt's priority gives the cores back when rt runs: rt keeps its threads."""
     kernels.set_num_threads(CORES)
-    others = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
-              for _ in range(CORES - 1)]
-    try:
-        time.sleep(0.2)
+    with _busy(CORES - 1, nice=19):
         assert _threads_after_running(program, 0.6) == CORES
-    finally:
-        for p in others:
-            p.kill()
-            p.wait()
 
 
 def _env_of_fresh_import(code: str, **env) -> str:
