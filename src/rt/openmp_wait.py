@@ -6,7 +6,7 @@ competes for the cores a spinning worker keeps a core from the thread the next r
 2-layer S=64 (7.5 ms idle) took up to 124 ms a call with one busy process beside it. Bounded spinning
 (GOMP_SPINCOUNT below, ~0.1 ms) keeps every gap between rt's regions inside the spin, so an idle
 machine loses nothing, and a worker that waits longer gives its core back
-(benchmarks/README.md, "Shared cores").
+(benchmarks/README.md, "Session 9").
 
 libgomp reads its environment once, when it is loaded (by rt's extension, or by torch, which ships its
 own libgomp.so.1 that rt then shares), so `import rt` sets GOMP_SPINCOUNT if libgomp is not loaded yet

@@ -3,14 +3,15 @@
  * rt's kernels split their work statically over rt_nthreads threads (oneDNN's matmuls too), so a
  * thread that loses its core to another process holds up every parallel region it is part of. With
  * one busy process beside it on 2 cores, GPT-2 2-layer S=64 ran at a median of 19.7 ms on 2 threads
- * against 15.2 ms on one (benchmarks/README.md, "Shared cores"). So at the start of a run, at most
+ * against 15.2 ms on one (benchmarks/README.md, "Session 9"). So at the start of a run, at most
  * every SAMPLE_NS, rt measures how much of the CPUs it may run on other processes used since the
  * last look (/proc/stat's busy time of those CPUs minus this process's own CPU time; processes niced
  * below this one's priority do not count) and runs on
  * the cores left: rt_nthreads = round(cpus - foreign), between 1 and the count asked for. On an
  * idle machine that is the count asked for; the check costs a clock read per run and a read of
- * /proc/stat (~20 us) per SAMPLE_NS. The count changes only when no other run is in flight, so an op
- * never sees it change under it. */
+ * /proc/stat (~10 us) per SAMPLE_NS. The count changes only at the start of a run that began with no other
+ * in flight (a run starting meanwhile reads it once per op, each op splitting its own work), so an op
+ * splits its work by one value of it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>
@@ -32,7 +33,6 @@ int rt_nthreads = 1;
 static int threads_wanted = 1;
 static int adapting = 1;
 static int runs_in_flight;
-static int sampling;
 static int64_t last_run_end_ns;
 
 static struct {
@@ -95,11 +95,9 @@ static void look(int64_t now)
 void rt_threads_run_begin(void)
 {
     int alone = __atomic_fetch_add(&runs_in_flight, 1, __ATOMIC_ACQ_REL) == 0;
-    if (!alone || !adapting || threads_wanted == 1) return;
+    if (!alone || !adapting || threads_wanted == 1) return; /* alone: no other run can be looking too */
     int64_t now = clock_ns(CLOCK_MONOTONIC);
-    if (now - last.wall_ns < SAMPLE_NS || __atomic_exchange_n(&sampling, 1, __ATOMIC_ACQUIRE)) return;
-    look(now);
-    __atomic_store_n(&sampling, 0, __ATOMIC_RELEASE);
+    if (now - last.wall_ns >= SAMPLE_NS) look(now);
 }
 
 void rt_threads_run_end(void)

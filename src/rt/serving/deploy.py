@@ -150,8 +150,4 @@ def shutdown() -> None:
     require("ray.serve", "rt.serving").shutdown()
     if _started_ray:
         ray.shutdown()
-        # Serve replaces a crashed replica after a health check finds it gone (its default: every 10 s; a SIGKILLed
-# replica was replaced 8 s after the kill, 2-4 s at this period); the check itself costs nothing here
-_HEALTH_CHECK_PERIOD_S = 2.0
-
-_started_ray = False
+        _started_ray = False
