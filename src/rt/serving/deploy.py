@@ -15,6 +15,9 @@ from ..errors import RtError, UsageError, require
 # replica was replaced 8 s after the kill, 2-4 s at this period); the check itself costs nothing here
 _HEALTH_CHECK_PERIOD_S = 2.0
 
+# how long Ray's free-CPU count may lag a replica's removal (a CI run was refused right after a delete)
+_RESOURCE_LAG_S = 5.0
+
 _started_ray = False        # whether this process's Ray is deploy's to stop
 
 
@@ -77,12 +80,25 @@ def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batc
     if name in serve.status().applications:
         serve.delete(name)                      # its CPUs are free again for the new one
     if not local:
-        threads = plan_threads(replicas, threads, ray.available_resources().get("CPU", 0),
-                               [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
+        threads = _plan_in_cluster(ray, replicas, threads)
     app = application(path, replicas=replicas, threads=threads, max_batch=limit, batch_wait_ms=batch_wait_ms)
     handle, = serve.run_many([serve.RunTarget(app, name, route)], wait_for_applications_running=False)
     _wait_until_running(serve, name, ready_timeout_s)
     return Served(f"http://{host}:{port}{route.rstrip('/')}", name, replicas, threads, limit, handle)
+
+
+def _plan_in_cluster(ray, replicas: int, threads: int | None) -> int:
+    """plan_threads against the cluster's free CPUs. Ray reports CPUs freed by a just-deleted replica
+    some time after Serve says it is gone, so a refusal is only final once that lag has passed."""
+    deadline = time.monotonic() + _RESOURCE_LAG_S
+    while True:
+        try:
+            return plan_threads(replicas, threads, ray.available_resources().get("CPU", 0),
+                                [n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]])
+        except UsageError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _wait_until_running(serve, name: str, timeout_s: float) -> None:
