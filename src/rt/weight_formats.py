@@ -106,7 +106,9 @@ def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int, hessian: np.ndarr
     if fmt.kind == "int8":
         d, m, implied, lo, hi = _f16(np.abs(wg).max(axis=2) / 127), None, 128, 1, 255
     elif not fmt.zero_point:     # q4_0's grid d * [-8, 7], d searched: see _int4_scales
-        d, m, implied, lo, hi = _int4_scales(wg), None, 8, 0, 15
+        # with calibration, an input's error weighs as much as the input varies (H's diagonal)
+        weight = None if hessian is None else np.maximum(np.diag(hessian), 0).reshape(1, k // g, g)
+        d, m, implied, lo, hi = _int4_scales(wg, weight), None, 8, 0, 15
     else:
         d, m, implied, lo, hi = _f16((wg.max(axis=2) - wg.min(axis=2)) / 15), _f16(-wg.min(axis=2)), 0, 0, 15
     grid = _Grid(np.repeat(_safe(d), g, axis=1), None if m is None else np.repeat(m.astype(np.float32), g, axis=1),
@@ -179,15 +181,17 @@ def _gptq(w: np.ndarray, grid: _Grid, hessian: np.ndarray) -> np.ndarray:
 INT4_EXTREMES = np.linspace(-9.0, -7.0, 9)
 
 
-def _int4_scales(wg: np.ndarray) -> np.ndarray:
-    """Per group (last axis) the fp16 scale d of q4_0's grid that minimises sum (w - d (u - 8))^2."""
+def _int4_scales(wg: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """Per group (last axis) the fp16 scale d of q4_0's grid that minimises sum weight (w - d (u - 8))^2
+    (weight: per input, broadcast against wg; None: all 1)."""
     idx = np.abs(wg).argmax(axis=2)
     big = np.take_along_axis(wg, idx[..., None], axis=2)[..., 0]
     best_d, best_err = None, None
     for t in INT4_EXTREMES:
         d = _f16(big / t)
         grid = _Grid(_safe(d)[..., None], None, 8, 0, 15)
-        err = np.square(grid.value(grid.round(wg)) - wg).sum(axis=2)
+        err = np.square(grid.value(grid.round(wg)) - wg)
+        err = (err if weight is None else err * weight).sum(axis=2)
         if best_d is None:
             best_d, best_err = d, err
         else:
