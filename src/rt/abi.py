@@ -40,6 +40,9 @@ SPLIT_CHUNK = 64
 # multiples of it).
 QPANEL = 16
 QBLOCK = 32
+# int4nl's 16 levels (a 4-bit value u stands for d * INT4NL_LEVELS[u]): spaced like the quantiles of a
+# bell-shaped weight distribution, denser near zero than int4's even grid; llama.cpp's IQ4_NL table
+INT4NL_LEVELS = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "dtype": ("f32", "i64", "bool", "i32", "f64"),   # f64: casts only
@@ -51,7 +54,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     # B of at most MATVEC_SMALL_ELEMS (matvec.c).
     "b_mode": ("blas", "onednn", "packed", "split", "small"),
     # QMATMUL's weight formats (rt/weight_formats.py describes their layouts)
-    "weight_format": ("bf16", "int8", "int4"),
+    "weight_format": ("bf16", "int8", "int4", "int4nl"),
     # Why a kernel stopped (rt_status.code)
     "error": ("ok", "index", "nomem", "backend"),
 }
@@ -146,9 +149,11 @@ out[M,N] = act(alpha * A[M,K] @ W + bias[N] + residual[M,N]), W a constant [N, K
 `format` (rt/weight_formats.py: panels of QPANEL outputs; int formats in groups of `group` inputs along
 K, each with a scale per output and, with zero_point, an offset). A's rows (leading dim lda) are read
 contiguously; int formats quantize each QBLOCK inputs of a row to int8 into scratch (qmatmul_scratch_bytes)
-and multiply in integers. residual has out's layout (ldc) and may be out itself.""",
+and multiply in integers; with rotate, each block is first turned by the orthonormal QBLOCK-point
+Hadamard transform (the weight was packed turned the same way, so the product is unchanged). residual
+has out's layout (ldc) and may be out itself.""",
     "a w bias? residual? >scratch? out",
-    "M N K lda ldc format:weight_format group zero_point:bool act:act",
+    "M N K lda ldc format:weight_format group zero_point:bool rotate:bool act:act",
     "alpha")
 
 UNARY = family("unary", """

@@ -29,6 +29,7 @@ def render(abi) -> str:
     for name in ("MAX_ARGS", "MAX_IP", "MAX_FP", "MAX_NDIM", "ALIGN", "MATVEC_SMALL_ELEMS", "SPLIT_CHUNK", "QPANEL", "QBLOCK",
                  "ATTENTION_BQ", "ATTENTION_BK", "ATTENTION_LANES"):
         out.append(f"#define RT_{name} {getattr(abi, name)}")
+    out.append(f"#define RT_INT4NL_LEVELS {{{', '.join(map(str, abi.INT4NL_LEVELS))}}}")
     out.append(f"#define RT_MAX_EXTENT (INT64_C(1) << {abi.MAX_EXTENT.bit_length() - 1})")
     out.append("")
     for enum, names in abi.ENUMS.items():

@@ -10,18 +10,25 @@ Formats, spelled as users give them:
 - "int4": symmetric, a scale per output and per group of 32 inputs (w = d (u - 8), u in [0, 15], as
   llama.cpp's q4_0); "int4:g128" groups of 128; a ":zp" suffix adds an offset per group (w = d u - m,
   as q4_1), which fits a group's range exactly.
-Int formats multiply the inputs quantized to int8 per block of QBLOCK (32) with a scale each.
+- "int4nl": int4's bytes and groups, but u picks one of 16 levels spaced like a bell curve's
+  quantiles (w = d INT4NL_LEVELS[u], as llama.cpp's IQ4_NL): less error for the same bytes.
+Int formats multiply the inputs quantized to int8 per block of QBLOCK (32) with a scale each. A
+":rot" suffix packs W H instead of W, H the orthonormal Hadamard transform of each block of QBLOCK
+inputs, and turns each block of the inputs by H before quantizing it (the product is unchanged, as
+H H = I): an outlying input or weight is spread over its block, so both roundings err less (as
+QuaRot and QuIP# rotate before quantizing).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .abi import QBLOCK, QPANEL, qweight_bytes
+from .abi import INT4NL_LEVELS, QBLOCK, QPANEL, qweight_bytes
 from .errors import UsageError
 
-KINDS = ("bf16", "int8", "int4")
+KINDS = ("bf16", "int8", "int4", "int4nl")
+NIBBLE_KINDS = ("int4", "int4nl")
 
 
 @dataclass(frozen=True)
@@ -29,10 +36,12 @@ class WeightFormat:
     kind: str                   # one of KINDS
     group: int | None = None    # int formats: inputs per scale; None = all of K (int8's default)
     zero_point: bool = False    # int4: an offset per group
+    rotate: bool = False        # int formats: W and the inputs turned by a Hadamard transform per block
 
     @property
     def name(self) -> str:
-        return self.kind + (f":g{self.group}" if self.group else "") + (":zp" if self.zero_point else "")
+        return (self.kind + (f":g{self.group}" if self.group else "") + (":zp" if self.zero_point else "")
+                + (":rot" if self.rotate else ""))
 
     def group_for(self, k: int) -> int:
         """The group size this format takes for K inputs (K itself for per-channel int8, 0 for bf16)."""
@@ -58,25 +67,27 @@ def parse(spec) -> WeightFormat | None:
     if spec == "fp32":
         return None
     kind, *opts = spec.split(":")
-    group, zero_point = None, False
+    group, zero_point, rotate = None, False, False
     for o in opts:
         if o == "zp":
             zero_point = True
+        elif o == "rot":
+            rotate = True
         elif o.startswith("g") and o[1:].isdigit() and int(o[1:]) > 0 and int(o[1:]) % QBLOCK == 0:
             group = int(o[1:])
         else:
             raise UsageError(f"weight format {spec!r}: unknown option {o!r} (groups are g<n> with n a "
-                             f"multiple of {QBLOCK}; 'zp' adds a zero point)")
+                             f"multiple of {QBLOCK}; 'zp' adds a zero point, 'rot' rotates)")
     if kind not in KINDS:
         raise UsageError(f"unknown weight format {spec!r} (known: fp32, {', '.join(KINDS)}, with "
-                         "options such as int8:g32, int4:g128, int4:g32:zp)")
-    if kind == "bf16" and (group or zero_point):
-        raise UsageError(f"weight format {spec!r}: bf16 takes no group or zero point")
-    if kind == "int8" and zero_point:
-        raise UsageError(f"weight format {spec!r}: int8 is symmetric (only int4 takes a zero point)")
-    if kind == "int4" and group is None:
+                         "options such as int8:g32, int4:g128, int4:g32:zp, int4nl:rot)")
+    if kind == "bf16" and (group or zero_point or rotate):
+        raise UsageError(f"weight format {spec!r}: bf16 takes no group, zero point or rotation")
+    if kind != "int4" and zero_point:
+        raise UsageError(f"weight format {spec!r}: {kind} is symmetric (only int4 takes a zero point)")
+    if kind in NIBBLE_KINDS and group is None:
         group = 32
-    return WeightFormat(kind, group, zero_point)
+    return WeightFormat(kind, group, zero_point, rotate)
 
 
 # ---- packing --------------------------------------------------------------------------------------
@@ -103,16 +114,20 @@ def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int, hessian: np.ndarr
     w ~ d u - m. hessian (K x K, the inputs' X^T X / rows): round by GPTQ instead of to nearest."""
     n, k = w.shape
     wg = w.reshape(n, k // g, g).astype(np.float32)
+    # with calibration, an input's error weighs as much as the input varies (H's diagonal)
+    weight = None if hessian is None else np.maximum(np.diag(hessian), 0).reshape(1, k // g, g)
+    levels = None
     if fmt.kind == "int8":
         d, m, implied, lo, hi = _f16(np.abs(wg).max(axis=2) / 127), None, 128, 1, 255
-    elif not fmt.zero_point:     # q4_0's grid d * [-8, 7], d searched: see _int4_scales
-        # with calibration, an input's error weighs as much as the input varies (H's diagonal)
-        weight = None if hessian is None else np.maximum(np.diag(hessian), 0).reshape(1, k // g, g)
-        d, m, implied, lo, hi = _int4_scales(wg, weight), None, 8, 0, 15
+    elif fmt.kind == "int4nl":
+        levels = np.array(INT4NL_LEVELS, np.float32)
+        d, m, implied, lo, hi = _searched_scales(wg, weight, levels), None, 0, 0, 15
+    elif not fmt.zero_point:     # q4_0's grid d * [-8, 7], d searched: see _searched_scales
+        d, m, implied, lo, hi = _searched_scales(wg, weight), None, 8, 0, 15
     else:
         d, m, implied, lo, hi = _f16((wg.max(axis=2) - wg.min(axis=2)) / 15), _f16(-wg.min(axis=2)), 0, 0, 15
     grid = _Grid(np.repeat(_safe(d), g, axis=1), None if m is None else np.repeat(m.astype(np.float32), g, axis=1),
-                 implied, lo, hi)
+                 implied, lo, hi, levels)
     u = grid.round(w.astype(np.float32)) if hessian is None else _gptq(w, grid, hessian)
     return d, m, u.astype(np.uint8)
 
@@ -120,21 +135,27 @@ def _quantize_groups(w: np.ndarray, fmt: WeightFormat, g: int, hessian: np.ndarr
 @dataclass
 class _Grid:
     """Per weight value: u = clip(rint(w / d) + implied) (or clip(rint((w + m) / d)) with an offset
-    m) in [lo, hi], and back: d (u - implied) (or d u - m). d and m have the weights' shape; `at`
-    picks the part of them (an index or slice of their first axis) that w or u covers."""
+    m) in [lo, hi], and back: d (u - implied) (or d u - m); with `levels`, u is the index of the level
+    nearest w / d, and back d levels[u]. d and m have the weights' shape; `at` picks the part of them
+    (an index or slice of their first axis) that w or u covers."""
     d: np.ndarray
     m: np.ndarray | None
     implied: int
     lo: int
     hi: int
+    levels: np.ndarray | None = None
 
     def round(self, w: np.ndarray, at=slice(None)) -> np.ndarray:
         d = self.d[at]
+        if self.levels is not None:
+            return np.searchsorted((self.levels[1:] + self.levels[:-1]) / 2, w / d).astype(np.float32)
         x = np.rint(w / d) + self.implied if self.m is None else np.rint((w + self.m[at]) / d)
         return np.clip(x, self.lo, self.hi)
 
     def value(self, u: np.ndarray, at=slice(None)) -> np.ndarray:
         d = self.d[at]
+        if self.levels is not None:
+            return d * self.levels[u.astype(np.intp)]
         return d * (u - self.implied) if self.m is None else d * u - self.m[at]
 
 
@@ -158,8 +179,8 @@ def _gptq(w: np.ndarray, grid: _Grid, hessian: np.ndarray) -> np.ndarray:
     inv_chol = np.linalg.cholesky(np.linalg.inv(h[np.ix_(order, order)])).T     # upper triangular
     # inputs as rows ([K, N]): each step reads and updates whole contiguous rows
     work = np.ascontiguousarray(w.T[order], dtype=np.float64)
-    g = _Grid(np.ascontiguousarray(grid.d.T[order]), None if grid.m is None else np.ascontiguousarray(grid.m.T[order]),
-              grid.implied, grid.lo, grid.hi)
+    g = replace(grid, d=np.ascontiguousarray(grid.d.T[order]),
+                m=None if grid.m is None else np.ascontiguousarray(grid.m.T[order]))
     u = np.empty((k, n), np.float32)
     for b0 in range(0, k, GPTQ_BLOCK):
         b1 = min(b0 + GPTQ_BLOCK, k)
@@ -175,21 +196,23 @@ def _gptq(w: np.ndarray, grid: _Grid, hessian: np.ndarray) -> np.ndarray:
     return out
 
 
-# Where the group's value of largest magnitude lands on the grid: q4_0 puts it at -8 exactly; a
-# slightly finer grid that rounds it (and clips) often errs less over the group. The scale with the
-# least squared error over these is kept: same format and speed, smaller error than q4_0's rule.
-INT4_EXTREMES = np.linspace(-9.0, -7.0, 9)
+# Where the group's value of largest magnitude lands on the grid, as a fraction of the grid's most
+# negative value: q4_0 puts it at -8 exactly; a slightly finer grid that rounds it (and clips) often
+# errs less over the group. The scale with the least squared error over these is kept: same format
+# and speed, smaller error than q4_0's rule.
+EXTREME_PLACES = np.linspace(9 / 8, 7 / 8, 9)
 
 
-def _int4_scales(wg: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
-    """Per group (last axis) the fp16 scale d of q4_0's grid that minimises sum weight (w - d (u - 8))^2
-    (weight: per input, broadcast against wg; None: all 1)."""
+def _searched_scales(wg: np.ndarray, weight: np.ndarray | None = None, levels: np.ndarray | None = None) -> np.ndarray:
+    """Per group (last axis) the fp16 scale d of a 4-bit grid (q4_0's d (u - 8), or d levels[u]) that
+    minimises sum weight (w - d value(u))^2 (weight: per input, broadcast against wg; None: all 1)."""
     idx = np.abs(wg).argmax(axis=2)
     big = np.take_along_axis(wg, idx[..., None], axis=2)[..., 0]
+    lowest = -8.0 if levels is None else float(levels[0])
     best_d, best_err = None, None
-    for t in INT4_EXTREMES:
+    for t in EXTREME_PLACES * lowest:
         d = _f16(big / t)
-        grid = _Grid(_safe(d)[..., None], None, 8, 0, 15)
+        grid = _Grid(_safe(d)[..., None], None, 8, 0, 15, levels)
         err = np.square(grid.value(grid.round(wg)) - wg)
         err = (err if weight is None else err * weight).sum(axis=2)
         if best_d is None:
@@ -221,6 +244,9 @@ def pack(w: np.ndarray, fmt: WeightFormat, hessian: np.ndarray | None = None) ->
         out = p.reshape(p.shape[0], QPANEL, -1, 2).transpose(0, 2, 1, 3)
         return np.ascontiguousarray(out).view(np.uint8).reshape(-1)
     g = fmt.group_for(k)
+    if fmt.rotate:      # pack W H; the inputs' second moment turns alike: (X H)^T (X H) = H X^T X H
+        w = _rotate_blocks(w)
+        hessian = None if hessian is None else _rotate_blocks(_rotate_blocks(hessian).T).T
     d, m, u = _quantize_groups(w, fmt, g, hessian)
     parts = [_panels(d, n).transpose(0, 2, 1)[..., None].view(np.uint8).reshape(-1, k // g, 2 * QPANEL)]
     if m is not None:
@@ -237,8 +263,23 @@ def pack(w: np.ndarray, fmt: WeightFormat, hessian: np.ndarray | None = None) ->
     return out
 
 
+def _hadamard(n: int) -> np.ndarray:
+    """The orthonormal n-point Hadamard matrix in Sylvester's order (csrc/matmul_packed.c's butterflies)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h / np.sqrt(n)
+
+
+def _rotate_blocks(a: np.ndarray) -> np.ndarray:
+    """Each block of QBLOCK along a's last axis times the Hadamard matrix H (symmetric, so H x = x H)."""
+    blocks = a.reshape(a.shape[:-1] + (a.shape[-1] // QBLOCK, QBLOCK)).astype(np.float64)
+    return (blocks @ _hadamard(QBLOCK)).reshape(a.shape)
+
+
 def unpack(packed: np.ndarray, kind: str, n: int, k: int, group: int, zero_point: bool) -> np.ndarray:
-    """The [N, K] float32 weight that `packed` holds (d u - m per value, as the kernel reads it)."""
+    """The [N, K] float32 weight that `packed` holds (d u - m per value, as the kernel reads it; for a
+    rotated format that is W H, the weight turned)."""
     panels = -(-n // QPANEL)
     if kind == "bf16":
         kp = k + k % 2
@@ -257,14 +298,18 @@ def unpack(packed: np.ndarray, kind: str, n: int, k: int, group: int, zero_point
         u = u.transpose(0, 4, 1, 2, 3, 5).reshape(panels, QPANEL, ng, group)
         m = rec[..., 2 * QPANEL:head].copy().view(np.float16).astype(np.float32) if zero_point else d * 8
     d, m = d.transpose(0, 2, 1)[..., None], m.transpose(0, 2, 1)[..., None]    # [p, 16, groups, 1]
+    if kind == "int4nl":
+        u, m = np.array(INT4NL_LEVELS, np.float32)[u], 0
     w = d * u.astype(np.float32) - m
     return w.reshape(panels * QPANEL, k)[:n]
 
 
 # ---- the kernel's arithmetic, in numpy --------------------------------------------------------------
-def quantize_inputs(a: np.ndarray) -> np.ndarray:
-    """Rows of a [..., K] as an int format's product reads them: each QBLOCK inputs rounded to int8
-    with scale max|x| / 127, times that scale (float32 steps as in the kernel)."""
+def quantize_inputs(a: np.ndarray, rotate: bool = False) -> np.ndarray:
+    """Rows of a [..., K] as an int format's product reads them: each QBLOCK inputs (turned by H
+    first, with rotate) rounded to int8 with scale max|x| / 127, times that scale (float32 steps as in
+    the kernel)."""
+    a = _rotate_blocks(a).astype(np.float32) if rotate else a
     x = a.astype(np.float32).reshape(-1, a.shape[-1] // QBLOCK, QBLOCK)
     amax = np.abs(x).max(axis=2, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -279,7 +324,7 @@ def reference(args, attrs) -> np.ndarray:
     a, w, bias, res = (list(args) + [None] * 4)[:4]
     kind = attrs["format"]
     weight = unpack(w, kind, attrs["n"], attrs["k"], attrs["group"], attrs["zero_point"])
-    x = a if kind == "bf16" else quantize_inputs(a)
+    x = a if kind == "bf16" else quantize_inputs(a, attrs.get("rotate", False))
     y = np.matmul(x.astype(np.float64), weight.T.astype(np.float64)) * attrs["alpha"]
     if bias is not None:
         y = y + bias
@@ -298,7 +343,8 @@ def weight_bytes(module) -> dict[str, int]:
             at = op.attrs
             group = at.get("group", 0)
             per_channel = at["format"] == "int8" and group == at["k"]     # int8's default spelling
-            fmt = WeightFormat(at["format"], None if per_channel or not group else group, at.get("zero_point", False))
+            fmt = WeightFormat(at["format"], None if per_channel or not group else group, at.get("zero_point", False),
+                               at.get("rotate", False))
             packed[op.operands[1].producer.attrs["name"]] = fmt.name
     out: dict[str, int] = {}
     seen = set()
@@ -351,4 +397,4 @@ class WeightChoice:
         if self.lm_head != AUTO:
             return self.lm_head
         body = self.body(name)
-        return parse("int8") if body is not None and body.kind == "int4" else body
+        return parse("int8") if body is not None and body.kind in NIBBLE_KINDS else body

@@ -10,9 +10,12 @@
  *   unsigned values u (weight = d u - m; int8 stores w/d + 128, so m = 128 d; int4 without a zero point
  *   w/d + 8, m = 8 d): int8 per quad of inputs 16 x 4 bytes (output j's 4 inputs in dword j, VNNI's
  *   layout); int4 per octet of inputs 16 x 4 bytes, low nibbles inputs 0-3 and high nibbles 4-7.
+ *   int4nl: int4's layout, u indexing RT_INT4NL_LEVELS (weight = d level; read as level + 128, m = 128 d).
  *   A is quantized per QBLOCK inputs of a row (scale s = max|x| / 127, as llama.cpp quantizes
  *   activations for q8_0) into scratch, and sum_k w x = sum over blocks of s (d sum u q - m sum q),
- *   the byte products summed by AVX-512 VNNI. Without VNNI a portable loop computes the same sums on
+ *   the byte products summed by AVX-512 VNNI. With rotate, each block of A is turned by the
+ *   orthonormal Hadamard transform first (the weight was packed turned alike: (W H)(H x) = W x),
+ *   which spreads an outlying input over its block, so both roundings err less. Without VNNI a portable loop computes the same sums on
  *   the dequantized values. */
 #include <float.h>
 #include <math.h>
@@ -45,7 +48,7 @@ int64_t rt_qmatmul_scratch_bytes(int fmt, int64_t m, int64_t k)
 
 typedef struct {
     int64_t M, N, K, lda, ldc, group, panel_bytes;
-    int fmt, zp;
+    int fmt, zp, rotate;
     float alpha;
     const float *a, *bias, *res;
     const uint8_t *w;
@@ -72,11 +75,30 @@ static inline float half_to_float(uint16_t h)
 
 static inline uint16_t read_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
+static const int8_t int4nl_levels[16] = RT_INT4NL_LEVELS;
+
+/* t = H x for one block, H the orthonormal BLK-point Hadamard matrix (Sylvester's order): butterflies. */
+static void hadamard_block(const float *x, float *t)
+{
+    memcpy(t, x, BLK * sizeof *t);
+    for (int h = 1; h < BLK; h *= 2)
+        for (int i = 0; i < BLK; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                float a = t[j], b = t[j + h];
+                t[j] = a + b, t[j + h] = a - b;
+            }
+    const float norm = 0.17677669529663687f; /* 1 / sqrt(BLK) */
+    for (int i = 0; i < BLK; i++) t[i] *= norm;
+}
+
 /* ---- portable: the same sums on dequantized values ---- */
 
-static void quantize_row_c(const float *x, int64_t k, int8_t *q, float *sb)
+static void quantize_row_c(const float *row, int64_t k, int rotate, int8_t *q, float *sb)
 {
-    for (int64_t b = 0; b < k / BLK; b++, x += BLK, q += BLK, sb += 2) {
+    float t[BLK];
+    for (int64_t b = 0; b < k / BLK; b++, row += BLK, q += BLK, sb += 2) {
+        const float *x = row;
+        if (rotate) hadamard_block(row, t), x = t;
         float amax = 0.f;
         int nan = 0;
         for (int i = 0; i < BLK; i++) {
@@ -104,7 +126,7 @@ static float weight_at(const qmm *p, const uint8_t *w, int64_t k, int j)
         memcpy(&f, &u, sizeof f);
         return f;
     }
-    int int8 = p->fmt == RT_WEIGHT_FORMAT_INT8;
+    int int8 = p->fmt == RT_WEIGHT_FORMAT_INT8, nl = p->fmt == RT_WEIGHT_FORMAT_INT4NL;
     int64_t g = k / p->group, i = k % p->group;
     int64_t group_bytes = 2 * P * (p->zp ? 2 : 1) + (int8 ? P * p->group : P * p->group / 2);
     w += g * group_bytes;
@@ -112,7 +134,7 @@ static float weight_at(const qmm *p, const uint8_t *w, int64_t k, int j)
     float m = p->zp ? half_to_float(read_u16(w + 2 * P + 2 * j)) : d * (int8 ? 128.f : 8.f);
     w += 2 * P * (p->zp ? 2 : 1);
     int u = int8 ? w[(i / 4) * 4 * P + 4 * j + i % 4] : w[(i / 8) * 4 * P + 4 * j + i % 4] >> (i % 8 < 4 ? 0 : 4) & 15;
-    return d * (float)u - m;
+    return nl ? d * (float)int4nl_levels[u] : d * (float)u - m;
 }
 
 /* Row r's input k as the product reads it: A's float (bf16), or its quantized value times its scale. */
@@ -145,9 +167,12 @@ static void panels_c(const qmm *p, int64_t p0, int64_t p1)
 #define QMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 #define INLINE static inline __attribute__((always_inline))
 
-QMM_TARGET static void quantize_row_avx512(const float *x, int64_t k, int8_t *q, float *sb)
+QMM_TARGET static void quantize_row_avx512(const float *row, int64_t k, int rotate, int8_t *q, float *sb)
 {
-    for (int64_t b = 0; b < k / BLK; b++, x += BLK, q += BLK, sb += 2) {
+    float t[BLK];
+    for (int64_t b = 0; b < k / BLK; b++, row += BLK, q += BLK, sb += 2) {
+        const float *x = row;
+        if (rotate) hadamard_block(row, t), x = t;
         __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         int nan = _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
@@ -168,9 +193,13 @@ INLINE QMM_TARGET __m512i bcast4(const int8_t *p)
     return _mm512_set1_epi32(v);
 }
 
-/* One block's integer products of one row with one panel's 32 x 16 values v (int4's odd vectors
+/* How int_rows reads a block's values: bytes; nibbles (the odd vectors unshifted: 16 x their values);
+ * nibbles looked up in int4nl's levels (+ 128, as bytes). */
+enum { BYTES, NIBBLES, LEVELS };
+
+/* One block's integer products of one row with one panel's 32 x 16 values v (NIBBLES' odd vectors
  * hold 16 x their values): four short chains, as vpdpbusd's latency bounds a row. */
-INLINE QMM_TARGET __m512i block_dot(const __m512i *v, const int8_t *xq, const int int8)
+INLINE QMM_TARGET __m512i block_dot(const __m512i *v, const int8_t *xq, const int kind)
 {
     const __m512i zero = _mm512_setzero_si512();
     __m512i a0 = _mm512_dpbusd_epi32(zero, v[0], bcast4(xq));
@@ -182,18 +211,23 @@ INLINE QMM_TARGET __m512i block_dot(const __m512i *v, const int8_t *xq, const in
     a2 = _mm512_dpbusd_epi32(a2, v[6], bcast4(xq + 24));
     a3 = _mm512_dpbusd_epi32(a3, v[7], bcast4(xq + 28));
     __m512i odd = _mm512_add_epi32(a1, a3);
-    return _mm512_add_epi32(_mm512_add_epi32(a0, a2), int8 ? odd : _mm512_srai_epi32(odd, 4));
+    return _mm512_add_epi32(_mm512_add_epi32(a0, a2), kind == NIBBLES ? _mm512_srai_epi32(odd, 4) : odd);
 }
 
 /* y[j * TILE_ROWS + r] = rows r0 .. r0 + R of A times panel wp[j], j < NP (int formats), unscaled by
  * alpha. Two panels per pass give each row twice the independent work: one row alone is bound by
  * its chains' latency (M = 2 costs 1.2x M = 1), not by the multiplies. */
 INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *const *wp, int64_t r0, const int R, const int NP,
-                                const int int8, __m512 *y)
+                                const int kind, __m512 *y)
 {
     const int64_t nb = p->K / BLK, gb = p->group / BLK;
     const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0);
-    const __m512 zconst = _mm512_set1_ps(int8 ? 128.f : 8.f);
+    const __m512 zconst = _mm512_set1_ps(kind == NIBBLES ? 8.f : 128.f);
+    __m128i lut16;
+    int8_t biased[16];
+    for (int i = 0; i < 16; i++) biased[i] = (int8_t)(int4nl_levels[i] + 128);
+    memcpy(&lut16, biased, sizeof lut16);
+    const __m512i lut = _mm512_broadcast_i32x4(lut16);
     const uint8_t *w[2] = {wp[0], wp[NP - 1]};
     for (int j = 0; j < NP; j++)
         for (int r = 0; r < R; r++) y[j * TILE_ROWS + r] = _mm512_setzero_ps();
@@ -215,16 +249,23 @@ INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *const *wp, int64_t 
             int64_t blk = g * gb + bb;
             __m512i v[2][8];
             for (int j = 0; j < NP; j++) {
-                for (int i = 0; i < (int8 ? 8 : 4); i++)
+                for (int i = 0; i < (kind == BYTES ? 8 : 4); i++)
                     _mm_prefetch((const char *)w[j] + PREFETCH_AHEAD + 64 * i, _MM_HINT_T0);
-                if (int8) {
+                if (kind == BYTES) {
                     for (int i = 0; i < 8; i++) v[j][i] = _mm512_loadu_si512(w[j] + 64 * i);
                     w[j] += 8 * 64;
-                } else {
+                } else if (kind == NIBBLES) {
                     for (int i = 0; i < 4; i++) {
                         __m512i b = _mm512_loadu_si512(w[j] + 64 * i);
                         v[j][2 * i] = _mm512_and_si512(b, low);
                         v[j][2 * i + 1] = _mm512_and_si512(b, high); /* 16 x the high nibbles: unshifted */
+                    }
+                    w[j] += 4 * 64;
+                } else {
+                    for (int i = 0; i < 4; i++) {
+                        __m512i b = _mm512_loadu_si512(w[j] + 64 * i);
+                        v[j][2 * i] = _mm512_shuffle_epi8(lut, _mm512_and_si512(b, low));
+                        v[j][2 * i + 1] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(b, 4), low));
                     }
                     w[j] += 4 * 64;
                 }
@@ -233,7 +274,7 @@ INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *const *wp, int64_t 
                 const int8_t *xq = p->q + (r0 + r) * p->K + blk * BLK;
                 const float *sb = p->sb + ((r0 + r) * nb + blk) * 2;
                 for (int j = 0; j < NP; j++)
-                    s1[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block_dot(v[j], xq, int8)), _mm512_set1_ps(sb[0]), s1[j][r]);
+                    s1[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(block_dot(v[j], xq, kind)), _mm512_set1_ps(sb[0]), s1[j][r]);
                 s2[r] += sb[1];
             }
         }
@@ -290,9 +331,11 @@ INLINE QMM_TARGET void bf16_rows(const qmm *p, const uint8_t *w, int64_t r0, con
 typedef void (*rows_fn)(const qmm *, const uint8_t *const *, int64_t, __m512 *);
 #define ROWS_FNS(R)                                                                                      \
     QMM_TARGET static void int8_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
-    { int_rows(p, w, r0, R, 1, 1, y); }                                                                  \
+    { int_rows(p, w, r0, R, 1, BYTES, y); }                                                              \
     QMM_TARGET static void int4_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
-    { int_rows(p, w, r0, R, 1, 0, y); }                                                                  \
+    { int_rows(p, w, r0, R, 1, NIBBLES, y); }                                                            \
+    QMM_TARGET static void int4nl_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y) \
+    { int_rows(p, w, r0, R, 1, LEVELS, y); }                                                             \
     QMM_TARGET static void bf16_rows_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
     { bf16_rows(p, w[0], r0, R, y); }
 ROWS_FNS(1)
@@ -301,14 +344,17 @@ ROWS_FNS(3)
 ROWS_FNS(4)
 #define PAIR_FNS(R)                                                                                      \
     QMM_TARGET static void int8_pair_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
-    { int_rows(p, w, r0, R, 2, 1, y); }                                                                  \
+    { int_rows(p, w, r0, R, 2, BYTES, y); }                                                              \
     QMM_TARGET static void int4_pair_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y)  \
-    { int_rows(p, w, r0, R, 2, 0, y); }
+    { int_rows(p, w, r0, R, 2, NIBBLES, y); }                                                            \
+    QMM_TARGET static void int4nl_pair_##R(const qmm *p, const uint8_t *const *w, int64_t r0, __m512 *y) \
+    { int_rows(p, w, r0, R, 2, LEVELS, y); }
 PAIR_FNS(1)
 static const rows_fn rows_fns[RT_WEIGHT_FORMAT_COUNT][TILE_ROWS] = {
     [RT_WEIGHT_FORMAT_BF16] = {bf16_rows_1, bf16_rows_2, bf16_rows_3, bf16_rows_4},
     [RT_WEIGHT_FORMAT_INT8] = {int8_rows_1, int8_rows_2, int8_rows_3, int8_rows_4},
     [RT_WEIGHT_FORMAT_INT4] = {int4_rows_1, int4_rows_2, int4_rows_3, int4_rows_4},
+    [RT_WEIGHT_FORMAT_INT4NL] = {int4nl_rows_1, int4nl_rows_2, int4nl_rows_3, int4nl_rows_4},
 };
 /* Two panels per pass for one row (decoding: 1.2-1.3x in cache); two rows already keep the units
  * busy (measured: no gain from pairs at M = 2). */
@@ -316,6 +362,7 @@ static const rows_fn rows_fns[RT_WEIGHT_FORMAT_COUNT][TILE_ROWS] = {
 static const rows_fn pair_fns[RT_WEIGHT_FORMAT_COUNT][PAIR_ROWS] = {
     [RT_WEIGHT_FORMAT_INT8] = {int8_pair_1},
     [RT_WEIGHT_FORMAT_INT4] = {int4_pair_1},
+    [RT_WEIGHT_FORMAT_INT4NL] = {int4nl_pair_1},
 };
 
 /* Output panels [p0, p1): every row, then alpha, bias and residual as each tile is stored. */
@@ -357,7 +404,7 @@ int rt_k_qmatmul(const rt_op *op, char *const *arg)
 {
     const rt_qmatmul_ints *ip = &op->ip.qmatmul;
     qmm p = {.M = ip->M, .N = ip->N, .K = ip->K, .lda = ip->lda, .ldc = ip->ldc, .group = ip->group,
-             .fmt = (int)ip->format, .zp = (int)ip->zero_point, .alpha = (float)op->fp.qmatmul.alpha,
+             .fmt = (int)ip->format, .zp = (int)ip->zero_point, .rotate = (int)ip->rotate, .alpha = (float)op->fp.qmatmul.alpha,
              .a = (const float *)arg[RT_QMATMUL_A], .bias = (const float *)arg[RT_QMATMUL_BIAS],
              .res = (const float *)arg[RT_QMATMUL_RESIDUAL], .w = (const uint8_t *)arg[RT_QMATMUL_W],
              .out = (float *)arg[RT_QMATMUL_OUT], .act = rt_matmul_acts[ip->act]};
@@ -365,7 +412,7 @@ int rt_k_qmatmul(const rt_op *op, char *const *arg)
     int64_t panels = (p.N + P - 1) / P;
     p.panel_bytes = rt_qweight_bytes(p.fmt, P, p.K, p.group, p.zp);
     void (*run)(const qmm *, int64_t, int64_t) = panels_c;
-    void (*quantize)(const float *, int64_t, int8_t *, float *) = quantize_row_c;
+    void (*quantize)(const float *, int64_t, int, int8_t *, float *) = quantize_row_c;
 #ifdef HAVE_AVX512_QMM
     if (have_avx512(p.fmt)) run = panels_avx512, quantize = quantize_row_avx512;
 #endif
@@ -375,7 +422,7 @@ int rt_k_qmatmul(const rt_op *op, char *const *arg)
         float *sb = (float *)(arg[RT_QMATMUL_SCRATCH] + p.M * p.K);
         p.q = q, p.sb = sb;
         RT_FOR(nth > 1 && p.M >= 2 * nth, r, p.M,
-               { quantize(p.a + r * p.lda, p.K, q + r * p.K, sb + r * (p.K / BLK) * 2); });
+               { quantize(p.a + r * p.lda, p.K, p.rotate, q + r * p.K, sb + r * (p.K / BLK) * 2); });
     }
     int64_t chunk = (panels + nth - 1) / nth;
     RT_FOR(nth > 1, t, nth, {
@@ -403,6 +450,7 @@ int rt_c_qmatmul(const rt_op *op, const int64_t *avail, char *msg, size_t msglen
              "an int format's group (%lld) must be a multiple of %d dividing K = %lld", (long long)group, BLK,
              (long long)K);
     RT_CHECK(!zp || fmt == RT_WEIGHT_FORMAT_INT4, "only int4 takes a zero point");
+    RT_CHECK(!ip->rotate || fmt != RT_WEIGHT_FORMAT_BF16, "only int formats rotate their inputs");
     RT_CHECK(ip->lda >= K && ip->ldc >= N, "lda %lld < K %lld or ldc %lld < N %lld", (long long)ip->lda,
              (long long)K, (long long)ip->ldc, (long long)N);
     RT_CHECK(fabs(op->fp.qmatmul.alpha) <= FLT_MAX, "alpha %g is not a finite float", op->fp.qmatmul.alpha);

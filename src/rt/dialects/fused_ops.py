@@ -143,13 +143,14 @@ def _packed_verify(op, types):
     return None
 
 
-#   fused.matmul_packed a, w, bias?, residual? {format, n, k, group, zero_point, alpha, act}
+#   fused.matmul_packed a, w, bias?, residual? {format, n, k, group, zero_point, rotate, alpha, act}
 # act(alpha * a @ W^T + bias + residual) with W a constant [n, k] weight packed in `format`
-# (rt/weight_formats.py); group: inputs per scale of an int format (k itself: one per output).
+# (rt/weight_formats.py); group: inputs per scale of an int format (k itself: one per output);
+# rotate: W was packed turned by a Hadamard transform per block of inputs, and a is turned alike.
 op("fused.matmul_packed", ("a", "w", "bias?", "residual?"), _packed_infer,
    packed_matmul_reference,
    attrs={"format": Attr("str"), "n": Attr("int"), "k": Attr("int"), "group": Attr("int", 0),
-          "zero_point": Attr("bool", False), "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
+          "zero_point": Attr("bool", False), "rotate": Attr("bool", False), "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
    verify=_packed_verify)
 
 

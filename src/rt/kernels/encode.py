@@ -273,7 +273,7 @@ def _matmul_packed(op, args, out, ctx):
     scratch = None if at["format"] == "bf16" else _scratch(op)[0]
     return Encoded("QMATMUL", dict(a=a, w=w, bias=bias, residual=res, scratch=scratch, out=out), dict(
         M=rows, N=at["n"], K=at["k"], lda=at["k"], ldc=at["n"], format=at["format"], group=at["group"],
-        zero_point=at["zero_point"], act=at["act"], alpha=float(at["alpha"])))
+        zero_point=at["zero_point"], rotate=at["rotate"], act=at["act"], alpha=float(at["alpha"])))
 
 
 # ---- elementwise ----------------------------------------------------------------------------

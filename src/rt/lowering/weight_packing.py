@@ -98,7 +98,7 @@ def pack_weights(module: Module, choice: WeightChoice, moments: dict | None = No
         a, _, *rest = op.operands
         new = b.op("fused.matmul_packed", [a, packed, *rest], {
             "format": fmt.kind, "n": n, "k": k, "group": fmt.group_for(k), "zero_point": fmt.zero_point,
-            "alpha": float(op.attrs.get("alpha", 1.0)), "act": op.attrs.get("act", "none")})
+            "rotate": fmt.rotate, "alpha": float(op.attrs.get("alpha", 1.0)), "act": op.attrs.get("act", "none")})
         replace_all_uses(module, op.result, new)
         names.discard(op.result.name)
         b.rename(new, op.result.name)
