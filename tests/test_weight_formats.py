@@ -82,7 +82,9 @@ def test_gptq_rounding_keeps_products_closer_than_rounding_to_nearest(spec):
     x = _correlated_inputs(1024, k, seed=1)
     held_out = _correlated_inputs(512, k, seed=2)
     # the weight W a format stands for (a rotated one holds W H, and H H = I)
-    weight = lambda packed: (_rotate_blocks if f.rotate else np.asarray)(unpack(packed, f.kind, n, k, f.group_for(k), f.zero_point))
+    def weight(packed):
+        held = unpack(packed, f.kind, n, k, f.group_for(k), f.zero_point)
+        return _rotate_blocks(held) if f.rotate else held
     nearest = weight(pack(w, f))
     gptq_bytes = pack(w, f, x.T.astype(np.float64) @ x / len(x))
     gptq = weight(gptq_bytes)
@@ -157,13 +159,14 @@ def test_int_products_quantize_inputs_per_block_and_propagate_nan():
     out = np.zeros((1, 16), np.float32)
     scratch = np.empty(qmatmul_scratch_bytes("int8", 1, 64) // 4, np.float32)
     run_program("QMATMUL", dict(a=a, w=w, scratch=scratch, out=out), constant=("w",), M=1, N=16, K=64,
-                lda=64, ldc=16, format="int8", group=64, zero_point=False, rotate=False, act="none", alpha=1.0)
+                lda=64, ldc=16, format="int8", group=64, zero_point=False, rotate=False, act="none",
+                alpha=1.0)
     assert np.isnan(out).all()
 
 
 @pytest.mark.parametrize("change,why", [
-    (dict(group=48), "group"), (dict(zero_point=True), "zero point"), (dict(format="bf16", rotate=True), "rotate"), (dict(K=128, lda=128, group=128), "needs"),
-    (dict(scratch=None), "scratch")])
+    (dict(group=48), "group"), (dict(zero_point=True), "zero point"), (dict(format="bf16", rotate=True), "rotate"),
+    (dict(K=128, lda=128, group=128), "needs"), (dict(scratch=None), "scratch")])
 def test_checker_refuses(change, why):
     f = parse("int8")
     a = np.zeros((2, 64), np.float32)

@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=1, help="with --generator: also decode up to this many "
                                                               "prompts together (`rt generate` with several --prompt-ids)")
     p.add_argument("--weights", default=None, help="the matmul weights' format: fp32 (default), bf16, int8, "
-                                                   "int4, int4nl, or with options: int8:g32, int4:g128, int4:g32:zp, int4nl:rot")
+                                                   "int4, int4nl, or with options: int8:g32, int4:g128, "
+                                                   "int4:g32:zp, int4nl:rot (rotated before rounding)")
     p.add_argument("--lm-head", default="auto", help="the LM head's format (default auto: the weights', "
                                                      "but int8 when they are int4)")
     p.set_defaults(func=_compile)

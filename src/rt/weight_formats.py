@@ -77,7 +77,8 @@ def parse(spec) -> WeightFormat | None:
             group = int(o[1:])
         else:
             raise UsageError(f"weight format {spec!r}: unknown option {o!r} (groups are g<n> with n a "
-                             f"multiple of {QBLOCK}; 'zp' adds a zero point, 'rot' rotates)")
+                             f"multiple of {QBLOCK}; 'zp' adds a zero point; 'rot' rotates each block "
+                             f"of {QBLOCK} inputs before rounding)")
     if kind not in KINDS:
         raise UsageError(f"unknown weight format {spec!r} (known: fp32, {', '.join(KINDS)}, with "
                          "options such as int8:g32, int4:g128, int4:g32:zp, int4nl:rot)")

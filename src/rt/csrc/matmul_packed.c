@@ -15,8 +15,8 @@
  *   activations for q8_0) into scratch, and sum_k w x = sum over blocks of s (d sum u q - m sum q),
  *   the byte products summed by AVX-512 VNNI. With rotate, each block of A is turned by the
  *   orthonormal Hadamard transform first (the weight was packed turned alike: (W H)(H x) = W x),
- *   which spreads an outlying input over its block, so both roundings err less. Without VNNI a portable loop computes the same sums on
- *   the dequantized values. */
+ *   which spreads an outlying input over its block, so both roundings err less. Without VNNI a
+ *   portable loop computes the same sums on the dequantized values. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -223,11 +223,9 @@ INLINE QMM_TARGET void int_rows(const qmm *p, const uint8_t *const *wp, int64_t 
     const int64_t nb = p->K / BLK, gb = p->group / BLK;
     const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8((char)0xf0);
     const __m512 zconst = _mm512_set1_ps(kind == NIBBLES ? 8.f : 128.f);
-    __m128i lut16;
-    int8_t biased[16];
-    for (int i = 0; i < 16; i++) biased[i] = (int8_t)(int4nl_levels[i] + 128);
-    memcpy(&lut16, biased, sizeof lut16);
-    const __m512i lut = _mm512_broadcast_i32x4(lut16);
+    /* int4nl's levels + 128 in every 128-bit lane (xor 0x80 adds 128 to a signed byte), for vpshufb */
+    const __m512i lut = _mm512_xor_si512(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)int4nl_levels)),
+                                         _mm512_set1_epi8((char)0x80));
     const uint8_t *w[2] = {wp[0], wp[NP - 1]};
     for (int j = 0; j < NP; j++)
         for (int r = 0; r < R; r++) y[j * TILE_ROWS + r] = _mm512_setzero_ps();
@@ -404,7 +402,8 @@ int rt_k_qmatmul(const rt_op *op, char *const *arg)
 {
     const rt_qmatmul_ints *ip = &op->ip.qmatmul;
     qmm p = {.M = ip->M, .N = ip->N, .K = ip->K, .lda = ip->lda, .ldc = ip->ldc, .group = ip->group,
-             .fmt = (int)ip->format, .zp = (int)ip->zero_point, .rotate = (int)ip->rotate, .alpha = (float)op->fp.qmatmul.alpha,
+             .fmt = (int)ip->format, .zp = (int)ip->zero_point, .rotate = (int)ip->rotate,
+             .alpha = (float)op->fp.qmatmul.alpha,
              .a = (const float *)arg[RT_QMATMUL_A], .bias = (const float *)arg[RT_QMATMUL_BIAS],
              .res = (const float *)arg[RT_QMATMUL_RESIDUAL], .w = (const uint8_t *)arg[RT_QMATMUL_W],
              .out = (float *)arg[RT_QMATMUL_OUT], .act = rt_matmul_acts[ip->act]};

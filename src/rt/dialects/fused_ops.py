@@ -150,7 +150,8 @@ def _packed_verify(op, types):
 op("fused.matmul_packed", ("a", "w", "bias?", "residual?"), _packed_infer,
    packed_matmul_reference,
    attrs={"format": Attr("str"), "n": Attr("int"), "k": Attr("int"), "group": Attr("int", 0),
-          "zero_point": Attr("bool", False), "rotate": Attr("bool", False), "alpha": Attr("float", 1.0), "act": Attr("str", "none")},
+          "zero_point": Attr("bool", False), "rotate": Attr("bool", False), "alpha": Attr("float", 1.0),
+          "act": Attr("str", "none")},
    verify=_packed_verify)
 
 

@@ -53,7 +53,8 @@ def deploy(path: str, *, replicas: int = 1, threads: int | None = None, max_batc
     """Serve the model file at `path` over HTTP on Ray Serve, and return once every replica has loaded it.
 
     threads: rt threads per replica (default: the free CPUs shared among the replicas); replicas x
-    threads must fit the CPUs Ray has free, or UsageError. max_batch: the most rows one batched call
+    threads must fit the CPUs Ray has free, or UsageError (in a running Ray, after re-reading them for
+    up to 5 s: Ray frees a deleted replica's CPUs late). max_batch: the most rows one batched call
     runs (default: the model's batch bound, at most 16), for a model whose dim 0 is dynamic; 1 runs
     one request per call. batch_wait_ms: the longest a request waits for others to share its call.
     address: a Ray cluster to join (`ray start --head` printed it); default: start Ray here. The app
