@@ -233,6 +233,10 @@ void rt_r_conv(rt_op *op);
 int rt_p_conv_onednn(rt_op *op, char *const *arg, char *msg, size_t msglen);
 void rt_r_conv_onednn(void *state);
 int rt_conv_onednn(const rt_op *op, char *const *arg);
+/* conv_winograd.c: a CONV record with winograd set */
+int rt_p_conv_winograd(rt_op *op, char *const *arg, char *msg, size_t msglen);
+void rt_r_conv_winograd(void *state);
+int rt_conv_winograd(const rt_op *op, char *const *arg);
 #endif
 
 #endif

@@ -5,7 +5,7 @@ those belong to the records step, rt.kernels.encode).
 `accepts(index, shape, strides) -> bool` for a kernel that reads some strided layouts only (the
 planner copies any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
 result (the planner reuses such an operand's buffer when it dies at the op); `extra["scratch"]`:
-`scratch(op, threads) -> bytes` of arena scratch the kernel needs, which the planner places and
+`scratch(op, threads) -> bytes` of arena scratch the kernel needs (0: none), which the planner places and
 records in the op's `scratch = [offset, bytes, threads]` attribute; `extra["updates_operand"]`: the
 operand whose buffer the op updates in place and returns (a KV cache write): its result is stored as
 that operand.
@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from ..abi import BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, attention_scratch_floats, qmatmul_scratch_bytes
+from ..abi import (BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, WINO_MIN_CHANNELS, WINO_MIN_TILES,
+                   attention_scratch_floats, conv_winograd_scratch_bytes, conv_winograd_tiles, qmatmul_scratch_bytes)
 from .ir import Operation
 from .strides import row_groups
 from .symbolic import at_largest
@@ -78,7 +79,32 @@ kernel_facts("planned.cast")
 # ---- vision (fused_ops' spatial ops): x read through its strides; a convolution reads its operands
 # as laid out by its `layout` (the layout pass makes NHWC chains; any other layout is a planned copy)
 # and may add the residual into its own output.
-kernel_facts("planned.conv2d", inplace=(3,))
+def winograd_conv(op: Operation) -> bool:
+    """Whether a planned convolution runs Winograd's F(4x4, 3x3) (abi.py, WINO_*): 3x3, stride 1,
+    undilated, ungrouped, its weights a constant (transformed once), enough channels and tiles to pay."""
+    from .fused_ops import to_nchw
+    if op.name != "planned.conv2d":
+        return False
+    at = REGISTRY[op.name].with_defaults(op.attrs)
+    w = op.operands[1]
+    o, c, kh, kw = w.type.shape
+    n, _, oh, ow = to_nchw(op.result.type.shape, at["layout"])
+    return ((kh, kw) == (3, 3) and tuple(at["stride"]) == (1, 1) and tuple(at["dilation"]) == (1, 1)
+            and at["groups"] == 1 and w.producer is not None and w.producer.name == "const"
+            and all(isinstance(d, int) for d in (n, oh, ow)) and min(c, o) >= WINO_MIN_CHANNELS
+            and conv_winograd_tiles(n, oh, ow) >= WINO_MIN_TILES)
+
+
+def _conv_scratch(op: Operation, threads: int) -> int:
+    if not winograd_conv(op):
+        return 0
+    from .fused_ops import to_nchw
+    n, _, oh, ow = to_nchw(op.result.type.shape, REGISTRY[op.name].with_defaults(op.attrs)["layout"])
+    o, c = op.operands[1].type.shape[:2]
+    return conv_winograd_scratch_bytes(n, oh, ow, c, o)
+
+
+kernel_facts("planned.conv2d", inplace=(3,), scratch=_conv_scratch)
 kernel_facts("planned.conv_transpose2d", inplace=(3,))
 for _name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample2d", "pad"):
     kernel_facts(f"planned.{_name}", strided=(0,))

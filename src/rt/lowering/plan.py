@@ -153,10 +153,11 @@ def _scratch_buffers(m: Module, spans: dict, sizes: dict, threads: int) -> dict:
     keys = {}
     for step, op in enumerate(m.ops):
         need = REGISTRY[op.name].extra.get("scratch") if op.name not in ROOT_OPS else None
-        if need is not None:
+        nbytes = align(at_largest(need(op, threads))) if need is not None else 0
+        if nbytes:
             key = ("scratch", step, threads)
             spans[key] = [step, step]
-            sizes[key] = align(at_largest(need(op, threads)))
+            sizes[key] = nbytes
             keys[op] = key
     return keys
 
