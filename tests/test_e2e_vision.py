@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import rt
+from rt.dialects.ir import padded
 from rt.kernels import _runtime
 from rt.testing import models
 
@@ -20,6 +21,9 @@ pytestmark = pytest.mark.skipif(not _runtime.HAVE_ONEDNN, reason="convolutions r
 CASES = {
     "resnet": lambda: models.resnet(),
     "resnet_b2_base": lambda: models.resnet(batch=2, classes=None, size=48),
+    # ResNet-18-like: 3x3 convolutions wide enough for Winograd, residual and relu in their epilogue
+    "resnet_basic_b2": lambda: models.resnet(batch=2, size=64, layer_type="basic", embedding_size=64,
+                                             hidden_sizes=[64, 128], depths=[2, 2]),
     "vit": lambda: models.vit(),
     "convnext": lambda: models.convnext(),
     "mobilenet_v2": lambda: models.mobilenet_v2(),
@@ -74,6 +78,17 @@ def test_convolutions_run_in_nhwc_with_their_epilogues(case):
     assert ops["copy"] == COPIES.get(name, 1), ops
 
 
+def test_wide_3x3_convolutions_run_winograd(case):
+    """Every 3x3 stride-1 conv of the wide ResNet runs Winograd, residual epilogues too; the others direct."""
+    name, _, _, compiled = case
+    if name != "resnet_basic_b2":
+        pytest.skip("the wide ResNet only")
+    convs = [op for op in compiled.stages["planned"].ops if op.name == "planned.conv2d"]
+    wino = [op for op in convs if op.attrs.get("scratch")]
+    want = [op for op in convs if op.operands[1].type.shape[2:] == (3, 3) and op.attrs.get("stride", [1, 1]) == [1, 1]]
+    assert wino == want and len(wino) == 7 and any(padded(op.operands, 4)[3] is not None for op in wino)
+
+
 def test_vit_patch_embedding_feeds_the_tokens_without_a_copy(case):
     name, _, _, compiled = case
     if name != "vit":
@@ -109,7 +124,7 @@ def test_conv1d_and_unbatched_input():
 def test_saved_and_loaded(case, tmp_path):
     """A saved vision model loads and runs without torch's help (its convolutions prepared again)."""
     name, args, want, compiled = case
-    if name not in ("resnet", "unet"):
+    if name not in ("resnet_basic_b2", "unet"):
         pytest.skip("one CNN of each kind is enough")
     path = tmp_path / "m.rt"
     compiled.save(str(path))

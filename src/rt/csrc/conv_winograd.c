@@ -109,6 +109,15 @@ static void filter_tile(const float *g, double u[P])
         }
 }
 
+/* n <= LANES floats; a whole vector as one fixed-size copy (a variable-size one is a libc call) */
+RT_INLINE void copy_lanes(float *dst, const float *src, int n)
+{
+    if (n == LANES)
+        memcpy(dst, src, LANES * sizeof(float));
+    else
+        memcpy(dst, src, n * sizeof(float));
+}
+
 /* The tiles' channel block [c0, c0 + n) of the input patch under tile (b, ty, tx), zero off the image. */
 RT_INLINE void load_patch(const rt_conv_ints *ip, const float *x, int64_t b, int64_t ty, int64_t tx, int64_t c0,
                               int n, float d[IN][IN][LANES])
@@ -139,7 +148,7 @@ RT_SIMD static void input_of_tile(const winograd_conv *s, const float *x, float 
         float d[IN][IN][LANES], v[P][LANES];
         load_patch(ip, x, b, ty, tx, c0, n, d);
         input_tile(d, v);
-        for (int p = 0; p < P; p++) memcpy(V + (p * rows + r) * C + c0, v[p], n * sizeof(float));
+        for (int p = 0; p < P; p++) copy_lanes(V + (p * rows + r) * C + c0, v[p], n);
     }
 }
 
@@ -153,9 +162,10 @@ RT_SIMD static void output_of_tile(const winograd_conv *s, const float *M, const
     float a = (float)s->op.fp.conv.alpha, bt = (float)s->op.fp.conv.beta;
     for (int64_t o0 = 0; o0 < O; o0 += LANES) {
         int n = O - o0 < LANES ? (int)(O - o0) : LANES;
-        float m[P][LANES], y[TILE][TILE][LANES];
+        float m[P][LANES], y[TILE][TILE][LANES], bv[LANES] = {0};
+        if (bias) copy_lanes(bv, bias + o0, n);
         for (int p = 0; p < P; p++) {
-            memcpy(m[p], M + (p * rows + r) * O + o0, n * sizeof(float));
+            copy_lanes(m[p], M + (p * rows + r) * O + o0, n);
             for (int l = n; l < LANES; l++) m[p][l] = 0.f;
         }
         output_tile(m, y);
@@ -166,7 +176,7 @@ RT_SIMD static void output_of_tile(const winograd_conv *s, const float *M, const
             for (int j = 0; j < cols; j++) {
                 float *r = y[i][j];
                 const float *rr = res ? res + at0 + i * ip->o_sh + j * ip->o_sw : NULL;
-                for (int l = 0; l < LANES; l++) r[l] += bias ? bias[o0 + (l < n ? l : 0)] : 0.f;
+                for (int l = 0; l < LANES; l++) r[l] += bv[l];
                 if (rr)
                     for (int l = 0; l < n; l++) r[l] += rr[l * ip->o_sc];
             }
