@@ -13,6 +13,7 @@ import torch
 
 import rt
 from rt.dialects.ir import padded
+from rt.dialects.kernel_facts import winograd_tile
 from rt.kernels import _runtime
 from rt.testing import models
 
@@ -79,7 +80,8 @@ def test_convolutions_run_in_nhwc_with_their_epilogues(case):
 
 
 def test_wide_3x3_convolutions_run_winograd(case):
-    """Every 3x3 stride-1 conv of the wide ResNet runs Winograd, residual epilogues too; the others direct."""
+    """Every 3x3 stride-1 conv of the wide ResNet runs Winograd (F(4x4) at 16x16, F(2x2) at 8x8), residual
+    epilogues too; the others direct."""
     name, _, _, compiled = case
     if name != "resnet_basic_b2":
         pytest.skip("the wide ResNet only")
@@ -87,6 +89,7 @@ def test_wide_3x3_convolutions_run_winograd(case):
     wino = [op for op in convs if op.attrs.get("scratch")]
     want = [op for op in convs if op.operands[1].type.shape[2:] == (3, 3) and op.attrs.get("stride", [1, 1]) == [1, 1]]
     assert wino == want and len(wino) == 7 and any(padded(op.operands, 4)[3] is not None for op in wino)
+    assert sorted(winograd_tile(op) for op in wino) == [2, 2, 2, 4, 4, 4, 4]
 
 
 def test_vit_patch_embedding_feeds_the_tokens_without_a_copy(case):

@@ -1,6 +1,6 @@
-"""CONV by Winograd's F(4x4, 3x3): which convolutions the planner gives it, its scratch (C's size and
-rt.abi's mirror), the kernel against the fused reference through both executors (edges, chunks, both
-layouts, every epilogue), and the checker's refusals."""
+"""CONV by Winograd's F(m x m, 3x3), m = 4 or 2: which convolutions the planner gives it and which m, its
+scratch (C's size and rt.abi's mirror), the kernel against the fused reference through both executors
+(edges, chunks, both layouts, every epilogue), and the checker's refusals."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ from kernel_helpers import build_program, zero_fields
 from rt import abi
 from rt.dialects import parse_module
 from rt.dialects.fused_ops import from_nchw
-from rt.dialects.kernel_facts import winograd_conv
+from rt.dialects.kernel_facts import winograd_tile
 from rt.errors import ProgramError
 from rt.kernels import _runtime
 from rt.lowering.plan import to_planned
@@ -40,11 +40,13 @@ def _planned_conv(text: str, constants: dict):
     return next(op for op in planned.ops if op.name == "planned.conv2d")
 
 
-CASES = [  # (N, C, H, W), O, attrs, residual
-    ((1, 64, 14, 14), 64, dict(padding=[1, 1, 1, 1]), False),                       # one chunk of 16 tiles
-    ((2, 80, 9, 11), 72, dict(padding=[0, 2, 1, 0], act="relu"), True),              # ragged tiles, lanes
-    ((1, 64, 64, 64), 64, dict(padding=[1, 1, 1, 1], act="silu"), False),            # 256 tiles in 2 chunks
-    ((3, 64, 10, 10), 96, dict(padding=[2, 2, 2, 2], act="clamp", clamp_min=0.0, clamp_max=6.0), True),   # relu6
+CASES = [  # (N, C, H, W), O, attrs, residual, m
+    ((2, 64, 14, 14), 64, dict(padding=[1, 1, 1, 1]), False, 4),                       # 32 tiles of 4x4
+    ((1, 64, 14, 14), 64, dict(padding=[1, 1, 1, 1]), False, 2),                       # 16 of 4x4: 49 of 2x2
+    ((2, 80, 17, 19), 72, dict(padding=[0, 2, 1, 0], act="relu"), True, 4),            # ragged tiles, lanes
+    ((2, 80, 9, 11), 72, dict(padding=[0, 2, 1, 0], act="relu"), True, 2),
+    ((1, 64, 64, 64), 64, dict(padding=[1, 1, 1, 1], act="silu"), False, 4),           # 256 tiles in 2 chunks
+    ((3, 64, 10, 10), 96, dict(padding=[2, 2, 2, 2], act="clamp", clamp_min=0.0, clamp_max=6.0), True, 2),
 ]
 
 
@@ -52,7 +54,7 @@ CASES = [  # (N, C, H, W), O, attrs, residual
 @pytest.mark.parametrize("layout", ["nhwc", "nchw"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_winograd_matches_the_reference(case, layout):
-    (n, c, h, w), o, attrs, residual = CASES[case]
+    (n, c, h, w), o, attrs, residual, m = CASES[case]
     attrs = dict(attrs, layout=layout)
     rng = np.random.default_rng(case)
     x_shape = from_nchw((n, c, h, w), layout)
@@ -60,8 +62,8 @@ def test_winograd_matches_the_reference(case, layout):
     consts = {"w": rng.standard_normal((o, c, 3, 3)).astype(np.float32), "b": rng.standard_normal(o).astype(np.float32)}
     text = _conv_text(x_shape, (o, c, 3, 3), out_shape, attrs, residual)
     conv = _planned_conv(text, consts)
-    assert winograd_conv(conv) and conv.attrs["scratch"][1] == abi.align(abi.conv_winograd_scratch_bytes(
-        n, *_out_nchw(n, c, h, w, o, attrs)[2:], c, o))
+    assert winograd_tile(conv) == m and conv.attrs["scratch"][1] == abi.align(abi.conv_winograd_scratch_bytes(
+        n, *_out_nchw(n, c, h, w, o, attrs)[2:], c, o, m))
     x = rng.standard_normal(x_shape).astype(np.float32)
     r = rng.standard_normal(out_shape).astype(np.float32)
     _run(text, [x, r], consts, rtol=1e-4)       # F(4x4, 3x3) rounds to ~1e-5 of the output's scale
@@ -73,7 +75,7 @@ def test_winograd_matches_the_reference(case, layout):
     ("dilated", (1, 64, 16, 16), (64, 64, 3, 3), dict(dilation=[2, 2], padding=[2, 2, 2, 2]), True),
     ("grouped", (1, 64, 16, 16), (64, 32, 3, 3), dict(groups=2, padding=[1, 1, 1, 1]), True),
     ("too few channels", (1, 32, 16, 16), (64, 32, 3, 3), dict(padding=[1, 1, 1, 1]), True),
-    ("too few tiles", (1, 512, 7, 7), (512, 512, 3, 3), dict(padding=[1, 1, 1, 1]), True),
+    ("too few tiles", (1, 512, 7, 7), (512, 512, 3, 3), dict(padding=[1, 1, 1, 1]), True),   # 16 of 2x2
     ("weights at run time", (1, 64, 16, 16), (64, 64, 3, 3), dict(padding=[1, 1, 1, 1]), False),
 ])
 def test_the_planner_keeps_the_direct_convolution(why, x_shape, w_shape, attrs, w_const):
@@ -91,23 +93,24 @@ def test_the_planner_keeps_the_direct_convolution(why, x_shape, w_shape, attrs, 
     text = _conv_text(from_nchw(x_shape, "nhwc"), w_shape, from_nchw(out, "nhwc"), dict(attrs, layout="nhwc"),
                       w_const=w_const)
     conv = _planned_conv(text, consts)
-    assert not winograd_conv(conv) and conv.attrs.get("scratch") is None, why
+    assert not winograd_tile(conv) and conv.attrs.get("scratch") is None, why
 
 
+@pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("n, oh, ow, c, o", [(1, 56, 56, 64, 64), (8, 56, 56, 64, 64), (8, 7, 7, 512, 512),
                                              (1, 9, 10, 80, 72), (3, 1000, 3, 64, 2048)])
-def test_scratch_sizes_agree(n, oh, ow, c, o):
+def test_scratch_sizes_agree(n, oh, ow, c, o, m):
     """rt.abi's size of a Winograd CONV's scratch is the C checker's own."""
-    assert abi.conv_winograd_scratch_bytes(n, oh, ow, c, o) == _runtime.conv_winograd_scratch_bytes(n, oh, ow, c, o)
-    tiles = abi.conv_winograd_tiles(n, oh, ow)
-    chunk = abi.conv_winograd_chunk(tiles, c, o)
+    assert abi.conv_winograd_scratch_bytes(n, oh, ow, c, o, m) == _runtime.conv_winograd_scratch_bytes(n, oh, ow, c, o, m)
+    tiles = abi.conv_winograd_tiles(n, oh, ow, m)
+    chunk = abi.conv_winograd_chunk(tiles, c, o, m)
     assert 0 < chunk <= tiles and -(-tiles // chunk) * chunk - tiles < -(-tiles // chunk)   # evened out
 
 
 def _conv_fields(**changes):
     f = dict(zero_fields("CONV"), N=1, C=64, H=8, W=8, O=64, OH=8, OW=8, KH=3, KW=3, sh=1, sw=1, pt=1, pb=1, pl=1,
              pr=1, dh=1, dw=1, G=1, x_sn=4096, x_sc=64, x_sh=512, x_sw=64, o_sn=4096, o_sc=64, o_sh=512, o_sw=64)
-    f.update(x_sc=1, o_sc=1, winograd=True)
+    f.update(x_sc=1, o_sc=1, wino_tile=4)
     f.update(changes)
     return f
 
@@ -115,16 +118,18 @@ def _conv_fields(**changes):
 @needs_onednn
 def test_checker_refuses_what_winograd_cannot_run():
     x, w, out = np.zeros(4096, np.float32), np.zeros(64 * 64 * 25, np.float32), np.zeros(4096, np.float32)
-    need = _runtime.conv_winograd_scratch_bytes(1, 8, 8, 64, 64) // 4
+    need = _runtime.conv_winograd_scratch_bytes(1, 8, 8, 64, 64, 4) // 4
     ok = {"x": x, "w": w, "scratch": np.zeros(need, np.float32), "out": out}
     build_program("CONV", ok, constant=("w",), **_conv_fields())
-    with pytest.raises(ProgramError, match="Winograd's F.4x4, 3x3. is for 3x3"):
+    with pytest.raises(ProgramError, match="wino_tile 3 is none of"):
+        build_program("CONV", ok, constant=("w",), **_conv_fields(wino_tile=3))
+    with pytest.raises(ProgramError, match="Winograd's F.m x m, 3x3. is for 3x3"):
         build_program("CONV", ok, constant=("w",), **_conv_fields(KH=5, KW=5, pt=2, pb=2, pl=2, pr=2))
     with pytest.raises(ProgramError, match="needs its scratch operand"):
         build_program("CONV", dict(ok, scratch=None), constant=("w",), **_conv_fields())
     with pytest.raises(ProgramError, match="scratch"):
         build_program("CONV", dict(ok, scratch=np.zeros(need - 1, np.float32)), constant=("w",), **_conv_fields())
     with pytest.raises(ProgramError, match="only a Winograd convolution takes scratch"):
-        build_program("CONV", ok, constant=("w",), **_conv_fields(winograd=False))
+        build_program("CONV", ok, constant=("w",), **_conv_fields(wino_tile=0))
     with pytest.raises(ProgramError, match="needs constant weights"):
         build_program("CONV", ok, **_conv_fields())

@@ -298,12 +298,13 @@ residual, with out's strides) are read and written through their (n, c, h, w) st
 is only strides. w is [O, C/G, KH, KW] contiguous; a constant w is reordered once into oneDNN's layout.
 residual may be out itself, or not overlap it. act: eltwise (clamp to [alpha, beta]). transposed: torch's
 conv_transpose2d instead (oneDNN's deconvolution): w is [C, O/G, KH, KW], the padding crops the output
-and OH = (H - 1)*sh + dh*(KH-1) + 1 + oph - pt - pb (oph, opw: torch's output_padding). winograd: a 3x3,
-stride-1, undilated, ungrouped convolution with a constant w computed by Winograd's F(4x4, 3x3) instead
-(conv_winograd.c): scratch holds the transformed input and products (conv_winograd_scratch_bytes).""",
+and OH = (H - 1)*sh + dh*(KH-1) + 1 + oph - pt - pb (oph, opw: torch's output_padding). wino_tile m (2 or
+4; 0: direct): a 3x3, stride-1, undilated, ungrouped convolution with a constant w computed by Winograd's
+F(m x m, 3x3) instead (conv_winograd.c): scratch holds a chunk's transformed input and products
+(conv_winograd_scratch_bytes).""",
     "x w bias? residual? >scratch? out",
     f"N C H W O OH OW KH KW sh sw pt pb pl pr dh dw G {_NCHW_STRIDES} act:eltwise transposed:bool oph opw "
-    "winograd:bool",
+    "wino_tile",
     "alpha=0 beta=0")
 
 POOL = family("pool", """
@@ -421,34 +422,35 @@ def qmatmul_scratch_bytes(fmt: str, m: int, k: int) -> int:
     return 0 if fmt == "bf16" else m * (k + k // QBLOCK * 8)
 
 
-# CONV's Winograd F(4x4, 3x3): output tiles of WINO_TILE x WINO_TILE, each from a 6 x 6 input tile, so
-# WINO_POINTS products per tile. It is chosen (dialects/kernel_facts.py) for at least WINO_MIN_CHANNELS
-# channels in and out and WINO_MIN_TILES tiles: below either, oneDNN's direct convolution was faster here
-# (the transformed weights are 4x the plain ones, and the transforms cost per channel).
-# Tiles run in chunks whose transformed input and products take about WINO_CHUNK_BYTES (so they stay in
-# cache between the passes), but at least WINO_MIN_CHUNK tiles (the products' rows: fewer would
-# re-read the transformed weights too often).
-WINO_TILE, WINO_POINTS = 4, 36
-WINO_MIN_CHANNELS, WINO_MIN_TILES = 64, 8
+# CONV's Winograd F(m x m, 3x3), m in WINO_TILES: output tiles of m x m, each from an (m + 2)^2 input
+# tile, so (m + 2)^2 products per tile. The planner (dialects/kernel_facts.py) takes the largest m with
+# at least WINO_MIN_TILES tiles, for at least WINO_MIN_CHANNELS channels in and out: below either,
+# oneDNN's direct convolution was faster here. Each product row (tile) does 2 flops per transformed
+# weight it reads, and the transformed weights (4x the plain ones for m = 4, 1.8x for m = 2) come from
+# memory once per run: 32 rows give ~16 flops per byte, about this machine's fp32 flops over its
+# bandwidth. Tiles run in chunks whose transformed input and products take about WINO_CHUNK_BYTES (so
+# they stay in cache between the passes), but at least WINO_MIN_CHUNK tiles.
+WINO_TILES = (4, 2)
+WINO_MIN_CHANNELS, WINO_MIN_TILES = 64, 32
 WINO_CHUNK_BYTES, WINO_MIN_CHUNK = 4 << 20, 32
 
 
-def conv_winograd_tiles(n: int, oh: int, ow: int) -> int:
-    return n * -(-oh // WINO_TILE) * -(-ow // WINO_TILE)
+def conv_winograd_tiles(n: int, oh: int, ow: int, m: int) -> int:
+    return n * -(-oh // m) * -(-ow // m)
 
 
-def conv_winograd_chunk(tiles: int, c: int, o: int) -> int:
+def conv_winograd_chunk(tiles: int, c: int, o: int, m: int) -> int:
     """Tiles per chunk of a Winograd CONV: the fewest chunks of at most the budget, evened out.
     Mirrors rt_conv_winograd_chunk in csrc/conv.c."""
-    most = max(WINO_CHUNK_BYTES // (WINO_POINTS * (c + o) * 4), WINO_MIN_CHUNK)
+    most = max(WINO_CHUNK_BYTES // ((m + 2) ** 2 * (c + o) * 4), WINO_MIN_CHUNK)
     chunks = -(-tiles // most)
     return -(-tiles // chunks)
 
 
-def conv_winograd_scratch_bytes(n: int, oh: int, ow: int, c: int, o: int) -> int:
-    """Scratch of a Winograd CONV: one chunk's transformed input [36, chunk, C] and products [36, chunk, O].
-    Mirrors rt_conv_winograd_scratch_bytes in csrc/conv.c, whose checker refuses less."""
-    return WINO_POINTS * conv_winograd_chunk(conv_winograd_tiles(n, oh, ow), c, o) * (c + o) * 4
+def conv_winograd_scratch_bytes(n: int, oh: int, ow: int, c: int, o: int, m: int) -> int:
+    """Scratch of a Winograd CONV: one chunk's transformed input [(m+2)^2, chunk, C] and products
+    [(m+2)^2, chunk, O]. Mirrors rt_conv_winograd_scratch_bytes in csrc/conv.c, whose checker refuses less."""
+    return (m + 2) ** 2 * conv_winograd_chunk(conv_winograd_tiles(n, oh, ow, m), c, o, m) * (c + o) * 4
 
 
 # ATTENTION's tiles: query rows per block, keys per block, register tile width (floats).

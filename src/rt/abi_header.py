@@ -27,7 +27,7 @@ def render(abi) -> str:
     out = ["/* Generated from rt/abi.py by rt/abi_header.py: edit abi.py, not this file. */",
            "#ifndef RT_ABI_H", "#define RT_ABI_H", "", "#include <stddef.h>", "#include <stdint.h>", ""]
     for name in ("MAX_ARGS", "MAX_IP", "MAX_FP", "MAX_NDIM", "ALIGN", "MATVEC_SMALL_ELEMS", "SPLIT_CHUNK", "QPANEL", "QBLOCK",
-                 "ATTENTION_BQ", "ATTENTION_BK", "ATTENTION_LANES", "WINO_TILE", "WINO_POINTS", "WINO_CHUNK_BYTES", "WINO_MIN_CHUNK"):
+                 "ATTENTION_BQ", "ATTENTION_BK", "ATTENTION_LANES", "WINO_CHUNK_BYTES", "WINO_MIN_CHUNK"):
         out.append(f"#define RT_{name} {getattr(abi, name)}")
     out.append(f"#define RT_INT4NL_LEVELS {{{', '.join(map(str, abi.INT4NL_LEVELS))}}}")
     out.append(f"#define RT_MAX_EXTENT (INT64_C(1) << {abi.MAX_EXTENT.bit_length() - 1})")

@@ -5,7 +5,7 @@
 int rt_k_conv(const rt_op *op, char *const *arg)
 {
 #ifdef RT_HAVE_ONEDNN
-    return op->ip.conv.winograd ? rt_conv_winograd(op, arg) : rt_conv_onednn(op, arg);
+    return op->ip.conv.wino_tile ? rt_conv_winograd(op, arg) : rt_conv_onednn(op, arg);
 #else
     (void)op, (void)arg;
     return RT_ERR_BACKEND;
@@ -15,7 +15,7 @@ int rt_k_conv(const rt_op *op, char *const *arg)
 int rt_p_conv(rt_op *op, char *const *arg, char *msg, size_t msglen)
 {
 #ifdef RT_HAVE_ONEDNN
-    return op->ip.conv.winograd ? rt_p_conv_winograd(op, arg, msg, msglen) : rt_p_conv_onednn(op, arg, msg, msglen);
+    return op->ip.conv.wino_tile ? rt_p_conv_winograd(op, arg, msg, msglen) : rt_p_conv_onednn(op, arg, msg, msglen);
 #else
     (void)op, (void)arg;
     return rt_fail(msg, msglen, "CONV needs oneDNN; this build has none");
@@ -25,7 +25,7 @@ int rt_p_conv(rt_op *op, char *const *arg, char *msg, size_t msglen)
 void rt_r_conv(rt_op *op)
 {
 #ifdef RT_HAVE_ONEDNN
-    if (op->ip.conv.winograd)
+    if (op->ip.conv.wino_tile)
         rt_r_conv_winograd(op->state);
     else
         rt_r_conv_onednn(op->state);
@@ -34,18 +34,18 @@ void rt_r_conv(rt_op *op)
 #endif
 }
 
-int64_t rt_conv_winograd_chunk(int64_t tiles, int64_t c, int64_t o)
+int64_t rt_conv_winograd_chunk(int64_t tiles, int64_t c, int64_t o, int64_t m)
 {
-    int64_t per_tile = rt_mul(RT_WINO_POINTS * 4, rt_add(c, o)), most = RT_WINO_CHUNK_BYTES / per_tile;
+    int64_t per_tile = rt_mul((m + 2) * (m + 2) * 4, rt_add(c, o)), most = RT_WINO_CHUNK_BYTES / per_tile;
     if (most < RT_WINO_MIN_CHUNK) most = RT_WINO_MIN_CHUNK;
     int64_t chunks = (tiles + most - 1) / most;
     return chunks ? (tiles + chunks - 1) / chunks : 0;
 }
 
-int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o)
+int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o, int64_t m)
 {
-    int64_t tiles = rt_mul(rt_mul(n, (oh + RT_WINO_TILE - 1) / RT_WINO_TILE), (ow + RT_WINO_TILE - 1) / RT_WINO_TILE);
-    return rt_mul(rt_mul(RT_WINO_POINTS, rt_conv_winograd_chunk(tiles, c, o)), rt_mul(rt_add(c, o), 4));
+    int64_t tiles = rt_mul(rt_mul(n, (oh + m - 1) / m), (ow + m - 1) / m);
+    return rt_mul(rt_mul((m + 2) * (m + 2), rt_conv_winograd_chunk(tiles, c, o, m)), rt_mul(rt_add(c, o), 4));
 }
 
 /* Output extent of one spatial dim (transposed: of the transposed convolution, with output padding
@@ -80,15 +80,17 @@ int rt_c_conv(const rt_op *op, const int64_t *avail, char *msg, size_t msglen)
     /* written once each: outputs that do not overlap (which bounds the work by their bytes) */
     RT_CHECK(rt_disjoint(4, os, ost, 1), "output elements overlap");
     int64_t wn = rt_mul(rt_mul(ip->O, ip->C / ip->G), rt_mul(ip->KH, ip->KW));
-    RT_CHECK(!ip->winograd || (!ip->transposed && ip->KH == 3 && ip->KW == 3 && ip->sh == 1 && ip->sw == 1 &&
-                               ip->dh == 1 && ip->dw == 1 && ip->G == 1),
-             "Winograd's F(4x4, 3x3) is for 3x3, stride-1, undilated, ungrouped convolutions");
-    RT_CHECK(ip->winograd || avail[RT_CONV_SCRATCH] < 0, "only a Winograd convolution takes scratch");
-    RT_CHECK(!ip->winograd || avail[RT_CONV_SCRATCH] >= 0, "a Winograd convolution needs its scratch operand");
+    int64_t m = ip->wino_tile;
+    RT_CHECK(m == 0 || m == 2 || m == 4, "wino_tile %lld is none of 0 (direct), 2 and 4", (long long)m);
+    RT_CHECK(!m || (!ip->transposed && ip->KH == 3 && ip->KW == 3 && ip->sh == 1 && ip->sw == 1 && ip->dh == 1 &&
+                    ip->dw == 1 && ip->G == 1),
+             "Winograd's F(m x m, 3x3) is for 3x3, stride-1, undilated, ungrouped convolutions");
+    RT_CHECK(m || avail[RT_CONV_SCRATCH] < 0, "only a Winograd convolution takes scratch");
+    RT_CHECK(!m || avail[RT_CONV_SCRATCH] >= 0, "a Winograd convolution needs its scratch operand");
     return rt_need(op, avail, RT_CONV_X, rt_reach(4, xs, xst), 4, "x", msg, msglen) ||
-           (ip->winograd && rt_need(op, avail, RT_CONV_SCRATCH,
-                                    rt_conv_winograd_scratch_bytes(ip->N, ip->OH, ip->OW, ip->C, ip->O) / 4, 4,
-                                    "scratch", msg, msglen)) ||
+           (m && rt_need(op, avail, RT_CONV_SCRATCH,
+                         rt_conv_winograd_scratch_bytes(ip->N, ip->OH, ip->OW, ip->C, ip->O, m) / 4, 4, "scratch",
+                         msg, msglen)) ||
            rt_need(op, avail, RT_CONV_W, wn, 4, "w", msg, msglen) ||
            rt_need_opt(op, avail, RT_CONV_BIAS, ip->O, 4, "bias", msg, msglen) ||
            rt_need_opt(op, avail, RT_CONV_RESIDUAL, rt_reach(4, os, ost), 4, "residual", msg, msglen) ||

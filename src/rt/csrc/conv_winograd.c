@@ -1,28 +1,28 @@
-/* CONV by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional
- * Neural Networks", 2016): each 4x4 block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A, d the
- * 6x6 input patch under it, g a 3x3 filter. Per channel pair that is 36 products instead of 144, so a
- * 3x3 convolution becomes three passes:
+/* CONV by Winograd's minimal filtering F(m x m, 3x3), m = 2 or 4 (Lavin & Gray, "Fast Algorithms for
+ * Convolutional Neural Networks", 2016): each m x m block of outputs ("tile") is A^T [(G g G^T) . (B^T d B)] A,
+ * d the (m+2) x (m+2) input patch under it, g a 3x3 filter. Per channel pair that is (m+2)^2 products instead
+ * of 9 m^2 (F(4x4): 36 for 144, F(2x2): 16 for 36), so a 3x3 convolution becomes three passes:
  *   input:   V[p][t][c] = (B^T d B)[p] for every tile t and channel c      (rt's threads, by tiles)
- *   product: M[p] = V[p] U[p], 36 matrices [tiles, C] x [C, O]            (one batched oneDNN matmul)
+ *   product: M[p] = V[p] U[p], (m+2)^2 matrices [tiles, C] x [C, O]       (one batched oneDNN matmul)
  *   output:  out = act(A^T M A + bias + residual), cropped to OH x OW      (rt's threads, by tiles)
  * U = G g G^T is made once when the program is built (in double, then reordered into the matmul's
- * layout). V and M live in the op's planned scratch. Channels run 16 at a time (one AVX-512 vector:
- * the loops over LANES vectorise); x, out and the residual are read through their strides.
- * Measured here against oneDNN's direct convolution (NHWC, 2 threads, Zen 5): 1.5-2.7x at
- * 14x14-56x56 with 64-512 channels; slower below WINO_MIN_CHANNELS channels or WINO_MIN_TILES tiles,
- * where the planner keeps the direct one (dialects/kernel_facts.py). Relative error per layer
- * ~1e-5 (the transforms' constants 4, 5, 8 grow rounding). */
+ * layout). V and M live in the op's planned scratch, one chunk of tiles at a time. Channels run 16 at a
+ * time (one AVX-512 vector: the loops over LANES vectorise); x, out and the residual are read through
+ * their strides. F(4x4) does fewer products but its U is 4x the plain weights (F(2x2): 1.8x): the planner
+ * takes F(4x4) when there are tiles enough to amortise reading U, else F(2x2), else the direct kernel
+ * (dialects/kernel_facts.py, winograd_tile). Relative error per layer ~1e-5 for F(4x4) (the transforms'
+ * 4s, 5s and 8s grow rounding), less for F(2x2). */
 #include <stdlib.h>
 
 #include "onednn_common.h"
 
 #define LANES 16
-#define P RT_WINO_POINTS /* 36 */
-#define TILE RT_WINO_TILE /* 4 */
-#define IN 6             /* input tile side: TILE + 3 - 1 */
+#define MAX_IN 6 /* the input tile's side, m + 2 */
+#define MAX_P 36 /* its points */
 
 typedef struct {
     rt_op op;
+    int m, in, points;                  /* output tile side, input tile side, points (in^2) */
     int64_t TH, TW, T, chunk;           /* tiles down, across, in all (N TH TW), per chunk */
     dnnl_memory_desc_t v_md, u_md, m_md; /* u_md: the layout the packed U is in */
     void *u_packed;
@@ -37,76 +37,70 @@ static const rt_row_fn acts[RT_ELTWISE_COUNT] = {
     [RT_ELTWISE_CLAMP] = rt_row_clamp,       [RT_ELTWISE_SIGMOID] = rt_row_sigmoid,
     [RT_ELTWISE_TANH] = rt_row_tanh};
 
-/* B^T d B: d and v are [6][6] of LANES channels */
-RT_INLINE void input_tile(float d[IN][IN][LANES], float v[P][LANES])
+/* The 1-D transforms of a line of vectors: x[i * xs], y[i * ys] (floats) hold point i's LANES channels.
+ * B^T (input), A^T (output) of F(4, 3) and F(2, 3). */
+RT_INLINE void input_line(int m, const float *x, int xs, float *y, int ys)
 {
-    float t[IN][IN][LANES];
-    for (int j = 0; j < IN; j++)
-        for (int l = 0; l < LANES; l++) {
-            float d0 = d[0][j][l], d1 = d[1][j][l], d2 = d[2][j][l], d3 = d[3][j][l], d4 = d[4][j][l],
-                  d5 = d[5][j][l];
-            t[0][j][l] = 4 * d0 - 5 * d2 + d4;
-            t[1][j][l] = -4 * d1 - 4 * d2 + d3 + d4;
-            t[2][j][l] = 4 * d1 - 4 * d2 - d3 + d4;
-            t[3][j][l] = -2 * d1 - d2 + 2 * d3 + d4;
-            t[4][j][l] = 2 * d1 - d2 - 2 * d3 + d4;
-            t[5][j][l] = 4 * d1 - 5 * d3 + d5;
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[l], x1 = x[xs + l], x2 = x[2 * xs + l], x3 = x[3 * xs + l];
+        if (m == 4) {
+            float x4 = x[4 * xs + l], x5 = x[5 * xs + l];
+            y[l] = 4 * x0 - 5 * x2 + x4;
+            y[ys + l] = -4 * x1 - 4 * x2 + x3 + x4;
+            y[2 * ys + l] = 4 * x1 - 4 * x2 - x3 + x4;
+            y[3 * ys + l] = -2 * x1 - x2 + 2 * x3 + x4;
+            y[4 * ys + l] = 2 * x1 - x2 - 2 * x3 + x4;
+            y[5 * ys + l] = 4 * x1 - 5 * x3 + x5;
+        } else {
+            y[l] = x0 - x2;
+            y[ys + l] = x1 + x2;
+            y[2 * ys + l] = x2 - x1;
+            y[3 * ys + l] = x1 - x3;
         }
-    for (int i = 0; i < IN; i++)
-        for (int l = 0; l < LANES; l++) {
-            float d0 = t[i][0][l], d1 = t[i][1][l], d2 = t[i][2][l], d3 = t[i][3][l], d4 = t[i][4][l],
-                  d5 = t[i][5][l];
-            float *r = v[i * IN];
-            r[0 * LANES + l] = 4 * d0 - 5 * d2 + d4;
-            r[1 * LANES + l] = -4 * d1 - 4 * d2 + d3 + d4;
-            r[2 * LANES + l] = 4 * d1 - 4 * d2 - d3 + d4;
-            r[3 * LANES + l] = -2 * d1 - d2 + 2 * d3 + d4;
-            r[4 * LANES + l] = 2 * d1 - d2 - 2 * d3 + d4;
-            r[5 * LANES + l] = 4 * d1 - 5 * d3 + d5;
-        }
+    }
 }
 
-/* A^T m A: m is [6][6], y [4][4] of LANES channels */
-RT_INLINE void output_tile(float m[P][LANES], float y[TILE][TILE][LANES])
+RT_INLINE void output_line(int m, const float *x, int xs, float *y, int ys)
 {
-    float t[TILE][IN][LANES];
-    for (int j = 0; j < IN; j++)
-        for (int l = 0; l < LANES; l++) {
-            float m0 = m[0 * IN + j][l], m1 = m[1 * IN + j][l], m2 = m[2 * IN + j][l], m3 = m[3 * IN + j][l],
-                  m4 = m[4 * IN + j][l], m5 = m[5 * IN + j][l];
-            t[0][j][l] = m0 + m1 + m2 + m3 + m4;
-            t[1][j][l] = m1 - m2 + 2 * m3 - 2 * m4;
-            t[2][j][l] = m1 + m2 + 4 * m3 + 4 * m4;
-            t[3][j][l] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+    for (int l = 0; l < LANES; l++) {
+        float x0 = x[l], x1 = x[xs + l], x2 = x[2 * xs + l], x3 = x[3 * xs + l];
+        if (m == 4) {
+            float x4 = x[4 * xs + l], x5 = x[5 * xs + l];
+            y[l] = x0 + x1 + x2 + x3 + x4;
+            y[ys + l] = x1 - x2 + 2 * x3 - 2 * x4;
+            y[2 * ys + l] = x1 + x2 + 4 * x3 + 4 * x4;
+            y[3 * ys + l] = x1 - x2 + 8 * x3 - 8 * x4 + x5;
+        } else {
+            y[l] = x0 + x1 + x2;
+            y[ys + l] = x1 - x2 - x3;
         }
-    for (int i = 0; i < TILE; i++)
-        for (int l = 0; l < LANES; l++) {
-            float m0 = t[i][0][l], m1 = t[i][1][l], m2 = t[i][2][l], m3 = t[i][3][l], m4 = t[i][4][l],
-                  m5 = t[i][5][l];
-            y[i][0][l] = m0 + m1 + m2 + m3 + m4;
-            y[i][1][l] = m1 - m2 + 2 * m3 - 2 * m4;
-            y[i][2][l] = m1 + m2 + 4 * m3 + 4 * m4;
-            y[i][3][l] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
-        }
+    }
 }
 
-/* G g G^T for one 3x3 filter (row-major) into u[36], in double: the constants 1/6, 1/12, 1/24 */
-static void filter_tile(const float *g, double u[P])
+/* G g for one line of a filter (g0, g1, g2) into r[m + 2], in double: F(4)'s 1/6, 1/12, 1/24 */
+static void filter_line(int m, double g0, double g1, double g2, double *r)
 {
-    double t[IN][3];
-    for (int pass = 0; pass < 2; pass++)
-        for (int k = 0; k < (pass ? IN : 3); k++) {
-            /* pass 0: column k of g -> column k of t (G g); pass 1: row k of t -> row k of u ((G g) G^T) */
-            double g0 = pass ? t[k][0] : g[0 * 3 + k], g1 = pass ? t[k][1] : g[1 * 3 + k],
-                   g2 = pass ? t[k][2] : g[2 * 3 + k];
-            double r[IN] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
+    if (m == 4) {
+        double v[MAX_IN] = {g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
                             g0 / 24 - g1 / 12 + g2 / 6, g2};
-            for (int i = 0; i < IN; i++)
-                if (pass)
-                    u[k * IN + i] = r[i];
-                else
-                    t[i][k] = r[i];
-        }
+        memcpy(r, v, sizeof v);
+    } else {
+        double v[4] = {g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2};
+        memcpy(r, v, sizeof v);
+    }
+}
+
+/* G g G^T for one 3x3 filter (row-major) into u[in * in] */
+static void filter_tile(int m, const float *g, double *u)
+{
+    int in = m + 2;
+    double t[MAX_IN][3], row[MAX_IN];
+    for (int k = 0; k < 3; k++) { /* column k of g -> column k of G g */
+        filter_line(m, g[k], g[3 + k], g[6 + k], row);
+        for (int i = 0; i < in; i++) t[i][k] = row[i];
+    }
+    for (int i = 0; i < in; i++) /* row i of G g -> row i of (G g) G^T */
+        filter_line(m, t[i][0], t[i][1], t[i][2], u + i * in);
 }
 
 /* n <= LANES floats; a whole vector as one fixed-size copy (a variable-size one is a libc call) */
@@ -118,13 +112,13 @@ RT_INLINE void copy_lanes(float *dst, const float *src, int n)
         memcpy(dst, src, n * sizeof(float));
 }
 
-/* The tiles' channel block [c0, c0 + n) of the input patch under tile (b, ty, tx), zero off the image. */
-RT_INLINE void load_patch(const rt_conv_ints *ip, const float *x, int64_t b, int64_t ty, int64_t tx, int64_t c0,
-                              int n, float d[IN][IN][LANES])
+/* The channel block [c0, c0 + n) of the input patch under tile (b, ty, tx), zero off the image. */
+RT_INLINE void load_patch(const rt_conv_ints *ip, int m, const float *x, int64_t b, int64_t ty, int64_t tx,
+                          int64_t c0, int n, float d[MAX_IN][MAX_IN][LANES])
 {
-    for (int i = 0; i < IN; i++)
-        for (int j = 0; j < IN; j++) {
-            int64_t h = ty * TILE - ip->pt + i, w = tx * TILE - ip->pl + j;
+    for (int i = 0; i < m + 2; i++)
+        for (int j = 0; j < m + 2; j++) {
+            int64_t h = ty * m - ip->pt + i, w = tx * m - ip->pl + j;
             float *dst = d[i][j];
             if (h < 0 || h >= ip->H || w < 0 || w >= ip->W) {
                 memset(dst, 0, sizeof d[i][j]);
@@ -138,58 +132,81 @@ RT_INLINE void load_patch(const rt_conv_ints *ip, const float *x, int64_t b, int
         }
 }
 
-/* Tile t's row r of V (its chunk's), every channel. */
-RT_SIMD static void input_of_tile(const winograd_conv *s, const float *x, float *V, int64_t t, int64_t r)
+/* Tile t's row r of V (its chunk's), every channel; m a constant where it is inlined. */
+RT_INLINE void input_of_tile(const winograd_conv *s, const int m, const float *x, float *V, int64_t t, int64_t r)
 {
     const rt_conv_ints *ip = &s->op.ip.conv;
+    const int in = m + 2;
     int64_t rows = s->chunk, C = ip->C, b = t / (s->TH * s->TW), ty = t / s->TW % s->TH, tx = t % s->TW;
     for (int64_t c0 = 0; c0 < C; c0 += LANES) {
         int n = C - c0 < LANES ? (int)(C - c0) : LANES;
-        float d[IN][IN][LANES], v[P][LANES];
-        load_patch(ip, x, b, ty, tx, c0, n, d);
-        input_tile(d, v);
-        for (int p = 0; p < P; p++) copy_lanes(V + (p * rows + r) * C + c0, v[p], n);
+        float d[MAX_IN][MAX_IN][LANES], cols[MAX_IN][MAX_IN][LANES], v[MAX_P][LANES];
+        load_patch(ip, m, x, b, ty, tx, c0, n, d);
+        for (int j = 0; j < in; j++) input_line(m, d[0][j], MAX_IN * LANES, cols[0][j], MAX_IN * LANES);
+        for (int i = 0; i < in; i++) input_line(m, cols[i][0], LANES, v[i * in], LANES);
+        for (int p = 0; p < in * in; p++) copy_lanes(V + (p * rows + r) * C + c0, v[p], n);
     }
 }
 
 /* Tile t's outputs, every channel, from row r of M (its chunk's). */
-RT_SIMD static void output_of_tile(const winograd_conv *s, const float *M, const float *bias, const float *res,
-                                   float *out, int64_t t, int64_t r)
+RT_INLINE void output_of_tile(const winograd_conv *s, const int m, const float *M, const float *bias,
+                              const float *res, float *out, int64_t t, int64_t r)
 {
     const rt_conv_ints *ip = &s->op.ip.conv;
+    const int in = m + 2;
     int64_t rows = s->chunk, O = ip->O, b = t / (s->TH * s->TW), ty = t / s->TW % s->TH, tx = t % s->TW;
     rt_row_fn act = acts[ip->act];
     float a = (float)s->op.fp.conv.alpha, bt = (float)s->op.fp.conv.beta;
+    int hi = ip->OH - ty * m < m ? (int)(ip->OH - ty * m) : m, wi = ip->OW - tx * m < m ? (int)(ip->OW - tx * m) : m;
+    int64_t at0 = b * ip->o_sn + ty * m * ip->o_sh + tx * m * ip->o_sw;
     for (int64_t o0 = 0; o0 < O; o0 += LANES) {
         int n = O - o0 < LANES ? (int)(O - o0) : LANES;
-        float m[P][LANES], y[TILE][TILE][LANES], bv[LANES] = {0};
+        float mv[MAX_P][LANES], cols[MAX_IN][MAX_IN][LANES], y[MAX_IN][MAX_IN][LANES], bv[LANES] = {0};
         if (bias) copy_lanes(bv, bias + o0, n);
-        for (int p = 0; p < P; p++) {
-            copy_lanes(m[p], M + (p * rows + r) * O + o0, n);
-            for (int l = n; l < LANES; l++) m[p][l] = 0.f;
+        for (int p = 0; p < in * in; p++) {
+            copy_lanes(mv[p], M + (p * rows + r) * O + o0, n);
+            for (int l = n; l < LANES; l++) mv[p][l] = 0.f;
         }
-        output_tile(m, y);
-        int rows = ip->OH - ty * TILE < TILE ? (int)(ip->OH - ty * TILE) : TILE;
-        int cols = ip->OW - tx * TILE < TILE ? (int)(ip->OW - tx * TILE) : TILE;
-        int64_t at0 = b * ip->o_sn + ty * TILE * ip->o_sh + tx * TILE * ip->o_sw + o0 * ip->o_sc;
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) {
-                float *r = y[i][j];
-                const float *rr = res ? res + at0 + i * ip->o_sh + j * ip->o_sw : NULL;
-                for (int l = 0; l < LANES; l++) r[l] += bv[l];
+        for (int j = 0; j < in; j++) output_line(m, mv[j], in * LANES, cols[0][j], MAX_IN * LANES);
+        for (int i = 0; i < m; i++) output_line(m, cols[i][0], LANES, y[i][0], LANES);
+        for (int i = 0; i < hi; i++) {
+            for (int j = 0; j < wi; j++) {
+                float *v = y[i][j];
+                const float *rr = res ? res + at0 + i * ip->o_sh + j * ip->o_sw + o0 * ip->o_sc : NULL;
+                for (int l = 0; l < LANES; l++) v[l] += bv[l];
                 if (rr)
-                    for (int l = 0; l < n; l++) r[l] += rr[l * ip->o_sc];
+                    for (int l = 0; l < n; l++) v[l] += rr[l * ip->o_sc];
             }
-        if (act) act(&y[0][0][0], &y[0][0][0], TILE * TILE * LANES, a, bt); /* once per tile: cells past the edge too */
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) {
-                float *o = out + at0 + i * ip->o_sh + j * ip->o_sw;
+            if (act) act(y[i][0], y[i][0], wi * LANES, a, bt); /* a row of the tile per call */
+            for (int j = 0; j < wi; j++) {
+                float *o = out + at0 + i * ip->o_sh + j * ip->o_sw + o0 * ip->o_sc;
                 if (ip->o_sc == 1 && n == LANES)
                     memcpy(o, y[i][j], sizeof y[i][j]);
                 else
                     for (int l = 0; l < n; l++) o[l * ip->o_sc] = y[i][j][l];
             }
+        }
     }
+}
+
+/* Each tile size's own copies, with m a constant for the compiler */
+RT_SIMD static void input_of_tile4(const winograd_conv *s, const float *x, float *V, int64_t t, int64_t r)
+{
+    input_of_tile(s, 4, x, V, t, r);
+}
+RT_SIMD static void input_of_tile2(const winograd_conv *s, const float *x, float *V, int64_t t, int64_t r)
+{
+    input_of_tile(s, 2, x, V, t, r);
+}
+RT_SIMD static void output_of_tile4(const winograd_conv *s, const float *M, const float *bias, const float *res,
+                                    float *out, int64_t t, int64_t r)
+{
+    output_of_tile(s, 4, M, bias, res, out, t, r);
+}
+RT_SIMD static void output_of_tile2(const winograd_conv *s, const float *M, const float *bias, const float *res,
+                                    float *out, int64_t t, int64_t r)
+{
+    output_of_tile(s, 2, M, bias, res, out, t, r);
 }
 
 static dnnl_status_t make_pd_with(const winograd_conv *s, const_dnnl_memory_desc_t u_md, dnnl_primitive_desc_t *pd)
@@ -223,7 +240,7 @@ void rt_r_conv_winograd(void *state) { destroy((winograd_conv *)state); }
 static dnnl_status_t pack_filters(winograd_conv *s, const float *w)
 {
     const rt_conv_ints *ip = &s->op.ip.conv;
-    int64_t C = ip->C, O = ip->O;
+    int64_t C = ip->C, O = ip->O, P = s->points;
     dnnl_dims_t dims = {P, C, O};
     dnnl_memory_desc_t plain = NULL, any = NULL;
     dnnl_primitive_desc_t pd = NULL;
@@ -232,8 +249,8 @@ static dnnl_status_t pack_filters(winograd_conv *s, const float *w)
     if (st == dnnl_success) {
         for (int64_t o = 0; o < O; o++)
             for (int64_t c = 0; c < C; c++) {
-                double g[P];
-                filter_tile(w + (o * C + c) * 9, g);
+                double g[MAX_P];
+                filter_tile(s->m, w + (o * C + c) * 9, g);
                 for (int p = 0; p < P; p++) u[(p * C + c) * O + o] = (float)g[p];
             }
         st = dnnl_memory_desc_create_with_tag(&any, 3, dims, dnnl_f32, dnnl_format_tag_any);
@@ -259,9 +276,10 @@ int rt_p_conv_winograd(rt_op *op, char *const *arg, char *msg, size_t msglen)
     s->op = *op;
     rt_dnnl_prims_init(&s->prims);
     const rt_conv_ints *ip = &op->ip.conv;
-    s->TH = (ip->OH + TILE - 1) / TILE, s->TW = (ip->OW + TILE - 1) / TILE, s->T = ip->N * s->TH * s->TW;
-    s->chunk = rt_conv_winograd_chunk(s->T, ip->C, ip->O);
-    dnnl_dims_t vd = {P, s->chunk, ip->C}, md = {P, s->chunk, ip->O};
+    s->m = (int)ip->wino_tile, s->in = s->m + 2, s->points = s->in * s->in;
+    s->TH = (ip->OH + s->m - 1) / s->m, s->TW = (ip->OW + s->m - 1) / s->m, s->T = ip->N * s->TH * s->TW;
+    s->chunk = rt_conv_winograd_chunk(s->T, ip->C, ip->O, s->m);
+    dnnl_dims_t vd = {s->points, s->chunk, ip->C}, md = {s->points, s->chunk, ip->O};
     int caller_threads = rt_dnnl_use_threads();
     st = dnnl_memory_desc_create_with_tag(&s->v_md, 3, vd, dnnl_f32, dnnl_abc);
     if (st == dnnl_success) st = dnnl_memory_desc_create_with_tag(&s->m_md, 3, md, dnnl_f32, dnnl_abc);
@@ -287,11 +305,14 @@ int rt_conv_winograd(const rt_op *op, char *const *arg)
     winograd_conv *s = op->state;
     const float *x = (const float *)arg[RT_CONV_X], *bias = (const float *)arg[RT_CONV_BIAS];
     const float *res = (const float *)arg[RT_CONV_RESIDUAL];
-    float *out = (float *)arg[RT_CONV_OUT], *V = (float *)arg[RT_CONV_SCRATCH], *M = V + P * s->chunk * op->ip.conv.C;
+    float *out = (float *)arg[RT_CONV_OUT], *V = (float *)arg[RT_CONV_SCRATCH], *M = V + s->points * s->chunk * op->ip.conv.C;
     int rc = RT_OK;
     for (int64_t t0 = 0; t0 < s->T && rc == RT_OK; t0 += s->chunk) {
         int64_t n = s->T - t0 < s->chunk ? s->T - t0 : s->chunk;
-        RT_FOR(1, r, n, { input_of_tile(s, x, V, t0 + r, r); });
+        if (s->m == 4)
+            RT_FOR(1, r, n, { input_of_tile4(s, x, V, t0 + r, r); });
+        else
+            RT_FOR(1, r, n, { input_of_tile2(s, x, V, t0 + r, r); });
         int caller_threads = rt_dnnl_use_threads();
         size_t scratch;
         dnnl_primitive_t p = rt_dnnl_primitive(&s->prims, make_pd, s, &scratch);
@@ -299,7 +320,11 @@ int rt_conv_winograd(const rt_op *op, char *const *arg)
             {DNNL_ARG_SRC, s->v_md, V}, {DNNL_ARG_WEIGHTS, s->u_md, s->u_packed}, {DNNL_ARG_DST, s->m_md, M}};
         rc = rt_dnnl_execute(p, scratch, args, 3);
         rt_dnnl_restore_threads(caller_threads);
-        if (rc == RT_OK) RT_FOR(1, r, n, { output_of_tile(s, M, bias, res, out, t0 + r, r); });
+        if (rc != RT_OK) break;
+        if (s->m == 4)
+            RT_FOR(1, r, n, { output_of_tile4(s, M, bias, res, out, t0 + r, r); });
+        else
+            RT_FOR(1, r, n, { output_of_tile2(s, M, bias, res, out, t0 + r, r); });
     }
     return rc;
 }

@@ -53,9 +53,9 @@ int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv);
 int64_t rt_qweight_bytes(int fmt, int64_t n, int64_t k, int64_t group, int zp);
 int64_t rt_qmatmul_scratch_bytes(int fmt, int64_t m, int64_t k);
 /* conv.c: a Winograd CONV's tiles per chunk, and its scratch bytes (n images of oh x ow outputs,
- * c -> o channels). */
-int64_t rt_conv_winograd_chunk(int64_t tiles, int64_t c, int64_t o);
-int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o);
+ * c -> o channels, m x m output tiles). */
+int64_t rt_conv_winograd_chunk(int64_t tiles, int64_t c, int64_t o, int64_t m);
+int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o, int64_t m);
 
 /* Validate a whole program once. Returns the index of the first bad op (message in
  * msg), or -1 when all ops are valid. */

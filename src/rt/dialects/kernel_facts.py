@@ -16,7 +16,8 @@ import math
 from typing import Callable
 
 from ..abi import (BINARY_OPS, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS, WINO_MIN_CHANNELS, WINO_MIN_TILES,
-                   attention_scratch_floats, conv_winograd_scratch_bytes, conv_winograd_tiles, qmatmul_scratch_bytes)
+                   WINO_TILES, attention_scratch_floats, conv_winograd_scratch_bytes, conv_winograd_tiles,
+                   qmatmul_scratch_bytes)
 from .ir import Operation
 from .strides import row_groups
 from .symbolic import at_largest
@@ -79,29 +80,32 @@ kernel_facts("planned.cast")
 # ---- vision (fused_ops' spatial ops): x read through its strides; a convolution reads its operands
 # as laid out by its `layout` (the layout pass makes NHWC chains; any other layout is a planned copy)
 # and may add the residual into its own output.
-def winograd_conv(op: Operation) -> bool:
-    """Whether a planned convolution runs Winograd's F(4x4, 3x3) (abi.py, WINO_*): 3x3, stride 1,
-    undilated, ungrouped, its weights a constant (transformed once), enough channels and tiles to pay."""
+def winograd_tile(op: Operation) -> int:
+    """The output tile m of Winograd's F(m x m, 3x3) a planned convolution runs (abi.py, WINO_*), 0 for
+    oneDNN's direct kernel: 3x3, stride 1, undilated, ungrouped, its weights a constant (transformed
+    once), enough channels, and the largest m that still has enough tiles."""
     from .fused_ops import to_nchw
     if op.name != "planned.conv2d":
-        return False
+        return 0
     at = REGISTRY[op.name].with_defaults(op.attrs)
     w = op.operands[1]
     o, c, kh, kw = w.type.shape
     n, _, oh, ow = to_nchw(op.result.type.shape, at["layout"])
-    return ((kh, kw) == (3, 3) and tuple(at["stride"]) == (1, 1) and tuple(at["dilation"]) == (1, 1)
+    if not ((kh, kw) == (3, 3) and tuple(at["stride"]) == (1, 1) and tuple(at["dilation"]) == (1, 1)
             and at["groups"] == 1 and w.producer is not None and w.producer.name == "const"
-            and all(isinstance(d, int) for d in (n, oh, ow)) and min(c, o) >= WINO_MIN_CHANNELS
-            and conv_winograd_tiles(n, oh, ow) >= WINO_MIN_TILES)
+            and all(isinstance(d, int) for d in (n, oh, ow)) and min(c, o) >= WINO_MIN_CHANNELS):
+        return 0
+    return next((m for m in WINO_TILES if conv_winograd_tiles(n, oh, ow, m) >= WINO_MIN_TILES), 0)
 
 
 def _conv_scratch(op: Operation, threads: int) -> int:
-    if not winograd_conv(op):
+    m = winograd_tile(op)
+    if not m:
         return 0
     from .fused_ops import to_nchw
     n, _, oh, ow = to_nchw(op.result.type.shape, REGISTRY[op.name].with_defaults(op.attrs)["layout"])
     o, c = op.operands[1].type.shape[:2]
-    return conv_winograd_scratch_bytes(n, oh, ow, c, o)
+    return conv_winograd_scratch_bytes(n, oh, ow, c, o, m)
 
 
 kernel_facts("planned.conv2d", inplace=(3,), scratch=_conv_scratch)

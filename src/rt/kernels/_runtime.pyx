@@ -46,7 +46,7 @@ cdef extern from "rt_program.h" nogil:
     int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv)
     int64_t rt_qweight_bytes(int fmt, int64_t n, int64_t k, int64_t group, int zp)
     int64_t rt_qmatmul_scratch_bytes(int fmt, int64_t m, int64_t k)
-    int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o)
+    int64_t rt_conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o, int64_t m)
     int64_t rt_program_check(const rt_op *ops, int64_t nops, const int64_t *slot_nbytes,
                              int64_t nslots, char *msg, size_t msglen)
     int rt_program_run(const rt_op *ops, int64_t nops, char *const *slots, rt_status *st)
@@ -133,9 +133,9 @@ def qmatmul_scratch_bytes(str fmt, int64_t m, int64_t k):
     return rt_qmatmul_scratch_bytes(ENUMS["weight_format"].index(fmt), m, k)
 
 
-def conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o):
+def conv_winograd_scratch_bytes(int64_t n, int64_t oh, int64_t ow, int64_t c, int64_t o, int64_t m):
     """C's own size of a Winograd CONV's scratch (rt.abi mirrors it)."""
-    return rt_conv_winograd_scratch_bytes(n, oh, ow, c, o)
+    return rt_conv_winograd_scratch_bytes(n, oh, ow, c, o, m)
 
 
 def set_num_threads(int n, adapt=None):

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
 from ..dialects.ir import ROOT_OPS, Module, Operation, TensorType, Value, padded
-from ..dialects.kernel_facts import winograd_conv
+from ..dialects.kernel_facts import winograd_tile
 from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides, row_groups
 from ..errors import LoweringError
@@ -599,13 +599,13 @@ def _conv2d(op, args, out, ctx):
     (pt, pb, pl, pr), (sh, sw), (dh, dw) = at["padding"], at["stride"], at["dilation"]
     oph, opw = at.get("output_padding", (0, 0))
     clamp = at["act"] == "clamp"
-    winograd = winograd_conv(op)
-    return Encoded("CONV", dict(x=x, w=w, bias=bias, residual=res, scratch=_scratch(op)[0] if winograd else None,
+    wino_tile = winograd_tile(op)
+    return Encoded("CONV", dict(x=x, w=w, bias=bias, residual=res, scratch=_scratch(op)[0] if wino_tile else None,
                                 out=out), dict(
         f, O=conv_out_channels(op.name, w.type.shape, at["groups"]), KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb,
         pl=pl, pr=pr, dh=dh, dw=dw, G=at["groups"], act=at["act"], transposed="output_padding" in at, oph=oph,
         opw=opw, alpha=float(at["clamp_min"]) if clamp else 0.0, beta=float(at["clamp_max"]) if clamp else 0.0,
-        winograd=winograd))
+        wino_tile=wino_tile))
 
 
 def _pool_fields(at: dict, f: dict, adaptive: bool) -> dict:
