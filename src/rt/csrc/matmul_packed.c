@@ -167,13 +167,30 @@ static void panels_c(const qmm *p, int64_t p0, int64_t p1)
 #define QMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 #define INLINE static inline __attribute__((always_inline))
 
+/* One butterfly stage at distance h inside each 16-lane vector: lane j gets v[j] + v[j ^ h] when bit h
+ * of j is clear, v[j ^ h] - v[j] when set (s: v with lanes j and j ^ h swapped, lanes: bit h set). */
+INLINE QMM_TARGET __m512 butterfly(__m512 v, __m512 s, __mmask16 lanes)
+{
+    return _mm512_mask_sub_ps(_mm512_add_ps(v, s), lanes, s, v);
+}
+
+/* hadamard_block on the block's two vectors, in registers (the stages commute: any order is H) */
+INLINE QMM_TARGET void hadamard_vectors(__m512 *v0, __m512 *v1)
+{
+    __m512 a = *v0, b = *v1;
+    a = butterfly(a, _mm512_permute_ps(a, 0xB1), 0xAAAA), b = butterfly(b, _mm512_permute_ps(b, 0xB1), 0xAAAA);
+    a = butterfly(a, _mm512_permute_ps(a, 0x4E), 0xCCCC), b = butterfly(b, _mm512_permute_ps(b, 0x4E), 0xCCCC);
+    a = butterfly(a, _mm512_shuffle_f32x4(a, a, 0xB1), 0xF0F0), b = butterfly(b, _mm512_shuffle_f32x4(b, b, 0xB1), 0xF0F0);
+    a = butterfly(a, _mm512_shuffle_f32x4(a, a, 0x4E), 0xFF00), b = butterfly(b, _mm512_shuffle_f32x4(b, b, 0x4E), 0xFF00);
+    const __m512 norm = _mm512_set1_ps(0.17677669529663687f); /* 1 / sqrt(BLK) */
+    *v0 = _mm512_mul_ps(_mm512_add_ps(a, b), norm), *v1 = _mm512_mul_ps(_mm512_sub_ps(a, b), norm);
+}
+
 QMM_TARGET static void quantize_row_avx512(const float *row, int64_t k, int rotate, int8_t *q, float *sb)
 {
-    float t[BLK];
     for (int64_t b = 0; b < k / BLK; b++, row += BLK, q += BLK, sb += 2) {
-        const float *x = row;
-        if (rotate) hadamard_block(row, t), x = t;
-        __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+        __m512 v0 = _mm512_loadu_ps(row), v1 = _mm512_loadu_ps(row + 16);
+        if (rotate) hadamard_vectors(&v0, &v1);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         int nan = _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
         __m512 inv = _mm512_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
