@@ -8,7 +8,10 @@ import pytest
 
 from kernel_helpers import build_program, zero_fields
 from rt import abi
+from rt.api import CompiledModel
 from rt.dialects import parse_module
+from rt.dialects.planned_proof import prove_storages
+from rt.interpreter import run_reference
 from rt.dialects.fused_ops import from_nchw
 from rt.dialects.kernel_facts import winograd_tile
 from rt.errors import ProgramError
@@ -62,11 +65,31 @@ def test_winograd_matches_the_reference(case, layout):
     consts = {"w": rng.standard_normal((o, c, 3, 3)).astype(np.float32), "b": rng.standard_normal(o).astype(np.float32)}
     text = _conv_text(x_shape, (o, c, 3, 3), out_shape, attrs, residual)
     conv = _planned_conv(text, consts)
-    assert winograd_tile(conv) == m and conv.attrs["scratch"][1] == abi.align(abi.conv_winograd_scratch_bytes(
+    assert winograd_tile(conv) == conv.attrs["winograd"] == m and conv.attrs["scratch"][1] == abi.align(abi.conv_winograd_scratch_bytes(
         n, *_out_nchw(n, c, h, w, o, attrs)[2:], c, o, m))
     x = rng.standard_normal(x_shape).astype(np.float32)
     r = rng.standard_normal(out_shape).astype(np.float32)
     _run(text, [x, r], consts, rtol=1e-4)       # F(4x4, 3x3) rounds to ~1e-5 of the output's scale
+
+
+@needs_onednn
+def test_a_plan_without_the_choice_runs_direct():
+    """A plan saved before Winograd (no `winograd` attribute, no scratch) still loads and runs, directly."""
+    (n, c, h, w), o, attrs, _, _ = CASES[0]
+    attrs = dict(attrs, layout="nhwc")
+    rng = np.random.default_rng(0)
+    consts = {"w": rng.standard_normal((o, c, 3, 3)).astype(np.float32), "b": rng.standard_normal(o).astype(np.float32)}
+    out = from_nchw(_out_nchw(n, c, h, w, o, attrs), "nhwc")
+    fused = parse_module(_conv_text(from_nchw((n, c, h, w), "nhwc"), (o, c, 3, 3), out, attrs), consts)
+    planned = to_planned(fused, Target.host())
+    conv = next(op for op in planned.ops if op.name == "planned.conv2d")
+    assert conv.attrs.pop("winograd") == 4 and conv.attrs.pop("scratch")
+    prove_storages(planned)
+    x = rng.standard_normal(from_nchw((n, c, h, w), "nhwc")).astype(np.float32)
+    r = np.zeros(out, np.float32)
+    want = run_reference(fused, [x, r])[0]
+    model = CompiledModel({"fused": fused, "planned": planned})
+    np.testing.assert_allclose(model(x, r), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 @pytest.mark.parametrize("why, x_shape, w_shape, attrs, w_const", [
@@ -93,7 +116,7 @@ def test_the_planner_keeps_the_direct_convolution(why, x_shape, w_shape, attrs, 
     text = _conv_text(from_nchw(x_shape, "nhwc"), w_shape, from_nchw(out, "nhwc"), dict(attrs, layout="nhwc"),
                       w_const=w_const)
     conv = _planned_conv(text, consts)
-    assert not winograd_tile(conv) and conv.attrs.get("scratch") is None, why
+    assert not winograd_tile(conv) and conv.attrs.get("winograd") is conv.attrs.get("scratch") is None, why
 
 
 @pytest.mark.parametrize("m", [2, 4])

@@ -6,7 +6,9 @@ those belong to the records step, rt.kernels.encode).
 planner copies any other non-contiguous operand first); `extra["inplace_operands"]`: operands the kernel may overwrite with its
 result (the planner reuses such an operand's buffer when it dies at the op); `extra["scratch"]`:
 `scratch(op, threads) -> bytes` of arena scratch the kernel needs (0: none), which the planner places and
-records in the op's `scratch = [offset, bytes, threads]` attribute; `extra["updates_operand"]`: the
+records in the op's `scratch = [offset, bytes, threads]` attribute; `extra["kernel_choices"]`:
+`choose(op) -> attrs`, how the kernel will run the op (e.g. a convolution's Winograd tile), which the
+planner records on the op before it sizes scratch, so that a saved plan keeps the choice it was made with; `extra["updates_operand"]`: the
 operand whose buffer the op updates in place and returns (a KV cache write): its result is stored as
 that operand.
 """
@@ -28,9 +30,13 @@ StridedFact = tuple[int, ...] | str | Callable[[int, tuple, tuple], bool]
 
 
 def kernel_facts(name: str, strided: StridedFact = (), inplace: tuple[int, ...] = (),
-                 scratch: Callable[[Operation, int], int] | None = None, updates: int | None = None) -> None:
+                 scratch: Callable[[Operation, int], int] | None = None, updates: int | None = None,
+                 choices: tuple[Callable[[Operation], dict], dict[str, Attr]] | None = None) -> None:
     opdef = REGISTRY[name]
     opdef.extra.update(strided_operands=strided, inplace_operands=inplace)
+    if choices is not None:
+        opdef.extra["kernel_choices"] = choices[0]
+        opdef.attrs.update(choices[1])
     if updates is not None:
         opdef.extra["updates_operand"] = updates
     if scratch is not None:
@@ -99,7 +105,7 @@ def winograd_tile(op: Operation) -> int:
 
 
 def _conv_scratch(op: Operation, threads: int) -> int:
-    m = winograd_tile(op)
+    m = op.attrs.get("winograd") or 0      # the planner's choice (a plan without one: direct)
     if not m:
         return 0
     from .fused_ops import to_nchw
@@ -108,7 +114,9 @@ def _conv_scratch(op: Operation, threads: int) -> int:
     return conv_winograd_scratch_bytes(n, oh, ow, c, o, m)
 
 
-kernel_facts("planned.conv2d", inplace=(3,), scratch=_conv_scratch)
+kernel_facts("planned.conv2d", inplace=(3,), scratch=_conv_scratch,
+             choices=(lambda op: {"winograd": m} if (m := winograd_tile(op)) else {},
+                      {"winograd": Attr("int", None, optional=True)}))
 kernel_facts("planned.conv_transpose2d", inplace=(3,))
 for _name in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "upsample2d", "pad"):
     kernel_facts(f"planned.{_name}", strided=(0,))

@@ -15,7 +15,6 @@ import numpy as np
 
 from ..abi import BINARY_OPS, MATVEC_SMALL_ELEMS, MAX_NDIM, REDUCE_OPS, SCAN_OPS, TERNARY_OPS, UNARY_OPS
 from ..dialects.ir import ROOT_OPS, Module, Operation, TensorType, Value, padded
-from ..dialects.kernel_facts import winograd_tile
 from ..dialects.registry import REGISTRY, VIEW, normalize_dim
 from ..dialects.strides import contiguous_strides, row_groups
 from ..errors import LoweringError
@@ -599,7 +598,7 @@ def _conv2d(op, args, out, ctx):
     (pt, pb, pl, pr), (sh, sw), (dh, dw) = at["padding"], at["stride"], at["dilation"]
     oph, opw = at.get("output_padding", (0, 0))
     clamp = at["act"] == "clamp"
-    wino_tile = winograd_tile(op)
+    wino_tile = op.attrs.get("winograd") or 0       # the planner's choice, kept in the plan
     return Encoded("CONV", dict(x=x, w=w, bias=bias, residual=res, scratch=_scratch(op)[0] if wino_tile else None,
                                 out=out), dict(
         f, O=conv_out_channels(op.name, w.type.shape, at["groups"]), KH=kh, KW=kw, sh=sh, sw=sw, pt=pt, pb=pb,

@@ -147,6 +147,14 @@ def _buffers(m: Module, layout: dict[Value, Layout], outputs: dict[Value, int]):
     return group, spans, sizes
 
 
+def _record_kernel_choices(m: Module) -> None:
+    """Each op's kernel choices (registry fact `kernel_choices(op) -> attrs`) as its attributes."""
+    for op in m.ops:
+        choose = REGISTRY[op.name].extra.get("kernel_choices") if op.name not in ROOT_OPS else None
+        if choose is not None:
+            op.attrs.update(choose(op))
+
+
 def _scratch_buffers(m: Module, spans: dict, sizes: dict, threads: int) -> dict:
     """Kernel scratch (registry fact `scratch(op, threads)`) as buffers live at their op's step only,
     sized for the target's thread count (a kernel never runs on more threads than its scratch holds)."""
@@ -179,6 +187,7 @@ def _to_planned(fused: Module, target: Target | None) -> Module:
     out_index = _own_outputs(m, layout)
     m.ops = choose_order(m, layout_root=lambda v: layout[v].root, outputs=set(out_index))
     group, spans, sizes = _buffers(m, layout, out_index)
+    _record_kernel_choices(m)
     scratch = _scratch_buffers(m, spans, sizes, target.threads)
     offsets, arena = assign_offsets(spans, sizes, ALIGN)
     for op, key in scratch.items():
