@@ -38,14 +38,30 @@ static void runs(const rt_pool_ints *ip, int axis, run *out)
     }
 }
 
-RT_SIMD static void max_into(float *y, const float *x, int64_t n)
+/* One NHWC output row (n, oh): every column's window, whole channel rows at a time. One function per
+ * row, not per window position: its loops inline into each ISA's copy and vectorise across channels. */
+RT_SIMD static void nhwc_row(const rt_pool_ints *ip, int is_max, const float *x, float *y, int64_t n, int64_t oh,
+                             const run *h, const run *rw)
 {
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] > y[i] || x[i] != x[i] ? x[i] : y[i];
-}
-
-RT_SIMD static void add_into(float *y, const float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+    int64_t C = ip->C;
+    for (int64_t ow = 0; ow < ip->OW; ow++) {
+        const run *w = &rw[ow];
+        float *yo = y + n * ip->o_sn + oh * ip->o_sh + ow * ip->o_sw;
+        for (int64_t c = 0; c < C; c++) yo[c] = is_max ? -INFINITY : 0.f;
+        for (int64_t a = 0; a < h->n; a++)
+            for (int64_t b = 0; b < w->n; b++) {
+                const float *xr = x + n * ip->x_sn + (h->first + a * h->step) * ip->x_sh +
+                                  (w->first + b * w->step) * ip->x_sw;
+                if (is_max)
+                    for (int64_t c = 0; c < C; c++) yo[c] = xr[c] > yo[c] || xr[c] != xr[c] ? xr[c] : yo[c];
+                else
+                    for (int64_t c = 0; c < C; c++) yo[c] += xr[c];
+            }
+        if (!is_max) {
+            float scale = 1.f / (float)(ip->divisor ? ip->divisor : h->count * w->count);
+            for (int64_t c = 0; c < C; c++) yo[c] *= scale;
+        }
+    }
 }
 
 static int pool(int is_max, const rt_op *op, char *const *arg)
@@ -61,28 +77,8 @@ static int pool(int is_max, const rt_op *op, char *const *arg)
     int64_t C = ip->C, work = ip->N * C * ip->OH * ip->OW;
     float init = is_max ? -INFINITY : 0.f;
     if (ip->x_sc == 1 && ip->o_sc == 1 && C > 1) { /* NHWC: whole channel rows at a time */
-        RT_FOR(work >= RT_PAR_MIN_ELEMS, r, ip->N * ip->OH, {
-            int64_t n = r / ip->OH, oh = r % ip->OH;
-            const run *h = &rh[oh];
-            for (int64_t ow = 0; ow < ip->OW; ow++) {
-                const run *w = &rw[ow];
-                float *yo = y + n * ip->o_sn + oh * ip->o_sh + ow * ip->o_sw;
-                for (int64_t c = 0; c < C; c++) yo[c] = init;
-                for (int64_t a = 0; a < h->n; a++)
-                    for (int64_t b = 0; b < w->n; b++) {
-                        const float *xr = x + n * ip->x_sn + (h->first + a * h->step) * ip->x_sh +
-                                          (w->first + b * w->step) * ip->x_sw;
-                        if (is_max)
-                            max_into(yo, xr, C);
-                        else
-                            add_into(yo, xr, C);
-                    }
-                if (!is_max) {
-                    float scale = 1.f / (float)(ip->divisor ? ip->divisor : h->count * w->count);
-                    for (int64_t c = 0; c < C; c++) yo[c] *= scale;
-                }
-            }
-        });
+        RT_FOR(work >= RT_PAR_MIN_ELEMS, r, ip->N * ip->OH,
+               { nhwc_row(ip, is_max, x, y, r / ip->OH, r % ip->OH, &rh[r % ip->OH], rw); });
     } else { /* one (n, c) plane at a time */
         RT_FOR(work >= RT_PAR_MIN_ELEMS, p, ip->N * C, {
             int64_t n = p / C, c = p % C;
