@@ -90,6 +90,8 @@ def test_wide_3x3_convolutions_run_winograd(case):
     want = [op for op in convs if op.operands[1].type.shape[2:] == (3, 3) and op.attrs.get("stride", [1, 1]) == [1, 1]]
     assert wino == want and len(wino) == 7 and any(padded(op.operands, 4)[3] is not None for op in wino)
     assert sorted(winograd_tile(op) for op in wino) == [2, 2, 2, 4, 4, 4, 4]
+    summary = compiled.kernel_summary()          # what a user sees (`rt inspect`)
+    assert "CONV[winograd4x4]×4" in summary and "CONV[winograd2x2]×3" in summary and "CONV[direct]×3" in summary
 
 
 def test_vit_patch_embedding_feeds_the_tokens_without_a_copy(case):

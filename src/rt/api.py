@@ -144,14 +144,16 @@ class CompiledModel(RunsOnTarget, FastCallable):
         return self._weights.state if self._weights is not None else None
 
     def kernel_summary(self) -> str:
-        """C ops by kernel, matmuls by mode ('MATMUL[packed]×12, ADD×4, ...'), most frequent first."""
+        """C ops by kernel, matmuls and convs by mode ('MATMUL[packed]×12, CONV[winograd4x4]×8, ...'),
+        most frequent first."""
         return summarize_kernels(self.kernel_plan())
 
     def kernel_plan(self) -> list[dict]:
         """Per C op as it runs here: planned op, kernel, and for a MATMUL its mode ("blas", "onednn" (B
         read in place), "packed" (B reordered once for oneDNN), "split" (B in 3.5 bytes per float),
         "small" (rt's one-row loops)), B's layout, and whether B is a constant shared with other ops
-        or copied into rt's own form."""
+        or copied into rt's own form; for a CONV its mode ("direct" on oneDNN, or "winograd4x4" /
+        "winograd2x2": Winograd's F(4x4, 3x3) / F(2x2, 3x3))."""
         return self._program.kernel_plan()
 
     # ---- calling ------------------------------------------------------------------------------

@@ -129,12 +129,9 @@ static dnnl_status_t setup(onednn_conv *s, const float *w)
         dnnl_primitive_desc_t pd = NULL;
         st = weights_md(&any, ip, 1);
         if (st == dnnl_success) st = make_pd_with(s, any, &pd);
-        if (st == dnnl_success)
-            st = dnnl_memory_desc_clone(&s->wei_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+        if (st == dnnl_success) st = rt_dnnl_pack_weights(pd, plain_w, w, &s->wei_md, &s->packed);
         if (pd) dnnl_primitive_desc_destroy(pd);
         if (any) dnnl_memory_desc_destroy(any);
-        if (st == dnnl_success) st = (s->packed = rt_dnnl_alloc(s->wei_md)) ? dnnl_success : dnnl_out_of_memory;
-        if (st == dnnl_success) st = rt_dnnl_reorder(plain_w, w, s->wei_md, s->packed);
     } else {
         st = dnnl_memory_desc_clone(&s->wei_md, plain_w);
     }

@@ -22,7 +22,7 @@
 
 typedef struct {
     rt_op op;
-    int m, in, points;                  /* output tile side, input tile side, points (in^2) */
+    int m, points;                      /* output tile side, points ((m + 2)^2) */
     int64_t TH, TW, T, chunk;           /* tiles down, across, in all (N TH TW), per chunk */
     dnnl_memory_desc_t v_md, u_md, m_md; /* u_md: the layout the packed U is in */
     void *u_packed;
@@ -256,9 +256,7 @@ static dnnl_status_t pack_filters(winograd_conv *s, const float *w)
         st = dnnl_memory_desc_create_with_tag(&any, 3, dims, dnnl_f32, dnnl_format_tag_any);
     }
     if (st == dnnl_success) st = make_pd_with(s, any, &pd);
-    if (st == dnnl_success) st = dnnl_memory_desc_clone(&s->u_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
-    if (st == dnnl_success) st = (s->u_packed = rt_dnnl_alloc(s->u_md)) ? dnnl_success : dnnl_out_of_memory;
-    if (st == dnnl_success) st = rt_dnnl_reorder(plain, u, s->u_md, s->u_packed);
+    if (st == dnnl_success) st = rt_dnnl_pack_weights(pd, plain, u, &s->u_md, &s->u_packed);
     if (pd) dnnl_primitive_desc_destroy(pd);
     if (any) dnnl_memory_desc_destroy(any);
     if (plain) dnnl_memory_desc_destroy(plain);
@@ -276,7 +274,7 @@ int rt_p_conv_winograd(rt_op *op, char *const *arg, char *msg, size_t msglen)
     s->op = *op;
     rt_dnnl_prims_init(&s->prims);
     const rt_conv_ints *ip = &op->ip.conv;
-    s->m = (int)ip->wino_tile, s->in = s->m + 2, s->points = s->in * s->in;
+    s->m = (int)ip->wino_tile, s->points = (s->m + 2) * (s->m + 2);
     s->TH = (ip->OH + s->m - 1) / s->m, s->TW = (ip->OW + s->m - 1) / s->m, s->T = ip->N * s->TH * s->TW;
     s->chunk = rt_conv_winograd_chunk(s->T, ip->C, ip->O, s->m);
     dnnl_dims_t vd = {s->points, s->chunk, ip->C}, md = {s->points, s->chunk, ip->O};

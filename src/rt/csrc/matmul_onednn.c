@@ -184,12 +184,9 @@ static dnnl_status_t setup(onednn_mm *s, const float *b)
         dnnl_primitive_desc_t pd = NULL;
         st = dnnl_memory_desc_create_with_tag(&any, 2, dims, dnnl_f32, dnnl_format_tag_any);
         if (st == dnnl_success) st = make_pd_with(s->rows, any, &pd);
-        if (st == dnnl_success)
-            st = dnnl_memory_desc_clone(&s->b_md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+        if (st == dnnl_success) st = rt_dnnl_pack_weights(pd, plain_b, b, &s->b_md, &s->packed);
         if (pd) dnnl_primitive_desc_destroy(pd);
         if (any) dnnl_memory_desc_destroy(any);
-        if (st == dnnl_success) st = (s->packed = rt_dnnl_alloc(s->b_md)) ? dnnl_success : dnnl_out_of_memory;
-        if (st == dnnl_success) st = rt_dnnl_reorder(plain_b, b, s->b_md, s->packed);
     } else {
         st = dnnl_memory_desc_clone(&s->b_md, plain_b);
     }

@@ -78,6 +78,15 @@ void *rt_dnnl_alloc(const_dnnl_memory_desc_t md)
     return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
 }
 
+dnnl_status_t rt_dnnl_pack_weights(const_dnnl_primitive_desc_t pd, const_dnnl_memory_desc_t plain_md, const void *w,
+                                   dnnl_memory_desc_t *md, void **packed)
+{
+    dnnl_status_t st = dnnl_memory_desc_clone(md, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0));
+    if (st == dnnl_success) st = (*packed = rt_dnnl_alloc(*md)) ? dnnl_success : dnnl_out_of_memory;
+    if (st == dnnl_success) st = rt_dnnl_reorder(plain_md, w, *md, *packed);
+    return st;
+}
+
 dnnl_status_t rt_dnnl_reorder(const_dnnl_memory_desc_t from_md, const void *from, const_dnnl_memory_desc_t to_md,
                               void *to)
 {

@@ -47,6 +47,10 @@ void *rt_dnnl_alloc(const_dnnl_memory_desc_t md);
 /* Copy `from` (read as from_md) into `to` (written as to_md), once: weights into a primitive's layout. */
 dnnl_status_t rt_dnnl_reorder(const_dnnl_memory_desc_t from_md, const void *from, const_dnnl_memory_desc_t to_md,
                               void *to);
+/* Constant weights w (read as plain_md) packed once into the layout pd asked for (made with format
+ * "any"): *md = that layout (owned), *packed = an owned copy of w in it. */
+dnnl_status_t rt_dnnl_pack_weights(const_dnnl_primitive_desc_t pd, const_dnnl_memory_desc_t plain_md, const void *w,
+                                   dnnl_memory_desc_t *md, void **packed);
 
 /* One execution argument; a NULL ptr is left out. */
 typedef struct {

@@ -40,14 +40,14 @@ static void runs(const rt_pool_ints *ip, int axis, run *out)
 
 /* One NHWC output row (n, oh): every column's window, whole channel rows at a time. One function per
  * row, not per window position: its loops inline into each ISA's copy and vectorise across channels. */
-RT_SIMD static void nhwc_row(const rt_pool_ints *ip, int is_max, const float *x, float *y, int64_t n, int64_t oh,
-                             const run *h, const run *rw)
+RT_SIMD static void nhwc_row(const rt_pool_ints *ip, int is_max, float init, const float *x, float *y, int64_t n,
+                             int64_t oh, const run *h, const run *rw)
 {
     int64_t C = ip->C;
     for (int64_t ow = 0; ow < ip->OW; ow++) {
         const run *w = &rw[ow];
         float *yo = y + n * ip->o_sn + oh * ip->o_sh + ow * ip->o_sw;
-        for (int64_t c = 0; c < C; c++) yo[c] = is_max ? -INFINITY : 0.f;
+        for (int64_t c = 0; c < C; c++) yo[c] = init;
         for (int64_t a = 0; a < h->n; a++)
             for (int64_t b = 0; b < w->n; b++) {
                 const float *xr = x + n * ip->x_sn + (h->first + a * h->step) * ip->x_sh +
@@ -78,7 +78,7 @@ static int pool(int is_max, const rt_op *op, char *const *arg)
     float init = is_max ? -INFINITY : 0.f;
     if (ip->x_sc == 1 && ip->o_sc == 1 && C > 1) { /* NHWC: whole channel rows at a time */
         RT_FOR(work >= RT_PAR_MIN_ELEMS, r, ip->N * ip->OH,
-               { nhwc_row(ip, is_max, x, y, r / ip->OH, r % ip->OH, &rh[r % ip->OH], rw); });
+               { nhwc_row(ip, is_max, init, x, y, r / ip->OH, r % ip->OH, &rh[r % ip->OH], rw); });
     } else { /* one (n, c) plane at a time */
         RT_FOR(work >= RT_PAR_MIN_ELEMS, p, ip->N * C, {
             int64_t n = p / C, c = p % C;

@@ -8,8 +8,8 @@ result (the planner reuses such an operand's buffer when it dies at the op); `ex
 `scratch(op, threads) -> bytes` of arena scratch the kernel needs (0: none), which the planner places and
 records in the op's `scratch = [offset, bytes, threads]` attribute; `extra["kernel_choices"]`:
 `choose(op) -> attrs`, how the kernel will run the op (e.g. a convolution's Winograd tile), which the
-planner records on the op before it sizes scratch, so that a saved plan keeps the choice it was made with; `extra["updates_operand"]`: the
-operand whose buffer the op updates in place and returns (a KV cache write): its result is stored as
+planner records on the op before it sizes scratch, so that a saved plan keeps the choice it was made
+with; `extra["updates_operand"]`: the operand whose buffer the op updates in place and returns (a KV cache write): its result is stored as
 that operand.
 """
 from __future__ import annotations
@@ -86,17 +86,24 @@ kernel_facts("planned.cast")
 # ---- vision (fused_ops' spatial ops): x read through its strides; a convolution reads its operands
 # as laid out by its `layout` (the layout pass makes NHWC chains; any other layout is a planned copy)
 # and may add the residual into its own output.
+def _conv_extents(op: Operation) -> tuple:
+    """A planned conv2d's (images, output rows, output columns, channels in, channels out)."""
+    from .fused_ops import to_nchw
+    n, _, oh, ow = to_nchw(op.result.type.shape, REGISTRY[op.name].with_defaults(op.attrs)["layout"])
+    o, c = op.operands[1].type.shape[:2]
+    return n, oh, ow, c, o
+
+
 def winograd_tile(op: Operation) -> int:
     """The output tile m of Winograd's F(m x m, 3x3) a planned convolution runs (abi.py, WINO_*), 0 for
     oneDNN's direct kernel: 3x3, stride 1, undilated, ungrouped, its weights a constant (transformed
     once), enough channels, and the largest m that still has enough tiles."""
-    from .fused_ops import to_nchw
     if op.name != "planned.conv2d":
         return 0
     at = REGISTRY[op.name].with_defaults(op.attrs)
     w = op.operands[1]
-    o, c, kh, kw = w.type.shape
-    n, _, oh, ow = to_nchw(op.result.type.shape, at["layout"])
+    kh, kw = w.type.shape[2:]
+    n, oh, ow, c, o = _conv_extents(op)
     if not ((kh, kw) == (3, 3) and tuple(at["stride"]) == (1, 1) and tuple(at["dilation"]) == (1, 1)
             and at["groups"] == 1 and w.producer is not None and w.producer.name == "const"
             and all(isinstance(d, int) for d in (n, oh, ow)) and min(c, o) >= WINO_MIN_CHANNELS):
@@ -106,12 +113,7 @@ def winograd_tile(op: Operation) -> int:
 
 def _conv_scratch(op: Operation, threads: int) -> int:
     m = op.attrs.get("winograd") or 0      # the planner's choice (a plan without one: direct)
-    if not m:
-        return 0
-    from .fused_ops import to_nchw
-    n, _, oh, ow = to_nchw(op.result.type.shape, REGISTRY[op.name].with_defaults(op.attrs)["layout"])
-    o, c = op.operands[1].type.shape[:2]
-    return conv_winograd_scratch_bytes(n, oh, ow, c, o, m)
+    return conv_winograd_scratch_bytes(*_conv_extents(op), m) if m else 0
 
 
 kernel_facts("planned.conv2d", inplace=(3,), scratch=_conv_scratch,

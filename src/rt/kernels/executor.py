@@ -132,7 +132,8 @@ class CompiledProgram:
     def kernel_plan(self) -> list[dict]:
         """Per C op as it runs: the planned op, the kernel, and for a MATMUL its mode (after preparing:
         a split weight the form could not hold runs on BLAS), B's layout and whether B is a weight
-        packed/split into rt's own copy or read in place while shared with other ops."""
+        packed/split into rt's own copy or read in place while shared with other ops; for a CONV its
+        mode ("direct": oneDNN's convolution, "winograd4x4" / "winograd2x2": rt's Winograd tiles)."""
         plan = []
         lay = self.layout
         for i, (op, e) in enumerate(zip(self.ops, self.encoded)):
@@ -146,6 +147,9 @@ class CompiledProgram:
                            b_shared=const and self.program_reads(b.slot) > 1,
                            b_copy=mode in _COPIES_B,
                            shape=(e.fields["M"], e.fields["N"], e.fields["K"]))
+            elif e.c_op == "CONV":
+                m = e.fields["wino_tile"]
+                row.update(mode=f"winograd{m}x{m}" if m else "direct")
             plan.append(row)
         return plan
 
