@@ -620,6 +620,29 @@ def test_attention_decode_one_query_row(B, Hkv, group, Sk, D, masked, causal, se
     assert_close(out, attention_ref(q, k, v, mask, causal, 0.2))
 
 
+@SETTINGS
+@given(B=st.integers(1, 2), Hkv=st.integers(1, 3), group=st.sampled_from([2, 3, 4]), Sq=SIZES,
+       D=st.sampled_from([8, 64, 128]), Dv=st.sampled_from([16, 40, 128]), per_head_mask=st.booleans(),
+       causal=st.booleans(), seed=st.integers(0, 2**16))
+def test_attention_grouped_query_heads_share_one_kv_head(B, Hkv, group, Sq, D, Dv, per_head_mask, causal, seed):
+    """Several query rows per head with grouped-query K/V: a task packs its K/V head once and runs
+    every query head of the group (a mask per query head, or one per batch item); V read in place
+    when its columns fill whole vectors (Dv 16, 128), packed otherwise (40)."""
+    rng = np.random.default_rng(seed)
+    H = Hkv * group
+    q, k, v = rand(rng, B, H, Sq, D), rand(rng, B, Hkv, Sq, D), rand(rng, B, Hkv, Sq, Dv)
+    shape = (B, H, Sq, Sq) if per_head_mask else (B, 1, 1, Sq)
+    mask = np.where(rng.random(shape) < 0.2, -np.inf, 0.0).astype(np.float32)
+    ms = (H * Sq * Sq, Sq * Sq, Sq, 1) if per_head_mask else (Sq, 0, 0, 1)
+    out = empty((B, H, Sq, Dv))
+    c = lambda Hn, E: (Hn * Sq * E, Sq * E, E)  # noqa: E731
+    run_program("ATTENTION", {"q": q, "k": k, "v": v, "mask": mask, "scratch": attn_scratch(Sq, D, Dv), "out": out},
+                **attention_fields(B=B, H=H, Sq=Sq, Sk=Sq, D=D, Dv=Dv, q=c(H, D), k=c(Hkv, D), v=c(Hkv, Dv),
+                                   o=c(H, Dv), causal=causal, mask=ms, scale=0.2, kv_group=group))
+    kr, vr = (np.repeat(t, group, axis=1) for t in (k, v))
+    assert_close(out, attention_ref(q, kr, vr, mask, causal, 0.2))
+
+
 def test_attention_fully_masked_row_gives_zeros():
     rng = np.random.default_rng(0)
     q, k, v = rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8), rand(rng, 1, 1, 3, 8)

@@ -11,13 +11,15 @@
 #define BQ RT_ATTENTION_BQ
 #define BK RT_ATTENTION_BK
 #define RT_LANES RT_ATTENTION_LANES
-#define RT_ROWS 4   /* register tile height: rows sharing each loaded K/V vector */
 #define RT_DIRECT_ROWS 8 /* tasks with fewer query rows skip packing (attn_direct) */
 
+/* The query heads sharing one K/V head (grouped-query attention: kv_group of them, 1 for plain
+ * multi-head) run in one task, so K and V are packed once for the group. */
 typedef struct {
-    const float *q, *k, *v, *mask;
+    const float *q, *k, *v, *mask; /* q, mask and o: the group's first query head */
     float *o;
     int64_t Sq, Sk, D, Dv, q_ss, k_ss, v_ss, o_ss, m_sq, m_sk;
+    int64_t heads, q_sh, o_sh, m_sh; /* query heads in the group, and their strides */
     int causal;
     float scale;
 } attn_head;
@@ -37,35 +39,55 @@ int64_t rt_attention_scratch_floats(int64_t Sk, int64_t D, int64_t Dv)
 typedef float vlane __attribute__((vector_size(RT_LANES * sizeof(float)), aligned(4), may_alias));
 #define RT_TILE static inline __attribute__((always_inline))
 
-/* s[nqp][BK] (first nkp columns) = q[nqp][D] @ kt[D][.] (row stride ldk). */
-RT_TILE void scores_tile(const float *q, const float *kt, int64_t ldk, float *s, int64_t D,
-                         int64_t nqp, int64_t nkp)
+/* Register tiles of ROWS query rows x NV vlanes (keys, or value columns), constants where inlined.
+ * An FMA's latency times two FMA ports wants >= 8 independent sums in flight: AVX-512's 32 registers
+ * hold an 8 x 2 tile (16 sums); AVX2 holds a vlane in two of its 16, so it keeps 4 x 1 (8 sums). */
+#define MAX_ROWS 8
+#define MAX_NV 2
+
+/* s[nqp][BK] (first nkp columns, a multiple of NV vlanes) = q[nqp][D] @ kt[D][.] (row stride ldk). */
+RT_TILE void scores_tile(const float *q, const float *kt, int64_t ldk, float *s, int64_t D, int64_t nqp,
+                         int64_t nkp, const int ROWS, const int NV)
 {
-    for (int64_t i0 = 0; i0 < nqp; i0 += RT_ROWS)
-        for (int64_t j0 = 0; j0 < nkp; j0 += RT_LANES) {
-            vlane c[RT_ROWS] = {{0}};
+    for (int64_t i0 = 0; i0 < nqp; i0 += ROWS)
+        for (int64_t j0 = 0; j0 < nkp; j0 += NV * RT_LANES) {
+            vlane c[MAX_ROWS][MAX_NV] = {{{0}}};
             for (int64_t d = 0; d < D; d++) {
-                vlane b = *(const vlane *)(kt + d * ldk + j0);
-                for (int r = 0; r < RT_ROWS; r++) c[r] += q[(i0 + r) * D + d] * b;
+                const float *krow = kt + d * ldk + j0;
+                for (int u = 0; u < NV; u++) {
+                    vlane b = *(const vlane *)(krow + u * RT_LANES);
+                    for (int r = 0; r < ROWS; r++) c[r][u] += q[(i0 + r) * D + d] * b;
+                }
             }
-            for (int r = 0; r < RT_ROWS; r++) *(vlane *)(s + (i0 + r) * BK + j0) = c[r];
+            for (int r = 0; r < ROWS; r++)
+                for (int u = 0; u < NV; u++) *(vlane *)(s + (i0 + r) * BK + j0 + u * RT_LANES) = c[r][u];
         }
 }
 
-/* acc[nqp][Dvp] += p[nqp][BK] (first nk columns) @ v[nk][Dvp]. */
-RT_TILE void pv_tile(const float *p, const float *v, float *acc, int64_t nqp, int64_t nk,
-                     int64_t Dvp)
+/* acc[nqp][Dvp] (columns e0 .. e0 + NV vlanes) += p[nqp][BK] (first nk columns) @ v[nk][.] (row stride ldv). */
+RT_TILE void pv_cols(const float *p, const float *v, int64_t ldv, float *acc, int64_t Dvp, int64_t nqp,
+                     int64_t nk, int64_t e0, const int ROWS, const int NV)
 {
-    for (int64_t i0 = 0; i0 < nqp; i0 += RT_ROWS)
-        for (int64_t e0 = 0; e0 < Dvp; e0 += RT_LANES) {
-            vlane c[RT_ROWS];
-            for (int r = 0; r < RT_ROWS; r++) c[r] = *(const vlane *)(acc + (i0 + r) * Dvp + e0);
-            for (int64_t j = 0; j < nk; j++) {
-                vlane b = *(const vlane *)(v + j * Dvp + e0);
-                for (int r = 0; r < RT_ROWS; r++) c[r] += p[(i0 + r) * BK + j] * b;
+    for (int64_t i0 = 0; i0 < nqp; i0 += ROWS) {
+        vlane c[MAX_ROWS][MAX_NV];
+        for (int r = 0; r < ROWS; r++)
+            for (int u = 0; u < NV; u++) c[r][u] = *(const vlane *)(acc + (i0 + r) * Dvp + e0 + u * RT_LANES);
+        for (int64_t j = 0; j < nk; j++)
+            for (int u = 0; u < NV; u++) {
+                vlane b = *(const vlane *)(v + j * ldv + e0 + u * RT_LANES);
+                for (int r = 0; r < ROWS; r++) c[r][u] += p[(i0 + r) * BK + j] * b;
             }
-            for (int r = 0; r < RT_ROWS; r++) *(vlane *)(acc + (i0 + r) * Dvp + e0) = c[r];
-        }
+        for (int r = 0; r < ROWS; r++)
+            for (int u = 0; u < NV; u++) *(vlane *)(acc + (i0 + r) * Dvp + e0 + u * RT_LANES) = c[r][u];
+    }
+}
+
+RT_TILE void pv_tile(const float *p, const float *v, int64_t ldv, float *acc, int64_t nqp, int64_t nk,
+                     int64_t Dvp, const int ROWS, const int NV)
+{
+    int64_t e0 = 0;
+    for (; e0 + NV * RT_LANES <= Dvp; e0 += NV * RT_LANES) pv_cols(p, v, ldv, acc, Dvp, nqp, nk, e0, ROWS, NV);
+    for (; e0 < Dvp; e0 += RT_LANES) pv_cols(p, v, ldv, acc, Dvp, nqp, nk, e0, ROWS, 1);
 }
 
 /* Few query rows (decoding): packing K and V would cost more than it saves, so each
@@ -75,107 +97,141 @@ RT_SIMD static void attn_direct(const attn_head *p, int64_t qa, int64_t qb, floa
 {
     int64_t D = p->D, Dv = p->Dv;
     float *acc = s + round_up(p->Sk, 16);
-    for (int64_t qi = qa; qi < qb; qi++) {
-        int64_t kend = p->causal && qi + 1 < p->Sk ? qi + 1 : p->Sk;
-        const float *q = p->q + qi * p->q_ss;
-        float *orow = p->o + qi * p->o_ss, m = -INFINITY;
-        for (int64_t j = 0; j < kend; j++) {
-            const float *kr = p->k + j * p->k_ss;
-            float dot = 0.f;
+    for (int64_t g = 0; g < p->heads; g++)
+        for (int64_t qi = qa; qi < qb; qi++) {
+            int64_t kend = p->causal && qi + 1 < p->Sk ? qi + 1 : p->Sk;
+            const float *q = p->q + g * p->q_sh + qi * p->q_ss;
+            const float *mrow = p->mask ? p->mask + g * p->m_sh + qi * p->m_sq : NULL;
+            float *orow = p->o + g * p->o_sh + qi * p->o_ss, m = -INFINITY;
+            for (int64_t j = 0; j < kend; j++) {
+                const float *kr = p->k + j * p->k_ss;
+                float dot = 0.f;
 #pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < D; d++) dot += q[d] * kr[d];
-            s[j] = dot * p->scale + (p->mask ? p->mask[qi * p->m_sq + j * p->m_sk] : 0.f);
-            m = s[j] > m ? s[j] : m;
-        }
-        for (int64_t e = 0; e < Dv; e++) acc[e] = 0.f;
-        float sum = 0.f;
-        if (m != -INFINITY) { /* else no visible key: zeros, as torch SDPA gives */
+                for (int64_t d = 0; d < D; d++) dot += q[d] * kr[d];
+                s[j] = dot * p->scale + (mrow ? mrow[j * p->m_sk] : 0.f);
+                m = s[j] > m ? s[j] : m;
+            }
+            for (int64_t e = 0; e < Dv; e++) acc[e] = 0.f;
+            float sum = 0.f;
+            if (m != -INFINITY) { /* else no visible key: zeros, as torch SDPA gives */
 #pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < kend; j++) {
-                s[j] = rt_expf(s[j] - m);
-                sum += s[j];
+                for (int64_t j = 0; j < kend; j++) {
+                    s[j] = rt_expf(s[j] - m);
+                    sum += s[j];
+                }
+                for (int64_t j = 0; j < kend; j++) {
+                    const float *vr = p->v + j * p->v_ss;
+                    for (int64_t e = 0; e < Dv; e++) acc[e] += s[j] * vr[e];
+                }
             }
-            for (int64_t j = 0; j < kend; j++) {
-                const float *vr = p->v + j * p->v_ss;
-                for (int64_t e = 0; e < Dv; e++) acc[e] += s[j] * vr[e];
-            }
+            float inv = sum > 0.f ? 1.f / sum : 0.f;
+            for (int64_t e = 0; e < Dv; e++) orow[e] = acc[e] * inv;
         }
-        float inv = sum > 0.f ? 1.f / sum : 0.f;
-        for (int64_t e = 0; e < Dv; e++) orow[e] = acc[e] * inv;
+}
+
+/* One block of nq (<= BQ) query rows from q0 of one head: an online softmax over key blocks,
+ * skipping blocks a causal mask hides entirely. kt: K^T [D][Skp]; v: V rows (stride ldv, Dvp
+ * columns readable); q, mask, o: this head's. */
+RT_TILE void attn_block(const attn_head *p, const float *q, const float *mask, float *o, const float *kt,
+                        int64_t Skp, const float *v, int64_t ldv, int64_t kend, int64_t q0, int64_t nq,
+                        float *qt, float *s, float *acc, const int ROWS, const int NV)
+{
+    int64_t D = p->D, Dv = p->Dv, Dvp = round_up(Dv, RT_LANES), nqp = round_up(nq, ROWS);
+    float mx[BQ], l[BQ];
+    for (int64_t i = 0; i < nqp; i++) {
+        mx[i] = -INFINITY;
+        l[i] = 0.f;
+        for (int64_t d = 0; d < D; d++) qt[i * D + d] = i < nq ? q[(q0 + i) * p->q_ss + d] * p->scale : 0.f;
+    }
+    memset(acc, 0, (size_t)(nqp * Dvp) * sizeof(float));
+    int64_t kstop = p->causal && q0 + nq < kend ? q0 + nq : kend;
+    for (int64_t k0 = 0; k0 < kstop; k0 += BK) {
+        int64_t nk = kstop - k0 < BK ? kstop - k0 : BK, nkp = round_up(nk, NV * RT_LANES);
+        scores_tile(qt, kt + k0, Skp, s, D, nqp, nkp, ROWS, NV);
+        for (int64_t i = 0; i < nqp; i++) {
+            float *si = s + i * BK;
+            int64_t qi = q0 + i, lim = i < nq ? nk : 0;
+            if (p->causal && qi - k0 + 1 < lim) lim = qi - k0 + 1;
+            if (mask && lim > 0) {
+                const float *mr = mask + qi * p->m_sq + k0 * p->m_sk;
+                for (int64_t j = 0; j < lim; j++) si[j] += mr[j * p->m_sk];
+            }
+            float bmax = -INFINITY;
+#pragma omp simd reduction(max : bmax)
+            for (int64_t j = 0; j < lim; j++) bmax = si[j] > bmax ? si[j] : bmax;
+            float mnew = bmax > mx[i] ? bmax : mx[i];
+            if (mnew == -INFINITY) { /* nothing visible yet: this block adds nothing */
+                for (int64_t j = 0; j < nk; j++) si[j] = 0.f;
+                continue;
+            }
+            float corr = rt_expf(mx[i] - mnew), psum = 0.f;
+#pragma omp simd reduction(+ : psum)
+            for (int64_t j = 0; j < nk; j++) {
+                float e = j < lim ? rt_expf(si[j] - mnew) : 0.f;
+                si[j] = e;
+                psum += e;
+            }
+            l[i] = l[i] * corr + psum;
+            mx[i] = mnew;
+            if (corr != 1.f)
+                for (int64_t e = 0; e < Dvp; e++) acc[i * Dvp + e] *= corr;
+        }
+        pv_tile(s, v + k0 * ldv, ldv, acc, nqp, nk, Dvp, ROWS, NV);
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        /* A row that saw no key has l == 0: it gets zeros, as torch SDPA gives. */
+        float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
+        float *orow = o + (q0 + i) * p->o_ss;
+        for (int64_t e = 0; e < Dv; e++) orow[e] = acc[i * Dvp + e] * inv;
     }
 }
 
-/* Query rows [qa, qb) of one (batch, head). Keys and values are packed once per task
- * into zero-padded tiles (K transposed), then each block of BQ query rows runs an online
- * softmax over key blocks, skipping blocks a causal mask hides entirely. */
-RT_SIMD static void attn_task(const attn_head *p, int64_t qa, int64_t qb, float *scratch)
+/* Query rows [qa, qb) of every head of one group. K (transposed) is packed once per task into
+ * zero-padded tiles; V too unless its rows can be read in place (whole vlanes of columns). */
+RT_TILE void attn_task(const attn_head *p, int64_t qa, int64_t qb, float *scratch, const int ROWS, const int NV)
 {
     int64_t D = p->D, Dv = p->Dv, Dvp = round_up(Dv, RT_LANES);
     /* Causal (top-left): row i sees keys j <= i. */
     int64_t kend = p->causal && qb < p->Sk ? qb : p->Sk, Skp = round_up(kend, BK);
-    float *kt = scratch, *vb = kt + D * Skp, *qt = vb + Skp * Dvp, *s = qt + BQ * D,
-          *acc = s + BQ * BK;
+    float *kt = scratch, *vb = kt + D * Skp, *qt = vb + Skp * Dvp, *s = qt + BQ * D, *acc = s + BQ * BK;
     /* K^T in 16-key strips: each store run fills one cache line of kt instead of
      * striding a whole column (which thrashes the cache at power-of-two Skp). */
     for (int64_t j0 = 0; j0 < Skp; j0 += 16)
         for (int64_t d = 0; d < D; d++)
-            for (int64_t j = j0; j < j0 + 16; j++)
-                kt[d * Skp + j] = j < kend ? p->k[j * p->k_ss + d] : 0.f;
-    for (int64_t j = 0; j < Skp; j++) {
-        const float *vr = p->v + j * p->v_ss;
-        for (int64_t e = 0; e < Dvp; e++) vb[j * Dvp + e] = j < kend && e < Dv ? vr[e] : 0.f;
+            for (int64_t j = j0; j < j0 + 16; j++) kt[d * Skp + j] = j < kend ? p->k[j * p->k_ss + d] : 0.f;
+    const float *v = p->v;
+    int64_t ldv = p->v_ss;
+    if (Dv != Dvp) {
+        for (int64_t j = 0; j < kend; j++) {
+            const float *vr = p->v + j * p->v_ss;
+            for (int64_t e = 0; e < Dvp; e++) vb[j * Dvp + e] = e < Dv ? vr[e] : 0.f;
+        }
+        v = vb, ldv = Dvp;
     }
-    for (int64_t q0 = qa; q0 < qb; q0 += BQ) {
-        int64_t nq = qb - q0 < BQ ? qb - q0 : BQ, nqp = round_up(nq, RT_ROWS);
-        float mx[BQ], l[BQ];
-        for (int64_t i = 0; i < nqp; i++) {
-            mx[i] = -INFINITY;
-            l[i] = 0.f;
-            for (int64_t d = 0; d < D; d++)
-                qt[i * D + d] = i < nq ? p->q[(q0 + i) * p->q_ss + d] * p->scale : 0.f;
-        }
-        memset(acc, 0, (size_t)(nqp * Dvp) * sizeof(float));
-        int64_t kstop = p->causal && q0 + nq < kend ? q0 + nq : kend;
-        for (int64_t k0 = 0; k0 < kstop; k0 += BK) {
-            int64_t nk = kstop - k0 < BK ? kstop - k0 : BK, nkp = round_up(nk, RT_LANES);
-            scores_tile(qt, kt + k0, Skp, s, D, nqp, nkp);
-            for (int64_t i = 0; i < nqp; i++) {
-                float *si = s + i * BK;
-                int64_t qi = q0 + i, lim = i < nq ? nk : 0;
-                if (p->causal && qi - k0 + 1 < lim) lim = qi - k0 + 1;
-                if (p->mask && lim > 0) {
-                    const float *mr = p->mask + qi * p->m_sq + k0 * p->m_sk;
-                    for (int64_t j = 0; j < lim; j++) si[j] += mr[j * p->m_sk];
-                }
-                float bmax = -INFINITY;
-#pragma omp simd reduction(max : bmax)
-                for (int64_t j = 0; j < lim; j++) bmax = si[j] > bmax ? si[j] : bmax;
-                float mnew = bmax > mx[i] ? bmax : mx[i];
-                if (mnew == -INFINITY) { /* nothing visible yet: this block adds nothing */
-                    for (int64_t j = 0; j < nk; j++) si[j] = 0.f;
-                    continue;
-                }
-                float corr = rt_expf(mx[i] - mnew), psum = 0.f;
-#pragma omp simd reduction(+ : psum)
-                for (int64_t j = 0; j < nk; j++) {
-                    float e = j < lim ? rt_expf(si[j] - mnew) : 0.f;
-                    si[j] = e;
-                    psum += e;
-                }
-                l[i] = l[i] * corr + psum;
-                mx[i] = mnew;
-                if (corr != 1.f)
-                    for (int64_t e = 0; e < Dvp; e++) acc[i * Dvp + e] *= corr;
-            }
-            pv_tile(s, vb + k0 * Dvp, acc, nqp, nk, Dvp);
-        }
-        for (int64_t i = 0; i < nq; i++) {
-            /* A row that saw no key has l == 0: it gets zeros, as torch SDPA gives. */
-            float inv = l[i] > 0.f ? 1.f / l[i] : 0.f;
-            float *orow = p->o + (q0 + i) * p->o_ss;
-            for (int64_t e = 0; e < Dv; e++) orow[e] = acc[i * Dvp + e] * inv;
-        }
-    }
+    for (int64_t g = 0; g < p->heads; g++)
+        for (int64_t q0 = qa; q0 < qb; q0 += BQ)
+            attn_block(p, p->q + g * p->q_sh, p->mask ? p->mask + g * p->m_sh : NULL, p->o + g * p->o_sh, kt, Skp,
+                       v, ldv, kend, q0, qb - q0 < BQ ? qb - q0 : BQ, qt, s, acc, ROWS, NV);
+}
+
+/* The tile shapes' own copies, ROWS and NV constants for the compiler */
+RT_SIMD static void attn_task_8x2(const attn_head *p, int64_t qa, int64_t qb, float *scratch)
+{
+    attn_task(p, qa, qb, scratch, 8, 2);
+}
+RT_SIMD static void attn_task_4x1(const attn_head *p, int64_t qa, int64_t qb, float *scratch)
+{
+    attn_task(p, qa, qb, scratch, 4, 1);
+}
+
+/* 8 x 2 where AVX-512 runs (32 vector registers), else 4 x 1 (see MAX_ROWS). */
+static int wide_tiles(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
 }
 
 /* Decoding (one query row per head): a task is one K/V head of one batch item and a chunk of its
@@ -287,38 +343,40 @@ int rt_k_attention(const rt_op *op, char *const *arg)
     int64_t B = ip->B, H = ip->H, Sq = ip->Sq, Sk = ip->Sk, D = ip->D, Dv = ip->Dv;
     if (B * H * Sq == 0 || Dv == 0) return RT_OK;
     if (Sq == 1 && attn_decode(op, arg, rt_attention_scratch_floats(Sk, D, Dv) * ip->threads)) return RT_OK;
-    /* One task per head when there are enough heads (K/V packed once per head);
-     * otherwise heads are split into query chunks so every thread has work. */
-    int64_t nqb = (Sq + BQ - 1) / BQ, heads = B * H;
-    int64_t chunks = heads >= 2 * rt_nthreads ? 1 : (2 * rt_nthreads + heads - 1) / heads;
+    /* One task per group of query heads sharing a K/V head when there are enough groups (K/V packed
+     * once per group); otherwise groups are split into query chunks so every thread has work. */
+    int64_t G = ip->kv_group, Hkv = (H + G - 1) / G, nqb = (Sq + BQ - 1) / BQ, groups = B * Hkv;
+    int64_t chunks = groups >= 2 * rt_nthreads ? 1 : (2 * rt_nthreads + groups - 1) / groups;
     int64_t blocks_per_chunk = (nqb + chunks - 1) / chunks;
     chunks = (nqb + blocks_per_chunk - 1) / blocks_per_chunk; /* none left empty */
-    int64_t rows_per_chunk = blocks_per_chunk * BQ, ntasks = heads * chunks;
+    int64_t rows_per_chunk = blocks_per_chunk * BQ, ntasks = groups * chunks;
     int64_t per_thread = rt_attention_scratch_floats(Sk, D, Dv);
     /* The plan provides scratch for ip->threads threads; never run more than that. */
     int64_t slots = ip->threads < ntasks ? ip->threads : ntasks;
     int nth = rt_nthreads < slots ? rt_nthreads : (int)slots;
     float *scratch = (float *)arg[RT_ATTENTION_SCRATCH];
+    void (*task)(const attn_head *, int64_t, int64_t, float *) = wide_tiles() ? attn_task_8x2 : attn_task_4x1;
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (nth > 1)
     for (int64_t t = 0; t < ntasks; t++) {
-        int64_t b = t / (H * chunks), h = t / chunks % H, qa = t % chunks * rows_per_chunk;
-        int64_t qb = qa + rows_per_chunk < Sq ? qa + rows_per_chunk : Sq;
+        int64_t b = t / (Hkv * chunks), c = t / chunks % Hkv, qa = t % chunks * rows_per_chunk;
+        int64_t qb = qa + rows_per_chunk < Sq ? qa + rows_per_chunk : Sq, h0 = c * G;
         attn_head p = {
-            .q = (const float *)arg[RT_ATTENTION_Q] + b * ip->q_sb + h * ip->q_sh,
-            .k = (const float *)arg[RT_ATTENTION_K] + b * ip->k_sb + h / ip->kv_group * ip->k_sh,
-            .v = (const float *)arg[RT_ATTENTION_V] + b * ip->v_sb + h / ip->kv_group * ip->v_sh,
-            .mask = arg[RT_ATTENTION_MASK] ? (const float *)arg[RT_ATTENTION_MASK] + b * ip->m_sb + h * ip->m_sh
+            .q = (const float *)arg[RT_ATTENTION_Q] + b * ip->q_sb + h0 * ip->q_sh,
+            .k = (const float *)arg[RT_ATTENTION_K] + b * ip->k_sb + c * ip->k_sh,
+            .v = (const float *)arg[RT_ATTENTION_V] + b * ip->v_sb + c * ip->v_sh,
+            .mask = arg[RT_ATTENTION_MASK] ? (const float *)arg[RT_ATTENTION_MASK] + b * ip->m_sb + h0 * ip->m_sh
                                            : NULL,
-            .o = (float *)arg[RT_ATTENTION_OUT] + b * ip->o_sb + h * ip->o_sh,
+            .o = (float *)arg[RT_ATTENTION_OUT] + b * ip->o_sb + h0 * ip->o_sh,
             .Sq = Sq, .Sk = Sk, .D = D, .Dv = Dv,
             .q_ss = ip->q_ss, .k_ss = ip->k_ss, .v_ss = ip->v_ss, .o_ss = ip->o_ss,
-            .m_sq = ip->m_sq, .m_sk = ip->m_sk, .causal = (int)ip->causal,
-            .scale = (float)op->fp.attention.scale};
+            .m_sq = ip->m_sq, .m_sk = ip->m_sk,
+            .heads = H - h0 < G ? H - h0 : G, .q_sh = ip->q_sh, .o_sh = ip->o_sh, .m_sh = ip->m_sh,
+            .causal = (int)ip->causal, .scale = (float)op->fp.attention.scale};
         float *mine = scratch + rt_thread_id() * per_thread;
         if (qb - qa < RT_DIRECT_ROWS)
             attn_direct(&p, qa, qb, mine);
         else
-            attn_task(&p, qa, qb, mine);
+            task(&p, qa, qb, mine);
     }
     return RT_OK;
 }
