@@ -17,6 +17,10 @@ Int formats multiply the inputs quantized to int8 per block of QBLOCK (32) with 
 inputs, and turns each block of the inputs by H before quantizing it (the product is unchanged, as
 H H = I): an outlying input or weight is spread over its block, so both roundings err less (as
 QuaRot and QuIP# rotate before quantizing).
+- "int4:best": per weight, whichever of int4 and int4nl, turned (":rot") or not, rounds that weight with
+  the least squared error (weighted by its inputs' second moment when calibrated: the products' error;
+  choose_variant). Uniform noise fits int4's even grid best, trained weights with outliers the
+  bell-curve levels turned; the compile report names each weight's pick.
 """
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ class WeightFormat:
     group: int | None = None    # int formats: inputs per scale; None = all of K (int8's default)
     zero_point: bool = False    # int4: an offset per group
     rotate: bool = False        # int formats: W and the inputs turned by a Hadamard transform per block
+    best: bool = False          # int4: per weight, the 4-bit variant that errs least (choose_variant)
 
     @property
     def name(self) -> str:
         return (self.kind + (f":g{self.group}" if self.group else "") + (":zp" if self.zero_point else "")
-                + (":rot" if self.rotate else ""))
+                + (":rot" if self.rotate else "") + (":best" if self.best else ""))
 
     def group_for(self, k: int) -> int:
         """The group size this format takes for K inputs (K itself for per-channel int8, 0 for bf16)."""
@@ -67,18 +72,21 @@ def parse(spec) -> WeightFormat | None:
     if spec == "fp32":
         return None
     kind, *opts = spec.split(":")
-    group, zero_point, rotate = None, False, False
+    group, zero_point, rotate, best = None, False, False, False
     for o in opts:
         if o == "zp":
             zero_point = True
         elif o == "rot":
             rotate = True
+        elif o == "best":
+            best = True
         elif o.startswith("g") and o[1:].isdigit() and int(o[1:]) > 0 and int(o[1:]) % QBLOCK == 0:
             group = int(o[1:])
         else:
             raise UsageError(f"weight format {spec!r}: unknown option {o!r} (groups are g<n> with n a "
                              f"multiple of {QBLOCK}; 'zp' adds a zero point; 'rot' rotates each block "
-                             f"of {QBLOCK} inputs before rounding)")
+                             f"of {QBLOCK} inputs before rounding; 'best' picks int4 or int4nl, turned or "
+                             "not, per weight)")
     if kind not in KINDS:
         raise UsageError(f"unknown weight format {spec!r} (known: fp32, {', '.join(KINDS)}, with "
                          "options such as int8:g32, int4:g128, int4:g32:zp, int4nl:rot)")
@@ -86,9 +94,38 @@ def parse(spec) -> WeightFormat | None:
         raise UsageError(f"weight format {spec!r}: bf16 takes no group, zero point or rotation")
     if kind != "int4" and zero_point:
         raise UsageError(f"weight format {spec!r}: {kind} is symmetric (only int4 takes a zero point)")
+    if best and (kind != "int4" or zero_point or rotate):
+        raise UsageError(f"weight format {spec!r}: 'best' chooses among int4 and int4nl, turned or not; "
+                         "it takes a group only (int4:best, int4:g128:best)")
     if kind in NIBBLE_KINDS and group is None:
         group = 32
-    return WeightFormat(kind, group, zero_point, rotate)
+    return WeightFormat(kind, group, zero_point, rotate, best)
+
+
+# Output rows a ':best' format measures each variant's error on: the choice is per weight, and rows
+# of one weight round alike, so a sample decides it at a fraction of a full packing's cost.
+BEST_SAMPLE_ROWS = 256
+
+
+def choose_variant(w: np.ndarray, fmt: WeightFormat, hessian: np.ndarray | None = None) -> WeightFormat:
+    """The concrete format a [N, K] weight takes under fmt: fmt itself, or for ':best' the variant of
+    int4 / int4nl, turned or not (fmt's group), whose nearest rounding of up to BEST_SAMPLE_ROWS of its
+    rows errs least: sum (W - W')^2, or with hessian (the inputs' X^T X / rows) tr(E H E^T), the
+    squared error of the products it gives."""
+    if not fmt.best:
+        return fmt
+    n, k = w.shape
+    rows = w[np.unique(np.linspace(0, n - 1, min(n, BEST_SAMPLE_ROWS)).astype(np.intp))].astype(np.float32)
+    best, best_err = None, np.inf
+    for kind in NIBBLE_KINDS:
+        for rotate in (False, True):
+            cand = WeightFormat(kind, fmt.group, False, rotate)
+            back = unpack(pack(rows, cand), kind, len(rows), k, cand.group_for(k), False)
+            e = rows - (_rotate_blocks(back) if rotate else back)           # H H = I turns W H back
+            err = np.sum(e * e) if hessian is None else np.sum((e @ hessian) * e)
+            if err < best_err:
+                best, best_err = cand, err
+    return best
 
 
 # ---- packing --------------------------------------------------------------------------------------
@@ -237,6 +274,7 @@ def pack(w: np.ndarray, fmt: WeightFormat, hessian: np.ndarray | None = None) ->
     why = fmt.fits(k)
     if why:
         raise UsageError(why)
+    fmt = choose_variant(w, fmt, hessian)
     if fmt.kind == "bf16":
         bits = _bf16_bits(w)
         if k % 2:

@@ -18,7 +18,8 @@ DECODE_ENGINES = ("rt", "eager", "llama.cpp")
 # (rt: rt.compile_generator(weights=...), "-gptq" rounded on calibration prompts (decode.CALIBRATION_*);
 # llama.cpp: its f32 GGUF through its own quantizer, as `llama-quantize model.gguf q8_0` does;
 # ort-genai: onnxruntime-genai's model builder, `-p int4`).
-WEIGHT_FORMATS = {"rt": ("bf16", "int8", "int4", "int8-gptq", "int4-gptq", "int4nl", "int4nl:rot"),
+WEIGHT_FORMATS = {"rt": ("bf16", "int8", "int4", "int8-gptq", "int4-gptq", "int4nl", "int4nl:rot",
+                         "int4:best"),
                   "llama.cpp": ("q8_0", "q4_0"), "ort-genai": ("int4",)}
 VARIANTS = {f"{base}-{fmt}": (base, fmt) for base, fmts in WEIGHT_FORMATS.items() for fmt in fmts}
 QUANT_ENGINES = tuple(VARIANTS)

@@ -15,7 +15,7 @@ from ..dialects.builder import Builder
 from ..dialects.ir import Module, Operation, replace_all_uses
 from ..dialects.registry import REGISTRY, VIEW
 from ..errors import UsageError
-from ..weight_formats import AUTO, WeightChoice, pack
+from ..weight_formats import AUTO, WeightChoice, choose_variant, pack
 from .fold import dead_code_elimination
 
 
@@ -94,6 +94,7 @@ def pack_weights(module: Module, choice: WeightChoice, moments: dict | None = No
             continue
         b = Builder(module, names, name)
         moment = (moments or {}).get(name) if fmt.kind != "bf16" else None
+        fmt = choose_variant(weight, fmt, moment)
         packed = b.const(pack(weight, fmt, moment), hint=f"{name}.{fmt.name}")
         a, _, *rest = op.operands
         new = b.op("fused.matmul_packed", [a, packed, *rest], {
