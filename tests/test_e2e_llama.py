@@ -60,3 +60,21 @@ def test_batch_of_two_saves_and_loads(tmp_path):
     path = tmp_path / "qwen2.rt"
     compiled.save(str(path))
     _check(model, args, rt.load(str(path)))
+
+
+@pytest.mark.parametrize("kv_heads, gqa", [(1, False), (1, True), (2, True)])
+def test_sdpa_over_fewer_kv_heads_reads_each_once_for_its_group(kv_heads, gqa):
+    """torch SDPA with K/V of fewer heads than Q: one broadcast over all (multi-query) or, with
+    enable_gqa, shared by groups: one fused attention with kv_group, no K/V repeated."""
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = torch.randn(2, 4, 9, 16, generator=g), torch.randn(2, kv_heads, 9, 16, generator=g), \
+        torch.randn(2, kv_heads, 9, 16, generator=g)
+    compiled = rt.compile(Attend(), (q, k, v))
+    _check(Attend(), (q, k, v), compiled)
+    groups = [op.attrs.get("kv_group", 1) for op in compiled.stages["fused"].ops if op.name == "fused.attention"]
+    assert groups == [4 // kv_heads]
+    assert "planned.copy" not in compiled.ir("planned")

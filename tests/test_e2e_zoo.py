@@ -1,5 +1,5 @@
 """The model zoo end to end, as users call the models: torch.nn's Transformer and MultiheadAttention, and HF
-RoBERTa, XLM-RoBERTa, DeBERTa-v2, MobileBERT, BART, Whisper and GPT-J straight from their classes (small
+RoBERTa, XLM-RoBERTa, DeBERTa-v2, MobileBERT, BART, Whisper, T5, GPT-J and Falcon straight from their classes (small
 configs, random weights, `rt.testing.zoo`), through the compiled loop and the op-by-op C executor against
 PyTorch: every output within 1e-4 of its scale (the position ids from the padding, cumsum(ids != pad),
 DeBERTa's relative-position gather and BART's shift_tokens_right comparison run in the typed C kernels)."""
@@ -54,7 +54,9 @@ CASES = {
     "bart": lambda: hf_model("bart"),
     "bart_shifted_decoder_ids": lambda: hf_model("bart", inputs=("input_ids", "attention_mask")),
     "whisper": lambda: hf_model("whisper"),
+    "t5": lambda: hf_model("t5"),
     "gptj": lambda: hf_model("gptj"),
+    "falcon": lambda: hf_model("falcon"),
 }
 def _call(case):
     """(positional args, keyword args) of the call: the torch.nn factories give args, the HF ones kwargs."""

@@ -207,15 +207,19 @@ def _masked_fill_t(b, op, at, m):
 @converts("torch.where.self")
 def _where(b, op, at, m):
     c, x, y = op.operands
-    dt = op.result.type.dtype
+    dt, shape = op.result.type.dtype, op.result.type.shape
     sx, sy = scalar_of(m, x), scalar_of(m, y)
+    # A constant of one value taken as a scalar may still have widened the result (T5's [1, H, 1, 1]
+    # fill under a [B, 1, S, S] mask): the masked_fill forms then expand to the result's shape.
+    widen = lambda v: v if v.type.shape == shape else b.op("fused.expand", [v], {"shape": list(shape)})  # noqa: E731
     if sx is not None:           # where(c, s, y) = masked_fill(y, c, s)
-        return _fill_select(b, b.cast(y, dt), c, sx, m)
+        return widen(_fill_select(b, b.cast(y, dt), c, sx, m))
     if sy is not None:           # where(c, x, s) = masked_fill(x, ~c, s)
         carr = m.const_value(c)
         if carr is None:
-            return _fill_select(b, b.cast(x, dt), b.op("fused.logical_xor", [b.cast(c, "bool"), b.const(np.array(True), "scalar")]), sy, m)
-        return _fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m)
+            flip = b.op("fused.logical_xor", [b.cast(c, "bool"), b.const(np.array(True), "scalar")])
+            return widen(_fill_select(b, b.cast(x, dt), flip, sy, m))
+        return widen(_fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m))
     return b.op("fused.where", [b.cast(c, "bool"), b.cast(x, dt), b.cast(y, dt)])
 
 
@@ -273,10 +277,17 @@ def additive_mask(b: Builder, mask: Value, m: Module) -> Value:
 @converts("torch.scaled_dot_product_attention")
 def _sdpa(b, op, at, m):
     q, k, v, mask = padded(op.operands, 4)
-    if at.get("enable_gqa") and k.type.shape[-3] != q.type.shape[-3]:
-        raise LoweringError("grouped-query attention (enable_gqa with fewer kv heads) is not supported yet")
     scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(q.type.shape[-1])
     rank = q.type.rank
+    # Fewer K/V heads than query heads: one broadcast over all of them (multi-query, Falcon) or, with
+    # enable_gqa, each shared by a group; the kernel reads K/V head h // kv_group either way.
+    group = 1
+    if rank == 4 and k.type.shape[1] != q.type.shape[1]:
+        hq, hk = q.type.shape[1], k.type.shape[1]
+        if not (hk == 1 or (at.get("enable_gqa") and hq % hk == 0)):
+            raise LoweringError(f"attention with {hq} query heads over {hk} key/value heads "
+                                f"({'a group size that does not divide' if at.get('enable_gqa') else 'without enable_gqa'})")
+        group = hq // hk
     shape = op.result.type.shape
     if rank == 2:
         q, k, v = (b.reshape(t, [1, *t.type.shape]) for t in (q, k, v))
@@ -290,7 +301,8 @@ def _sdpa(b, op, at, m):
             full = tuple(broadcast_shapes(madd.type.shape, op.result.type.shape[:-1] + (k.type.shape[-2],)))
             madd = b.reshape(b.op("fused.expand", [madd], {"shape": list(full)}),
                            [*q.type.shape[:-1], k.type.shape[-2]])
-    y = b.op("fused.attention", [q, k, v, madd], {"scale": float(scale), "causal": bool(at["is_causal"])})
+    y = b.op("fused.attention", [q, k, v, madd], {"scale": float(scale), "causal": bool(at["is_causal"]),
+                                                  "kv_group": group})
     return b.reshape(y, shape)
 
 

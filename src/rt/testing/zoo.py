@@ -1,7 +1,7 @@
 """HF models of the test zoo as users call them: the model class itself, built from its config class
 (small, random weights, nothing downloaded), and the keyword arguments of its call. Encoders (RoBERTa,
-XLM-RoBERTa, DeBERTa-v2, MobileBERT) take token ids and a padding mask, encoder-decoders (BART, Whisper)
-also the decoder's ids, GPT-J its ids; a model that would return a cache is called with use_cache=False."""
+XLM-RoBERTa, DeBERTa-v2, MobileBERT) take token ids and a padding mask, encoder-decoders (BART, Whisper,
+T5) also the decoder's ids, GPT-J and Falcon (multi-query: one K/V head broadcast in SDPA) their ids; a model that would return a cache is called with use_cache=False."""
 from __future__ import annotations
 
 import torch
@@ -33,6 +33,12 @@ FAMILIES = {
                 dict(_SEQ2SEQ, num_mel_bins=16, max_source_positions=16, max_target_positions=32, pad_token_id=0,
                      bos_token_id=0, eos_token_id=0, decoder_start_token_id=0),
                 ("input_features", "decoder_input_ids"), True),
+    "t5": ("T5Config", "T5Model", dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, pad_token_id=0,
+                                       decoder_start_token_id=0),
+           ("input_ids", "attention_mask", "decoder_input_ids"), True),
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                         bos_token_id=0, eos_token_id=0),
+               ("input_ids",), True),
     "gptj": ("GPTJConfig", "GPTJForCausalLM",
              dict(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_positions=64, bos_token_id=0, eos_token_id=0),
              ("input_ids",), True),
