@@ -26,6 +26,7 @@ CASES = {
     "resnet_basic_b2": lambda: models.resnet(batch=2, size=64, layer_type="basic", embedding_size=64,
                                              hidden_sizes=[64, 128], depths=[2, 2]),
     "vit": lambda: models.vit(),
+    "beit": lambda: models.beit(),
     "convnext": lambda: models.convnext(),
     "mobilenet_v2": lambda: models.mobilenet_v2(),
     "efficientnet": lambda: models.efficientnet(),

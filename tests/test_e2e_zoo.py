@@ -120,6 +120,28 @@ def test_writes_through_views_update_their_base():
     np.testing.assert_allclose(compiled.run_op_by_op(x.numpy()), want, rtol=1e-6)
 
 
+class WriteIntoContiguous(torch.nn.Module):
+    """contiguous() copies a strided tensor (a write into it leaves the base alone) and returns a
+    contiguous one itself (the write is the base's): BEiT's relative position index writes into both."""
+    def forward(self, x):
+        base = x * 1.0
+        strided = base.t()
+        copy = strided.contiguous()
+        copy[:, 0] += 5.0
+        same = base.contiguous()
+        same[0] *= 2.0
+        return base, copy, same                 # base: untouched by the write into the copy
+
+
+def test_writes_into_contiguous_follow_torch_aliasing():
+    x = torch.randn(4, 6)
+    compiled = rt.compile(WriteIntoContiguous(), (x,))
+    want = [t.numpy() for t in WriteIntoContiguous()(x)]
+    for got in (compiled(x.numpy()), compiled.run_op_by_op(x.numpy())):
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+
+
 class DiagonalWrite(torch.nn.Module):
     def forward(self, x):
         y = x * 1.0

@@ -4,7 +4,8 @@ The importer converts an in-place op as its functional twin; later reads of the 
 new value. When that tensor is a view of another (`shifted[:, 1:] = ids[:, :-1]` writes through a slice
 of `shifted`), the update is written back into the view's base, and on up to the root: a slice becomes a
 slice_scatter, a selection a select_scatter, a reshape the inverse reshape, a transpose the same
-transpose, a permutation its inverse. A write through any other view is refused (its update would be lost).
+transpose, a permutation its inverse, contiguous() the value itself (or nothing, where it copied a
+strided tensor). A write through any other view is refused (its update would be lost).
 Views of a base taken before it was updated keep the value they had (a read through such a stale view
 after the write is not seen as the update)."""
 from __future__ import annotations
@@ -65,7 +66,17 @@ WRITE_BACK = {
     aten.transpose.int: _transpose,
     aten.t.default: _t,
     aten.permute.default: _permute,
+    aten.contiguous.default: lambda b, view, base, new, node: new,      # returned its input itself
 }
+
+
+def _made_a_copy(view: fx.Node) -> bool:
+    """Whether a view-schema op returned a new tensor, not an alias: contiguous() of a strided tensor
+    copies it, so a write into its result stays there, as in torch (BEiT's relative position index)."""
+    if view.target is not aten.contiguous.default:
+        return False
+    val = view.args[0].meta.get("val")
+    return isinstance(val, torch.Tensor) and not val.is_contiguous()
 
 
 def _is_view(node: fx.Node) -> bool:
@@ -79,7 +90,7 @@ def write_back(b, node: fx.Node, mutated: fx.Node, new: Value, env: dict, where)
     """In-place op `node` updated `mutated` to `new`: later reads of it, and of the bases it is a view of,
     see the update."""
     env[mutated] = new
-    while _is_view(mutated) and isinstance(mutated.args[0], fx.Node):
+    while _is_view(mutated) and isinstance(mutated.args[0], fx.Node) and not _made_a_copy(mutated):
         fn = WRITE_BACK.get(mutated.target)
         if fn is None:
             raise UnsupportedOpError([(str(node.target), where(node),

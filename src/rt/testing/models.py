@@ -506,6 +506,14 @@ def vit(batch: int = 1, size: int = 32, classes: int | None = None, seed: int = 
     return _hf_vision("ViTConfig", "ViTModel", "ViTForImageClassification", classes, config, batch, size, seed)
 
 
+def beit(batch: int = 1, size: int = 32, classes: int | None = None, seed: int = 0, **config):
+    """HF BeitModel: a ViT whose attention adds a learned relative position bias per head, its index
+    table built in the graph by in-place writes into a contiguous() copy."""
+    config = {**dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, patch_size=8,
+                     use_relative_position_bias=True), **config, "image_size": size}
+    return _hf_vision("BeitConfig", "BeitModel", "BeitForImageClassification", classes, config, batch, size, seed)
+
+
 def convnext(batch: int = 1, size: int = 64, classes: int | None = 10, seed: int = 0, **config):
     """HF ConvNeXt (depthwise 7x7 convolutions, layer norm over channels, layer scale), small by default."""
     config = {**dict(hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 2, 1]), **config}
