@@ -58,7 +58,8 @@ CASES = {
     "gptj": lambda: hf_model("gptj"),
     "falcon": lambda: hf_model("falcon"),
     **{f: (lambda f=f: hf_model(f)) for f in ("phi3", "gemma2", "gpt_neox", "bloom", "mpt", "t5_encoder", "swin",
-                                             "segformer", "levit", "deit", "wav2vec2", "speech2text")},
+                                             "segformer", "levit", "deit", "wav2vec2", "speech2text", "mixtral",
+                                             "qwen2_moe")},
 }
 def _call(case):
     """(positional args, keyword args) of the call: the torch.nn factories give args, the HF ones kwargs."""

@@ -82,6 +82,14 @@ FAMILIES.update({
                          max_source_positions=64, max_target_positions=64, pad_token_id=1, decoder_start_token_id=2,
                          attn_implementation="eager"),
                     ("input_features", "decoder_input_ids"), True),
+    # Mixture of experts, through HF's batched_mm experts (each token's chosen experts' weights gathered,
+    # then batched products): its default grouped_mm routes by a histogram (aten.histc), refused.
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM",
+                dict(_LM, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2,
+                     experts_implementation="batched_mm"), ("input_ids",), True),
+    "qwen2_moe": ("Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+                  dict(_LM, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                       shared_expert_intermediate_size=32, experts_implementation="batched_mm"), ("input_ids",), True),
 })
 VOCAB = 99
 
