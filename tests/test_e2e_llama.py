@@ -59,7 +59,10 @@ def test_batch_of_two_saves_and_loads(tmp_path):
     compiled = rt.compile(model, args)
     path = tmp_path / "qwen2.rt"
     compiled.save(str(path))
-    _check(model, args, rt.load(str(path)))
+    loaded = rt.load(str(path))
+    arrays = [a.numpy() for a in args]
+    assert np.array_equal(loaded(*arrays), compiled(*arrays))       # the same program, run from the file
+    _check(model, args, loaded)
 
 
 @pytest.mark.parametrize("kv_heads, gqa", [(1, False), (1, True), (2, True)])

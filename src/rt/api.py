@@ -304,7 +304,8 @@ def compile(model, args: tuple = (), kwargs: dict | None = None, *, strict: bool
     compile then serves every size in range, with the arena planned for the largest.
     weights: the format of the constant matmul weights (rt/weight_formats.py): None (fp32, the
     default), "bf16", "int8", "int4", "int4nl" (with options: "int8:g32", "int4:g128", "int4:g32:zp",
-    ":rot" to rotate before rounding, e.g. "int4nl:rot"), or a dict
+    ":rot" to rotate before rounding, e.g. "int4nl:rot"; "int4:best" picks per weight the 4-bit
+    variant that rounds it with least error), or a dict
     {name pattern: format} for per-layer choices; lm_head: the LM head's format ("auto": the body's,
     int8 under int4). calibration: inputs like the model's real ones (a list of samples, each a dict of
     inputs by name, a tuple, or one tensor) that int formats round their weights for (GPTQ: each

@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
                                                               "prompts together (`rt generate` with several --prompt-ids)")
     p.add_argument("--weights", default=None, help="the matmul weights' format: fp32 (default), bf16, int8, "
                                                    "int4, int4nl, or with options: int8:g32, int4:g128, "
-                                                   "int4:g32:zp, int4nl:rot (rotated before rounding)")
+                                                   "int4:g32:zp, int4nl:rot (rotated before rounding), int4:best "
+                                                   "(each weight's least-error 4-bit variant)")
     p.add_argument("--lm-head", default="auto", help="the LM head's format (default auto: the weights', "
                                                      "but int8 when they are int4)")
     p.set_defaults(func=_compile)

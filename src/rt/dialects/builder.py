@@ -113,6 +113,13 @@ class Builder:
             return x
         return self.op("fused.reshape", [x], {"shape": shape})
 
+    def expand(self, x: Value, shape) -> Value:
+        """x broadcast (a stride-0 view) to `shape` (x itself when it already has that shape)."""
+        shape = [as_size(s) for s in shape]
+        if tuple(shape) == x.type.shape:
+            return x
+        return self.op("fused.expand", [x], {"shape": shape})
+
     def cast(self, x: Value, dtype: str) -> Value:
         """x as `dtype` (x itself when it has it; a scalar constant is converted here, not at run time)."""
         if x.type.dtype == dtype:

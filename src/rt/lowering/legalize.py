@@ -211,15 +211,14 @@ def _where(b, op, at, m):
     sx, sy = scalar_of(m, x), scalar_of(m, y)
     # A constant of one value taken as a scalar may still have widened the result (T5's [1, H, 1, 1]
     # fill under a [B, 1, S, S] mask): the masked_fill forms then expand to the result's shape.
-    widen = lambda v: v if v.type.shape == shape else b.op("fused.expand", [v], {"shape": list(shape)})  # noqa: E731
     if sx is not None:           # where(c, s, y) = masked_fill(y, c, s)
-        return widen(_fill_select(b, b.cast(y, dt), c, sx, m))
+        return b.expand(_fill_select(b, b.cast(y, dt), c, sx, m), shape)
     if sy is not None:           # where(c, x, s) = masked_fill(x, ~c, s)
         carr = m.const_value(c)
         if carr is None:
             flip = b.op("fused.logical_xor", [b.cast(c, "bool"), b.const(np.array(True), "scalar")])
-            return widen(_fill_select(b, b.cast(x, dt), flip, sy, m))
-        return widen(_fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m))
+            return b.expand(_fill_select(b, b.cast(x, dt), flip, sy, m), shape)
+        return b.expand(_fill_select(b, b.cast(x, dt), b.const(~carr.astype(bool), "mask"), sy, m), shape)
     return b.op("fused.where", [b.cast(c, "bool"), b.cast(x, dt), b.cast(y, dt)])
 
 
@@ -279,15 +278,9 @@ def _sdpa(b, op, at, m):
     q, k, v, mask = padded(op.operands, 4)
     scale = at["scale"] if at["scale"] is not None else 1.0 / math.sqrt(q.type.shape[-1])
     rank = q.type.rank
-    # Fewer K/V heads than query heads: one broadcast over all of them (multi-query, Falcon) or, with
-    # enable_gqa, each shared by a group; the kernel reads K/V head h // kv_group either way.
-    group = 1
-    if rank == 4 and k.type.shape[1] != q.type.shape[1]:
-        hq, hk = q.type.shape[1], k.type.shape[1]
-        if not (hk == 1 or (at.get("enable_gqa") and hq % hk == 0)):
-            raise LoweringError(f"attention with {hq} query heads over {hk} key/value heads "
-                                f"({'a group size that does not divide' if at.get('enable_gqa') else 'without enable_gqa'})")
-        group = hq // hk
+    # Fewer K/V heads than query heads (torch allows one, broadcast over all: multi-query, Falcon; or,
+    # with enable_gqa, a divisor): each shared by a group, read as head h // kv_group by the kernel.
+    group = q.type.shape[1] // k.type.shape[1] if rank == 4 else 1
     shape = op.result.type.shape
     if rank == 2:
         q, k, v = (b.reshape(t, [1, *t.type.shape]) for t in (q, k, v))
@@ -363,7 +356,7 @@ def _fill_or_copy(b, op, at, m):
     v = b.cast(value, x.type.dtype)
     if v.type.rank < x.type.rank:
         v = b.reshape(v, [1] * (x.type.rank - v.type.rank) + list(v.type.shape))
-    return v if v.type.shape == x.type.shape else b.op("fused.expand", [v], {"shape": list(x.type.shape)})
+    return b.expand(v, x.type.shape)
 
 
 @converts("torch.embedding")

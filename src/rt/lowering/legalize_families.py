@@ -492,8 +492,7 @@ def _safe_softmax(b, op, at, m):
 def _along(b: Builder, idx: Value, rank: int, d: int, shape) -> Value:
     """A 1-D int64 index as [1, .., n at d, .., 1], broadcast (stride 0) to `shape`."""
     v = b.reshape(b.cast(idx, "i64"), [1] * d + [idx.type.numel] + [1] * (rank - d - 1))
-    shape = list(shape)
-    return v if tuple(shape) == v.type.shape else b.op("fused.expand", [v], {"shape": shape})
+    return b.expand(v, shape)
 
 
 def gather_along(b: Builder, x: Value, idx: Value, d: int) -> Value:
